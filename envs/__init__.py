@@ -1,0 +1,1 @@
+"""Embedded BARN-style navigation simulator. ``import envs`` registers the Gymnasium ids."""

@@ -1,0 +1,43 @@
+"""The local-planner interface: what every planner of the simulator receives and returns, batched over N robots."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.planners.params import ParamTable
+
+
+@dataclass
+class PlannerInput:
+    """Everything a local planner may use at one control tick.
+
+    :param pose: Robot poses ``[N, 3]`` (x m, y m, heading rad).
+    :param velocity: Measured velocities ``[N, 2]`` (v m/s, w rad/s).
+    :param params: Planner parameters ``[N, P]`` in physical units (ints already rounded).
+    :param env: Slot of each robot in ``known_dist`` ``[N]``.
+    :param known_dist: Distance to the nearest known obstacle ``[E, KH, KW]`` (m) of all slots, the costmap's
+        source (passed whole: robots index it through ``env``, nothing is copied).
+    :param local_path: Global-plan points ahead of the robot ``[N, KP, 2]`` (m), padded with the last point.
+    :param local_goal: Last global-plan point inside the local costmap window ``[N, 2]`` (m).
+    """
+
+    pose: np.ndarray
+    velocity: np.ndarray
+    params: np.ndarray
+    env: np.ndarray
+    known_dist: np.ndarray
+    local_path: np.ndarray
+    local_goal: np.ndarray
+
+
+class LocalPlanner(ABC):
+    """A batched local planner driven by a parameter table (the RL action)."""
+
+    params: ParamTable
+
+    @abstractmethod
+    def compute_velocity(self, state: PlannerInput) -> np.ndarray:
+        """Velocity commands ``[N, 2]`` (v m/s, w rad/s) for one control tick."""

@@ -1,0 +1,27 @@
+"""move_base-style costs from the known-obstacle distance map (costmap_2d inflation layer semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FOOTPRINT_HALF = (0.31, 0.265)
+"""Half length and half width (m) of move_base's footprint (0.42 x 0.33 m) with footprint_padding 0.1."""
+INSCRIBED_RADIUS = FOOTPRINT_HALF[1]
+"""Inscribed radius of the padded footprint (m): closer to an obstacle is ``INSCRIBED`` cost."""
+COVER_OFFSET = FOOTPRINT_HALF[0] / 2
+COVER_RADIUS = float(np.hypot(COVER_OFFSET, FOOTPRINT_HALF[1]))
+"""Two circles at +-COVER_OFFSET along the heading with this radius cover the padded footprint."""
+COST_SCALING = 10.0
+"""costmap_2d inflation ``cost_scaling_factor`` (default)."""
+LETHAL, INSCRIBED, MAX_NON_OBSTACLE = 254.0, 253.0, 252.0
+
+
+def inflation_cost(distance: np.ndarray, inflation_radius: np.ndarray) -> np.ndarray:
+    """Cell cost (0..253) at ``distance`` (m) from the nearest known obstacle, costmap_2d inflation layer.
+
+    ``INSCRIBED`` within the inscribed radius, ``252 exp(-10 (d - r_in))`` out to ``inflation_radius``, 0 beyond.
+    Shapes broadcast; ``inflation_radius`` in m.
+    """
+    decay = MAX_NON_OBSTACLE * np.exp(-COST_SCALING * (distance - INSCRIBED_RADIUS))
+    cost = np.where(distance <= INSCRIBED_RADIUS, INSCRIBED, decay)
+    return np.where(distance <= inflation_radius, cost, 0.0).astype(np.float32)

@@ -1,0 +1,97 @@
+"""NavFn-like global planner: Dijkstra on the inflated known-obstacle grid, from the goal (a navigation function).
+
+Only obstacles the robot has seen exist for it (move_base's global costmap is built from the laser; unseen space
+is free). One Dijkstra from the goal gives the cost-to-go of every cell, so the plan from any robot cell is a walk
+along predecessors; it is recomputed only when the known map or the inflation radius changes in a way that
+matters (see ``envs.sim``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
+from envs.planners.costmap import INSCRIBED, inflation_cost
+
+PLAN_STRIDE = 2
+"""The plan grid takes every PLAN_STRIDE-th known cell: 0.1 m cells."""
+PLAN_RES = KNOWN_RES * PLAN_STRIDE
+PLAN_SHAPE = (KNOWN_SHAPE[0] // PLAN_STRIDE, KNOWN_SHAPE[1] // PLAN_STRIDE)
+COST_NEUTRAL, COST_FACTOR = 50.0, 0.8
+"""NavFn's step cost: ``COST_NEUTRAL + COST_FACTOR * costmap cost`` per cell."""
+_BLOCKED_WEIGHT = 1e6
+
+
+@lru_cache(maxsize=1)
+def _grid_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected plan grid as CSR arrays (indptr, indices) + per-edge length (m) + source cell of each edge."""
+    h, w = PLAN_SHAPE
+    idx = np.arange(h * w).reshape(h, w)
+    r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    src, dst, length = [], [], []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == dc == 0:
+                continue
+            r2, c2 = r + dr, c + dc
+            ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+            src.append(idx[ok])
+            dst.append(idx[r2[ok], c2[ok]])
+            length.append(np.full(ok.sum(), np.hypot(dr, dc) * PLAN_RES))
+    src, dst, length = np.concatenate(src), np.concatenate(dst), np.concatenate(length)
+    order = np.lexsort((dst, src))
+    src, dst, length = src[order], dst[order], length[order]
+    indptr = np.searchsorted(src, np.arange(h * w + 1))
+    return indptr, dst.astype(np.int32), length, src
+
+
+def cell_of(xy: np.ndarray) -> np.ndarray:
+    """Plan-grid flat index of world points ``[..., 2]`` (clipped to the region)."""
+    ix = np.clip(((xy[..., 0] - X0) / PLAN_RES).astype(int), 0, PLAN_SHAPE[1] - 1)
+    iy = np.clip(((xy[..., 1] - Y0) / PLAN_RES).astype(int), 0, PLAN_SHAPE[0] - 1)
+    return iy * PLAN_SHAPE[1] + ix
+
+
+def cell_centre(cell: np.ndarray) -> np.ndarray:
+    """World coordinates ``[..., 2]`` of plan-grid cells."""
+    iy, ix = np.divmod(np.asarray(cell), PLAN_SHAPE[1])
+    return np.stack([X0 + (ix + 0.5) * PLAN_RES, Y0 + (iy + 0.5) * PLAN_RES], axis=-1).astype(np.float32)
+
+
+def navigation_function(known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray) -> np.ndarray:
+    """Cost-to-go predecessors towards ``goal`` on one known map.
+
+    :param known_dist: Known-obstacle distance grid ``[KH, KW]`` (m).
+    :param inflation_radius: Inflation radius (m).
+    :param goal: Goal ``[2]`` (m).
+    :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
+    """
+    indptr, indices, length, source = _grid_graph()
+    d = known_dist[::PLAN_STRIDE, ::PLAN_STRIDE].ravel()
+    cost = inflation_cost(d, inflation_radius)
+    step = COST_NEUTRAL + COST_FACTOR * np.minimum(cost, INSCRIBED - 1)
+    # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
+    # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
+    weight = length * step[source] / COST_NEUTRAL
+    weight[cost[source] >= INSCRIBED] = _BLOCKED_WEIGHT
+    graph = csr_matrix((weight, indices, indptr), shape=(len(d), len(d)))
+    dist, pred = dijkstra(graph, indices=int(cell_of(goal)), return_predecessors=True)
+    pred[dist >= _BLOCKED_WEIGHT] = -9999
+    return pred
+
+
+def extract_path(pred: np.ndarray, start: np.ndarray, goal: np.ndarray, max_cells: int = 2000) -> np.ndarray | None:
+    """World path ``[n, 2]`` from ``start`` to ``goal`` along ``pred``; None if the start cell cannot reach the goal."""
+    cell, goal_cell = int(cell_of(start)), int(cell_of(goal))
+    cells = [cell]
+    while cell != goal_cell:
+        cell = int(pred[cell])
+        if cell < 0 or len(cells) > max_cells:
+            return None
+        cells.append(cell)
+    pts = cell_centre(np.array(cells))
+    return np.concatenate([start[None, :2], pts[1:-1], goal[None, :2]]).astype(np.float32)

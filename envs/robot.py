@@ -1,0 +1,79 @@
+"""Jackal-like differential-drive robot: footprint, velocity response, kinematics and collision, batched.
+
+All functions take arrays over N robots. Poses are ``[N, 3]`` (x m, y m, heading rad), velocities ``[N, 2]``
+(v m/s, w rad/s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.maps import TRUE_RES, TRUE_SHAPE, X0, Y0
+from envs.worlds import CYLINDER_RADIUS
+
+LENGTH, WIDTH = 0.508, 0.430
+"""Jackal body footprint (m): the collision shape."""
+ACC_LINEAR, ACC_ANGULAR = 3.0, 6.0
+"""Velocity response of the base (m/s^2, rad/s^2): commands are tracked under these acceleration limits."""
+CONTROL_DT = 0.05
+"""move_base controller period (s): 20 Hz."""
+
+
+def _outline(length: float, width: float, spacing: float) -> np.ndarray:
+    """Points ``[n, 2]`` (robot frame) along a centred rectangle's outline, at most ``spacing`` apart."""
+    nx, ny = int(np.ceil(length / spacing)) + 1, int(np.ceil(width / spacing)) + 1
+    xs, ys = np.linspace(-length / 2, length / 2, nx), np.linspace(-width / 2, width / 2, ny)
+    pts = np.concatenate(
+        [np.stack([xs, np.full(nx, y)], 1) for y in (-width / 2, width / 2)]
+        + [np.stack([np.full(ny - 2, x), ys[1:-1]], 1) for x in (-length / 2, length / 2)]
+    )
+    return pts.astype(np.float32)
+
+
+FOOTPRINT_OUTLINE = _outline(LENGTH, WIDTH, 0.04)
+"""Collision sample points on the body outline (robot frame); a cylinder (0.15 m wide) cannot slip between them."""
+
+
+def track_velocity(vel: np.ndarray, cmd: np.ndarray, dt: float = CONTROL_DT) -> np.ndarray:
+    """Velocity ``[N, 2]`` after ``dt`` s of tracking command ``cmd [N, 2]`` under the acceleration limits."""
+    step = np.array([ACC_LINEAR * dt, ACC_ANGULAR * dt], dtype=np.float32)
+    return vel + np.clip(cmd - vel, -step, step)
+
+
+def integrate(pose: np.ndarray, vel: np.ndarray, dt: float = CONTROL_DT) -> np.ndarray:
+    """Pose ``[N, 3]`` after ``dt`` s at constant velocity ``[N, 2]`` (exact arc)."""
+    x, y, th = pose[:, 0], pose[:, 1], pose[:, 2]
+    v, w = vel[:, 0], vel[:, 1]
+    dth = w * dt
+    # Chord of the arc: length v*dt*sinc(dth/2), direction th + dth/2 (exact for constant v, w).
+    chord = v * dt * np.sinc(dth / (2 * np.pi))
+    mid = th + dth / 2
+    th_new = (th + dth + np.pi) % (2 * np.pi) - np.pi
+    return np.stack([x + chord * np.cos(mid), y + chord * np.sin(mid), th_new], axis=1).astype(np.float32)
+
+
+def to_world(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Robot-frame points ``[P, 2]`` -> world points ``[N, P, 2]`` for poses ``[N, 3]``."""
+    c, s = np.cos(pose[:, 2])[:, None], np.sin(pose[:, 2])[:, None]
+    px, py = points[None, :, 0], points[None, :, 1]
+    return np.stack([pose[:, 0, None] + c * px - s * py, pose[:, 1, None] + s * px + c * py], axis=-1)
+
+
+def surface_distance(points: np.ndarray, env: np.ndarray, owner: np.ndarray, cylinders: np.ndarray) -> np.ndarray:
+    """Exact distance (m) from world points ``[S, P, 2]`` to the nearest cylinder surface (negative inside).
+
+    :param env: World slot of each row of ``points`` ``[S]`` (index into ``owner`` and ``cylinders``).
+    :param owner: Nearest-cylinder grids ``[N, H, W]`` int32 (truth resolution).
+    :param cylinders: Cylinder centres ``[N, K, 2]``.
+    """
+    ix = np.minimum(np.maximum(((points[..., 0] - X0) / TRUE_RES).astype(np.int32), 0), TRUE_SHAPE[1] - 1)
+    iy = np.minimum(np.maximum(((points[..., 1] - Y0) / TRUE_RES).astype(np.int32), 0), TRUE_SHAPE[0] - 1)
+    k = owner[env[:, None], iy, ix]
+    centre = cylinders[env[:, None], k]
+    return np.hypot(points[..., 0] - centre[..., 0], points[..., 1] - centre[..., 1]) - CYLINDER_RADIUS
+
+
+def in_collision(pose: np.ndarray, env: np.ndarray, owner: np.ndarray, cylinders: np.ndarray) -> np.ndarray:
+    """Whether each body footprint ``[S]`` (poses ``[S, 3]`` in world slots ``env``) overlaps a cylinder."""
+    d = surface_distance(to_world(pose, FOOTPRINT_OUTLINE), env, owner, cylinders)
+    return np.any(d < 0.0, axis=1)

@@ -1,0 +1,274 @@
+"""SB3 features extractor: image (+ velocity) -> Qwen2.5-VL hidden states -> DPT attention pooling -> [B, 256]."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from sb3_vlm._constants import ADAPTER_CONFIG, FEATURE_DIM, TINY
+from sb3_vlm.backbone import BackboneOutput, VLMBackbone
+from sb3_vlm.checkpoint import (
+    CheckpointError,
+    FTRLCheckpoint,
+    is_checkpoint_dir,
+    load_module_state,
+    read_checkpoint,
+    write_checkpoint,
+)
+from sb3_vlm.heads import DPTHead, HistoryEncoder, history_transform
+
+__all__ = ["VLMDPTExtractor"]
+
+ObsType = th.Tensor | Mapping[str, th.Tensor]
+
+
+class VLMDPTExtractor(BaseFeaturesExtractor):
+    """
+    FTRL's VLM + DPT feature extractor (ftrl_reference §4.1) as an SB3 ``BaseFeaturesExtractor``.
+
+    Observations: an image Box (channel-first ``[B, 3, H, W]`` after SB3's ``VecTransposeImage``; uint8, or float in
+    [0, 1] after SB3's ``/255``), or a Dict ``{"image": <that Box>, "velocity": Box (2,) [v m/s, w rad/s]}``.
+    The velocity goes into FTRL's prompt when the backbone has a tokenizer; the tiny backbone has none and ignores it.
+    A history encoder (from a checkpoint) sees the current frame repeated ``num_history_frames`` times, the FTRL
+    server's behaviour when no earlier frames are available.
+
+    ``backbone`` may be ``"tiny"``, a local Qwen2.5-VL directory, or a checkpoint directory in the FTRL layout (then
+    the adapter, DPT head, history encoder and normalisation come from it and the base model from ``base_model``,
+    ``sb3_vlm_config.json`` or the adapter's ``base_model_name_or_path``, in that order).
+
+    A frozen part stays in eval mode and runs under ``torch.no_grad`` (never ``inference_mode``, so its outputs can
+    feed trainable heads).
+
+    :param observation_space: Image Box or Dict with ``"image"`` (and optionally ``"velocity"``).
+    :param backbone: ``"tiny"``, a model directory, or an FTRL checkpoint directory.
+    :param base_model: Base model (``"tiny"`` or a directory) when ``backbone`` is a checkpoint, or None.
+    :param freeze_vlm: Freeze the VLM (a loaded adapter is merged). If False, LoRA trains: a fresh one from ``lora``
+        or the checkpoint's adapter.
+    :param freeze_dpt: Freeze the DPT head.
+    :param freeze_history: Freeze the history encoder; None follows ``freeze_dpt`` (FTRL).
+    :param lora: ``LoraConfig`` kwargs for a fresh LoRA (see :meth:`VLMBackbone.from_pretrained`), or None.
+    :param quantization: ``"nf4"``, ``"int8"`` or None.
+    :param dtype: Backbone dtype, ``"float32"`` or ``"bfloat16"``; the heads always run in float32.
+    :param image_size: ``(height, width)`` images are resized to before the VLM (multiples of 28), or None.
+    :param planner: Planner name in the prompt (tokenizer-equipped backbones).
+    :param num_params: ``P`` of a fresh DPT head (its SFT ``mlp``); ignored with a checkpoint.
+    :param seed: Weight seed of the tiny backbone.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        backbone: str | os.PathLike = TINY,
+        base_model: str | os.PathLike | None = None,
+        freeze_vlm: bool = True,
+        freeze_dpt: bool = False,
+        freeze_history: bool | None = None,
+        lora: Mapping[str, Any] | None = None,
+        quantization: str | None = None,
+        dtype: str = "float32",
+        image_size: tuple[int, int] | None = None,
+        planner: str = "DWA",
+        num_params: int = 9,
+        seed: int = 0,
+    ):
+        super().__init__(observation_space, features_dim=FEATURE_DIM)
+        self.has_velocity = _check_space(observation_space)
+        backbone = str(backbone)
+        ckpt = read_checkpoint(backbone) if is_checkpoint_dir(backbone) else None
+        adapter = None if ckpt is None else ckpt.adapter_dir
+        if lora is not None and freeze_vlm:
+            warnings.warn(
+                "VLMDPTExtractor: `lora` is ignored with freeze_vlm=True (a frozen fresh LoRA is a no-op)", stacklevel=2
+            )
+            lora = None
+        if not freeze_vlm and lora is None and adapter is None:
+            raise ValueError(
+                "VLMDPTExtractor: freeze_vlm=False trains LoRA only; pass lora=dict(r=..., ...) or a checkpoint with "
+                f"an adapter, got lora=None and backbone={backbone!r}"
+            )
+        self.freeze_vlm = freeze_vlm
+        self.freeze_dpt = freeze_dpt
+        self.freeze_history = freeze_dpt if freeze_history is None else freeze_history
+        self.backbone = VLMBackbone.from_pretrained(
+            backbone if ckpt is None else _base_of_checkpoint(backbone, ckpt, base_model),
+            dtype=dtype,
+            quantization=quantization,
+            lora=lora,
+            adapter=adapter,
+            adapter_trainable=not freeze_vlm,
+            planner=planner,
+            image_size=image_size,
+            seed=seed,
+        )
+        self.history: HistoryEncoder | None = None
+        self.history_image_size = 224
+        self.param_mean: np.ndarray | None = None
+        self.param_std: np.ndarray | None = None
+        # actor_head / critic state dicts of a checkpoint written by VLMTD3Policy.save_pretrained.
+        self.pretrained_extras: dict[str, dict[str, th.Tensor]] = {}
+        if ckpt is None:
+            self.dpt = DPTHead(self.backbone.hidden_size, num_params)
+        else:
+            self._load_checkpoint_heads(backbone, ckpt)
+        self.dpt.requires_grad_(not freeze_dpt)
+        if self.history is not None:
+            self.history.requires_grad_(not self.freeze_history)
+        self.train(False)
+
+    def _load_checkpoint_heads(self, path: str, ckpt: FTRLCheckpoint) -> None:
+        head_file = f"{path}/regression_head/pytorch_model.bin"
+        head_h = ckpt.head_state["projections.0.0.weight"].shape[1]
+        if head_h != self.backbone.hidden_size:
+            raise CheckpointError(
+                f"{head_file}: key 'projections.0.0.weight' expects hidden size {self.backbone.hidden_size} "
+                f"of the backbone {self.backbone.source!r}, got {head_h}"
+            )
+        self.dpt = DPTHead.from_state_dict(ckpt.head_state)
+        if ckpt.history_state is not None:
+            cfg = ckpt.history_config
+            self.history = HistoryEncoder(
+                hidden_dim=int(cfg.get("history_dim", 256)), num_frames=int(cfg.get("num_history_frames", 2))
+            )
+            load_module_state(self.history, ckpt.history_state, f"{path}/history_encoder/pytorch_model.bin")
+            self.history_image_size = int(cfg.get("history_image_size", 224))
+        self.param_mean, self.param_std = ckpt.param_mean, ckpt.param_std
+        self.pretrained_extras = dict(ckpt.extras)
+
+    def train(self, mode: bool = True) -> VLMDPTExtractor:
+        """Set train/eval mode; frozen parts stay in eval mode (no dropout)."""
+        super().train(mode)
+        for module, frozen in ((self.backbone, self.freeze_vlm), (self.dpt, self.freeze_dpt)):
+            if frozen:
+                module.eval()
+        if self.history is not None and self.freeze_history:
+            self.history.eval()
+        return self
+
+    def _inputs(self, observations: ObsType) -> tuple[th.Tensor, th.Tensor | None]:
+        """Images ``[B, 3, H, W]`` float in [0, 1] and velocity ``[B, 2]`` or None."""
+        if isinstance(observations, Mapping):
+            images, velocity = observations["image"], observations.get("velocity")
+        else:
+            images, velocity = observations, None
+        if images.dtype == th.uint8:
+            images = images.float() / 255.0
+        elif images.numel() and float(images.max()) > 1.0:
+            raise ValueError(
+                "VLMDPTExtractor expects uint8 images or float images in [0, 1] (SB3 normalize_images=True), "
+                f"got float values up to {float(images.max()):.1f}"
+            )
+        return images, velocity
+
+    def _hidden(self, observations: ObsType) -> tuple[BackboneOutput, th.Tensor | None]:
+        images, velocity = self._inputs(observations)
+        with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_vlm):
+            out = self.backbone(images, velocity)
+        history_feat = None
+        if self.history is not None:
+            frames = history_transform(images, self.history_image_size)
+            frames = frames[:, None].expand(-1, self.history.num_frames, -1, -1, -1)
+            with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
+                history_feat = self.history(frames)
+        return out, history_feat
+
+    def forward(self, observations: ObsType) -> th.Tensor:
+        """
+        :param observations: Image batch ``[B, 3, H, W]`` or Dict with ``"image"`` (+ ``"velocity"`` ``[B, 2]``).
+        :return: DPT pooled features ``[B, 256]`` float32.
+        """
+        out, history_feat = self._hidden(observations)
+        with th.set_grad_enabled(th.is_grad_enabled() and not (self.freeze_dpt and self.freeze_vlm)):
+            return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
+
+    @th.no_grad()
+    def predict_parameters(self, observations: ObsType) -> th.Tensor:
+        """
+        The supervised (SFT) prediction: DPT head incl. its ``mlp``, de-normalised with the checkpoint statistics
+        (``pred * std + mean``, no epsilon, no clipping; raw outputs without statistics), as FTRL's server returns.
+
+        :return: ``[B, P]`` planner parameters in physical units.
+        """
+        out, history_feat = self._hidden(observations)
+        pred = self.dpt(out.hidden_states, history_feat, out.attention_mask)
+        if self.param_mean is None:
+            return pred
+        return pred * pred.new_tensor(self.param_std) + pred.new_tensor(self.param_mean)
+
+    @th.no_grad()
+    def attention_weights(self, observations: ObsType) -> th.Tensor:
+        """DPT attention-pooling weights over the token sequence, ``[B, L]`` (rows sum to 1), for visualisation."""
+        out, _ = self._hidden(observations)
+        return self.dpt.attention_weights(out.hidden_states, out.attention_mask)
+
+    def checkpoint_parts(self) -> FTRLCheckpoint:
+        """The extractor's parts in the FTRL layout (adapter excepted: see :meth:`VLMBackbone.save_adapter`)."""
+        parts = FTRLCheckpoint(
+            head_state=self.dpt.state_dict(),
+            param_mean=self.param_mean,
+            param_std=self.param_std,
+            config={"base_model": self.backbone.source},
+        )
+        if self.history is not None:
+            parts.history_state = self.history.state_dict()
+            parts.history_config = {
+                "use_history": True,
+                "num_history_frames": self.history.num_frames,
+                "history_dim": self.history.hidden_dim,
+                "history_image_size": self.history_image_size,
+            }
+        return parts
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the adapter (if any), DPT head, history encoder and normalisation in the FTRL layout, atomically."""
+        save_adapter = self.backbone.save_adapter if self.backbone.has_adapter else None
+        return write_checkpoint(path, self.checkpoint_parts(), save_adapter=save_adapter)
+
+
+def _check_space(observation_space: spaces.Space) -> bool:
+    """Validate the observation space; return whether it carries a velocity."""
+    image_space, has_velocity = observation_space, False
+    if isinstance(observation_space, spaces.Dict):
+        if "image" not in observation_space.spaces:
+            raise ValueError(f"VLMDPTExtractor: Dict observation needs an 'image' key, got {list(observation_space)}")
+        image_space = observation_space["image"]
+        velocity = observation_space.spaces.get("velocity")
+        if velocity is not None and (not isinstance(velocity, spaces.Box) or velocity.shape != (2,)):
+            raise ValueError(f"VLMDPTExtractor: 'velocity' must be a Box of shape (2,), got {velocity}")
+        has_velocity = velocity is not None
+    if not isinstance(image_space, spaces.Box) or len(image_space.shape) != 3:
+        raise TypeError(f"VLMDPTExtractor needs an image Box observation [3, H, W], got {image_space}")
+    if not is_image_space(image_space, check_channels=True, normalized_image=image_space.dtype != np.uint8):
+        raise ValueError(f"VLMDPTExtractor: {image_space} is not an image space")
+    if image_space.shape[0] != 3:
+        raise ValueError(
+            "VLMDPTExtractor needs channel-first RGB images [3, H, W] (SB3's VecTransposeImage), "
+            f"got {image_space.shape}"
+        )
+    return has_velocity
+
+
+def _base_of_checkpoint(path: str, ckpt: FTRLCheckpoint, base_model: str | os.PathLike | None) -> str:
+    """Where the base model of a checkpoint comes from (see the class docstring)."""
+    if base_model is not None:
+        return str(base_model)
+    if "base_model" in ckpt.config:
+        return str(ckpt.config["base_model"])
+    if ckpt.adapter_dir is not None:
+        name = json.loads((ckpt.adapter_dir / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if name == TINY or (name and Path(name, "config.json").is_file()):
+            return name
+        raise ValueError(
+            f"checkpoint {path}: its adapter's base model {name!r} is not 'tiny' or a local directory; pass "
+            "base_model='/path/to/Qwen2.5-VL' (nothing is downloaded)"
+        )
+    raise ValueError(f"checkpoint {path} does not name its base model; pass base_model='tiny' or a local directory")

@@ -1,0 +1,506 @@
+"""Offline replay: trajectory pickles written by existing collectors -> SB3 replay buffer.
+
+Two on-disk formats are read (one episode per file, a list of per-step records, loaded with the restricted
+unpickler of :mod:`sb3_vlm.safe_pickle`):
+
+* FTRL (``ftrl_reference.md`` §5.5): ``[obs, act, rew, done, info, opt_time, nav_metric]``; the costmap image is
+  ``info["img_PIL"]`` (RGB, 600 x 400), the start-of-step velocity ``info["last_state"] = [v, w]``, the episode's
+  nav metric is in the last record. ``act`` may carry P planner parameters or P + 2 entries (parameters followed by
+  ``next_linear_vel, next_angular_vel``); only the first P are the action.
+* ros_jackal / APPLR: ``[obs, action, reward, done, info]`` with the laser observation ``obs`` of shape (721,) or
+  (1, 721).
+
+Transitions follow the original learners: ``next_obs`` is the next record's observation and the last step reuses
+its own; ``status == "timeout"`` (or ``info["TimeLimit.truncated"]``) marks a truncation, every other ``done`` a
+termination (ros_jackal records carry no status, so their ends are terminations, as in the APPLR learner). Actions
+are stored scaled to [-1, 1] with the planner table's ``to_unit``. :func:`fill_replay_buffer` can delete each file
+and its PNG frames once its transitions are in the buffer (the FTRL trainer's behaviour).
+
+Which files are read (the rule for files still being written): only names that are exactly ``traj_<n>.pickle``
+inside an ``actor_<id>`` directory (and ``test_<id>_<n>.pickle`` anywhere under the root if asked), last modified at
+least ``min_age_s`` seconds ago. Other names starting like a trajectory file (``traj_3.pickle.tmp``,
+``traj_3.pickle.part``) are reported as still being written. Empty, truncated, corrupt, refused (disallowed
+globals) and wrong-schema files are skipped and reported; they are never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from gymnasium import spaces
+from PIL import Image
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+from sb3_vlm.safe_pickle import UnsafePickleError, safe_loads
+
+if TYPE_CHECKING:  # type only: sb3_vlm does not import envs at run time
+    from envs.planners import ParamTable
+
+__all__ = [
+    "LASER_DIM",
+    "LoadResult",
+    "SkippedFile",
+    "Trajectory",
+    "Transition",
+    "fill_replay_buffer",
+    "load_trajectories",
+    "resize_image",
+]
+
+LASER_DIM = 721
+"""APPLR laser observation: 720 scaled ranges + local-goal angle."""
+
+_TRAJ_NAME = re.compile(r"traj_\d+\.pickle")
+_TEST_NAME = re.compile(r"test_\d+_\d+\.pickle")
+_ACTOR_DIR = re.compile(r"actor_\d+")
+_FRAME_NAME = re.compile(r"([A-Z]+)_(\d{6})\.png")
+_FIELDS = {7: "ftrl", 5: "ros_jackal"}
+_FIELD_NAMES = {
+    "ftrl": ("obs", "act", "rew", "done", "info", "opt_time", "nav_metric"),
+    "ros_jackal": ("obs", "action", "reward", "done", "info"),
+}
+
+
+def resize_image(image: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image with Pillow's bilinear filter (aspect ratio not kept).
+
+    :param image: PIL image (any mode, converted to RGB) or uint8 array ``[H, W, 3]`` / ``[H, W]``.
+    :param size: Target ``(height, width)`` in pixels.
+    :return: uint8 array ``[height, width, 3]``.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise ValueError(f"resize_image expects a uint8 [H, W, 3] or [H, W] array, got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    elif not isinstance(image, Image.Image):
+        raise TypeError(f"resize_image expects a PIL image or a numpy array, got {type(image).__name__}")
+    height, width = size
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step, ready for ``ReplayBuffer.add``.
+
+    :param obs: Observation parts available in the file: ``image`` uint8 ``[H, W, 3]``, ``velocity`` float32 ``[2]``
+        (m/s, rad/s at the start of the step), ``laser`` float32 ``[721]``.
+    :param next_obs: Same keys, next step (the last step of an episode repeats its own ``obs``).
+    :param action: Planner parameters scaled to [-1, 1], float32 ``[P]``.
+    :param reward: Reward as recorded (FTRL's tail-spread rewards included).
+    :param done: The episode ended at this step (terminated or truncated).
+    :param timeout: The end was a time limit (truncation): SB3 then bootstraps from ``next_obs``.
+    """
+
+    obs: dict[str, np.ndarray]
+    next_obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: float
+    done: bool
+    timeout: bool
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One episode file.
+
+    :param path: The pickle file.
+    :param format: ``"ftrl"`` (7 fields) or ``"ros_jackal"`` (5 fields).
+    :param transitions: Its steps in order.
+    :param status: Final ``info["status"]`` (``success``/``collision``/``flip``/``timeout``/...), if recorded.
+    :param success: Whether the episode reached the goal; ``None`` if the file does not say.
+    :param nav_metric: BARN navigation metric of the episode (FTRL last record), ``None`` if absent.
+    :param world: ``info["world"]`` of the last step, if recorded.
+    :param frames: PNG frames of this episode beside the pickle (FTRL ``img_label`` names plus the reset frame).
+    """
+
+    path: Path
+    format: str
+    transitions: list[Transition]
+    status: str | None
+    success: bool | None
+    nav_metric: float | None
+    world: str | None
+    frames: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not loaded, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_trajectories` read.
+
+    :param trajectories: Loaded episodes, in file order.
+    :param skipped: Files left out, each with its reason.
+    """
+
+    trajectories: list[Trajectory] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def episodes(self) -> int:
+        return len(self.trajectories)
+
+    @property
+    def transitions(self) -> list[Transition]:
+        """All transitions, episode after episode."""
+        return [t for traj in self.trajectories for t in traj.transitions]
+
+    @property
+    def n_transitions(self) -> int:
+        return sum(len(traj.transitions) for traj in self.trajectories)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Fraction of episodes that succeeded, over those that record success; ``None`` if none does."""
+        known = [traj.success for traj in self.trajectories if traj.success is not None]
+        return float(np.mean(known)) if known else None
+
+    @property
+    def mean_nav_metric(self) -> float | None:
+        """Mean nav metric over episodes that record one; ``None`` if none does."""
+        known = [traj.nav_metric for traj in self.trajectories if traj.nav_metric is not None]
+        return float(np.mean(known)) if known else None
+
+
+class _SchemaError(ValueError):
+    """A record does not match the expected format."""
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _candidates(root: Path, include_test: bool) -> list[Path]:
+    found = [p for p in root.rglob("traj_*.pickle*") if _ACTOR_DIR.fullmatch(p.parent.name)]
+    if include_test:
+        found += root.rglob("test_*.pickle*")
+    return sorted((p for p in found if p.is_file()), key=_natural_key)
+
+
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _SchemaError(f"{where}: expected a number, got {type(value).__name__}")
+    if not np.isfinite(value):
+        raise _SchemaError(f"{where}: expected a finite number, got {value}")
+    return float(value)
+
+
+def _as_vector(value: Any, where: str) -> np.ndarray:
+    if not isinstance(value, (np.ndarray, list, tuple)):
+        raise _SchemaError(f"{where}: expected an array or list, got {type(value).__name__}")
+    try:
+        vec = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise _SchemaError(f"{where}: expected numbers, got {value!r:.80}") from e
+    if not np.all(np.isfinite(vec)):
+        raise _SchemaError(f"{where}: expected finite values, got {vec.ravel()[:9]}")
+    return vec
+
+
+def _parse_record(
+    record: Any, step: int, fmt: str, params: ParamTable, image_size: tuple[int, int] | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, float, bool, dict[str, Any]]:
+    names = _FIELD_NAMES[fmt]
+    if not isinstance(record, (list, tuple)) or len(record) != len(names):
+        got = f"{type(record).__name__} of length {len(record)}" if isinstance(record, (list, tuple)) else record
+        got = got if isinstance(got, str) else type(got).__name__
+        raise _SchemaError(f"step {step}: expected a {len(names)}-field record {list(names)}, got {got}")
+    obs_raw, act_raw, rew_raw, done_raw, info = record[:5]
+    if not isinstance(info, dict):
+        raise _SchemaError(f"step {step}, field 'info': expected a dict, got {type(info).__name__}")
+    obs: dict[str, np.ndarray] = {}
+
+    raw = _as_vector(obs_raw, f"step {step}, field 'obs'")
+    if raw.shape in ((LASER_DIM,), (1, LASER_DIM)):
+        obs["laser"] = raw.ravel().astype(np.float32)
+    elif fmt == "ros_jackal" or raw.shape not in ((2,), (1, 2)):
+        # FTRL's DDP env records the velocity observation [[v, w]]; the velocity itself is taken from last_state.
+        expected = f"({LASER_DIM},) or (1, {LASER_DIM})" + (" or (1, 2)" if fmt == "ftrl" else "")
+        raise _SchemaError(f"step {step}, field 'obs': expected shape {expected}, got {raw.shape}")
+
+    if fmt == "ftrl":
+        if "img_PIL" in info:
+            if not isinstance(info["img_PIL"], Image.Image):
+                raise _SchemaError(
+                    f"step {step}, field info['img_PIL']: expected a PIL image, got {type(info['img_PIL']).__name__}"
+                )
+            image = info["img_PIL"]
+            obs["image"] = resize_image(image, image_size or (image.height, image.width))
+        if "last_state" in info:
+            velocity = _as_vector(info["last_state"], f"step {step}, field info['last_state']").ravel()
+            if velocity.shape != (2,):
+                raise _SchemaError(
+                    f"step {step}, field info['last_state']: expected [v, w], got shape {velocity.shape}"
+                )
+            obs["velocity"] = velocity.astype(np.float32)
+
+    act = _as_vector(act_raw, f"step {step}, field '{names[1]}'").ravel()
+    n_params = len(params)
+    allowed_sizes = (n_params, n_params + 2) if fmt == "ftrl" else (n_params,)
+    if act.size not in allowed_sizes:
+        raise _SchemaError(
+            f"step {step}, field '{names[1]}': expected {' or '.join(map(str, allowed_sizes))} values "
+            f"({', '.join(params.names)}), got {act.size}"
+        )
+    action = params.to_unit(act[:n_params])
+    reward = _as_float(rew_raw, f"step {step}, field '{names[2]}'")
+    if not isinstance(done_raw, (bool, np.bool_, int, np.integer)) or done_raw not in (0, 1):
+        raise _SchemaError(f"step {step}, field 'done': expected a bool, got {done_raw!r:.40}")
+    return obs, action, reward, bool(done_raw), info
+
+
+def _episode_frames(path: Path, infos: Sequence[dict[str, Any]]) -> tuple[Path, ...]:
+    # img_label names the frame written at the end of each step; the frame before the first one is the reset frame.
+    # Labels are untrusted strings: only exact "<METHOD>_<k:06d>.png" names beside the pickle are considered.
+    numbers: dict[str, set[int]] = {}
+    for info in infos:
+        match = _FRAME_NAME.fullmatch(str(info.get("img_label", "")))
+        if match:
+            numbers.setdefault(match.group(1), set()).add(int(match.group(2)))
+    frames = []
+    for method, ks in numbers.items():
+        for k in sorted(ks | {min(ks) - 1}):
+            frame = path.parent / f"{method}_{k:06d}.png"
+            if k >= 0 and frame.is_file():
+                frames.append(frame)
+    return tuple(frames)
+
+
+def _parse_episode(path: Path, data: Any, params: ParamTable, image_size: tuple[int, int] | None) -> Trajectory:
+    if not isinstance(data, list):
+        raise _SchemaError(f"expected a list of step records, got {type(data).__name__}")
+    if not data:
+        raise _SchemaError("no step records")
+    first = data[0]
+    fmt = _FIELDS.get(len(first)) if isinstance(first, (list, tuple)) else None
+    if fmt is None:
+        got = f"length {len(first)}" if isinstance(first, (list, tuple)) else type(first).__name__
+        raise _SchemaError(f"step 0: expected a 7-field (FTRL) or 5-field (ros_jackal) record, got {got}")
+    parsed = [_parse_record(record, i, fmt, params, image_size) for i, record in enumerate(data)]
+    keys = set(parsed[0][0])
+    for i, (obs, *_rest) in enumerate(parsed):
+        if set(obs) != keys:
+            raise _SchemaError(f"step {i}: observation fields {sorted(obs)} differ from step 0's {sorted(keys)}")
+
+    transitions = []
+    for i, (obs, action, reward, done, info) in enumerate(parsed):
+        next_obs = parsed[i + 1][0] if i + 1 < len(parsed) else obs
+        timeout = done and (info.get("status") == "timeout" or bool(info.get("TimeLimit.truncated", False)))
+        transitions.append(Transition(obs, next_obs, action, reward, done, timeout))
+
+    last_info = parsed[-1][4]
+    status = last_info.get("status")
+    status = status if isinstance(status, str) else None
+    if status is not None:
+        success: bool | None = status == "success"
+    elif "success" in last_info:
+        success = bool(last_info["success"])
+    else:
+        success = None
+    nav_metric = _as_float(data[-1][6], f"step {len(data) - 1}, field 'nav_metric'") if fmt == "ftrl" else None
+    world = last_info.get("world")
+    return Trajectory(
+        path=path,
+        format=fmt,
+        transitions=transitions,
+        status=status,
+        success=success,
+        nav_metric=nav_metric,
+        world=world if isinstance(world, str) else None,
+        frames=_episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else (),
+    )
+
+
+def load_trajectories(
+    root: str | os.PathLike,
+    *,
+    params: ParamTable,
+    image_size: tuple[int, int] | None = (56, 84),
+    include_test: bool = False,
+    min_age_s: float = 2.0,
+) -> LoadResult:
+    """Read every complete trajectory pickle under ``root`` (see the module docstring for the file rule).
+
+    :param root: Buffer directory holding ``actor_<id>/traj_<n>.pickle`` files (any depth).
+    :param params: Planner parameter table (e.g. ``envs.planners.DWA_PARAMS``); actions are scaled with its
+        ``to_unit`` and must have ``len(params)`` entries (FTRL: or ``len(params) + 2``, the two velocities dropped).
+    :param image_size: ``(height, width)`` the FTRL ``img_PIL`` images are resized to (bilinear, aspect not kept);
+        ``None`` keeps their size. Must match the image observation of the buffer to fill.
+    :param include_test: Also read ``test_<id>_<n>.pickle`` files anywhere under ``root``.
+    :param min_age_s: Files modified less than this many seconds ago are skipped as still being written.
+    :return: Loaded episodes and skipped files with reasons.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"load_trajectories: root must be a directory, got {str(root)!r}")
+    result = LoadResult()
+    now = time.time()
+    for path in _candidates(root, include_test):
+        if not (_TRAJ_NAME.fullmatch(path.name) or _TEST_NAME.fullmatch(path.name)):
+            result.skipped.append(SkippedFile(path, "incomplete name: still being written"))
+            continue
+        try:
+            age = now - path.stat().st_mtime
+            if age < min_age_s:
+                result.skipped.append(
+                    SkippedFile(path, f"still being written: modified {age:.1f} s ago (min_age_s={min_age_s})")
+                )
+                continue
+            data = path.read_bytes()
+        except OSError as e:  # removed or renamed by its writer since the directory scan
+            result.skipped.append(SkippedFile(path, f"unreadable: {e}"))
+            continue
+        if not data:
+            result.skipped.append(SkippedFile(path, "empty file"))
+            continue
+        try:
+            records = safe_loads(data, source=str(path))
+        except UnsafePickleError as e:
+            result.skipped.append(SkippedFile(path, f"refused: global {e.global_name!r} is not allowed"))
+            continue
+        except Exception as e:  # noqa: BLE001 - any decoding failure (truncated/corrupt bytes) means: skip this file
+            result.skipped.append(SkippedFile(path, f"corrupt or truncated pickle: {type(e).__name__}: {e}"))
+            continue
+        try:
+            result.trajectories.append(_parse_episode(path, records, params, image_size))
+        except _SchemaError as e:
+            result.skipped.append(SkippedFile(path, f"wrong schema: {e}"))
+    return result
+
+
+def _target_kind(space: spaces.Space, key: str | None) -> str:
+    """Which transition observation part fills ``space``."""
+    if key is not None:
+        return key
+    if is_image_space(space):
+        return "image"
+    if isinstance(space, spaces.Box) and space.shape == (LASER_DIM,):
+        return "laser"
+    if isinstance(space, spaces.Box) and space.shape == (2,):
+        return "velocity"
+    raise ValueError(
+        f"fill_replay_buffer: cannot map observation space {space} to 'image' (uint8 image), "
+        f"'laser' ({LASER_DIM},) or 'velocity' (2,)"
+    )
+
+
+def _convert(value: np.ndarray, space: spaces.Box, kind: str) -> np.ndarray:
+    """Transition observation part -> the buffer's layout (channels-first images, space dtype)."""
+    if kind == "image" and is_image_space(space) and is_image_space_channels_first(space):
+        value = np.transpose(value, (2, 0, 1))
+    if value.shape != space.shape:
+        raise ValueError(
+            f"fill_replay_buffer: observation '{kind}' has shape {value.shape}, the buffer expects {space.shape}"
+            + (" (pass load_trajectories(image_size=...) matching the env's image)" if kind == "image" else "")
+        )
+    return value.astype(space.dtype, copy=False)
+
+
+def fill_replay_buffer(
+    model_or_buffer: OffPolicyAlgorithm | ReplayBuffer,
+    data: LoadResult | Sequence[Trajectory] | Sequence[Transition],
+    *,
+    learning_starts: int | None = 0,
+    delete_after_load: bool = False,
+) -> int:
+    """Add loaded transitions to an SB3 replay buffer, adapting them to its observation space.
+
+    Image parts are transposed to channels-first when the buffer's space is (after ``VecTransposeImage``); a
+    ``DictReplayBuffer`` is filled key by key (``image``, ``velocity``, ``laser``); a ``Box`` buffer takes the
+    image, the (721,) laser or the (2,) velocity by its shape. With ``n_envs > 1`` transitions are added
+    ``n_envs`` at a time; the last incomplete group is padded with transitions from the start of ``data``.
+
+    :param model_or_buffer: An off-policy model (its ``replay_buffer`` is filled) or a buffer.
+    :param data: What :func:`load_trajectories` returned, its trajectories, or transitions.
+    :param learning_starts: With a model: value to set ``model.learning_starts`` to, so that ``learn()`` trains
+        right away on the prefilled buffer (SB3 compares it to ``num_timesteps``, not to the buffer size);
+        ``None`` leaves it unchanged.
+    :param delete_after_load: Delete each trajectory file and its PNG frames once all transitions are in the
+        buffer (needs trajectories, not bare transitions).
+    :return: Number of transitions added (padding excluded).
+    """
+    buffer = getattr(model_or_buffer, "replay_buffer", model_or_buffer)
+    if not isinstance(buffer, ReplayBuffer):
+        raise TypeError(f"fill_replay_buffer needs an off-policy model or a (Dict)ReplayBuffer, got {type(buffer)}")
+    if isinstance(data, LoadResult):
+        trajectories: list[Trajectory] | None = data.trajectories
+    elif len(data) > 0 and all(isinstance(d, Trajectory) for d in data):
+        trajectories = list(data)
+    else:
+        trajectories = None
+    transitions = [t for traj in trajectories for t in traj.transitions] if trajectories is not None else list(data)
+    if not all(isinstance(t, Transition) for t in transitions):
+        raise TypeError("fill_replay_buffer: data must be a LoadResult, trajectories or transitions")
+    if delete_after_load and trajectories is None and transitions:
+        raise ValueError("fill_replay_buffer: delete_after_load needs trajectories (or a LoadResult), got transitions")
+    if not transitions:
+        return 0
+    if transitions[0].action.shape != (buffer.action_dim,):
+        raise ValueError(
+            f"fill_replay_buffer: actions have shape {transitions[0].action.shape}, the buffer expects "
+            f"({buffer.action_dim},)"
+        )
+
+    space = buffer.observation_space
+    if isinstance(buffer, DictReplayBuffer):
+        targets = {key: (sub, _target_kind(sub, key)) for key, sub in space.spaces.items()}
+    else:
+        targets = {None: (space, _target_kind(space, None))}
+
+    def layout(parts: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
+        missing = [kind for _sub, kind in targets.values() if kind not in parts]
+        if missing:
+            raise ValueError(
+                f"fill_replay_buffer: the buffer needs observation {missing}, the transitions have {sorted(parts)}"
+            )
+        return {key: _convert(parts[kind], sub, kind) for key, (sub, kind) in targets.items()}
+
+    # Convert (mostly views) and check everything before the buffer changes.
+    converted = [(layout(t.obs), layout(t.next_obs)) for t in transitions]
+    n_envs = buffer.n_envs
+    for start in range(0, len(transitions), n_envs):
+        index = [(start + j) % len(transitions) for j in range(n_envs)]
+        obs = {key: np.stack([converted[i][0][key] for i in index]) for key in targets}
+        next_obs = {key: np.stack([converted[i][1][key] for i in index]) for key in targets}
+        group = [transitions[i] for i in index]
+        buffer.add(
+            obs if isinstance(buffer, DictReplayBuffer) else obs[None],
+            next_obs if isinstance(buffer, DictReplayBuffer) else next_obs[None],
+            np.stack([t.action for t in group]),
+            np.array([t.reward for t in group], dtype=np.float32),
+            np.array([t.done for t in group], dtype=np.float32),
+            [{"TimeLimit.truncated": t.timeout} for t in group],
+        )
+    if len(transitions) % n_envs:
+        warnings.warn(
+            f"fill_replay_buffer: {len(transitions)} transitions for {n_envs} envs; the last group was padded with "
+            f"{n_envs - len(transitions) % n_envs} repeated transitions",
+            stacklevel=2,
+        )
+
+    if learning_starts is not None and isinstance(model_or_buffer, OffPolicyAlgorithm):
+        model_or_buffer.learning_starts = learning_starts
+    if delete_after_load:
+        for traj in trajectories:
+            for file in (traj.path, *traj.frames):
+                file.unlink(missing_ok=True)
+    return len(transitions)

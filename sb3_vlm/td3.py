@@ -1,0 +1,156 @@
+"""TD3 for the shared-backbone VLM policy: separate actor/critic learning rates, heads-only polyak, NaN guard."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.td3.td3 import TD3
+from torch.nn import functional as F
+
+from sb3_vlm.policy import VLMTD3Policy
+
+__all__ = ["VLMTD3"]
+
+SelfVLMTD3 = TypeVar("SelfVLMTD3", bound="VLMTD3")
+
+
+class VLMTD3(TD3):
+    """
+    TD3 with a :class:`VLMTD3Policy` (FTRL's TD3 fine-tuning, ftrl_reference §4.2, in SB3's loop).
+
+    Differences from SB3's ``TD3``:
+
+    * one gradient step runs the shared backbone once on ``obs`` and once on ``next_obs``; actor, critic and both
+      targets reuse those features (the critic and the targets see them detached);
+    * polyak averaging touches only the small heads: the backbone has no target copy (averaging a tensor with itself
+      in place would shrink it by ``1 - tau**2`` per update);
+    * ``actor_lr`` and ``critic_lr`` (floats or schedules of the remaining progress) drive the two optimizers;
+    * an update whose loss or gradient norm is NaN/inf is skipped (the optimizer does not step) and counted in
+      ``skipped_updates`` (logged as ``train/skipped_updates``);
+    * optional gradient-norm clipping ``max_grad_norm`` (FTRL: 0.5).
+
+    :param policy: ``"VLMPolicy"`` or :class:`VLMTD3Policy` (subclass).
+    :param env: The environment (image or Dict image + velocity observations, Box actions).
+    :param learning_rate: Fallback for ``actor_lr``/``critic_lr`` when they are None.
+    :param actor_lr: Actor learning rate (head + trainable LoRA/DPT/history), float or schedule, or None.
+    :param critic_lr: Critic learning rate (Q heads), float or schedule, or None.
+    :param max_grad_norm: Clip each optimizer's gradient norm to this value, or None (no clipping).
+    :param buffer_size: Replay buffer size (FTRL: 200,000; images stay uint8).
+    :param kwargs: Every other ``TD3`` argument (``batch_size``, ``learning_starts``, ``policy_kwargs``, ...).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"VLMPolicy": VLMTD3Policy}
+    policy: VLMTD3Policy
+
+    def __init__(
+        self,
+        policy: str | type[VLMTD3Policy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        actor_lr: float | Schedule | None = None,
+        critic_lr: float | Schedule | None = None,
+        max_grad_norm: float | None = None,
+        buffer_size: int = 200_000,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ):
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"VLMTD3: max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        self.actor_lr = actor_lr
+        self.critic_lr = critic_lr
+        self.max_grad_norm = max_grad_norm
+        self.skipped_updates = 0
+        super().__init__(policy, env, learning_rate, buffer_size=buffer_size, _init_setup_model=False, **kwargs)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if not isinstance(self.policy, VLMTD3Policy):
+            raise TypeError(f"VLMTD3 needs a VLMTD3Policy, got {type(self.policy).__name__}")
+        self.actor_lr_schedule = FloatSchedule(self.learning_rate if self.actor_lr is None else self.actor_lr)
+        self.critic_lr_schedule = FloatSchedule(self.learning_rate if self.critic_lr is None else self.critic_lr)
+        progress = self._current_progress_remaining
+        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(progress))
+        update_learning_rate(self.critic.optimizer, self.critic_lr_schedule(progress))
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        """Set the actor optimizer to ``actor_lr`` and the critic optimizer to ``critic_lr`` at the current progress."""
+        progress = self._current_progress_remaining
+        rates = {
+            id(self.actor.optimizer): ("actor", self.actor_lr_schedule(progress)),
+            id(self.critic.optimizer): ("critic", self.critic_lr_schedule(progress)),
+        }
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            if id(optimizer) not in rates:
+                raise ValueError("VLMTD3._update_learning_rate: got an optimizer that is neither actor's nor critic's")
+            name, lr = rates[id(optimizer)]
+            self.logger.record(f"train/{name}_learning_rate", lr)
+            update_learning_rate(optimizer, lr)
+
+    def _step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> bool:
+        """Backward + (clipped) step, unless the loss or the gradient norm is not finite. Returns whether it stepped."""
+        if not th.isfinite(loss):
+            self.skipped_updates += 1
+            return False
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        optimizer.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = th.nn.utils.get_total_norm(grads)
+        if not th.isfinite(norm):
+            optimizer.zero_grad()
+            self.skipped_updates += 1
+            return False
+        if self.max_grad_norm is not None:
+            th.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
+        optimizer.step()
+        return True
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
+
+        actor_losses, critic_losses = [], []
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            update_actor = self._n_updates % self.policy_delay == 0
+
+            with th.no_grad():
+                next_features = self.policy.features(replay_data.next_observations)
+                noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
+                noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
+                next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
+                next_q_values = th.cat(self.critic_target.q_values(next_features, next_actions), dim=1)
+                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+            # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
+            with th.set_grad_enabled(update_actor):
+                features = self.policy.features(replay_data.observations)
+
+            current_q_values = self.critic.q_values(features.detach(), replay_data.actions)
+            critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(critic_loss, th.Tensor)
+            critic_losses.append(critic_loss.item())
+            self._step(self.critic.optimizer, critic_loss)
+
+            if update_actor:
+                actor_loss = -self.critic.q1(features.detach(), self.actor.mu(features)).mean()
+                actor_losses.append(actor_loss.item())
+                self._step(self.actor.optimizer, actor_loss)
+                polyak_update(self.critic.head_parameters(), self.critic_target.head_parameters(), self.tau)
+                polyak_update(self.actor.mu.parameters(), self.actor_target.mu.parameters(), self.tau)
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+        if len(actor_losses) > 0:
+            self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
