@@ -1,1 +1,16 @@
-"""Embedded BARN-style navigation simulator. ``import envs`` registers the Gymnasium ids."""
+"""Embedded BARN-style navigation simulator. ``import envs`` registers the Gymnasium ids.
+
+* ``BarnNav-v0``: APPLR's laser observation, DWA parameters as the action (:class:`envs.nav_env.BarnNav`).
+* ``BarnNavCostmap-v0``: the same env behind :class:`envs.wrappers.CostmapObservation` (FTRL scene image).
+"""
+
+from gymnasium.envs.registration import register
+
+from envs.nav_env import BarnNav, NavBatch, RewardConfig
+from envs.vec_env import BarnNavVecEnv
+from envs.wrappers import CostmapObservation, NormalizedParams
+
+__all__ = ["BarnNav", "BarnNavVecEnv", "CostmapObservation", "NavBatch", "NormalizedParams", "RewardConfig"]
+
+register(id="BarnNav-v0", entry_point="envs.nav_env:BarnNav")
+register(id="BarnNavCostmap-v0", entry_point="envs.wrappers:make_costmap_env")

@@ -28,8 +28,8 @@ LOCAL_WINDOW = 5.0
 """Half size of move_base's rolling local costmap (10 x 10 m): the local goal is the last plan point inside it."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
-SCAN_EVERY = 5
-"""Control ticks between laser scans (0.25 s)."""
+SCAN_EVERY = 10
+"""Control ticks between laser scans (0.5 s): obstacles are marked at 2 Hz (the rollouts see 2.5 m ahead)."""
 
 RUNNING, SUCCESS, COLLISION = 0, 1, 2
 
@@ -164,17 +164,22 @@ class BatchSim:
         self.path_start[idx] = closest
         return closest
 
-    def _planner_input(self, idx: np.ndarray) -> PlannerInput:
+    def local_goal(self, idx: np.ndarray) -> np.ndarray:
+        """move_base's local goal of robots ``idx``: the last plan point before the plan first leaves the rolling
+        local-costmap window, ``[len(idx), 2]`` (m)."""
         closest = self._closest(idx)
         last = self.path_len[idx] - 1
-        take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
-        local_path = self.path[idx[:, None], take]
-        # Local goal: the last plan point before the plan first leaves the rolling window.
         ar = np.arange(MAX_PATH)[None, :]
         outside = np.any(np.abs(self.path[idx] - self.pose[idx, None, :2]) > LOCAL_WINDOW, axis=2)
         outside &= (ar >= closest[:, None]) & (ar <= last[:, None])
         first_out = np.where(outside.any(axis=1), outside.argmax(axis=1), last + 1)
-        local_goal = self.path[idx, np.maximum(first_out - 1, closest)]
+        return self.path[idx, np.maximum(first_out - 1, closest)]
+
+    def _planner_input(self, idx: np.ndarray) -> PlannerInput:
+        local_goal = self.local_goal(idx)
+        closest, last = self.path_start[idx], self.path_len[idx] - 1
+        take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
+        local_path = self.path[idx[:, None], take]
         return PlannerInput(
             self.pose[idx], self.velocity[idx], self.params[idx], idx, self.known_dist, local_path, local_goal
         )

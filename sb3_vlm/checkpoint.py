@@ -18,7 +18,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,16 +236,37 @@ def write_checkpoint(
         ``adapter_model.safetensors`` there (e.g. ``peft_model.save_pretrained``), or None.
     :return: ``path`` as a ``Path``.
     """
+    with atomic_directory(path) as tmp:
+        _write_parts(tmp, ckpt, save_adapter)
+    return Path(path)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """
+    Yield a temporary sibling directory of ``path``; on a clean exit it replaces ``path`` by renames only, on an
+    exception it is deleted and ``path`` is untouched. Readers see the old directory or the new one, never a mix;
+    after a crash in the middle of the swap itself the previous copy survives as ``.<name>.old-*/<name>``
+    (see :func:`recover_directory`).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write_parts(tmp, ckpt, save_adapter)
+        yield tmp
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
+
+
+def recover_directory(path: str | os.PathLike) -> Path | None:
+    """``path`` if it exists, else the previous copy left by a swap that was cut off, else None."""
+    target = Path(path)
+    if target.is_dir():
+        return target
+    leftovers = sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"), key=lambda p: p.stat().st_mtime)
+    return leftovers[-1] if leftovers else None
 
 
 def _write_parts(root: Path, ckpt: FTRLCheckpoint, save_adapter: Callable[[Path], None] | None) -> None:

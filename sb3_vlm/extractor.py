@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from sb3_vlm._constants import ADAPTER_CONFIG, FEATURE_DIM, TINY
 from sb3_vlm.backbone import BackboneOutput, VLMBackbone
+from sb3_vlm.cache import FeatureCache, content_keys, to_storage
 from sb3_vlm.checkpoint import (
     CheckpointError,
     FTRLCheckpoint,
@@ -30,6 +33,8 @@ from sb3_vlm.heads import DPTHead, HistoryEncoder, history_transform
 __all__ = ["VLMDPTExtractor"]
 
 ObsType = th.Tensor | Mapping[str, th.Tensor]
+
+_CACHE_DTYPES = {"float16": th.float16, "bfloat16": th.bfloat16, "float32": th.float32}
 
 
 class VLMDPTExtractor(BaseFeaturesExtractor):
@@ -49,6 +54,22 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     A frozen part stays in eval mode and runs under ``torch.no_grad`` (never ``inference_mode``, so its outputs can
     feed trainable heads).
 
+    Feature cache (``feature_cache_bytes > 0``, off by default): while the VLM is frozen (``freeze_vlm=True``: no LoRA,
+    or LoRA merged), each distinct observation passes the backbone once; :attr:`feature_cache` (a
+    :class:`~sb3_vlm.cache.FeatureCache`, LRU under the byte budget, keyed by the image bytes + velocity) then
+    serves it to rollouts and replay alike. What is stored (:attr:`cache_mode`):
+
+    * ``"hidden"`` -- the last-4 hidden states per image, ``[4, L, H]`` in ``feature_cache_dtype``, while the DPT head
+      (or the history encoder) trains; they run on the stored states, every pass;
+    * ``"features"`` -- the pooled ``[256]`` float32 feature when the DPT head and history encoder are frozen too.
+
+    Every result goes through the stored form, hit or miss, so outputs do not depend on the cache's state. The cache is
+    cleared when a cached-side parameter or buffer changes (optimizer steps, ``load_state_dict``, ``.to()``: anything
+    that bumps a tensor's version counter or moves it); writes through ``.data`` bypass version counters: call
+    ``feature_cache.clear()`` after those. The cache is not part of ``state_dict`` or any checkpoint. A float16 cache
+    changes features by float16 rounding of the hidden states (~1e-3 relative); ``"float32"`` reproduces the uncached
+    features to float tolerance at twice the memory.
+
     :param observation_space: Image Box or Dict with ``"image"`` (and optionally ``"velocity"``).
     :param backbone: ``"tiny"``, a model directory, or an FTRL checkpoint directory.
     :param base_model: Base model (``"tiny"`` or a directory) when ``backbone`` is a checkpoint, or None.
@@ -63,6 +84,9 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     :param planner: Planner name in the prompt (tokenizer-equipped backbones).
     :param num_params: ``P`` of a fresh DPT head (its SFT ``mlp``); ignored with a checkpoint.
     :param seed: Weight seed of the tiny backbone.
+    :param feature_cache_bytes: Byte budget of the feature cache; 0 (default) disables it.
+    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float16"`` (default), ``"bfloat16"`` or
+        ``"float32"`` (pooled features are always float32).
     """
 
     def __init__(
@@ -80,9 +104,33 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         planner: str = "DWA",
         num_params: int = 9,
         seed: int = 0,
+        feature_cache_bytes: int = 0,
+        feature_cache_dtype: str = "float16",
     ):
         super().__init__(observation_space, features_dim=FEATURE_DIM)
         self.has_velocity = _check_space(observation_space)
+        if isinstance(feature_cache_bytes, bool) or not isinstance(feature_cache_bytes, int | np.integer):
+            raise TypeError(
+                f"VLMDPTExtractor: feature_cache_bytes must be an int (0 disables the cache), got "
+                f"{type(feature_cache_bytes).__name__}"
+            )
+        if feature_cache_bytes < 0:
+            raise ValueError(
+                f"VLMDPTExtractor: feature_cache_bytes must be >= 0 (0: no cache), got {feature_cache_bytes}"
+            )
+        if feature_cache_dtype not in _CACHE_DTYPES:
+            raise ValueError(
+                f"VLMDPTExtractor: feature_cache_dtype must be one of {sorted(_CACHE_DTYPES)}, "
+                f"got {feature_cache_dtype!r}"
+            )
+        if feature_cache_bytes and not freeze_vlm:
+            warnings.warn(
+                "VLMDPTExtractor: the feature cache stays inactive while the VLM trains (freeze_vlm=False)",
+                stacklevel=2,
+            )
+        self.feature_cache = FeatureCache(int(feature_cache_bytes)) if feature_cache_bytes else None
+        self.feature_cache_dtype = _CACHE_DTYPES[feature_cache_dtype]
+        self._uint8_images = _image_space(observation_space).dtype == np.uint8
         backbone = str(backbone)
         ckpt = read_checkpoint(backbone) if is_checkpoint_dir(backbone) else None
         adapter = None if ckpt is None else ckpt.adapter_dir
@@ -156,39 +204,95 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
 
     def _inputs(self, observations: ObsType) -> tuple[th.Tensor, th.Tensor | None]:
         """Images ``[B, 3, H, W]`` float in [0, 1] and velocity ``[B, 2]`` or None."""
-        if isinstance(observations, Mapping):
-            images, velocity = observations["image"], observations.get("velocity")
-        else:
-            images, velocity = observations, None
-        if images.dtype == th.uint8:
-            images = images.float() / 255.0
-        elif images.numel() and float(images.max()) > 1.0:
-            raise ValueError(
-                "VLMDPTExtractor expects uint8 images or float images in [0, 1] (SB3 normalize_images=True), "
-                f"got float values up to {float(images.max()):.1f}"
-            )
-        return images, velocity
+        images, velocity = _split(observations)
+        return _as_float(images), velocity
+
+    def _history(self, images: th.Tensor) -> th.Tensor | None:
+        """History feature ``[B, history_dim]`` of float images (the current frame repeated), or None."""
+        if self.history is None:
+            return None
+        frames = history_transform(images, self.history_image_size)
+        frames = frames[:, None].expand(-1, self.history.num_frames, -1, -1, -1)
+        with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
+            return self.history(frames)
 
     def _hidden(self, observations: ObsType) -> tuple[BackboneOutput, th.Tensor | None]:
         images, velocity = self._inputs(observations)
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_vlm):
             out = self.backbone(images, velocity)
-        history_feat = None
-        if self.history is not None:
-            frames = history_transform(images, self.history_image_size)
-            frames = frames[:, None].expand(-1, self.history.num_frames, -1, -1, -1)
-            with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
-                history_feat = self.history(frames)
-        return out, history_feat
+        return out, self._history(images)
 
     def forward(self, observations: ObsType) -> th.Tensor:
         """
-        :param observations: Image batch ``[B, 3, H, W]`` or Dict with ``"image"`` (+ ``"velocity"`` ``[B, 2]``).
+        :param observations: Image batch ``[B, 3, H, W]`` (uint8, or float in [0, 1]) or Dict with ``"image"``
+            (+ ``"velocity"`` ``[B, 2]``).
         :return: DPT pooled features ``[B, 256]`` float32.
         """
+        mode = self.cache_mode
+        if mode is not None:
+            return self._cached_forward(observations, mode)
         out, history_feat = self._hidden(observations)
         with th.set_grad_enabled(th.is_grad_enabled() and not (self.freeze_dpt and self.freeze_vlm)):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
+
+    @property
+    def cache_mode(self) -> str | None:
+        """
+        What :attr:`feature_cache` stores now: ``"features"`` (pooled ``[256]``: VLM, DPT and history frozen),
+        ``"hidden"`` (last-4 hidden states: only the VLM frozen), or None (no cache, or the VLM trains).
+        """
+        if self.feature_cache is None or not self.freeze_vlm or _requires_grad(self.backbone):
+            return None
+        history_frozen = self.history is None or (self.freeze_history and not _requires_grad(self.history))
+        if self.freeze_dpt and history_frozen and not _requires_grad(self.dpt):
+            return "features"
+        return "hidden"
+
+    def _cached_side(self, mode: str) -> list[nn.Module]:
+        """Modules whose outputs the cache stores in ``mode``."""
+        if mode == "hidden":
+            return [self.backbone]
+        return [self.backbone, self.dpt] + ([] if self.history is None else [self.history])
+
+    def _cache_version(self, mode: str) -> Hashable:
+        """Equal exactly while the cached side is unchanged: mode, dtype, train flags, tensor addresses + versions."""
+        modules = self._cached_side(mode)
+        tensors = chain.from_iterable(chain(m.parameters(), m.buffers()) for m in modules)
+        return (
+            mode,
+            self.feature_cache_dtype,
+            tuple(m.training for m in modules),
+            tuple((t.data_ptr(), t._version) for t in tensors),
+        )
+
+    def _cached_forward(self, observations: ObsType, mode: str) -> th.Tensor:
+        """:meth:`forward` through :attr:`feature_cache` (see the class docstring)."""
+        assert self.feature_cache is not None
+        raw, velocity = _split(observations)
+        if raw.dtype != th.uint8:
+            _as_float(raw)  # validates the value range
+        self.feature_cache.sync(self._cache_version(mode))
+        keys = content_keys(raw, velocity, uint8_images=self._uint8_images)
+
+        def compute(rows: list[int]) -> list[th.Tensor]:
+            index = th.as_tensor(rows, device=raw.device)
+            images = _as_float(raw[index])
+            with th.no_grad():
+                out = self.backbone(images, None if velocity is None else velocity[index])
+                if mode == "features":
+                    pooled = self.dpt.pool(out.hidden_states, self._history(images), out.attention_mask)
+                    return list(to_storage(pooled, th.float32).unbind(0))
+            stacked = to_storage(th.stack(out.hidden_states, dim=1), self.feature_cache_dtype)  # [m, 4, L, H]
+            lengths = [stacked.shape[2]] * len(rows) if out.attention_mask is None else out.attention_mask.sum(1)
+            return [stacked[i, :, : int(n)].clone() for i, n in enumerate(lengths)]
+
+        values = self.feature_cache.get_or_compute(keys, compute)
+        if mode == "features":
+            return th.stack(values)
+        hidden, attention_mask = _stack_hidden(values)
+        history_feat = self._history(_as_float(raw)) if self.history is not None else None
+        with th.set_grad_enabled(th.is_grad_enabled() and not (self.freeze_dpt and self.freeze_vlm)):
+            return self.dpt.pool(hidden, history_feat, attention_mask)
 
     @th.no_grad()
     def predict_parameters(self, observations: ObsType) -> th.Tensor:
@@ -232,6 +336,54 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         """Write the adapter (if any), DPT head, history encoder and normalisation in the FTRL layout, atomically."""
         save_adapter = self.backbone.save_adapter if self.backbone.has_adapter else None
         return write_checkpoint(path, self.checkpoint_parts(), save_adapter=save_adapter)
+
+
+def _split(observations: ObsType) -> tuple[th.Tensor, th.Tensor | None]:
+    """Images as given and velocity ``[B, 2]`` or None."""
+    if isinstance(observations, Mapping):
+        return observations["image"], observations.get("velocity")
+    return observations, None
+
+
+def _as_float(images: th.Tensor) -> th.Tensor:
+    """uint8 -> float / 255; float images must already be in [0, 1]."""
+    if images.dtype == th.uint8:
+        return images.float() / 255.0
+    if images.numel() and float(images.max()) > 1.0:
+        raise ValueError(
+            "VLMDPTExtractor expects uint8 images or float images in [0, 1] (SB3 normalize_images=True), "
+            f"got float values up to {float(images.max()):.1f}"
+        )
+    return images
+
+
+def _requires_grad(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+def _stack_hidden(values: Sequence[th.Tensor]) -> tuple[list[th.Tensor], th.Tensor | None]:
+    """
+    Batch per-image hidden states ``[4, L_i, H]`` (any float dtype) as the backbone would return them.
+
+    :return: 4 float32 tensors ``[B, L, H]`` (right-padded with zeros) and the ``[B, L]`` long mask, or None when all
+        ``L_i`` are equal.
+    """
+    if len({v.dtype for v in values}) > 1:
+        values = [v.float() for v in values]
+    lengths = [v.shape[1] for v in values]
+    if len(set(lengths)) == 1:
+        return list(th.stack(values).float().unbind(1)), None
+    first = values[0]
+    batch = first.new_zeros((len(values), first.shape[0], max(lengths), first.shape[2]))
+    mask = th.zeros((len(values), max(lengths)), dtype=th.long, device=first.device)
+    for i, (value, n) in enumerate(zip(values, lengths, strict=True)):
+        batch[i, :, :n] = value
+        mask[i, :n] = 1
+    return list(batch.float().unbind(1)), mask
+
+
+def _image_space(observation_space: spaces.Space) -> spaces.Space:
+    return observation_space["image"] if isinstance(observation_space, spaces.Dict) else observation_space
 
 
 def _check_space(observation_space: spaces.Space) -> bool:

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel
-from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.preprocessing import get_action_dim, preprocess_obs
 from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.td3.policies import Actor, TD3Policy
@@ -124,6 +125,10 @@ class VLMTD3Policy(TD3Policy):
     optimizer only the critic heads. ``state_dict()`` leaves out the base VLM weights (the policy is rebuilt from
     ``backbone`` on load) but keeps LoRA, the DPT head and the history encoder.
 
+    With a frozen VLM, ``feature_cache_bytes`` turns on the extractor's content-keyed feature cache, so each distinct
+    observation passes the backbone once in its life (rollout or replay), e.g.
+    ``VLMTD3("VLMPolicy", env, policy_kwargs=dict(feature_cache_bytes=2 * 1024**3))``; see :class:`VLMDPTExtractor`.
+
     :param observation_space: Image Box or Dict (see :class:`VLMDPTExtractor`).
     :param action_space: Box action space.
     :param lr_schedule: Initial learning rate schedule (VLMTD3 sets actor/critic rates separately).
@@ -143,6 +148,10 @@ class VLMTD3Policy(TD3Policy):
     :param planner: Planner name in the prompt.
     :param num_params: ``P`` of a fresh DPT head.
     :param seed: Weight seed of the tiny backbone.
+    :param feature_cache_bytes: Byte budget of the extractor's feature cache; 0 (default) disables it. Active only
+        with ``freeze_vlm=True``.
+    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float16"`` (default), ``"bfloat16"`` or
+        ``"float32"``.
     :param normalize_images: SB3's image ``/255``.
     :param optimizer_class: Optimizer of actor and critic.
     :param optimizer_kwargs: Its kwargs, excluding the learning rate.
@@ -174,6 +183,8 @@ class VLMTD3Policy(TD3Policy):
         planner: str = "DWA",
         num_params: int = 9,
         seed: int = 0,
+        feature_cache_bytes: int = 0,
+        feature_cache_dtype: str = "float16",
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -192,6 +203,8 @@ class VLMTD3Policy(TD3Policy):
             planner=planner,
             num_params=num_params,
             seed=seed,
+            feature_cache_bytes=feature_cache_bytes,
+            feature_cache_dtype=feature_cache_dtype,
         )
         super().__init__(
             observation_space,
@@ -261,8 +274,21 @@ class VLMTD3Policy(TD3Policy):
         ).to(self.device)
 
     def features(self, obs: PyTorchObs) -> th.Tensor:
-        """SB3 preprocessing + the shared extractor: ``[B, 256]``."""
-        return self.extract_features(obs, self.features_extractor)
+        """
+        SB3 preprocessing + the shared extractor: ``[B, 256]``.
+
+        uint8 images reach the extractor as uint8: it divides by 255 itself, exactly as SB3's preprocessing would, and
+        its feature cache keys them without a float round trip. Other entries are preprocessed as SB3 does.
+        """
+        if not self.normalize_images:
+            return self.extract_features(obs, self.features_extractor)
+        space = self.observation_space
+        if isinstance(obs, dict):
+            assert isinstance(space, spaces.Dict)
+            obs = {k: _preprocess(v, space[k], is_image=k == "image") for k, v in obs.items()}
+        else:
+            obs = _preprocess(obs, space, is_image=True)
+        return self.features_extractor(obs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -336,6 +362,13 @@ class VLMTD3Policy(TD3Policy):
         :return: The policy; its optimizers have learning rate 0 until an algorithm sets them.
         """
         return cls(observation_space, action_space, cls._dummy_schedule, backbone=str(path), **kwargs)
+
+
+def _preprocess(obs: th.Tensor, space: spaces.Space, is_image: bool) -> th.Tensor:
+    """SB3's ``preprocess_obs`` (``normalize_images=True``), except that uint8 images stay uint8."""
+    if is_image and obs.dtype == th.uint8 and isinstance(space, spaces.Box) and space.dtype == np.uint8:
+        return obs
+    return preprocess_obs(obs, space, normalize_images=True)  # type: ignore[return-value]
 
 
 def _full_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict[str, list[int]]:

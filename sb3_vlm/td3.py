@@ -12,6 +12,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 from stable_baselines3.td3.td3 import TD3
 from torch.nn import functional as F
 
+from sb3_vlm.cache import CacheStats
 from sb3_vlm.policy import VLMTD3Policy
 
 __all__ = ["VLMTD3"]
@@ -32,7 +33,11 @@ class VLMTD3(TD3):
     * ``actor_lr`` and ``critic_lr`` (floats or schedules of the remaining progress) drive the two optimizers;
     * an update whose loss or gradient norm is NaN/inf is skipped (the optimizer does not step) and counted in
       ``skipped_updates`` (logged as ``train/skipped_updates``);
-    * optional gradient-norm clipping ``max_grad_norm`` (FTRL: 0.5).
+    * optional gradient-norm clipping ``max_grad_norm`` (FTRL: 0.5);
+    * with the policy's feature cache (``policy_kwargs=dict(feature_cache_bytes=...)``, frozen VLM), replayed
+      observations usually skip the backbone altogether; ``train/cache_hit_rate`` (lookups of the last ``train``
+      call), ``train/cache_hits``, ``train/cache_misses``, ``train/cache_evictions``, ``train/cache_invalidations``,
+      ``train/cache_entries`` and ``train/cache_bytes`` (totals) are logged.
 
     :param policy: ``"VLMPolicy"`` or :class:`VLMTD3Policy` (subclass).
     :param env: The environment (image or Dict image + velocity observations, Box actions).
@@ -115,6 +120,8 @@ class VLMTD3(TD3):
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
+        cache = self.policy.features_extractor.feature_cache
+        cache_before = None if cache is None else cache.stats()
 
         actor_losses, critic_losses = [], []
         for _ in range(gradient_steps):
@@ -154,3 +161,13 @@ class VLMTD3(TD3):
         if len(actor_losses) > 0:
             self.logger.record("train/actor_loss", np.mean(actor_losses))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if cache is not None and cache_before is not None:
+            self._log_cache(cache_before, cache.stats())
+
+    def _log_cache(self, before: CacheStats, after: CacheStats) -> None:
+        """Feature-cache counters: the hit rate of this ``train`` call's lookups, totals for the rest."""
+        hits, misses = after.hits - before.hits, after.misses - before.misses
+        if hits + misses:
+            self.logger.record("train/cache_hit_rate", hits / (hits + misses))
+        for name in ("hits", "misses", "evictions", "invalidations", "entries", "bytes"):
+            self.logger.record(f"train/cache_{name}", getattr(after, name))

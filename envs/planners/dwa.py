@@ -102,21 +102,19 @@ class DWAPlanner(LocalPlanner):
     def _lookup(self, state: PlannerInput, e: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         ix = np.minimum(np.maximum(((x - X0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[1] - 1)
         iy = np.minimum(np.maximum(((y - Y0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[0] - 1)
-        flat = state.env[e][:, None] * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1]) + iy * KNOWN_SHAPE[1] + ix
+        slot = state.env[e].reshape((-1,) + (1,) * (x.ndim - 1))
+        flat = slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1]) + iy * KNOWN_SHAPE[1] + ix
         return state.known_dist.reshape(-1)[flat]
 
     def _clearance(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, vth: np.ndarray):
         """Rollouts of candidates ``[M]`` of robots ``e``: validity ``[M]``, centre distances ``[M, T]``, end x, y."""
         x, y, th = self._rollout(state.pose[e], vx, vth)
-        c, s = np.cos(th), np.sin(th)
-        valid = np.ones(len(e), dtype=bool)
-        centre = None
-        for off in _COVER_OFFSETS:
-            d = self._lookup(state, e, x + off * c, y + off * s)
-            valid &= np.all(d >= _COVER_RADIUS, axis=1)
-            if off == 0:
-                centre = d
-        return valid, centre, x[:, -1], y[:, -1]
+        off = _COVER_OFFSETS.astype(np.float32)
+        cx = x[..., None] + np.cos(th)[..., None] * off
+        cy = y[..., None] + np.sin(th)[..., None] * off
+        d = self._lookup(state, e, cx, cy)  # [M, T, circles]
+        valid = d.reshape(len(e), -1).min(axis=1) >= _COVER_RADIUS
+        return valid, d[..., _N_COVER // 2], x[:, -1], y[:, -1]
 
     def _score(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, vth: np.ndarray) -> np.ndarray:
         """Cost of each candidate ``[M]``; ``inf`` for rejected ones."""

@@ -1,0 +1,95 @@
+"""rl-zoo3 hyper-parameter files -> arguments of our CLI (the same files the stock ``rl_zoo3.train`` reads)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3.common.noise import NormalActionNoise
+from torch import nn
+
+ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo_configs"
+"""The repository's ``zoo_configs/`` (present in a source checkout / editable install)."""
+DEFAULT_CONF = {"vlm": ZOO_DIR / "td3_vlm_barnnav.yml", "applr": ZOO_DIR / "td3_applr_barnnav.yml"}
+
+
+@dataclass
+class ZooConfig:
+    """One env's entry of a zoo file, split the way rl_zoo3's ExperimentManager splits it.
+
+    :param env_id: Gymnasium id (the file's top-level key).
+    :param n_timesteps: Training budget (env steps over all envs).
+    :param n_envs: Parallel environments.
+    :param env_kwargs: Keyword arguments of the env.
+    :param noise_std: Gaussian exploration noise (in [-1, 1] action units), or None.
+    :param algo_kwargs: Everything else: the algorithm's constructor arguments (``policy`` resolved to a class or
+        alias, ``policy_kwargs`` evaluated).
+    """
+
+    env_id: str
+    n_timesteps: int
+    n_envs: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    noise_std: float | None = None
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def action_noise(self, n_actions: int) -> NormalActionNoise | None:
+        """SB3 action noise of this config for ``n_actions`` dimensions."""
+        if self.noise_std is None:
+            return None
+        return NormalActionNoise(np.zeros(n_actions), self.noise_std * np.ones(n_actions))
+
+
+def _policy(name: str) -> Any:
+    if "." not in name:
+        return name
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"zoo config: policy {name!r} cannot be imported: {e}") from e
+
+
+def load_zoo_config(path: str | Path, env_id: str | None = None) -> ZooConfig:
+    """Read ``env_id``'s entry (the only one if None) of an rl-zoo3 YAML file.
+
+    :raises FileNotFoundError: if the file is missing. :raises ValueError: naming the file and the bad entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"zoo config {path} not found")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a mapping of env ids to hyper-parameters, got {type(data).__name__}")
+    if env_id is None:
+        if len(data) != 1:
+            raise ValueError(f"{path} has several env ids {sorted(data)}: choose one")
+        env_id = next(iter(data))
+    if env_id not in data:
+        raise ValueError(f"{path} has no entry for {env_id!r}; it has {sorted(data)}")
+    hp = dict(data[env_id])
+    if "n_timesteps" not in hp:
+        raise ValueError(f"{path}: {env_id} needs n_timesteps")
+    if isinstance(hp.get("policy_kwargs"), str):
+        # The zoo evaluates this string with nn, th and np in scope; so do we.
+        hp["policy_kwargs"] = eval(hp["policy_kwargs"], {"nn": nn, "th": th, "np": np, "dict": dict})
+    noise_type = hp.pop("noise_type", None)
+    noise_std = hp.pop("noise_std", None)
+    if noise_type is not None and noise_type.strip() != "normal":
+        raise ValueError(f"{path}: only noise_type 'normal' is supported, got {noise_type!r}")
+    hp["policy"] = _policy(hp.get("policy", "MlpPolicy"))
+    if isinstance(hp.get("train_freq"), list):
+        hp["train_freq"] = tuple(hp["train_freq"])
+    return ZooConfig(
+        env_id=env_id,
+        n_timesteps=int(float(hp.pop("n_timesteps"))),
+        n_envs=int(hp.pop("n_envs", 1)),
+        env_kwargs=dict(hp.pop("env_kwargs", None) or {}),
+        noise_std=None if noise_type is None else float(noise_std),
+        algo_kwargs=hp,
+    )
