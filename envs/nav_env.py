@@ -196,7 +196,7 @@ class NavBatch:
         """Start episode ``i`` in ``world_id`` (or a world of the set drawn with ``rng``), noise seeded from ``rng``."""
         if world_id is None:
             world_id = self.world_ids[int(rng.integers(len(self.world_ids)))]
-        self.sim.reset(i, self.world(int(world_id)), seed=int(rng.integers(2**63)))
+        self.sim.reset(i, self.world(world_id), seed=int(rng.integers(2**63)))
         self.steps[i] = 0
         self.last_action[i] = self.params.to_unit(self.params.default)
         self.done[i] = False

@@ -1,9 +1,28 @@
 """Batched navigation simulator: N robots, each in its own world, stepped together with numpy.
 
-One ``step`` = ``time_step`` s of simulated time: the local planner runs at 20 Hz with the given parameters, the
-base tracks its commands under acceleration limits, the body is checked for collision at every tick, the laser
-marks the obstacles it sees (4 Hz) into each robot's known map, and the global plan is recomputed when the known map
-makes it stale. Gymnasium environments and the SB3 ``VecEnv`` are thin layers over this class.
+One ``step`` = ``time_step`` s of simulated time. Each 0.05 s control tick the local planner computes a command
+(move_base's 20 Hz controller), the base tracks the command issued ``LATENCY_TICKS`` ticks earlier under its
+acceleration limits, and the body is checked for collision. The laser marks the obstacles it sees into each robot's
+known map every ``SCAN_EVERY`` ticks, and the global plan is recomputed when the known map makes it stale.
+Gymnasium environments and the SB3 ``VecEnv`` are thin layers over this class.
+
+What makes move_base + DWA slow and fail in Gazebo, and how it is modelled here (each fact from ros_jackal's
+configuration and the move_base / base_local_planner sources):
+
+- The DWA's own semantics (``envs.planners.dwa``): padded footprint (0.62 x 0.53 m), footprint-outline costs with
+  ``meter_scoring`` weights, in-place rotations, blind escapes backwards.
+- Laser-only costmaps: only obstacles the laser has returned within ``obstacle_range`` exist for both planners;
+  unseen space is free, so plans run into obstacles discovered late and must be recomputed.
+- Command latency (``LATENCY_TICKS``): a command acts ~0.1 s after the scan and pose it was computed from (laser ->
+  costmap update at 20 Hz -> controller at 20 Hz -> ``cmd_vel`` -> base controller).
+- move_base's state machine: while controlling, a failed replan keeps the old plan (the planner thread only acts on
+  failures in the PLANNING state); with no plan the base stops; the local planner's "no valid command" publishes
+  zero velocity. After ``planner_patience`` (5 s) or ``controller_patience`` (15 s) of that, the recovery behaviours
+  run in order: conservative reset (forget obstacles outside a 3 m square), a full in-place rotation, aggressive
+  reset (outside a square of 4 circumscribed radii), another rotation; then the goal is aborted (the robot stays
+  still until the episode times out).
+- Noise (``noise=True``), from each robot's own generator: laser range noise (Gazebo's ray sensor Gaussian noise),
+  velocity-tracking noise of the skid-steer base (wheel slip), and start-pose jitter (Gazebo's reset).
 """
 
 from __future__ import annotations
@@ -13,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import lidar, robot
-from envs.maps import KNOWN_CAP, KNOWN_SHAPE, TRUE_SHAPE, WorldMaps, world_maps
+from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0, WorldMaps, stamp_known, world_maps
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.costmap import INSCRIBED_RADIUS
+from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
 from envs.planners.dwa import DWAPlanner
 from envs.planners.global_planner import extract_path, navigation_function
 from envs.worlds import CYLINDER_RADIUS, GOAL_XY, START_POSE, SUCCESS_RADIUS, World
@@ -26,12 +45,39 @@ LOCAL_PATH_POINTS = 32
 """Plan points ahead of the robot handed to the local planner (~3-4 m)."""
 LOCAL_WINDOW = 5.0
 """Half size of move_base's rolling local costmap (10 x 10 m): the local goal is the last plan point inside it."""
+_GOAL_SEARCH = 160
+"""Plan points ahead of the closest one searched for the local goal (>= 16 m of path: always leaves the window)."""
+_CLOSEST_SEARCH = 64
+"""Plan points ahead of the last closest one searched for the new closest one (>= 6 m)."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
 """Control ticks between laser scans (0.5 s): obstacles are marked at 2 Hz (the rollouts see 2.5 m ahead)."""
+LATENCY_TICKS = 2
+"""Control ticks (0.1 s) between computing a command and the base acting on it."""
+PLANNER_PATIENCE = 5.0
+"""move_base ``planner_patience`` (s): time without a plan before the recovery behaviours run."""
+CONTROLLER_PATIENCE = 15.0
+"""move_base ``controller_patience`` (s): time without a valid command before the recovery behaviours run."""
+RESET_SQUARES = (3.0, 4 * float(np.hypot(*FOOTPRINT_HALF)))
+"""Sides (m) of the squares around the robot outside which the conservative and aggressive resets forget obstacles
+(``conservative_reset_dist`` 3.0; aggressive: 4 x the circumscribed radius)."""
+ROTATE_ACC, ROTATE_MIN_SPEED = 20.0, 0.314
+"""rotate_recovery reads the local planner's ``acc_lim_theta`` (rad/s^2) and ``min_in_place_vel_theta`` (rad/s);
+it turns at most at ``max_vel_theta`` (the action's value)."""
+ROTATE_CLEARANCE = float(np.hypot(*FOOTPRINT_HALF))
+"""rotate_recovery stops when an obstacle lies within the swept circle of the padded footprint (m)."""
+RANGE_NOISE = 0.01
+"""Standard deviation (m) of the laser's Gaussian range noise (Gazebo ray-sensor plugin of the Jackal's laser)."""
+SLIP_NOISE = 0.05
+"""Velocity-tracking error of the skid-steer base per tick (wheel slip): standard deviation of the linear and the
+angular velocity as a fraction of the speed, and of the yaw rate (rad/s) per m/s of linear speed."""
+START_JITTER = (0.03, 0.03, 0.03)
+"""Standard deviation of the start pose (m, m, rad): Gazebo's reset accepts the robot within 0.1 m of the start."""
 
 RUNNING, SUCCESS, COLLISION = 0, 1, 2
+_ROTATIONS = (1, 3)
+"""Recovery stages that rotate in place (0 and 2 reset the map); stage 4 aborts."""
 
 
 @dataclass
@@ -52,26 +98,30 @@ class BatchSim:
     :param n: Number of robots.
     :param time_step: Simulated seconds per ``step`` (a multiple of the 0.05 s control period).
     :param planner: Local planner (default: ``DWAPlanner()``).
+    :param noise: Laser, actuation and start-pose noise (see the module docstring); ``False`` makes every episode
+        a deterministic function of its world and parameters.
     """
 
-    def __init__(self, n: int, time_step: float = 0.5, planner: LocalPlanner | None = None) -> None:
+    def __init__(
+        self, n: int, time_step: float = 0.5, planner: LocalPlanner | None = None, noise: bool = True
+    ) -> None:
         ticks = time_step / robot.CONTROL_DT
         if n < 1:
             raise ValueError(f"BatchSim needs at least one robot, got n={n}")
         if time_step <= 0 or abs(ticks - round(ticks)) > 1e-6:
             raise ValueError(f"time_step must be a positive multiple of {robot.CONTROL_DT} s, got {time_step}")
-        self.n, self.time_step, self.ticks = n, time_step, int(round(ticks))
+        self.n, self.time_step, self.ticks, self.noise = n, time_step, int(round(ticks)), noise
         self.planner = planner or DWAPlanner()
         self.pose = np.zeros((n, 3), dtype=np.float32)
         self.velocity = np.zeros((n, 2), dtype=np.float32)
         self.goal = np.tile(np.array(GOAL_XY, dtype=np.float32), (n, 1))
         self.time = np.zeros(n, dtype=np.float32)
         self.status = np.zeros(n, dtype=np.int64)
-        self.dist = np.zeros((n, *TRUE_SHAPE), dtype=np.float32)
-        self.owner = np.zeros((n, *TRUE_SHAPE), dtype=np.int32)
+        self.owner = np.zeros((n, 1, 1), dtype=np.int32)
         self.cylinders = np.zeros((n, 1, 2), dtype=np.float32)
+        self.n_cylinders = np.zeros(n, dtype=np.int64)
+        self.seen = np.zeros((n, 1), dtype=bool)
         self.known_dist = np.full((n, *KNOWN_SHAPE), KNOWN_CAP, dtype=np.float32)
-        self.known = [np.zeros(0, dtype=bool) for _ in range(n)]
         self.maps: list[WorldMaps | None] = [None] * n
         self.worlds: list[World | None] = [None] * n
         self.path = np.zeros((n, MAX_PATH, 2), dtype=np.float32)
@@ -81,29 +131,67 @@ class BatchSim:
         self.stale = np.ones(n, dtype=bool)
         self.params = np.tile(self.planner.params.default, (n, 1))
         self.ranges = np.full((n, lidar.N_BEAMS), np.inf, dtype=np.float32)
+        # move_base state: commands in flight, plan / control validity, recovery progress.
+        self.pending = np.zeros((n, LATENCY_TICKS, 2), dtype=np.float32)
+        self.has_plan = np.zeros(n, dtype=bool)
+        self.last_valid = np.zeros(n, dtype=np.float32)
+        self.recovery = np.zeros(n, dtype=np.int64)
+        self.rotate_left = np.zeros(n, dtype=np.float32)
+        self.aborted = np.zeros(n, dtype=bool)
+        self.rngs: list[np.random.Generator | None] = [None] * n
+        self._scans_per_step = self.ticks // SCAN_EVERY + 1
+        self._velocity_noise = np.zeros((n, self.ticks, 2), dtype=np.float32)
+        self._range_noise = np.zeros((n, self._scans_per_step, lidar.N_BEAMS), dtype=np.float32)
+
+    @property
+    def known(self) -> list[np.ndarray]:
+        """Per robot, which of its world's cylinders the laser has seen (bool ``[K_i]``, live views)."""
+        return [self.seen[i, : self.n_cylinders[i]] for i in range(self.n)]
 
     # ----------------------------------------------------------------------------------------------------------
-    def reset(self, i: int, world: World) -> None:
-        """Put robot ``i`` at the BARN start of ``world`` with an empty known map and default parameters."""
+    def reset(self, i: int, world: World, seed: int | None = None) -> None:
+        """Put robot ``i`` at the BARN start of ``world`` with an empty known map and default parameters.
+
+        :param seed: Seed of robot ``i``'s noise generator: the same seed (and parameters) replays the episode
+            exactly, whatever the other robots do. ``None`` draws from a fresh, unseeded ``np.random.default_rng()``.
+            Ignored when the simulator was built with ``noise=False``.
+        """
         maps = world_maps(world)
         k = len(maps.cylinders)
         if k > self.cylinders.shape[1]:
-            grown = np.zeros((self.n, k, 2), dtype=np.float32)
+            grown = np.full((self.n, k, 2), 1e3, dtype=np.float32)  # padding: far away
             grown[:, : self.cylinders.shape[1]] = self.cylinders
             self.cylinders = grown
+            seen = np.zeros((self.n, k), dtype=bool)
+            seen[:, : self.seen.shape[1]] = self.seen
+            self.seen = seen
+        if self.owner.shape[1:] != maps.owner.shape:
+            self.owner = np.zeros((self.n, *maps.owner.shape), dtype=np.int32)
         self.cylinders[i, :k] = maps.cylinders
-        self.cylinders[i, k:] = 1e3  # padding: far away
-        self.dist[i], self.owner[i] = maps.dist, maps.owner
+        self.cylinders[i, k:] = 1e3
+        self.owner[i] = maps.owner
+        self.n_cylinders[i] = k
+        self.seen[i] = False
         self.maps[i], self.worlds[i] = maps, world
-        self.known[i] = np.zeros(k, dtype=bool)
         self.known_dist[i] = KNOWN_CAP
+        self.rngs[i] = np.random.default_rng(seed) if self.noise else None
         self.pose[i] = START_POSE
+        if self.noise:
+            self.pose[i] += self.rngs[i].normal(0.0, START_JITTER).astype(np.float32)
         self.velocity[i] = 0.0
         self.time[i] = 0.0
         self.status[i] = RUNNING
         self.params[i] = self.planner.params.default
+        self.planner.reset(i)
         self.stale[i] = True
-        self._scan(np.array([i]))
+        self.has_plan[i] = False
+        self.pending[i] = 0.0
+        self.last_valid[i] = 0.0
+        self.recovery[i] = 0
+        self.rotate_left[i] = 0.0
+        self.aborted[i] = False
+        self._draw_noise(np.array([i]))
+        self._scan(np.array([i]), 0)
         self._replan(np.array([i]))
 
     def step(self, params: np.ndarray) -> StepOutcome:
@@ -111,12 +199,20 @@ class BatchSim:
         self.params[:] = params
         goal_before = np.hypot(*(self.goal - self.pose[:, :2]).T)
         running = self.status == RUNNING
+        self._draw_noise(np.flatnonzero(running))
+        scans = 0
         for tick in range(1, self.ticks + 1):
             idx = np.flatnonzero(running)
             if idx.size == 0:
                 break
-            cmd = self.planner.compute_velocity(self._planner_input(idx))
-            self.velocity[idx] = robot.track_velocity(self.velocity[idx], cmd)
+            cmd = self._command(idx)
+            applied = self.pending[idx, 0]
+            self.pending[idx, :-1] = self.pending[idx, 1:]
+            self.pending[idx, -1] = cmd
+            vel = robot.track_velocity(self.velocity[idx], applied)
+            z = self._velocity_noise[idx, tick - 1]
+            slip = np.stack([z[:, 0] * np.abs(vel[:, 0]), z[:, 1] * (np.abs(vel[:, 1]) + np.abs(vel[:, 0]))], axis=1)
+            self.velocity[idx] = vel + SLIP_NOISE * slip
             self.pose[idx] = robot.integrate(self.pose[idx], self.velocity[idx])
             self.time[idx] += robot.CONTROL_DT
             hit = robot.in_collision(self.pose[idx], idx, self.owner, self.cylinders)
@@ -125,42 +221,119 @@ class BatchSim:
             self.status[idx[reached & ~hit]] = SUCCESS
             running = self.status == RUNNING
             if tick % SCAN_EVERY == 0 or tick == self.ticks:
-                self._scan(np.flatnonzero(running))
+                self._scan(np.flatnonzero(running), scans)
+                scans += 1
         self.velocity[self.status != RUNNING] = 0.0
-        self._scan(np.flatnonzero(self.status != RUNNING))
+        self._scan(np.flatnonzero(self.status != RUNNING), scans)
         self._replan(np.flatnonzero(self.status == RUNNING))
         goal_after = np.hypot(*(self.goal - self.pose[:, :2]).T)
         return StepOutcome(self.status.copy(), goal_before - goal_after)
 
     # ----------------------------------------------------------------------------------------------------------
-    def _scan(self, idx: np.ndarray) -> None:
-        """Laser scan of robots ``idx``; mark newly seen cylinders into their known maps."""
+    def _draw_noise(self, idx: np.ndarray) -> None:
+        """This step's noise of robots ``idx``, a fixed amount from each robot's own generator."""
+        for i in idx:
+            rng = self.rngs[i]
+            if rng is None:
+                continue
+            z = rng.standard_normal(self._velocity_noise[i].size + self._range_noise[i].size, dtype=np.float32)
+            cut = self._velocity_noise[i].size
+            self._velocity_noise[i] = z[:cut].reshape(self.ticks, 2)
+            self._range_noise[i] = z[cut:].reshape(self._scans_per_step, -1) * RANGE_NOISE
+
+    def _command(self, idx: np.ndarray) -> np.ndarray:
+        """move_base's command ``[len(idx), 2]`` for running robots ``idx``: planner, recovery or standstill."""
+        cmd = np.zeros((idx.size, 2), dtype=np.float32)
+        rotating = self.rotate_left[idx] > 0
+        control = self.has_plan[idx] & ~rotating & ~self.aborted[idx]
+        if control.any():
+            c = idx[control]
+            out = self.planner.compute_velocity(self._planner_input(c))
+            ok = ~np.isnan(out[:, 0])
+            cmd[control] = np.where(ok[:, None], out, 0.0)
+            self.last_valid[c[ok]] = self.time[c[ok]]
+            self.recovery[c[ok]] = 0
+        if rotating.any():
+            cmd[rotating] = self._rotate(idx[rotating])
+        # Patience: no plan for planner_patience, or no valid command for controller_patience.
+        waited = self.time[idx] - self.last_valid[idx]
+        limit = np.where(self.has_plan[idx], CONTROLLER_PATIENCE, PLANNER_PATIENCE)
+        for i in idx[(waited >= limit) & ~rotating & ~self.aborted[idx]]:
+            self._recover(i)
+        return cmd
+
+    def _rotate(self, idx: np.ndarray) -> np.ndarray:
+        """rotate_recovery's command for robots ``idx``: turn left until 2 pi is done or an obstacle is in reach."""
+        dtheta = np.abs(self.velocity[idx, 1]) * robot.CONTROL_DT
+        self.rotate_left[idx] = np.maximum(self.rotate_left[idx] - dtheta, 0.0)
+        blocked = self._known_at(idx, self.pose[idx, :2]) < ROTATE_CLEARANCE
+        self.rotate_left[idx[blocked]] = 0.0
+        done = idx[self.rotate_left[idx] == 0]
+        self.stale[done] = True  # move_base plans again after each recovery behaviour
+        self.last_valid[done] = np.minimum(self.last_valid[done], self.time[done] - CONTROLLER_PATIENCE)
+        speed = np.clip(np.sqrt(2 * ROTATE_ACC * self.rotate_left[idx]), ROTATE_MIN_SPEED, self.params[idx, 1])
+        return np.stack([np.zeros_like(speed), np.where(self.rotate_left[idx] > 0, speed, 0.0)], axis=1)
+
+    def _recover(self, i: int) -> None:
+        """Run robot ``i``'s next recovery behaviour (move_base's default list), or abort after the last."""
+        stage = self.recovery[i]
+        self.recovery[i] += 1
+        if stage in _ROTATIONS:
+            self.rotate_left[i] = 2 * np.pi
+        elif stage < 4:
+            self._forget_far(i, RESET_SQUARES[stage // 2] / 2)
+            self._replan(np.array([i]))
+        else:
+            self.aborted[i] = True
+
+    def _forget_far(self, i: int, half: float) -> None:
+        """Clear robot ``i``'s known map outside the square of half side ``half`` (m) around it."""
+        k = self.n_cylinders[i]
+        far = np.any(np.abs(self.cylinders[i, :k] - self.pose[i, :2]) > half, axis=1)
+        self.seen[i, :k] &= ~far
+        self.known_dist[i] = KNOWN_CAP
+        keep = np.flatnonzero(self.seen[i, :k])
+        stamp_known(self.known_dist, np.full(keep.size, i), self.cylinders[i, keep])
+        self.stale[i] = True
+
+    def _known_at(self, idx: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Known-obstacle distance (m) at points ``[len(idx), 2]`` of robots ``idx``."""
+        ix = np.clip(((xy[:, 0] - X0) / KNOWN_RES).astype(np.int64), 0, KNOWN_SHAPE[1] - 1)
+        iy = np.clip(((xy[:, 1] - Y0) / KNOWN_RES).astype(np.int64), 0, KNOWN_SHAPE[0] - 1)
+        return self.known_dist[idx, iy, ix]
+
+    def _scan(self, idx: np.ndarray, k: int) -> None:
+        """Laser scan ``k`` of this step for robots ``idx``; mark newly seen cylinders into their known maps."""
         if idx.size == 0:
             return
-        ranges, hit = lidar.scan(self.pose[idx], idx, self.dist, self.owner, self.cylinders)
+        ranges, hit = lidar.scan(self.pose[idx], self.cylinders[idx])
+        ranges += self._range_noise[idx, min(k, self._scans_per_step - 1)]
         self.ranges[idx] = ranges
-        for row, i in enumerate(idx):
-            seen = np.unique(hit[row][ranges[row] <= OBSTACLE_RANGE])
-            new = seen[~self.known[i][seen]]
-            if new.size:
-                self.known[i][new] = True
-                maps = self.maps[i]
-                np.minimum.at(self.known_dist[i].reshape(-1), maps.stamp_index[new].ravel(), maps.stamp_dist[new].ravel())
-                self.stale[i] |= self._near_plan(i, maps.cylinders[new])
-
-    def _near_plan(self, i: int, centres: np.ndarray) -> bool:
-        """Whether any cylinder centre ``[k, 2]`` lies within the inflated reach of robot ``i``'s plan ahead."""
-        ahead = self.path[i, self.path_start[i] : min(self.path_start[i] + 40, self.path_len[i])]
-        reach = max(float(self.params[i, 6]), INSCRIBED_RADIUS) + CYLINDER_RADIUS + 0.05
-        d2 = ((ahead[None, :, :] - centres[:, None, :]) ** 2).sum(axis=2)
-        return bool(d2.min() < reach**2)
+        row, beam = np.nonzero(ranges <= OBSTACLE_RANGE)
+        robots, cyl = idx[row], hit[row, beam]
+        new = ~self.seen[robots, cyl]
+        if not new.any():
+            return
+        key = np.unique(robots[new] * self.seen.shape[1] + cyl[new])
+        robots, cyl = np.divmod(key, self.seen.shape[1])
+        self.seen[robots, cyl] = True
+        centres = self.cylinders[robots, cyl]
+        stamp_known(self.known_dist, robots, centres)
+        # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
+        ahead = self.path_start[robots, None] + np.arange(40)[None, :]
+        ahead = np.minimum(ahead, self.path_len[robots, None] - 1)
+        pts = self.path[robots[:, None], ahead]
+        reach = np.maximum(self.params[robots, 6], INSCRIBED_RADIUS) + CYLINDER_RADIUS
+        dx, dy = pts[..., 0] - centres[:, 0, None], pts[..., 1] - centres[:, 1, None]
+        near = (dx * dx + dy * dy).min(axis=1) < reach**2
+        self.stale[robots[near]] = True
 
     def _closest(self, idx: np.ndarray) -> np.ndarray:
         """Index of the plan point closest to each robot, never behind the last one found."""
-        d2 = ((self.path[idx] - self.pose[idx, None, :2]) ** 2).sum(axis=2)
-        ar = np.arange(MAX_PATH)[None, :]
-        d2[(ar < self.path_start[idx, None]) | (ar >= self.path_len[idx, None])] = np.inf
-        closest = np.argmin(d2, axis=1)
+        ahead = np.minimum(self.path_start[idx, None] + np.arange(_CLOSEST_SEARCH), self.path_len[idx, None] - 1)
+        pts = self.path[idx[:, None], ahead]
+        dx, dy = pts[..., 0] - self.pose[idx, 0, None], pts[..., 1] - self.pose[idx, 1, None]
+        closest = ahead[np.arange(idx.size), np.argmin(dx * dx + dy * dy, axis=1)]
         self.path_start[idx] = closest
         return closest
 
@@ -169,37 +342,52 @@ class BatchSim:
         local-costmap window, ``[len(idx), 2]`` (m)."""
         closest = self._closest(idx)
         last = self.path_len[idx] - 1
-        ar = np.arange(MAX_PATH)[None, :]
-        outside = np.any(np.abs(self.path[idx] - self.pose[idx, None, :2]) > LOCAL_WINDOW, axis=2)
-        outside &= (ar >= closest[:, None]) & (ar <= last[:, None])
-        first_out = np.where(outside.any(axis=1), outside.argmax(axis=1), last + 1)
-        return self.path[idx, np.maximum(first_out - 1, closest)]
+        ahead = np.minimum(closest[:, None] + np.arange(_GOAL_SEARCH), last[:, None])
+        pts = self.path[idx[:, None], ahead]
+        dx, dy = pts[..., 0] - self.pose[idx, 0, None], pts[..., 1] - self.pose[idx, 1, None]
+        outside = (np.abs(dx) > LOCAL_WINDOW) | (np.abs(dy) > LOCAL_WINDOW)
+        first_out = np.where(outside.any(axis=1), outside.argmax(axis=1), _GOAL_SEARCH)
+        return self.path[idx, ahead[np.arange(idx.size), np.maximum(first_out - 1, 0)]]
 
     def _planner_input(self, idx: np.ndarray) -> PlannerInput:
         local_goal = self.local_goal(idx)
         closest, last = self.path_start[idx], self.path_len[idx] - 1
         take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
         local_path = self.path[idx[:, None], take]
+        # Nearest seen cylinder of each robot (unseen ones and padding are pushed out of reach).
+        c = self.cylinders[idx]
+        dx, dy = c[..., 0] - self.pose[idx, 0, None], c[..., 1] - self.pose[idx, 1, None]
+        clearance = np.sqrt(np.where(self.seen[idx], dx * dx + dy * dy, np.inf).min(axis=1)) - CYLINDER_RADIUS
         return PlannerInput(
-            self.pose[idx], self.velocity[idx], self.params[idx], idx, self.known_dist, local_path, local_goal
+            self.pose[idx],
+            self.velocity[idx],
+            self.params[idx],
+            idx,
+            self.known_dist,
+            local_path,
+            local_goal,
+            clearance.astype(np.float32),
         )
 
     def _replan(self, idx: np.ndarray) -> None:
-        """Recompute the plan of robots in ``idx`` whose plan is stale.
+        """Recompute the plan of robots in ``idx`` whose plan is stale or missing.
 
         Stale: no plan yet, a newly seen obstacle within the inflated reach of the next ~4 m of the plan, the
-        inflation radius moved by > 5 cm, or the robot is > 1 m off the plan.
+        inflation radius moved by > 5 cm, the robot is > 1 m off the plan, or a recovery behaviour ran. A failed
+        search keeps the old plan (move_base keeps controlling on it) and is retried next step.
         """
         if idx.size == 0:
             return
         closest = self._closest(idx)
         off_path = np.hypot(*(self.path[idx, closest] - self.pose[idx, :2]).T) > 1.0
         moved = np.abs(self.params[idx, 6] - self.planned_inflation[idx]) > 0.05
-        for i in idx[self.stale[idx] | off_path | moved]:
-            pred = navigation_function(self.known_dist[i], float(self.params[i, 6]), self.goal[i])
-            path = extract_path(pred, self.pose[i, :2], self.goal[i])
-            if path is None:  # NavFn fails: aim straight at the goal and let the local planner try
-                path = np.stack([self.pose[i, :2], self.goal[i]])
+        for i in idx[self.stale[idx] | off_path | moved | ~self.has_plan[idx]]:
+            if self.aborted[i]:
+                continue
+            path = self._plan(i)
+            if path is None:
+                self.stale[i] = True
+                continue
             path = path[:MAX_PATH]
             self.path[i, : len(path)] = path
             self.path[i, len(path) :] = path[-1]
@@ -207,6 +395,26 @@ class BatchSim:
             self.path_start[i] = 0
             self.planned_inflation[i] = self.params[i, 6]
             self.stale[i] = False
+            if not self.has_plan[i]:
+                self.has_plan[i] = True
+                self.last_valid[i] = self.time[i]
+                self.recovery[i] = 0
+
+    def _plan(self, i: int) -> np.ndarray | None:
+        """NavFn-like plan ``[n, 2]`` of robot ``i`` from its pose to its goal, None if there is none.
+
+        The search first stops at 1.5 x the remaining old plan + 2 m of travel (cheap, nearly always enough), and
+        only if that misses the robot does it cover the whole map.
+        """
+        start, goal = self.pose[i, :2], self.goal[i]
+        remaining = self.path[i, self.path_start[i] : self.path_len[i]]
+        bound = 1.5 * float(np.linalg.norm(np.diff(remaining, axis=0), axis=1).sum()) + 2.0 if self.has_plan[i] else 0
+        infl = float(self.params[i, 6])
+        if bound > 0:
+            path = extract_path(navigation_function(self.known_dist[i], infl, goal, limit=bound), start, goal)
+            if path is not None:
+                return path
+        return extract_path(navigation_function(self.known_dist[i], infl, goal), start, goal)
 
     def global_path(self, i: int) -> np.ndarray:
         """Current plan of robot ``i`` from its closest point on ``[n, 2]`` (m)."""

@@ -112,20 +112,36 @@ def nav_metric(success: bool | np.ndarray, time: float | np.ndarray, optimal_tim
 # Generated worlds
 
 
-def _automaton(rng: np.random.Generator, fill: float, iterations: int) -> np.ndarray:
-    """BARN-style cellular automaton on the 30 x 30 field -> bool ``[row, col]`` occupancy.
+def _automaton(rng: np.random.Generator, fill: float, iterations: int, batch: int) -> np.ndarray:
+    """``batch`` BARN-style cellular-automaton fields -> bool ``[batch, row, col]`` occupancy.
 
     Random fill with probability ``fill``, then ``iterations`` smoothing passes: a cell becomes occupied with >= 6
     occupied 8-neighbours, free with none, and keeps its state otherwise (out-of-field neighbours count as free).
     These thresholds reproduce the published worlds' field density (0.18 +- 0.05) and path length (see tests).
     """
-    grid = rng.random((FIELD_SIZE, FIELD_SIZE)) < fill
-    kernel = np.ones((3, 3), dtype=np.int32)
-    kernel[1, 1] = 0
+    grid = rng.random((batch, FIELD_SIZE, FIELD_SIZE)) < fill
+    kernel = np.ones((1, 3, 3), dtype=np.int16)
+    kernel[0, 1, 1] = 0
     for _ in range(iterations):
-        n = ndimage.convolve(grid.astype(np.int32), kernel, mode="constant", cval=0)
+        n = ndimage.convolve(grid.astype(np.int16), kernel, mode="constant", cval=0)
         grid = np.where(n >= 6, True, np.where(n == 0, False, grid))
     return grid
+
+
+_PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
+_PLANE_8[1] = True
+"""8-connectivity within each field of a batch, none across fields."""
+
+
+def _blocked(occupancy: np.ndarray) -> np.ndarray:
+    """Cells the reference path may not use: obstacles grown by one cell (BARN keeps one free cell around them)."""
+    return ndimage.binary_dilation(occupancy, structure=_PLANE_8)
+
+
+def _solvable(occupancy: np.ndarray) -> np.ndarray:
+    """Whether each field ``[B, row, col]`` has an 8-connected free passage from row 0 to the last row ``[B]``."""
+    labels, _ = ndimage.label(~_blocked(occupancy), structure=_PLANE_8)
+    return np.array([bool(set(b[0][b[0] > 0]) & set(b[-1][b[-1] > 0])) for b in labels])
 
 
 def _wall_cells() -> np.ndarray:
@@ -142,7 +158,7 @@ def reference_path(occupancy: np.ndarray) -> np.ndarray | None:
     :param occupancy: Field occupancy ``[30, 30]`` bool, indexed ``[row, col - 1]``.
     :return: Path cells ``[n, 2]`` (col, row) from row 0 to row 29, or None if the field is unsolvable.
     """
-    blocked = ndimage.binary_dilation(occupancy, structure=np.ones((3, 3), dtype=bool))
+    blocked = _blocked(occupancy[None])[0]
     rows, cols = blocked.shape
     # Graph: field cells + a virtual source under row 0 and a virtual sink over row 29; the entry and exit edges
     # weigh the distance to the start and the goal, so the path is the shortest start -> goal through the field.
@@ -186,21 +202,27 @@ def _difficulty(cylinders: np.ndarray, path_cells: np.ndarray) -> float:
     return float(np.mean(1.0 / np.maximum(d, 0.05)))
 
 
+_DRAWS_PER_BATCH = 64
+
+
 @lru_cache(maxsize=512)
 def generate_world(world_id: int) -> World:
     """Deterministic BARN-style world for ``world_id`` in 0..299.
 
     World ``k`` uses CA setting ``k // 25`` (fill x smoothing, as BARN's 12 x 25 layout); unsolvable draws are
-    discarded and redrawn from the same seeded stream.
+    discarded: fields are drawn in batches from one seeded stream and the first solvable one is kept.
     """
     check_world_id(world_id)
     setting = world_id // 25
     fill, iterations = FILL_LEVELS[setting // 3], SMOOTH_ITERS[setting % 3]
     rng = np.random.default_rng([2020, world_id])
     while True:
-        occupancy = _automaton(rng, fill, iterations)
-        path = reference_path(occupancy)
-        if path is not None:
+        fields = _automaton(rng, fill, iterations, _DRAWS_PER_BATCH)
+        solvable = np.flatnonzero(_solvable(fields))
+        if solvable.size:
+            occupancy = fields[solvable[0]]
+            path = reference_path(occupancy)
+            assert path is not None, "a solvable field has a reference path"
             break
     rows, cols = np.nonzero(occupancy)
     field_cells = np.stack([cols + 1, rows], axis=1)

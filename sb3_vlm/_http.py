@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -126,6 +127,14 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
     async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.message, "success": False})
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default handler echoes each bad input, and cannot render a NaN one (500 instead of 422).
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail, "success": False})
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return server.health()
@@ -157,7 +166,8 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
             if body.noise_std is not None:
                 server.check_noise(body.noise_std)
         except ValidationError as e:
-            return JSONResponse(status_code=422, content={"detail": e.errors(include_url=False), "success": False})
+            detail = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+            return JSONResponse(status_code=422, content={"detail": detail, "success": False})
         except ValueError as e:
             return JSONResponse(status_code=400, content={"detail": str(e), "success": False})
         try:

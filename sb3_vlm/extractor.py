@@ -60,15 +60,16 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     serves it to rollouts and replay alike. What is stored (:attr:`cache_mode`):
 
     * ``"hidden"`` -- the last-4 hidden states per image, ``[4, L, H]`` in ``feature_cache_dtype``, while the DPT head
-      (or the history encoder) trains; they run on the stored states, every pass;
+      (or the history encoder) trains; the DPT head runs on the stored states, every pass;
     * ``"features"`` -- the pooled ``[256]`` float32 feature when the DPT head and history encoder are frozen too.
 
     Every result goes through the stored form, hit or miss, so outputs do not depend on the cache's state. The cache is
     cleared when a cached-side parameter or buffer changes (optimizer steps, ``load_state_dict``, ``.to()``: anything
     that bumps a tensor's version counter or moves it); writes through ``.data`` bypass version counters: call
-    ``feature_cache.clear()`` after those. The cache is not part of ``state_dict`` or any checkpoint. A float16 cache
-    changes features by float16 rounding of the hidden states (~1e-3 relative); ``"float32"`` reproduces the uncached
-    features to float tolerance at twice the memory.
+    ``feature_cache.clear()`` after those. The cache is not part of ``state_dict`` or any checkpoint. The default
+    float32 storage reproduces uncached training to float tolerance. ``"float16"`` halves the memory but rounds the
+    hidden states (features move by ~5e-3 with the tiny model), and Adam amplifies that within a few updates: training
+    is then close to, not the same as, uncached training.
 
     :param observation_space: Image Box or Dict with ``"image"`` (and optionally ``"velocity"``).
     :param backbone: ``"tiny"``, a model directory, or an FTRL checkpoint directory.
@@ -85,8 +86,8 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     :param num_params: ``P`` of a fresh DPT head (its SFT ``mlp``); ignored with a checkpoint.
     :param seed: Weight seed of the tiny backbone.
     :param feature_cache_bytes: Byte budget of the feature cache; 0 (default) disables it.
-    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float16"`` (default), ``"bfloat16"`` or
-        ``"float32"`` (pooled features are always float32).
+    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float32"`` (default, exact), ``"float16"``
+        or ``"bfloat16"`` (half the memory, rounded); pooled features are always float32.
     """
 
     def __init__(
@@ -105,7 +106,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         num_params: int = 9,
         seed: int = 0,
         feature_cache_bytes: int = 0,
-        feature_cache_dtype: str = "float16",
+        feature_cache_dtype: str = "float32",
     ):
         super().__init__(observation_space, features_dim=FEATURE_DIM)
         self.has_velocity = _check_space(observation_space)

@@ -150,8 +150,8 @@ class VLMTD3Policy(TD3Policy):
     :param seed: Weight seed of the tiny backbone.
     :param feature_cache_bytes: Byte budget of the extractor's feature cache; 0 (default) disables it. Active only
         with ``freeze_vlm=True``.
-    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float16"`` (default), ``"bfloat16"`` or
-        ``"float32"``.
+    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float32"`` (default, exact), ``"float16"``
+        or ``"bfloat16"`` (half the memory, rounded).
     :param normalize_images: SB3's image ``/255``.
     :param optimizer_class: Optimizer of actor and critic.
     :param optimizer_kwargs: Its kwargs, excluding the learning rate.
@@ -184,7 +184,7 @@ class VLMTD3Policy(TD3Policy):
         num_params: int = 9,
         seed: int = 0,
         feature_cache_bytes: int = 0,
-        feature_cache_dtype: str = "float16",
+        feature_cache_dtype: str = "float32",
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,

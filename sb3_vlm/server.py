@@ -145,6 +145,7 @@ class _Item:
 
 @dataclass
 class _Result:
+    names: tuple[str, ...]  # of the model that answered (a reload may change them)
     parameters: np.ndarray  # [P] float64, physical units
     action: np.ndarray | None  # [A] in [-1, 1] (actor mode)
     batch_size: int
@@ -190,21 +191,21 @@ class _Model:
     @th.inference_mode()
     def predict(
         self, images: th.Tensor, velocity: th.Tensor, history: list[list[th.Tensor] | None] | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """
         :param images: ``[B, 3, H, W]`` uint8.
         :param velocity: ``[B, 2]`` float32 ``[v (m/s), w (rad/s)]``.
         :param history: Per image the client's frames (uint8 ``[3, h, w]``, newest first) or None (current frame
             repeated); None for every image: the extractor's own path (current frame repeated).
-        :return: Physical outputs ``[B, P]`` float64 (``"sft"``: de-normalised head; ``"actor"``: mapped action,
-            noise not yet added) and, in ``"actor"`` mode, the action ``[B, A]`` in [-1, 1].
+        :return: ``"sft"``: the de-normalised head outputs ``[B, P]`` float64 (physical units) and None;
+            ``"actor"``: None and the deterministic action ``[B, A]`` float32 in [-1, 1] (see :meth:`to_physical`).
         """
         ext = self.extractor
         obs: th.Tensor | dict[str, th.Tensor] = {"image": images, "velocity": velocity} if self.use_velocity else images
         if history is None or ext.history is None:
             if self.policy is None:
                 return ext.predict_parameters(obs).double().numpy(), None
-            return np.zeros(0), self.policy.actor(obs).float().numpy()
+            return None, self.policy.actor(obs).float().numpy()
         # Client frames: the extractor's forward with the request's frames in place of the repeated current one.
         images_f = images.float() / 255.0
         out = ext.backbone(images_f, velocity if self.use_velocity else None)
@@ -218,7 +219,7 @@ class _Model:
                 pred = pred * pred.new_tensor(ext.param_std) + pred.new_tensor(ext.param_mean)
             return pred.double().numpy(), None
         features = ext.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
-        return np.zeros(0), self.policy.actor.mu(features).float().numpy()
+        return None, self.policy.actor.mu(features).float().numpy()
 
     def _history_frames(self, current: th.Tensor, frames: list[th.Tensor] | None) -> th.Tensor:
         """``[T, 3, s, s]`` history input: the client's frames as given (cut / padded with the last), else current."""
@@ -549,6 +550,14 @@ class PolicyServer:
         self._worker: threading.Thread | None = None
         self.model_version = 0
         self.model = self._load()
+        planner = self.model.extractor.backbone.planner
+        if planner != self.algorithm:
+            logger.warning(
+                "%s: the policy was built for planner %s (its prompt names it), serving it as %s",
+                self.checkpoint,
+                planner,
+                self.algorithm,
+            )
 
     def check_noise(self, noise_std: Any) -> float:
         """Validate an exploration noise std for this server's mode (``TypeError`` / ``ValueError``)."""
@@ -676,7 +685,7 @@ class PolicyServer:
         """The ``/infer`` JSON of a result."""
         values = [float(v) for v in result.parameters]
         answer: dict[str, Any] = {
-            "parameters": dict(zip(self.model.names, values, strict=True)),
+            "parameters": dict(zip(result.names, values, strict=True)),
             "parameters_array": values,
             "inference_time": time.perf_counter() - started,
             "success": True,
@@ -695,11 +704,18 @@ class PolicyServer:
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the batch worker after the queued requests."""
+        """Stop the batch worker after the queued requests; requests queued later fail."""
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout)
             self._worker = None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(RuntimeError("the server is shutting down"))
 
     def _work(self) -> None:
         while True:
@@ -752,8 +768,9 @@ class PolicyServer:
                     noise = self._rng.normal(0.0, self.noise_std, size=action.shape).astype(np.float32)
                     action = np.clip(action + noise, -1.0, 1.0)
                 parameters = model.to_physical(action)
+        assert parameters is not None
         n = len(items)
-        return [_Result(parameters[i], None if action is None else action[i], n) for i in range(n)]
+        return [_Result(model.names, parameters[i], None if action is None else action[i], n) for i in range(n)]
 
     # ------------------------------------------------------------------ reload
 

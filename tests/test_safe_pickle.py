@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import APPLR_DIR
 from PIL import Image
 
 from sb3_vlm.safe_pickle import (
@@ -23,7 +24,7 @@ from sb3_vlm.safe_pickle import (
     safe_loads,
 )
 
-APPLR_ACTOR = Path("/work/shared/data/applr/policy_actor")
+APPLR_ACTOR = APPLR_DIR / "policy_actor"
 APPLR_SHAPES = {
     "head.mlp.0.weight": (512, 721),
     "head.mlp.0.bias": (512,),

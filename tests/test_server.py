@@ -364,8 +364,8 @@ def test_bad_server_arguments(sft_ckpt: TinyCheckpoint, tmp_path: Path, monkeypa
         PolicyServer(sft_ckpt.path, history="all")
     with pytest.raises(ValueError, match=r"no actor_head/ \(mode='actor'"):
         PolicyServer(sft_ckpt.path, mode="actor", params=DWA_PARAMS)
-    with pytest.raises(ValueError, match="predicts 9 values but the parameter table has 7"):
-        PolicyServer(sft_ckpt.path, params=type("Table", (), {"names": DWA_PARAMS.names[:7], "low": 0, "high": 1})())
+    with pytest.raises(ValueError, match="predicts 9 values but the parameter table has 5"):
+        PolicyServer(sft_ckpt.path, params=type("Table", (), {"names": DWA_PARAMS.names[:5], "low": 0, "high": 1})())
     policy = VLMTD3Policy.from_pretrained(sft_ckpt.path, OBS_SPACE, ACTION_SPACE)
     plain = policy.save_pretrained(tmp_path / "plain")  # no hand-off metadata: ranges must be given
     with pytest.raises(ValueError, match=r"needs the physical parameter ranges: pass params="):

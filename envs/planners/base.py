@@ -22,6 +22,7 @@ class PlannerInput:
         source (passed whole: robots index it through ``env``, nothing is copied).
     :param local_path: Global-plan points ahead of the robot ``[N, KP, 2]`` (m), padded with the last point.
     :param local_goal: Last global-plan point inside the local costmap window ``[N, 2]`` (m).
+    :param clearance: Distance from each robot to the nearest known obstacle surface ``[N]`` (m, uncapped).
     """
 
     pose: np.ndarray
@@ -31,6 +32,7 @@ class PlannerInput:
     known_dist: np.ndarray
     local_path: np.ndarray
     local_goal: np.ndarray
+    clearance: np.ndarray
 
 
 class LocalPlanner(ABC):
@@ -40,4 +42,8 @@ class LocalPlanner(ABC):
 
     @abstractmethod
     def compute_velocity(self, state: PlannerInput) -> np.ndarray:
-        """Velocity commands ``[N, 2]`` (v m/s, w rad/s) for one control tick."""
+        """Velocity commands ``[N, 2]`` (v m/s, w rad/s) for one control tick; a NaN row means the planner found
+        no valid command (move_base then publishes zero velocity and, after ``controller_patience``, recovers)."""
+
+    def reset(self, i: int) -> None:  # noqa: B027 - optional hook, stateless planners need nothing
+        """Forget any per-robot state kept for world slot ``i`` (a new episode starts there)."""

@@ -3,39 +3,52 @@
 Per robot and control tick: sample ``vx_samples x vtheta_samples`` constant velocities inside the acceleration
 window of one controller period, roll each out for ``sim_time``, reject those whose padded footprint touches a
 known obstacle, and take the cheapest by
-``path_distance_bias * path_dist + goal_distance_bias * goal_dist + occdist_scale * max_cell_cost``
-(metre scoring, distances of the rollout's end point). With no valid forward motion it rotates in place towards the
-plan, then backs up at ``escape_vel``, then stops. All candidates of all robots are one flat array: no Python loop
-per robot or per candidate.
+``path_distance_bias * path_dist + goal_distance_bias * goal_dist + occdist_scale * resolution * max_cost``
+(``meter_scoring``: TrajectoryPlannerROS multiplies all three weights by the costmap resolution and the distances
+are in metres; distances of the rollout's end point; ``max_cost`` is the highest cell cost under the footprint
+outline or the centre along the rollout). With no valid forward motion it rotates in place to the valid heading
+that looks closest to the local goal; with no valid rotation it escapes: backs up at ``escape_vel`` *without*
+checking the footprint (TrajectoryPlanner: "we'll allow moving backwards slowly even when the static map shows it
+as blocked") and samples no forward motion until it has moved ``escape_reset_dist`` or turned
+``escape_reset_theta``. All candidates of all robots are one flat array: no Python loop per robot or candidate.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
+from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.costmap import FOOTPRINT_HALF, inflation_cost
+from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS, inflation_cost
 from envs.planners.params import DWA_PARAMS
 
 # Three circles along the heading cover the padded footprint (0.62 x 0.53 m) with < 2 cm excess at the sides.
 _N_COVER = 3
 _COVER_SPACING = 2 * FOOTPRINT_HALF[0] / _N_COVER
-_COVER_OFFSETS = (np.arange(_N_COVER) - (_N_COVER - 1) / 2) * _COVER_SPACING
 _COVER_RADIUS = float(np.hypot(_COVER_SPACING / 2, FOOTPRINT_HALF[1]))
+# Centre clearance beyond which the front and back circles are clear too (triangle inequality).
+_SURELY_CLEAR = _COVER_SPACING + _COVER_RADIUS
+_HEADING_LOOKAHEAD = 0.325
+"""TrajectoryPlanner ``heading_lookahead`` (m): in-place rotations are ranked by the goal distance of this point."""
 
 
 class DWAPlanner(LocalPlanner):
-    """DWA driven by APPLR's 7 parameters (``DWA_PARAMS`` order).
+    """DWA driven by APPLR's 7 parameters (``DWA_PARAMS`` order); fixed settings are ros_jackal's.
 
     :param sim_time: Rollout horizon (s); ros_jackal 2.0.
-    :param n_points: Rollout points checked per candidate (evenly spaced in time, the last at ``sim_time``).
+    :param spacing: Largest step (m) between the rollout points checked (evenly spaced in time, the last at
+        ``sim_time``): the covering circles (radius 0.284 m) 0.2 m apart sweep a band as wide as the padded
+        footprint (0.53 m), so nothing between two points can touch the footprint's sides unnoticed.
+    :param angular_spacing: Largest heading step (rad) between checked points (the corners move <= 0.2 m).
     :param acc_lim: Planner acceleration limits (m/s^2, rad/s^2); ros_jackal 10, 20.
     :param sim_period: Controller period defining the dynamic window (s); 1 / 20 Hz.
     :param min_vel_x: Lowest forward speed sampled (m/s).
     :param min_in_place_vel_theta: Lowest in-place rotation speed (rad/s).
     :param escape_vel: Backing-up speed when nothing else is valid (m/s).
-    :param occdist_scale: Weight of the maximum cell cost along the rollout.
+    :param escape_reset_dist: Distance (m) ...
+    :param escape_reset_theta: ... or rotation (rad) after which an escape ends; ros_jackal 0.1, 0.1.
+    :param occdist_scale: Weight of the maximum cell cost along the rollout; ros_jackal 0.1.
+    :param resolution: Costmap resolution (m) that ``meter_scoring`` multiplies the weights by; 0.05.
     """
 
     params = DWA_PARAMS
@@ -43,22 +56,37 @@ class DWAPlanner(LocalPlanner):
     def __init__(
         self,
         sim_time: float = 2.0,
-        n_points: int = 10,
+        spacing: float = 0.2,
+        angular_spacing: float = 0.5,
         acc_lim: tuple[float, float] = (10.0, 20.0),
         sim_period: float = 0.05,
         min_vel_x: float = 0.1,
         min_in_place_vel_theta: float = 0.314,
         escape_vel: float = -0.5,
+        escape_reset_dist: float = 0.1,
+        escape_reset_theta: float = 0.1,
         occdist_scale: float = 0.1,
+        resolution: float = 0.05,
     ) -> None:
-        self.times = np.linspace(sim_time / n_points, sim_time, n_points, dtype=np.float32)
+        self.sim_time, self.spacing, self.angular_spacing = sim_time, spacing, angular_spacing
         self.acc_window = (acc_lim[0] * sim_period, acc_lim[1] * sim_period)
         self.min_vel_x = min_vel_x
         self.min_in_place_vel_theta = min_in_place_vel_theta
         self.escape_vel = escape_vel
-        self.occdist_scale = occdist_scale
+        self.escape_reset = (escape_reset_dist, escape_reset_theta)
+        self.occ_weight = occdist_scale * resolution
+        self._escape_from = np.full((0, 3), np.nan, dtype=np.float32)
+
+    def reset(self, i: int) -> None:
+        """Forget the escape state of slot ``i``."""
+        if i < len(self._escape_from):
+            self._escape_from[i] = np.nan
 
     def compute_velocity(self, state: PlannerInput) -> np.ndarray:
+        if len(self._escape_from) < len(state.known_dist):
+            grown = np.full((len(state.known_dist), 3), np.nan, dtype=np.float32)
+            grown[: len(self._escape_from)] = self._escape_from
+            self._escape_from = grown
         p = state.params
         n = p.shape[0]
         v, w = state.velocity[:, 0], state.velocity[:, 1]
@@ -69,80 +97,164 @@ class DWAPlanner(LocalPlanner):
         lo_x = np.minimum(lo_x, hi_x)
         lo_th = np.maximum(-max_th, w - self.acc_window[1])
         hi_th = np.maximum(np.minimum(max_th, w + self.acc_window[1]), lo_th)
+        escaping = self._update_escape(state)
 
-        # Flat candidate list: robot e's candidates are contiguous, vx-major; j == 0 is the straight rollout and
-        # j >= 1 walk from lo_th in (hi_th - lo_th) / (nth - 1) steps (TrajectoryPlanner's sampling).
+        # Angular table: robot e's vtheta samples are contiguous; j == 0 is the straight rollout and j >= 1 walk
+        # from lo_th in (hi_th - lo_th) / (nth - 1) steps (TrajectoryPlanner's sampling).
+        th_start = np.cumsum(nth) - nth
+        th_robot = np.repeat(np.arange(n), nth)
+        j = np.arange(th_start[-1] + nth[-1]) - th_start[th_robot]
+        dth = ((hi_th - lo_th) / np.maximum(nth - 1, 1))[th_robot]
+        vth = np.where(j == 0, 0.0, lo_th[th_robot] + (j - 1) * dth).astype(np.float32)
+        arcs = self._arcs(state.pose[th_robot], vth, self._times(float(max_vx.max()), float(max_th.max())))
+        # Candidates: robot e's nvx x nth are contiguous, vx-major; each uses row ``row`` of the angular table.
         counts = nvx * nth
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = np.cumsum(counts) - counts
         e = np.repeat(np.arange(n), counts)
-        q = np.arange(counts.sum()) - starts[e]
-        i, j = q // nth[e], q % nth[e]
-        vx = lo_x[e] + i * ((hi_x - lo_x) / np.maximum(nvx - 1, 1))[e]
-        vth = np.where(j == 0, 0.0, lo_th[e] + (j - 1) * ((hi_th - lo_th) / np.maximum(nth - 1, 1))[e])
-        cost = self._score(state, e, vx.astype(np.float32), vth.astype(np.float32))
+        q = np.arange(starts[-1] + counts[-1]) - starts[e]
+        i = q // nth[e]
+        row = th_start[e] + q - i * nth[e]
+        vx = (lo_x[e] + i * ((hi_x - lo_x) / np.maximum(nvx - 1, 1))[e]).astype(np.float32)
+        cost = self._score(state, e, vx, arcs, row)
+        cost[escaping[e]] = np.inf
 
         best_cost = np.minimum.reduceat(cost, starts)
         first = np.flatnonzero(cost == best_cost[e])
         first = first[np.concatenate([[True], e[first][1:] != e[first][:-1]])]
-        cmd = np.stack([vx[first], vth[first]], axis=1).astype(np.float32)
-        stuck = np.flatnonzero(~np.isfinite(best_cost))
-        if stuck.size:
-            cmd[stuck] = self._recover(state, stuck, max_th[stuck], w[stuck])
+        cmd = np.zeros((n, 2), dtype=np.float32)
+        moving = np.isfinite(best_cost)
+        cmd[moving] = np.stack([vx[first], vth[row[first]]], axis=1)[moving]
+        blocked = np.flatnonzero(~moving)
+        if blocked.size:
+            cmd[blocked] = self._unblock(state, blocked, lo_th[blocked], hi_th[blocked], nth[blocked])
         return cmd
 
-    def _rollout(self, pose: np.ndarray, vx: np.ndarray, vth: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Constant-velocity rollouts ``[M, T]``: x, y, heading (exact arcs)."""
-        t = self.times[None, :]
-        x0, y0, th0 = pose[:, 0, None], pose[:, 1, None], pose[:, 2, None]
-        dth = vth[:, None] * t
-        chord = vx[:, None] * t * np.sinc(dth / (2 * np.pi))
-        mid = th0 + dth / 2
-        return x0 + chord * np.cos(mid), y0 + chord * np.sin(mid), th0 + dth
+    def _update_escape(self, state: PlannerInput) -> np.ndarray:
+        """End the escapes that have moved or turned far enough; whether each robot ``[N]`` is still escaping."""
+        origin = self._escape_from[state.env]
+        moved = np.hypot(*(state.pose[:, :2] - origin[:, :2]).T)
+        turned = np.abs((state.pose[:, 2] - origin[:, 2] + np.pi) % (2 * np.pi) - np.pi)
+        done = (moved > self.escape_reset[0]) | (turned > self.escape_reset[1])
+        self._escape_from[state.env[done]] = np.nan
+        return ~np.isnan(origin[:, 0]) & ~done
 
-    def _lookup(self, state: PlannerInput, e: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _times(self, speed: float, turn_rate: float) -> np.ndarray:
+        """Times ``[T]`` (s) of the points checked on rollouts up to ``speed`` (m/s) and ``turn_rate`` (rad/s)."""
+        steps = max(speed * self.sim_time / self.spacing, turn_rate * self.sim_time / self.angular_spacing, 3.0)
+        n = int(np.ceil(steps - 1e-6))
+        return np.linspace(self.sim_time / n, self.sim_time, n, dtype=np.float32)
+
+    def _arcs(self, pose: np.ndarray, vth: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-unit-speed arcs ``[T, R]`` at ``times [T]`` of constant-velocity rollouts with angular speeds
+        ``vth [R]`` from poses ``[R, 3]``: a rollout at linear speed ``vx`` reaches ``(x0 + vx * ax, y0 + vx * ay)`` with heading ``th``.
+
+        Time runs along the first axis throughout: reductions over time are then element-wise minima of rows.
+        """
+        t = times[:, None]
+        half = vth[None, :] * (t / 2)
+        # Chord of the arc: v t sin(h) / h with h = w t / 2 (-> v t for straight lines), along th0 + h.
+        small = np.abs(half) < 1e-6
+        chord = t * np.where(small, 1.0, np.sin(half) / np.where(small, 1.0, half))
+        mid = pose[None, :, 2] + half
+        return chord * np.cos(mid), chord * np.sin(mid), mid + half
+
+    def _lookup(self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Known-obstacle distance (m) at points ``x, y`` of world slots ``slot`` (broadcast against them)."""
         ix = np.minimum(np.maximum(((x - X0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[1] - 1)
         iy = np.minimum(np.maximum(((y - Y0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[0] - 1)
-        slot = state.env[e].reshape((-1,) + (1,) * (x.ndim - 1))
-        flat = slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1]) + iy * KNOWN_SHAPE[1] + ix
-        return state.known_dist.reshape(-1)[flat]
+        return state.known_dist.reshape(-1)[slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1]) + iy * KNOWN_SHAPE[1] + ix]
 
-    def _clearance(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, vth: np.ndarray):
-        """Rollouts of candidates ``[M]`` of robots ``e``: validity ``[M]``, centre distances ``[M, T]``, end x, y."""
-        x, y, th = self._rollout(state.pose[e], vx, vth)
-        off = _COVER_OFFSETS.astype(np.float32)
-        cx = x[..., None] + np.cos(th)[..., None] * off
-        cy = y[..., None] + np.sin(th)[..., None] * off
-        d = self._lookup(state, e, cx, cy)  # [M, T, circles]
-        valid = d.reshape(len(e), -1).min(axis=1) >= _COVER_RADIUS
-        return valid, d[..., _N_COVER // 2], x[:, -1], y[:, -1]
+    def _check(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray):
+        """Rollouts of candidates ``[M]`` (robot ``e``, speed ``vx``, angular-table column ``row``): validity
+        ``[M]``, least centre clearance ``[M]`` (m, at most ``KNOWN_CAP``) and end pose ``[M, 3]``."""
+        ax, ay, th = arcs
+        pose = state.pose[e]
+        end = np.stack([pose[:, 0] + vx * ax[-1, row], pose[:, 1] + vx * ay[-1, row], th[-1, row]], axis=1)
+        least = np.full(len(e), KNOWN_CAP, dtype=np.float32)
+        valid = np.ones(len(e), dtype=bool)
+        # A rollout stays within |vx| sim_time of its start: where the nearest known obstacle is farther than that
+        # plus KNOWN_CAP, every lookup would return the cap, so only the others are looked up.
+        near = np.flatnonzero(state.clearance[e] < np.abs(vx) * self.sim_time + KNOWN_CAP)
+        if near.size == 0:
+            return valid, least, end
+        rn, vn, slot = row[near], vx[near, None], state.env[e[near]]
+        x = pose[near, 0] + vn.T * ax[:, rn]
+        y = pose[near, 1] + vn.T * ay[:, rn]
+        closest = self._lookup(state, slot, x, y).min(axis=0)
+        least[near] = closest
+        ok = closest >= _SURELY_CLEAR
+        # Only rollouts passing between _COVER_RADIUS and _SURELY_CLEAR need the front and back circles.
+        unsure = np.flatnonzero((closest >= _COVER_RADIUS) & ~ok)
+        if unsure.size:
+            xs, ys, ths = x[:, unsure], y[:, unsure], th[:, rn[unsure]]
+            cs, sn = np.cos(ths) * _COVER_SPACING, np.sin(ths) * _COVER_SPACING
+            slot_u = slot[unsure]
+            front = self._lookup(state, slot_u, xs + cs, ys + sn).min(axis=0)
+            back = self._lookup(state, slot_u, xs - cs, ys - sn).min(axis=0)
+            ok[unsure] = np.minimum(front, back) >= _COVER_RADIUS
+        valid[near] = ok
+        return valid, least, end
 
-    def _score(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, vth: np.ndarray) -> np.ndarray:
+    def _score(
+        self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray
+    ) -> np.ndarray:
         """Cost of each candidate ``[M]``; ``inf`` for rejected ones."""
-        valid, centre, ex, ey = self._clearance(state, e, vx, vth)
-        infl = state.params[e, 6]
-        occ = inflation_cost(centre, infl[:, None]).max(axis=1)
-        path = state.local_path[e]
-        path_dist = np.sqrt(((path[..., 0] - ex[:, None]) ** 2 + (path[..., 1] - ey[:, None]) ** 2).min(axis=1))
+        valid, least, end = self._check(state, e, vx, arcs, row)
+        # Highest cost under the padded footprint's outline: its sides pass ~INSCRIBED_RADIUS nearer the obstacle
+        # than the centre (and the centre cell's own cost is never higher).
+        occ = inflation_cost(least - INSCRIBED_RADIUS, state.params[e, 6])
+        # Only plan points the end points can be nearest to: within the fastest rollout's reach + 1 m (0.1 m apart).
+        reach = float(state.params[:, 0].max()) * self.sim_time + 1.0
+        path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / 0.1))].transpose(2, 1, 0))
+        dx = path[0][:, e] - end[None, :, 0]
+        dy = path[1][:, e] - end[None, :, 1]
+        path_dist = np.sqrt((dx * dx + dy * dy).min(axis=0))
         goal = state.local_goal[e]
-        goal_dist = np.hypot(goal[:, 0] - ex, goal[:, 1] - ey)
+        goal_dist = np.hypot(goal[:, 0] - end[:, 0], goal[:, 1] - end[:, 1])
         p = state.params[e]
-        cost = p[:, 4] * path_dist + p[:, 5] * goal_dist + self.occdist_scale * occ
+        cost = p[:, 4] * path_dist + p[:, 5] * goal_dist + self.occ_weight * occ
         return np.where(valid, cost, np.inf).astype(np.float32)
 
-    def _recover(self, state: PlannerInput, robots: np.ndarray, max_th: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Commands ``[S, 2]`` for robots with no valid forward rollout: rotate towards the plan, back up, stop."""
-        pose = state.pose[robots]
-        ahead = state.local_path[robots, min(state.local_path.shape[1] - 1, 6)]
-        bearing = np.arctan2(ahead[:, 1] - pose[:, 1], ahead[:, 0] - pose[:, 0]) - pose[:, 2]
-        sign = np.where(np.sin(bearing) >= 0, 1.0, -1.0)
-        speed = np.clip(np.abs(w) + self.acc_window[1], self.min_in_place_vel_theta, np.maximum(max_th, 0.314))
-        options = [(0.0, sign * speed), (0.0, -sign * speed), (self.escape_vel, np.zeros_like(speed))]
+    def _unblock(
+        self, state: PlannerInput, robots: np.ndarray, lo_th: np.ndarray, hi_th: np.ndarray, nth: np.ndarray
+    ) -> np.ndarray:
+        """Commands ``[S, 2]`` for robots with no valid forward rollout: the valid in-place rotation whose
+        lookahead point is nearest the local goal, else an escape backwards, else NaN (no valid command)."""
+        # In-place rotations over the same window, at least min_in_place_vel_theta fast.
+        counts = nth
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        r = np.repeat(np.arange(len(robots)), counts)
+        j = np.arange(counts.sum()) - starts[r]
+        vth = lo_th[r] + j * ((hi_th - lo_th) / np.maximum(nth - 1, 1))[r]
+        vth = np.where(vth >= 0, 1.0, -1.0) * np.maximum(np.abs(vth), self.min_in_place_vel_theta)
+        vth = vth.astype(np.float32)
+        e = robots[r]
+        arcs = self._arcs(state.pose[e], vth, self._times(0.0, float(np.abs(vth).max())))
+        valid, _, end = self._check(state, e, np.zeros_like(vth), arcs, np.arange(len(e)))
+        goal = state.local_goal[e]
+        ahead_x = end[:, 0] + _HEADING_LOOKAHEAD * np.cos(end[:, 2])
+        ahead_y = end[:, 1] + _HEADING_LOOKAHEAD * np.sin(end[:, 2])
+        cost = np.where(valid, np.hypot(goal[:, 0] - ahead_x, goal[:, 1] - ahead_y), np.inf)
+        best = np.minimum.reduceat(cost, starts)
+        pick = np.flatnonzero(cost == best[r])
+        pick = pick[np.concatenate([[True], r[pick][1:] != r[pick][:-1]])]
         cmd = np.zeros((len(robots), 2), dtype=np.float32)
-        chosen = np.zeros(len(robots), dtype=bool)
-        for vx, vth in options:
-            vx = np.full(len(robots), vx, dtype=np.float32)
-            valid, *_ = self._clearance(state, robots, vx, vth.astype(np.float32))
-            take = valid & ~chosen
-            cmd[take] = np.stack([vx, vth], axis=1)[take]
-            chosen |= take
+        rotate = np.isfinite(best)
+        cmd[rotate, 1] = vth[pick][rotate]
+        back = np.flatnonzero(~rotate)
+        if back.size:
+            escape = robots[back]
+            # Straight back: x0 + escape_vel * t * cos(th0), ...
+            pose = state.pose[escape]
+            t = self._times(abs(self.escape_vel), 0.0)
+            x = pose[None, :, 0] + self.escape_vel * t[:, None] * np.cos(pose[None, :, 2])
+            y = pose[None, :, 1] + self.escape_vel * t[:, None] * np.sin(pose[None, :, 2])
+            # The escape is not footprint-checked, but its centre must not enter inscribed cells beyond the robot's
+            # current footprint (TrajectoryPlanner's "no clear path" cost -2): else there is no valid command.
+            beyond = t * abs(self.escape_vel) > FOOTPRINT_HALF[0]
+            centre = self._lookup(state, state.env[escape], x[beyond], y[beyond])
+            ok = centre.min(axis=0) >= INSCRIBED_RADIUS
+            cmd[back] = np.where(ok[:, None], np.array([self.escape_vel, 0.0], dtype=np.float32), np.nan)
+            fresh = escape[ok & np.isnan(self._escape_from[state.env[escape], 0])]
+            self._escape_from[state.env[fresh]] = state.pose[fresh]
         return cmd

@@ -45,7 +45,7 @@ def _grid_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     src, dst, length = np.concatenate(src), np.concatenate(dst), np.concatenate(length)
     order = np.lexsort((dst, src))
     src, dst, length = src[order], dst[order], length[order]
-    indptr = np.searchsorted(src, np.arange(h * w + 1))
+    indptr = np.searchsorted(src, np.arange(h * w + 1)).astype(np.int32)
     return indptr, dst.astype(np.int32), length, src
 
 
@@ -62,24 +62,25 @@ def cell_centre(cell: np.ndarray) -> np.ndarray:
     return np.stack([X0 + (ix + 0.5) * PLAN_RES, Y0 + (iy + 0.5) * PLAN_RES], axis=-1).astype(np.float32)
 
 
-def navigation_function(known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray) -> np.ndarray:
+def navigation_function(
+    known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray, limit: float = np.inf
+) -> np.ndarray:
     """Cost-to-go predecessors towards ``goal`` on one known map.
 
     :param known_dist: Known-obstacle distance grid ``[KH, KW]`` (m).
     :param inflation_radius: Inflation radius (m).
     :param goal: Goal ``[2]`` (m).
+    :param limit: Cells whose cost-to-go exceeds this (m of free travel) are not explored.
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
     indptr, indices, length, source = _grid_graph()
-    d = known_dist[::PLAN_STRIDE, ::PLAN_STRIDE].ravel()
-    cost = inflation_cost(d, inflation_radius)
-    step = COST_NEUTRAL + COST_FACTOR * np.minimum(cost, INSCRIBED - 1)
+    cost = inflation_cost(known_dist[::PLAN_STRIDE, ::PLAN_STRIDE].ravel(), inflation_radius)
+    # NavFn's cell cost relative to free space; inscribed and lethal cells are obstacles.
+    factor = np.where(cost >= INSCRIBED, _BLOCKED_WEIGHT, 1.0 + (COST_FACTOR / COST_NEUTRAL) * cost)
     # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
     # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
-    weight = length * step[source] / COST_NEUTRAL
-    weight[cost[source] >= INSCRIBED] = _BLOCKED_WEIGHT
-    graph = csr_matrix((weight, indices, indptr), shape=(len(d), len(d)))
-    dist, pred = dijkstra(graph, indices=int(cell_of(goal)), return_predecessors=True)
+    graph = csr_matrix((length * factor[source], indices, indptr), shape=(len(cost), len(cost)))
+    dist, pred = dijkstra(graph, indices=int(cell_of(goal)), return_predecessors=True, limit=limit)
     pred[dist >= _BLOCKED_WEIGHT] = -9999
     return pred
 

@@ -96,8 +96,8 @@ class ParamTable:
             j = int(np.argwhere(bad)[0][-1])
             value = physical[..., j].ravel()[np.argmax(bad[..., j].ravel())]
             raise ValueError(
-                f"{self.planner} parameter {self.names[j]!r} = {value} outside its range "
-                f"[{self.low[j]}, {self.high[j]}]"
+                f"{self.planner} parameter {self.names[j]!r} = {value:.6g} outside its range "
+                f"[{self.low[j]:.6g}, {self.high[j]:.6g}]"
             )
         out = np.clip(physical, self.low, self.high)
         return np.where(self.is_int, np.round(out), out).astype(np.float32)

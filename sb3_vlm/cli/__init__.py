@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module of sb3_vlm.cli with add_arguments/run, help)
 COMMANDS = {
     "train": ("train", "TD3 on the embedded simulator (VLM policy by default; --policy applr for APPLR's MLP)"),
+    "serve": ("serve", "FTRL-compatible HTTP inference server (SFT head or TD3 actor)"),
 }
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
         print(f"sb3-vlm {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,226 @@
+"""BarnNav env, wrappers and the batched VecEnv: API conformance, seeding, errors, shared logic, world statistics."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from _paths import BARN_DIR, needs_barn
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3 import TD3
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.nav_env import REWARD_PRESETS
+from envs.planners import DWA_PARAMS
+from envs.worlds import TEST_IDS, World, generate_world, load_barn_world
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def rollout(env: gym.Env, seed: int, steps: int, world_id: int = 6):
+    obs, info = env.reset(seed=seed, options={"world_id": world_id})
+    observations, infos = [obs], [info]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.unwrapped.default_params)
+        observations.append(obs)
+        infos.append(info)
+        if terminated or truncated:
+            break
+    return observations, infos
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [("BarnNav-v0", {}), ("BarnNav-v0", dict(goal_in_obs=True, last_action_in_obs=True, reward="applr")),
+     ("BarnNavCostmap-v0", {}), ("BarnNavCostmap-v0", dict(velocity=True))],
+)
+def test_env_checkers_pass(env_id, kwargs):
+    env = gym.make(env_id, **kwargs)
+    check_env(env.unwrapped if env_id == "BarnNav-v0" else env, skip_render_check=True)
+    sb3_check_env(env)
+    if kwargs.get("goal_in_obs"):
+        assert env.observation_space.shape == (721 + 2 + 7,)  # the 2023 benchmark's 729-d DWA observation
+
+
+def test_names_and_defaults():
+    env = gym.make("BarnNav-v0")
+    assert env.unwrapped.param_names == (
+        "max_vel_x", "max_vel_theta", "vx_samples", "vtheta_samples",
+        "path_distance_bias", "goal_distance_bias", "inflation_radius",
+    )
+    np.testing.assert_allclose(env.unwrapped.default_params, [0.5, 1.57, 6, 20, 0.75, 1.0, 0.3])
+    np.testing.assert_allclose(env.action_space.low, [0.2, 0.314, 4, 8, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(env.action_space.high, [2.0, 3.14, 12, 40, 1.5, 2.0, 0.6])
+    assert env.observation_space.shape == (721,)
+
+
+def test_same_seed_same_episode_and_seeds_matter():
+    env = gym.make("BarnNav-v0")
+    obs_a, infos_a = rollout(env, seed=3, steps=8)
+    obs_b, infos_b = rollout(env, seed=3, steps=8)
+    for a, b in zip(obs_a, obs_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(infos_a[-1]["pose"], infos_b[-1]["pose"])
+    obs_c, infos_c = rollout(env, seed=4, steps=8)
+    assert not np.array_equal(infos_a[-1]["pose"], infos_c[-1]["pose"])  # sensor/actuation noise differs by seed
+
+
+def test_world_selection():
+    env = gym.make("BarnNav-v0", worlds=[12, 18])
+    seen = {env.reset(seed=s)[1]["world_id"] for s in range(12)}
+    assert seen == {12, 18}
+    assert env.reset(options={"world_id": 100})[1]["world"] == "world_100.world"
+    assert gym.make("BarnNav-v0", worlds="test").unwrapped.world_ids == TEST_IDS
+
+
+def test_episode_info_and_metric():
+    env = gym.make("BarnNav-v0", max_steps=6)
+    _, infos = rollout(env, seed=0, steps=10)
+    last = infos[-1]
+    assert last["status"] == "timeout" and last["steps"] == 6 and last["time"] == pytest.approx(3.0, abs=1e-4)
+    assert last["nav_metric"] == 0.0 and all(i["nav_metric"] == 0.0 for i in infos)
+    assert set(last) >= {"success", "collision", "status", "time", "world", "opt_time", "nav_metric", "pose", "velocity"}
+    assert last["opt_time"] == pytest.approx(generate_world(6).path_length / 2)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(env.unwrapped.default_params)
+
+
+def test_rewards_follow_the_presets():
+    env = gym.make("BarnNav-v0", reward="applr")
+    obs, info = env.reset(seed=0, options={"world_id": 6})
+    y = info["pose"][1]
+    for _ in range(4):
+        _, reward, terminated, _, info = env.step(env.unwrapped.default_params)
+        assert not terminated
+        assert reward == pytest.approx(info["pose"][1] - y, abs=1e-5)  # APPLR shaping: forward progress
+        y = info["pose"][1]
+    assert REWARD_PRESETS["ftrl"].success == 50 and REWARD_PRESETS["ftrl"].failure == -100
+    env = gym.make("BarnNav-v0", reward="ftrl", max_steps=2)
+    env.reset(seed=0)
+    env.step(env.unwrapped.default_params)
+    assert env.step(env.unwrapped.default_params)[1] == -100  # timeout pays the failure reward
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(worlds=[300]), ValueError, r"world_id must be in 0..299, got 300"),
+        (dict(worlds="val"), ValueError, r"worlds must be 'train', 'test', 'all'"),
+        (dict(reward="sparse"), ValueError, r"reward must be one of \['applr', 'ftrl'\]"),
+        (dict(planner="TEB"), ValueError, r"planner must be one of \['DWA'\]"),
+        (dict(max_steps=0), ValueError, r"max_steps must be a positive int, got 0"),
+        (dict(time_step=0.33), ValueError, r"time_step must be a positive multiple of 0.05 s, got 0.33"),
+        (dict(barn_dir="/nonexistent/BARN"), FileNotFoundError, r"BARN directory /nonexistent/BARN not found"),
+    ],
+)
+def test_invalid_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        gym.make("BarnNav-v0", **kwargs)
+
+
+def test_invalid_actions_and_world_ids():
+    env = gym.make("BarnNav-v0").unwrapped
+    env.reset(seed=0)
+    bad = env.default_params.copy()
+    bad[6] = 0.9
+    with pytest.raises(ValueError, match=r"'inflation_radius' = 0.9 outside its range \[0.1, 0.6\]"):
+        env.step(bad)
+    with pytest.raises(ValueError, match=r"action must have shape \(7,\), got \(6,\)"):
+        env.step(env.default_params[:6])
+    with pytest.raises(ValueError, match="world_id must be in 0..299, got -1"):
+        env.reset(options={"world_id": -1})
+    with pytest.raises(TypeError, match="world_id must be an int"):
+        env.reset(options={"world_id": "3"})
+    with pytest.raises(ValueError, match=r"image_size must be \(height, width\) positive ints, got \(56,\)"):
+        envs.CostmapObservation(env, image_size=(56,))
+
+
+def test_costmap_image_shows_the_scene():
+    env = gym.make("BarnNavCostmap-v0", velocity=True, image_size=(112, 168))
+    obs, _ = env.reset(seed=0, options={"world_id": 200})
+    for _ in range(6):
+        obs, *_ = env.step(env.unwrapped.default_params)
+    image = obs["image"]
+    assert image.dtype == np.uint8 and image.shape == (112, 168, 3) and obs in env.observation_space
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    assert {(255, 0, 0), (0, 0, 0), (255, 255, 0), (0, 255, 0), (0, 0, 255), (205, 205, 205)} <= colours
+    assert obs["velocity"][0] > 0.1  # moving forward after 3 s
+
+
+def test_normalized_params_wrapper():
+    env = envs.NormalizedParams(gym.make("BarnNav-v0"))
+    assert env.action_space.low.tolist() == [-1.0] * 7 and env.action_space.high.tolist() == [1.0] * 7
+    np.testing.assert_allclose(env.action(-np.ones(7)), DWA_PARAMS.low, rtol=1e-6)
+    np.testing.assert_allclose(env.action(np.ones(7)), DWA_PARAMS.high, rtol=1e-6)
+    env.reset(seed=0)
+    *_, info = env.step(np.zeros(7, dtype=np.float32))
+    np.testing.assert_allclose(info["params"], [1.1, 1.727, 8, 24, 0.8, 1.05, 0.35], rtol=1e-3)  # ints rounded
+    with pytest.raises(TypeError, match="wraps a BarnNav env"):
+        envs.NormalizedParams(gym.make("Pendulum-v1"))
+
+
+def test_vec_env_matches_single_env_and_auto_resets():
+    single = gym.make("BarnNav-v0", max_steps=3)
+    venv = envs.BarnNavVecEnv(2, max_steps=3)
+    venv.seed(5)
+    venv.set_options({"world_id": 6})
+    vec_obs = venv.reset()
+    obs, _ = single.reset(seed=5, options={"world_id": 6})
+    np.testing.assert_array_equal(vec_obs[0], obs)  # env 0 of the VecEnv is seeded like the single env
+    actions = np.tile(DWA_PARAMS.default, (2, 1))
+    for t in range(3):
+        vec_obs, rewards, dones, infos = venv.step(actions)
+        obs, reward, _, truncated, _ = single.step(single.unwrapped.default_params)
+        assert rewards[0] == pytest.approx(reward)
+    assert dones.all() and truncated
+    np.testing.assert_array_equal(infos[0]["terminal_observation"], obs)
+    assert infos[0]["TimeLimit.truncated"] and infos[0]["status"] == "timeout"
+    assert venv.reset_infos[0]["steps"] == 0  # auto-reset
+
+
+def test_costmap_vec_env_with_velocity():
+    venv = envs.BarnNavVecEnv(3, observation="costmap", velocity=True, image_size=(56, 84))
+    obs = venv.reset()
+    assert obs["image"].shape == (3, 56, 84, 3) and obs["velocity"].shape == (3, 2)
+    with pytest.raises(ValueError, match="observation must be 'laser' or 'costmap', got 'depth'"):
+        envs.BarnNavVecEnv(2, observation="depth")
+
+
+def test_sb3_td3_trains_on_the_vec_env():
+    model = TD3("MlpPolicy", envs.BarnNavVecEnv(4), learning_starts=32, batch_size=16, seed=0,
+                policy_kwargs=dict(net_arch=[32, 32]))
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    model.learn(96)
+    assert model.num_timesteps == 96 and model.replay_buffer.size() == 96 // 4
+    assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.actor.parameters(), strict=True))
+
+
+def test_render_rgb_array():
+    env = gym.make("BarnNav-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    env.step(env.unwrapped.default_params)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.std() > 0
+
+
+@needs_barn
+def test_real_barn_worlds():
+    env = gym.make("BarnNav-v0", barn_dir=BARN_DIR, worlds="test")
+    assert env.unwrapped.world_ids == TEST_IDS
+    _, info = env.reset(seed=0, options={"world_id": 0})
+    world = load_barn_world(BARN_DIR, 0)
+    assert info["world"] == "world_0.world" and info["opt_time"] == pytest.approx(world.optimal_time)
+    with pytest.raises(ValueError, match="world 1 is not in"):
+        env.reset(options={"world_id": 1})  # only the 50 test worlds are in shared/
+
+
+@needs_barn
+def test_generated_worlds_match_real_ones_statistically():
+    real = [load_barn_world(BARN_DIR, i) for i in TEST_IDS]
+    generated = [generate_world(i) for i in range(0, 300, 5)]  # 60 worlds, every CA setting
+    real_paths = [np.load(BARN_DIR / "path_files" / f"path_{i}.npy") for i in range(300)]
+    real_length = np.mean([World(i, real[0].cylinders, p).path_length for i, p in enumerate(real_paths)])
+    gen_length = np.mean([w.path_length for w in generated])
+    assert abs(gen_length - real_length) < 0.5  # m; real 11.4 +- 0.7
+    real_density = np.mean([w.field_density for w in real])
+    gen_density = np.mean([w.field_density for w in generated])
+    assert abs(gen_density - real_density) < 0.03  # real 0.180 +- 0.05
