@@ -29,33 +29,33 @@ def scan(pose: np.ndarray, cylinders: np.ndarray) -> tuple[np.ndarray, np.ndarra
     :return: ranges ``[S, 720]`` float32 (m, ``inf`` for no return within ``RANGE_MAX``) and the index of the
         cylinder each beam hit ``[S, 720]`` int32 (-1 for no return).
     """
-    s, k = cylinders.shape[:2]
-    rel = cylinders - pose[:, None, :2]
-    d2 = (rel**2).sum(axis=2)
+    s = cylinders.shape[0]
+    rel_x, rel_y = cylinders[..., 0] - pose[:, 0, None], cylinders[..., 1] - pose[:, 1, None]
+    d2 = rel_x * rel_x + rel_y * rel_y
     # Cylinders in reach; a robot inside a cylinder (only possible after a collision) sees nothing of it.
     robot_i, cyl_i = np.nonzero((d2 < (RANGE_MAX + CYLINDER_RADIUS) ** 2) & (d2 > CYLINDER_RADIUS**2))
-    rx, ry = rel[robot_i, cyl_i, 0], rel[robot_i, cyl_i, 1]
-    dist = np.sqrt(d2[robot_i, cyl_i])
-    bearing = (np.arctan2(ry, rx) - pose[robot_i, 2] + np.pi) % (2 * np.pi) - np.pi
-    half = np.arcsin(CYLINDER_RADIUS / dist)
+    # Centres in the laser frame.
+    c, sn = np.cos(pose[robot_i, 2]), np.sin(pose[robot_i, 2])
+    gx, gy = rel_x[robot_i, cyl_i], rel_y[robot_i, cyl_i]
+    rx, ry = c * gx + sn * gy, c * gy - sn * gx
+    dist2 = d2[robot_i, cyl_i]
+    half = np.arcsin(CYLINDER_RADIUS / np.sqrt(dist2))
+    bearing = np.arctan2(ry, rx)
     lo = np.maximum(np.ceil((bearing - half + FOV / 2) / _STEP), 0).astype(np.int64)
     hi = np.minimum(np.floor((bearing + half + FOV / 2) / _STEP), N_BEAMS - 1).astype(np.int64)
     count = np.maximum(hi - lo + 1, 0)
     # One entry per (robot, cylinder, beam): pair p's beams are lo[p] .. hi[p].
     pair = np.repeat(np.arange(count.size), count)
-    beam = lo[pair] + np.arange(pair.size) - np.repeat(np.cumsum(count) - count, count)
-    heading = pose[robot_i[pair], 2]
-    ch, sh = np.cos(heading), np.sin(heading)
-    ux, uy = ch * _COS[beam] - sh * _SIN[beam], sh * _COS[beam] + ch * _SIN[beam]
-    along = rx[pair] * ux + ry[pair] * uy  # distance along the beam to the point nearest the centre
-    disc = along**2 - (dist[pair] ** 2 - CYLINDER_RADIUS**2)
+    beam = np.arange(pair.size) - np.repeat(np.cumsum(count) - count - lo, count)
+    along = rx[pair] * _COS[beam] + ry[pair] * _SIN[beam]  # distance along the beam to the point nearest the centre
+    disc = along * along - (dist2[pair] - CYLINDER_RADIUS**2)
     root = along - np.sqrt(np.maximum(disc, 0.0))
-    hit = (disc >= 0) & (root <= RANGE_MAX)
-    flat = (robot_i[pair] * N_BEAMS + beam)[hit]
-    root = root[hit].astype(np.float32)
+    hit = np.flatnonzero((disc >= 0) & (root <= RANGE_MAX))
+    pair, root = pair[hit], root[hit].astype(np.float32)
+    flat = robot_i[pair] * N_BEAMS + beam[hit]
     ranges = np.full(s * N_BEAMS, np.inf, dtype=np.float32)
     np.minimum.at(ranges, flat, root)
     hit_id = np.full(s * N_BEAMS, -1, dtype=np.int32)
     nearest = root == ranges[flat]
-    hit_id[flat[nearest]] = cyl_i[pair[hit][nearest]]
+    hit_id[flat[nearest]] = cyl_i[pair[nearest]]
     return ranges.reshape(s, N_BEAMS), hit_id.reshape(s, N_BEAMS)

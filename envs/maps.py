@@ -17,8 +17,10 @@ from scipy import ndimage
 
 from envs.worlds import CYLINDER_RADIUS, World
 
-X0, Y0 = -6.0, -1.5
-"""Lower-left corner of the simulated region (m)."""
+X0, Y0 = -6.025, -1.525
+"""Lower-left corner of the simulated region (m): known-grid cell centres fall on the corners of the BARN grid, so
+the global planner's grid (every third known cell) can put its cells between BARN cylinders (see
+``envs.planners.global_planner``)."""
 WIDTH, HEIGHT = 7.5, 16.5
 """Size of the simulated region (m); beyond it there are no obstacles."""
 TRUE_RES = 0.025
@@ -32,10 +34,7 @@ KNOWN_SHAPE = (round(HEIGHT / KNOWN_RES), round(WIDTH / KNOWN_RES))
 
 
 _STAMP_HALF = int(np.ceil((KNOWN_CAP + CYLINDER_RADIUS) / KNOWN_RES))
-_DY, _DX = np.mgrid[-_STAMP_HALF : _STAMP_HALF + 1, -_STAMP_HALF : _STAMP_HALF + 1]
-# Cells of a stamp: those that can be nearer than KNOWN_CAP to a cylinder centred in the middle cell.
-_DISC = np.hypot(_DY, _DX) <= _STAMP_HALF + 1
-_STAMP_DY, _STAMP_DX = _DY[_DISC], _DX[_DISC]
+_STAMP_OFFSETS = np.arange(-_STAMP_HALF, _STAMP_HALF + 1)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class WorldMaps:
     """Precomputed grids of one world.
 
     :param cylinders: Obstacle cylinder centres ``[K, 2]`` float32 (m).
-    :param owner: Index of the nearest cylinder for each truth cell ``[H, W]`` int32.
+    :param owner: Index of the nearest cylinder for each truth cell ``[H, W]`` int16.
     """
 
     cylinders: np.ndarray
@@ -62,7 +61,7 @@ def _owner(cylinders: np.ndarray) -> np.ndarray:
     marks[iy, ix] = np.arange(len(cylinders))
     # The nearest marked cell stands for the nearest cylinder (exact up to half a truth cell).
     _, (ny, nx) = ndimage.distance_transform_edt(marks < 0, return_indices=True)
-    return marks[ny, nx].astype(np.int32)
+    return marks[ny, nx].astype(np.int16)
 
 
 def stamp_known(known_dist: np.ndarray, slots: np.ndarray, centres: np.ndarray) -> None:
@@ -75,14 +74,19 @@ def stamp_known(known_dist: np.ndarray, slots: np.ndarray, centres: np.ndarray) 
         return
     cx = np.floor((centres[:, 0] - X0) / KNOWN_RES).astype(np.int64)
     cy = np.floor((centres[:, 1] - Y0) / KNOWN_RES).astype(np.int64)
-    ix = cx[:, None] + _STAMP_DX[None, :]
-    iy = cy[:, None] + _STAMP_DY[None, :]
-    dx = X0 + (ix + 0.5) * KNOWN_RES - centres[:, 0, None]
-    dy = Y0 + (iy + 0.5) * KNOWN_RES - centres[:, 1, None]
-    d = np.minimum(np.sqrt(dx * dx + dy * dy) - CYLINDER_RADIUS, KNOWN_CAP).astype(np.float32)
-    inside = (ix >= 0) & (ix < KNOWN_SHAPE[1]) & (iy >= 0) & (iy < KNOWN_SHAPE[0])
-    flat = (slots[:, None] * KNOWN_SHAPE[0] + iy) * KNOWN_SHAPE[1] + ix
-    np.minimum.at(known_dist.reshape(-1), flat[inside], d[inside])
+    # Square patches around each cylinder's cell; distances are separable into x and y offsets.
+    dx = X0 + (cx[:, None] + _STAMP_OFFSETS + 0.5) * KNOWN_RES - centres[:, 0, None]
+    dy = Y0 + (cy[:, None] + _STAMP_OFFSETS + 0.5) * KNOWN_RES - centres[:, 1, None]
+    patch = np.sqrt(dx[:, None, :] ** 2 + dy[:, :, None] ** 2) - CYLINDER_RADIUS
+    patch = np.minimum(patch, KNOWN_CAP).astype(np.float32)
+    size = len(_STAMP_OFFSETS)
+    for j in range(len(centres)):  # one in-place minimum per patch: cheaper than a scattered ufunc.at
+        y0, x0 = cy[j] - _STAMP_HALF, cx[j] - _STAMP_HALF
+        ya, yb = max(y0, 0), min(y0 + size, KNOWN_SHAPE[0])
+        xa, xb = max(x0, 0), min(x0 + size, KNOWN_SHAPE[1])
+        if ya < yb and xa < xb:
+            view = known_dist[slots[j], ya:yb, xa:xb]
+            np.minimum(view, patch[j, ya - y0 : yb - y0, xa - x0 : xb - x0], out=view)
 
 
 @lru_cache(maxsize=64)

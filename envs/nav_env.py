@@ -262,7 +262,8 @@ class NavBatch:
         return np.clip(self.sim.velocity, VELOCITY_LOW, VELOCITY_HIGH).astype(np.float32)
 
     def info(self, i: int, timeout: bool = False) -> dict[str, Any]:
-        """Step info of episode ``i``: BARN status, time, world, metric (at the end), pose, velocity, parameters."""
+        """Step info of episode ``i``: BARN status, time, world, pose, velocity, parameters; at the end also the
+        metric and the driven ``trajectory`` ``[T, 2]`` (m)."""
         world = self.sim.worlds[i]
         assert world is not None, "info() before reset()"
         code = int(self.sim.status[i])
@@ -282,6 +283,7 @@ class NavBatch:
             "velocity": self.sim.velocity[i].copy(),
             "params": self.params.from_unit(self.last_action[i]).round(4),
             "steps": int(self.steps[i]),
+            **({"trajectory": np.array(self.trails[i], dtype=np.float32)} if ended else {}),
         }
 
     def render_top_down(self, i: int) -> np.ndarray:

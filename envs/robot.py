@@ -63,7 +63,7 @@ def surface_distance(points: np.ndarray, env: np.ndarray, owner: np.ndarray, cyl
     """Exact distance (m) from world points ``[S, P, 2]`` to the nearest cylinder surface (negative inside).
 
     :param env: World slot of each row of ``points`` ``[S]`` (index into ``owner`` and ``cylinders``).
-    :param owner: Nearest-cylinder grids ``[N, H, W]`` int32 (truth resolution).
+    :param owner: Nearest-cylinder grids ``[N, H, W]`` (int) (truth resolution).
     :param cylinders: Cylinder centres ``[N, K, 2]``.
     """
     ix = np.minimum(np.maximum(((points[..., 0] - X0) / TRUE_RES).astype(np.int32), 0), TRUE_SHAPE[1] - 1)

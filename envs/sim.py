@@ -40,15 +40,17 @@ from envs.planners.global_planner import extract_path, navigation_function
 from envs.worlds import CYLINDER_RADIUS, GOAL_XY, START_POSE, SUCCESS_RADIUS, World
 
 MAX_PATH = 1024
-"""Plan points kept per robot (0.1 m cells: 100 m of path)."""
+"""Plan points kept per robot (0.15 m cells: > 150 m of path)."""
 LOCAL_PATH_POINTS = 32
-"""Plan points ahead of the robot handed to the local planner (~3-4 m)."""
+"""Plan points ahead of the robot handed to the local planner (~5-6 m)."""
 LOCAL_WINDOW = 5.0
 """Half size of move_base's rolling local costmap (10 x 10 m): the local goal is the last plan point inside it."""
-_GOAL_SEARCH = 160
+_GOAL_SEARCH = 110
 """Plan points ahead of the closest one searched for the local goal (>= 16 m of path: always leaves the window)."""
-_CLOSEST_SEARCH = 64
+_CLOSEST_SEARCH = 43
 """Plan points ahead of the last closest one searched for the new closest one (>= 6 m)."""
+_STALE_AHEAD = 27
+"""Plan points ahead (>= 4 m) that a newly seen obstacle must come near to make the plan stale."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
@@ -117,7 +119,7 @@ class BatchSim:
         self.goal = np.tile(np.array(GOAL_XY, dtype=np.float32), (n, 1))
         self.time = np.zeros(n, dtype=np.float32)
         self.status = np.zeros(n, dtype=np.int64)
-        self.owner = np.zeros((n, 1, 1), dtype=np.int32)
+        self.owner = np.zeros((n, 1, 1), dtype=np.int16)
         self.cylinders = np.zeros((n, 1, 2), dtype=np.float32)
         self.n_cylinders = np.zeros(n, dtype=np.int64)
         self.seen = np.zeros((n, 1), dtype=bool)
@@ -166,7 +168,7 @@ class BatchSim:
             seen[:, : self.seen.shape[1]] = self.seen
             self.seen = seen
         if self.owner.shape[1:] != maps.owner.shape:
-            self.owner = np.zeros((self.n, *maps.owner.shape), dtype=np.int32)
+            self.owner = np.zeros((self.n, *maps.owner.shape), dtype=maps.owner.dtype)
         self.cylinders[i, :k] = maps.cylinders
         self.cylinders[i, k:] = 1e3
         self.owner[i] = maps.owner
@@ -320,7 +322,7 @@ class BatchSim:
         centres = self.cylinders[robots, cyl]
         stamp_known(self.known_dist, robots, centres)
         # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
-        ahead = self.path_start[robots, None] + np.arange(40)[None, :]
+        ahead = self.path_start[robots, None] + np.arange(_STALE_AHEAD)[None, :]
         ahead = np.minimum(ahead, self.path_len[robots, None] - 1)
         pts = self.path[robots[:, None], ahead]
         reach = np.maximum(self.params[robots, 6], INSCRIBED_RADIUS) + CYLINDER_RADIUS

@@ -44,6 +44,7 @@ class BarnNavVecEnv(VecEnv):
         self.batch = NavBatch(n_envs, **kwargs)
         self.observation, self.image_size, self.velocity = observation, check_image_size(image_size), velocity
         space = self.batch.laser_space if observation == "laser" else costmap_space(self.image_size, velocity)
+        self.render_mode = "rgb_array"  # get_images() draws every env top-down
         super().__init__(n_envs, space, self.batch.action_space)
         self._rngs = [np.random.default_rng() for _ in range(n_envs)]
         self._actions: np.ndarray | None = None

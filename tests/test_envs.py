@@ -78,7 +78,8 @@ def test_episode_info_and_metric():
     last = infos[-1]
     assert last["status"] == "timeout" and last["steps"] == 6 and last["time"] == pytest.approx(3.0, abs=1e-4)
     assert last["nav_metric"] == 0.0 and all(i["nav_metric"] == 0.0 for i in infos)
-    assert set(last) >= {"success", "collision", "status", "time", "world", "opt_time", "nav_metric", "pose", "velocity"}
+    keys = {"success", "collision", "status", "time", "world", "opt_time", "nav_metric", "pose", "velocity"}
+    assert set(last) >= keys
     assert last["opt_time"] == pytest.approx(generate_world(6).path_length / 2)
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(env.unwrapped.default_params)
@@ -167,7 +168,7 @@ def test_vec_env_matches_single_env_and_auto_resets():
     obs, _ = single.reset(seed=5, options={"world_id": 6})
     np.testing.assert_array_equal(vec_obs[0], obs)  # env 0 of the VecEnv is seeded like the single env
     actions = np.tile(DWA_PARAMS.default, (2, 1))
-    for t in range(3):
+    for _ in range(3):
         vec_obs, rewards, dones, infos = venv.step(actions)
         obs, reward, _, truncated, _ = single.step(single.unwrapped.default_params)
         assert rewards[0] == pytest.approx(reward)

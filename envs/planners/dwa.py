@@ -20,6 +20,7 @@ import numpy as np
 from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.base import LocalPlanner, PlannerInput
 from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS, inflation_cost
+from envs.planners.global_planner import PLAN_RES
 from envs.planners.params import DWA_PARAMS
 
 # Three circles along the heading cover the padded footprint (0.62 x 0.53 m) with < 2 cm excess at the sides.
@@ -39,7 +40,8 @@ class DWAPlanner(LocalPlanner):
     :param spacing: Largest step (m) between the rollout points checked (evenly spaced in time, the last at
         ``sim_time``): the covering circles (radius 0.284 m) 0.2 m apart sweep a band as wide as the padded
         footprint (0.53 m), so nothing between two points can touch the footprint's sides unnoticed.
-    :param angular_spacing: Largest heading step (rad) between checked points (the corners move <= 0.2 m).
+    :param angular_spacing: Largest heading step (rad) between checked points: the front and back covering
+        circles (0.21 m from the centre) move < 0.2 m.
     :param acc_lim: Planner acceleration limits (m/s^2, rad/s^2); ros_jackal 10, 20.
     :param sim_period: Controller period defining the dynamic window (s); 1 / 20 Hz.
     :param min_vel_x: Lowest forward speed sampled (m/s).
@@ -57,7 +59,7 @@ class DWAPlanner(LocalPlanner):
         self,
         sim_time: float = 2.0,
         spacing: float = 0.2,
-        angular_spacing: float = 0.5,
+        angular_spacing: float = 0.8,
         acc_lim: tuple[float, float] = (10.0, 20.0),
         sim_period: float = 0.05,
         min_vel_x: float = 0.1,
@@ -76,6 +78,7 @@ class DWAPlanner(LocalPlanner):
         self.escape_reset = (escape_reset_dist, escape_reset_theta)
         self.occ_weight = occdist_scale * resolution
         self._escape_from = np.full((0, 3), np.nan, dtype=np.float32)
+        self._layout_cache: tuple[bytes, tuple[np.ndarray, ...]] = (b"", ())
 
     def reset(self, i: int) -> None:
         """Forget the escape state of slot ``i``."""
@@ -99,21 +102,10 @@ class DWAPlanner(LocalPlanner):
         hi_th = np.maximum(np.minimum(max_th, w + self.acc_window[1]), lo_th)
         escaping = self._update_escape(state)
 
-        # Angular table: robot e's vtheta samples are contiguous; j == 0 is the straight rollout and j >= 1 walk
-        # from lo_th in (hi_th - lo_th) / (nth - 1) steps (TrajectoryPlanner's sampling).
-        th_start = np.cumsum(nth) - nth
-        th_robot = np.repeat(np.arange(n), nth)
-        j = np.arange(th_start[-1] + nth[-1]) - th_start[th_robot]
+        th_robot, j, starts, e, i, row = self._layout(nvx, nth)
         dth = ((hi_th - lo_th) / np.maximum(nth - 1, 1))[th_robot]
         vth = np.where(j == 0, 0.0, lo_th[th_robot] + (j - 1) * dth).astype(np.float32)
         arcs = self._arcs(state.pose[th_robot], vth, self._times(float(max_vx.max()), float(max_th.max())))
-        # Candidates: robot e's nvx x nth are contiguous, vx-major; each uses row ``row`` of the angular table.
-        counts = nvx * nth
-        starts = np.cumsum(counts) - counts
-        e = np.repeat(np.arange(n), counts)
-        q = np.arange(starts[-1] + counts[-1]) - starts[e]
-        i = q // nth[e]
-        row = th_start[e] + q - i * nth[e]
         vx = (lo_x[e] + i * ((hi_x - lo_x) / np.maximum(nvx - 1, 1))[e]).astype(np.float32)
         cost = self._score(state, e, vx, arcs, row)
         cost[escaping[e]] = np.inf
@@ -128,6 +120,28 @@ class DWAPlanner(LocalPlanner):
         if blocked.size:
             cmd[blocked] = self._unblock(state, blocked, lo_th[blocked], hi_th[blocked], nth[blocked])
         return cmd
+
+    def _layout(self, nvx: np.ndarray, nth: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Flat sample layout for per-robot sample counts ``nvx, nth [N]`` (cached: it changes only with them).
+
+        Angular table: robot r's vtheta samples are contiguous (robot ``th_robot``, index ``j``); j == 0 is the
+        straight rollout and j >= 1 walk from lo_th in (hi_th - lo_th) / (nth - 1) steps (TrajectoryPlanner's
+        sampling). Candidates: robot e's nvx x nth start at ``starts[e]``, vx-major (vx index ``i``), each using
+        column ``row`` of the angular table.
+        """
+        key = nvx.tobytes() + nth.tobytes()
+        if self._layout_cache[0] != key:
+            n = len(nvx)
+            th_start = np.cumsum(nth) - nth
+            th_robot = np.repeat(np.arange(n), nth)
+            j = np.arange(th_start[-1] + nth[-1]) - th_start[th_robot]
+            counts = nvx * nth
+            starts = np.cumsum(counts) - counts
+            e = np.repeat(np.arange(n), counts)
+            q = np.arange(starts[-1] + counts[-1]) - starts[e]
+            i = q // nth[e]
+            self._layout_cache = (key, (th_robot, j, starts, e, i, th_start[e] + q - i * nth[e]))
+        return self._layout_cache[1]
 
     def _update_escape(self, state: PlannerInput) -> np.ndarray:
         """End the escapes that have moved or turned far enough; whether each robot ``[N]`` is still escaping."""
@@ -146,7 +160,8 @@ class DWAPlanner(LocalPlanner):
 
     def _arcs(self, pose: np.ndarray, vth: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-unit-speed arcs ``[T, R]`` at ``times [T]`` of constant-velocity rollouts with angular speeds
-        ``vth [R]`` from poses ``[R, 3]``: a rollout at linear speed ``vx`` reaches ``(x0 + vx * ax, y0 + vx * ay)`` with heading ``th``.
+        ``vth [R]`` from poses ``[R, 3]``: a rollout at linear speed ``vx`` reaches ``(x0 + vx * ax, y0 + vx * ay)``
+        with heading ``th``.
 
         Time runs along the first axis throughout: reductions over time are then element-wise minima of rows.
         """
@@ -160,16 +175,21 @@ class DWAPlanner(LocalPlanner):
 
     def _lookup(self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Known-obstacle distance (m) at points ``x, y`` of world slots ``slot`` (broadcast against them)."""
-        ix = np.minimum(np.maximum(((x - X0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[1] - 1)
-        iy = np.minimum(np.maximum(((y - Y0) * (1 / KNOWN_RES)).astype(np.int32), 0), KNOWN_SHAPE[0] - 1)
-        return state.known_dist.reshape(-1)[slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1]) + iy * KNOWN_SHAPE[1] + ix]
+        flat = ((y - Y0) * (1 / KNOWN_RES)).astype(np.int32)
+        np.clip(flat, 0, KNOWN_SHAPE[0] - 1, out=flat)
+        flat *= KNOWN_SHAPE[1]
+        ix = ((x - X0) * (1 / KNOWN_RES)).astype(np.int32)
+        np.clip(ix, 0, KNOWN_SHAPE[1] - 1, out=ix)
+        flat += ix
+        flat += (slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1])).astype(np.int32)
+        return state.known_dist.reshape(-1)[flat]
 
     def _check(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray):
         """Rollouts of candidates ``[M]`` (robot ``e``, speed ``vx``, angular-table column ``row``): validity
         ``[M]``, least centre clearance ``[M]`` (m, at most ``KNOWN_CAP``) and end pose ``[M, 3]``."""
         ax, ay, th = arcs
-        pose = state.pose[e]
-        end = np.stack([pose[:, 0] + vx * ax[-1, row], pose[:, 1] + vx * ay[-1, row], th[-1, row]], axis=1)
+        px, py = np.ascontiguousarray(state.pose[:, 0])[e], np.ascontiguousarray(state.pose[:, 1])[e]
+        end = np.stack([px + vx * ax[-1, row], py + vx * ay[-1, row], th[-1, row]], axis=1)
         least = np.full(len(e), KNOWN_CAP, dtype=np.float32)
         valid = np.ones(len(e), dtype=bool)
         # A rollout stays within |vx| sim_time of its start: where the nearest known obstacle is farther than that
@@ -178,15 +198,17 @@ class DWAPlanner(LocalPlanner):
         if near.size == 0:
             return valid, least, end
         rn, vn, slot = row[near], vx[near, None], state.env[e[near]]
-        x = pose[near, 0] + vn.T * ax[:, rn]
-        y = pose[near, 1] + vn.T * ay[:, rn]
+        # np.take along axis 1 keeps [T, M] C-ordered (``a[:, idx]`` would not, making every reduction slow).
+        x = px[near] + vn.T * np.take(ax, rn, axis=1)
+        y = py[near] + vn.T * np.take(ay, rn, axis=1)
         closest = self._lookup(state, slot, x, y).min(axis=0)
         least[near] = closest
         ok = closest >= _SURELY_CLEAR
         # Only rollouts passing between _COVER_RADIUS and _SURELY_CLEAR need the front and back circles.
         unsure = np.flatnonzero((closest >= _COVER_RADIUS) & ~ok)
         if unsure.size:
-            xs, ys, ths = x[:, unsure], y[:, unsure], th[:, rn[unsure]]
+            xs, ys = np.take(x, unsure, axis=1), np.take(y, unsure, axis=1)
+            ths = np.take(th, rn[unsure], axis=1)
             cs, sn = np.cos(ths) * _COVER_SPACING, np.sin(ths) * _COVER_SPACING
             slot_u = slot[unsure]
             front = self._lookup(state, slot_u, xs + cs, ys + sn).min(axis=0)
@@ -203,11 +225,11 @@ class DWAPlanner(LocalPlanner):
         # Highest cost under the padded footprint's outline: its sides pass ~INSCRIBED_RADIUS nearer the obstacle
         # than the centre (and the centre cell's own cost is never higher).
         occ = inflation_cost(least - INSCRIBED_RADIUS, state.params[e, 6])
-        # Only plan points the end points can be nearest to: within the fastest rollout's reach + 1 m (0.1 m apart).
-        reach = float(state.params[:, 0].max()) * self.sim_time + 1.0
-        path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / 0.1))].transpose(2, 1, 0))
-        dx = path[0][:, e] - end[None, :, 0]
-        dy = path[1][:, e] - end[None, :, 1]
+        # Only plan points the end points can be nearest to: within the fastest rollout's reach + 0.5 m.
+        reach = float(state.params[:, 0].max()) * self.sim_time + 0.5
+        path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / PLAN_RES))].transpose(2, 1, 0))
+        dx = np.take(path[0], e, axis=1) - end[:, 0]
+        dy = np.take(path[1], e, axis=1) - end[:, 1]
         path_dist = np.sqrt((dx * dx + dy * dy).min(axis=0))
         goal = state.local_goal[e]
         goal_dist = np.hypot(goal[:, 0] - end[:, 0], goal[:, 1] - end[:, 1])

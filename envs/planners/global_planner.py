@@ -16,11 +16,16 @@ from scipy.sparse.csgraph import dijkstra
 
 from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.costmap import INSCRIBED, inflation_cost
+from envs.worlds import CELL, cell_to_xy
 
-PLAN_STRIDE = 2
-"""The plan grid takes every PLAN_STRIDE-th known cell: 0.1 m cells."""
+PLAN_STRIDE = 3
+"""The plan grid takes every third known cell: 0.15 m cells, BARN's own cell size."""
 PLAN_RES = KNOWN_RES * PLAN_STRIDE
-PLAN_SHAPE = (KNOWN_SHAPE[0] // PLAN_STRIDE, KNOWN_SHAPE[1] // PLAN_STRIDE)
+_CORNER = cell_to_xy(np.zeros((1, 2)))[0] - CELL / 2
+# Known-grid (row, col) of the first plan cell: plan cells are centred on the corners of the BARN grid, midway
+# between cylinders, so a gap of n free BARN cells is passable exactly when its true centre is (n >= 4).
+_FIRST = tuple(int(round((_CORNER[a] - o) / KNOWN_RES - 0.5)) % PLAN_STRIDE for a, o in ((1, Y0), (0, X0)))
+PLAN_SHAPE = tuple(len(range(_FIRST[a], KNOWN_SHAPE[a], PLAN_STRIDE)) for a in (0, 1))
 COST_NEUTRAL, COST_FACTOR = 50.0, 0.8
 """NavFn's step cost: ``COST_NEUTRAL + COST_FACTOR * costmap cost`` per cell."""
 _BLOCKED_WEIGHT = 1e6
@@ -51,15 +56,18 @@ def _grid_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def cell_of(xy: np.ndarray) -> np.ndarray:
     """Plan-grid flat index of world points ``[..., 2]`` (clipped to the region)."""
-    ix = np.clip(((xy[..., 0] - X0) / PLAN_RES).astype(int), 0, PLAN_SHAPE[1] - 1)
-    iy = np.clip(((xy[..., 1] - Y0) / PLAN_RES).astype(int), 0, PLAN_SHAPE[0] - 1)
-    return iy * PLAN_SHAPE[1] + ix
+    # Plan cell c covers known cells _FIRST + 3c - 1 .. _FIRST + 3c + 1.
+    ix = np.floor(((xy[..., 0] - X0) / KNOWN_RES - _FIRST[1] + 1) / PLAN_STRIDE).astype(int)
+    iy = np.floor(((xy[..., 1] - Y0) / KNOWN_RES - _FIRST[0] + 1) / PLAN_STRIDE).astype(int)
+    return np.clip(iy, 0, PLAN_SHAPE[0] - 1) * PLAN_SHAPE[1] + np.clip(ix, 0, PLAN_SHAPE[1] - 1)
 
 
 def cell_centre(cell: np.ndarray) -> np.ndarray:
     """World coordinates ``[..., 2]`` of plan-grid cells."""
     iy, ix = np.divmod(np.asarray(cell), PLAN_SHAPE[1])
-    return np.stack([X0 + (ix + 0.5) * PLAN_RES, Y0 + (iy + 0.5) * PLAN_RES], axis=-1).astype(np.float32)
+    x = X0 + (_FIRST[1] + PLAN_STRIDE * ix + 0.5) * KNOWN_RES
+    y = Y0 + (_FIRST[0] + PLAN_STRIDE * iy + 0.5) * KNOWN_RES
+    return np.stack([x, y], axis=-1).astype(np.float32)
 
 
 def navigation_function(
@@ -74,7 +82,7 @@ def navigation_function(
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
     indptr, indices, length, source = _grid_graph()
-    cost = inflation_cost(known_dist[::PLAN_STRIDE, ::PLAN_STRIDE].ravel(), inflation_radius)
+    cost = inflation_cost(known_dist[_FIRST[0] :: PLAN_STRIDE, _FIRST[1] :: PLAN_STRIDE].ravel(), inflation_radius)
     # NavFn's cell cost relative to free space; inscribed and lethal cells are obstacles.
     factor = np.where(cost >= INSCRIBED, _BLOCKED_WEIGHT, 1.0 + (COST_FACTOR / COST_NEUTRAL) * cost)
     # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays

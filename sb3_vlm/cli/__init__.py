@@ -9,7 +9,10 @@ import sys
 # subcommand -> (module of sb3_vlm.cli with add_arguments/run, help)
 COMMANDS = {
     "train": ("train", "TD3 on the embedded simulator (VLM policy by default; --policy applr for APPLR's MLP)"),
+    "eval": ("evaluate", "evaluate one policy on chosen worlds -> per-world table"),
+    "compare": ("compare", "policies on the same held-out worlds and seeds -> table, CSV, PNG plots"),
     "serve": ("serve", "FTRL-compatible HTTP inference server (SFT head or TD3 actor)"),
+    "collect": ("collect", "run BarnNav episodes with server/policy parameters, write FTRL trajectory files"),
 }
 
 
