@@ -153,6 +153,7 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
     result["steps_per_s"] = 2 / float(np.median(blocks))
     result["steps_per_s_mean"] = args.steps / sum(blocks)
     result["backbone_passes_per_sample"] = images[0] / (args.steps * args.batch_size)
+    result["backbone_passes_per_step"] = images[0] / args.steps
     result["backbone_copies"] = len(unique_backbones)
     result["backbone_param_bytes"] = sum(p.untyped_storage().nbytes() for p in storages.values())
     cache = model.policy.features_extractor.feature_cache if config != "sb3" else None

@@ -64,11 +64,16 @@ def _owner(cylinders: np.ndarray) -> np.ndarray:
     return marks[ny, nx].astype(np.int16)
 
 
-def stamp_known(known_dist: np.ndarray, slots: np.ndarray, centres: np.ndarray) -> None:
-    """Lower the known-distance grids ``[E, KH, KW]`` (m) in place to include newly seen cylinders.
+def stamp_known(
+    known_dist: np.ndarray, known_id: np.ndarray, slots: np.ndarray, centres: np.ndarray, ids: np.ndarray
+) -> None:
+    """Add newly seen cylinders to the known grids, in place.
 
-    :param slots: Grid slot of each cylinder ``[k]``.
-    :param centres: Cylinder centres ``[k, 2]`` (m).
+    :param known_dist: Distance to the nearest known cylinder surface ``[E, KH, KW]`` (m, capped at KNOWN_CAP).
+    :param known_id: Index of that cylinder ``[E, KH, KW]`` (-1: none within the cap).
+    :param slots: Grid slot of each new cylinder ``[k]``.
+    :param centres: Their centres ``[k, 2]`` (m).
+    :param ids: Their indices in their world ``[k]``.
     """
     if len(centres) == 0:
         return
@@ -78,15 +83,18 @@ def stamp_known(known_dist: np.ndarray, slots: np.ndarray, centres: np.ndarray) 
     dx = X0 + (cx[:, None] + _STAMP_OFFSETS + 0.5) * KNOWN_RES - centres[:, 0, None]
     dy = Y0 + (cy[:, None] + _STAMP_OFFSETS + 0.5) * KNOWN_RES - centres[:, 1, None]
     patch = np.sqrt(dx[:, None, :] ** 2 + dy[:, :, None] ** 2) - CYLINDER_RADIUS
-    patch = np.minimum(patch, KNOWN_CAP).astype(np.float32)
+    patch = patch.astype(np.float32)
     size = len(_STAMP_OFFSETS)
-    for j in range(len(centres)):  # one in-place minimum per patch: cheaper than a scattered ufunc.at
+    for j in range(len(centres)):  # one masked update per patch: cheaper than a scattered ufunc.at
         y0, x0 = cy[j] - _STAMP_HALF, cx[j] - _STAMP_HALF
         ya, yb = max(y0, 0), min(y0 + size, KNOWN_SHAPE[0])
         xa, xb = max(x0, 0), min(x0 + size, KNOWN_SHAPE[1])
         if ya < yb and xa < xb:
             view = known_dist[slots[j], ya:yb, xa:xb]
-            np.minimum(view, patch[j, ya - y0 : yb - y0, xa - x0 : xb - x0], out=view)
+            new = patch[j, ya - y0 : yb - y0, xa - x0 : xb - x0]
+            nearer = new < view
+            view[nearer] = new[nearer]
+            known_id[slots[j], ya:yb, xa:xb][nearer] = ids[j]
 
 
 @lru_cache(maxsize=64)

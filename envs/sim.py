@@ -9,10 +9,13 @@ Gymnasium environments and the SB3 ``VecEnv`` are thin layers over this class.
 What makes move_base + DWA slow and fail in Gazebo, and how it is modelled here (each fact from ros_jackal's
 configuration and the move_base / base_local_planner sources):
 
-- The DWA's own semantics (``envs.planners.dwa``): padded footprint (0.62 x 0.53 m), footprint-outline costs with
-  ``meter_scoring`` weights, in-place rotations, blind escapes backwards.
+- The DWA's own semantics (``envs.planners.dwa``): the padded footprint (0.62 x 0.53 m) checked exactly, plus the
+  half-cell margin of the rasterised check; rollouts whose centre enters an inscribed cell rejected; footprint-
+  outline costs with ``meter_scoring`` weights, which make it hesitate (creep, circle) before entering clutter;
+  in-place rotations that can go on for ever (its oscillation flags let one direction repeat); blind escapes.
 - Laser-only costmaps: only obstacles the laser has returned within ``obstacle_range`` exist for both planners;
-  unseen space is free, so plans run into obstacles discovered late and must be recomputed.
+  unseen space is free, so plans run into obstacles discovered late and must be recomputed. The global plan needs
+  cells clear of the inscribed radius, so gaps narrower than the padded footprint (some BARN worlds) are closed.
 - Command latency (``LATENCY_TICKS``): a command acts ~0.1 s after the scan and pose it was computed from (laser ->
   costmap update at 20 Hz -> controller at 20 Hz -> ``cmd_vel`` -> base controller).
 - move_base's state machine: while controlling, a failed replan keeps the old plan (the planner thread only acts on
@@ -36,7 +39,7 @@ from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0, WorldMaps, stam
 from envs.planners.base import LocalPlanner, PlannerInput
 from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
 from envs.planners.dwa import DWAPlanner
-from envs.planners.global_planner import extract_path, navigation_function
+from envs.planners.global_planner import extract_path, navigation_function, path_costs
 from envs.worlds import CYLINDER_RADIUS, GOAL_XY, START_POSE, SUCCESS_RADIUS, World
 
 MAX_PATH = 1024
@@ -54,7 +57,8 @@ _STALE_AHEAD = 27
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
-"""Control ticks between laser scans (0.5 s): obstacles are marked at 2 Hz (the rollouts see 2.5 m ahead)."""
+"""Control ticks between laser scans (0.5 s). move_base's costmaps update at 10-20 Hz; marking at 2 Hz keeps the
+simulator fast, and obstacles still appear >= 1.5 m ahead of a robot at <= 2 m/s (marking starts at 2.5 m)."""
 LATENCY_TICKS = 2
 """Control ticks (0.1 s) between computing a command and the base acting on it."""
 PLANNER_PATIENCE = 5.0
@@ -68,7 +72,8 @@ ROTATE_ACC, ROTATE_MIN_SPEED = 20.0, 0.314
 """rotate_recovery reads the local planner's ``acc_lim_theta`` (rad/s^2) and ``min_in_place_vel_theta`` (rad/s);
 it turns at most at ``max_vel_theta`` (the action's value)."""
 ROTATE_CLEARANCE = float(np.hypot(*FOOTPRINT_HALF))
-"""rotate_recovery stops when an obstacle lies within the swept circle of the padded footprint (m)."""
+"""rotate_recovery stops when its footprint check fails; here: when a known obstacle lies within the circle the
+padded footprint sweeps (m)."""
 RANGE_NOISE = 0.01
 """Standard deviation (m) of the laser's Gaussian range noise (Gazebo ray-sensor plugin of the Jackal's laser)."""
 SLIP_NOISE = 0.05
@@ -124,6 +129,7 @@ class BatchSim:
         self.n_cylinders = np.zeros(n, dtype=np.int64)
         self.seen = np.zeros((n, 1), dtype=bool)
         self.known_dist = np.full((n, *KNOWN_SHAPE), KNOWN_CAP, dtype=np.float32)
+        self.known_id = np.full((n, *KNOWN_SHAPE), -1, dtype=np.int16)
         self.maps: list[WorldMaps | None] = [None] * n
         self.worlds: list[World | None] = [None] * n
         self.path = np.zeros((n, MAX_PATH, 2), dtype=np.float32)
@@ -176,6 +182,7 @@ class BatchSim:
         self.seen[i] = False
         self.maps[i], self.worlds[i] = maps, world
         self.known_dist[i] = KNOWN_CAP
+        self.known_id[i] = -1
         self.rngs[i] = np.random.default_rng(seed) if self.noise else None
         self.pose[i] = START_POSE
         if self.noise:
@@ -187,6 +194,9 @@ class BatchSim:
         self.planner.reset(i)
         self.stale[i] = True
         self.has_plan[i] = False
+        self.path[i] = self.pose[i, :2]  # no plan yet: a single point at the robot
+        self.path_len[i] = 1
+        self.path_start[i] = 0
         self.pending[i] = 0.0
         self.last_valid[i] = 0.0
         self.recovery[i] = 0
@@ -294,8 +304,9 @@ class BatchSim:
         far = np.any(np.abs(self.cylinders[i, :k] - self.pose[i, :2]) > half, axis=1)
         self.seen[i, :k] &= ~far
         self.known_dist[i] = KNOWN_CAP
+        self.known_id[i] = -1
         keep = np.flatnonzero(self.seen[i, :k])
-        stamp_known(self.known_dist, np.full(keep.size, i), self.cylinders[i, keep])
+        stamp_known(self.known_dist, self.known_id, np.full(keep.size, i), self.cylinders[i, keep], keep)
         self.stale[i] = True
 
     def _known_at(self, idx: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -320,7 +331,7 @@ class BatchSim:
         robots, cyl = np.divmod(key, self.seen.shape[1])
         self.seen[robots, cyl] = True
         centres = self.cylinders[robots, cyl]
-        stamp_known(self.known_dist, robots, centres)
+        stamp_known(self.known_dist, self.known_id, robots, centres, cyl)
         # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
         ahead = self.path_start[robots, None] + np.arange(_STALE_AHEAD)[None, :]
         ahead = np.minimum(ahead, self.path_len[robots, None] - 1)
@@ -366,6 +377,8 @@ class BatchSim:
             self.params[idx],
             idx,
             self.known_dist,
+            self.known_id,
+            self.cylinders,
             local_path,
             local_goal,
             clearance.astype(np.float32),
@@ -405,17 +418,18 @@ class BatchSim:
     def _plan(self, i: int) -> np.ndarray | None:
         """NavFn-like plan ``[n, 2]`` of robot ``i`` from its pose to its goal, None if there is none.
 
-        The search first stops at 1.5 x the remaining old plan + 2 m of travel (cheap, nearly always enough), and
-        only if that misses the robot does it cover the whole map.
+        While the old plan is still passable, its cost on the new map bounds the new one's: the search then stops
+        just beyond it (cheap), and only if that misses the robot does it cover the whole map.
         """
-        start, goal = self.pose[i, :2], self.goal[i]
-        remaining = self.path[i, self.path_start[i] : self.path_len[i]]
-        bound = 1.5 * float(np.linalg.norm(np.diff(remaining, axis=0), axis=1).sum()) + 2.0 if self.has_plan[i] else 0
-        infl = float(self.params[i, 6])
-        if bound > 0:
-            path = extract_path(navigation_function(self.known_dist[i], infl, goal, limit=bound), start, goal)
-            if path is not None:
-                return path
+        start, goal, infl = self.pose[i, :2], self.goal[i], float(self.params[i, 6])
+        if self.has_plan[i]:
+            old = np.concatenate([start[None], self.path[i, self.path_start[i] : self.path_len[i]]])
+            bound = float(path_costs(self.known_dist[i], infl, old).sum())
+            if np.isfinite(bound):
+                pred = navigation_function(self.known_dist[i], infl, goal, limit=1.05 * bound + 0.5)
+                path = extract_path(pred, start, goal)
+                if path is not None:
+                    return path
         return extract_path(navigation_function(self.known_dist[i], infl, goal), start, goal)
 
     def global_path(self, i: int) -> np.ndarray:

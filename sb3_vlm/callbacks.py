@@ -53,7 +53,8 @@ def find_checkpoint(directory: str | os.PathLike) -> Path | None:
 
 class SafeCheckpointCallback(BaseCallback):
     """
-    Every ``save_freq`` env steps (summed over envs), write ``<save_path>/last`` atomically: the SB3 zip (without
+    Every ``save_freq`` env steps (summed over envs; checked at the end of each rollout, once its transitions are
+    stored), write ``<save_path>/last`` atomically: the SB3 zip (without
     the backbone for VLM policies), the trainable parts in the FTRL layout and, optionally, the replay buffer, so a
     killed run resumes with its buffer and step counter (``sb3-vlm train --resume``).
 
@@ -73,10 +74,14 @@ class SafeCheckpointCallback(BaseCallback):
         self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.save_freq
-            self.save(CHECKPOINT_LAST)
         return True
+
+    def _on_rollout_end(self) -> None:
+        # Not in _on_step: SB3 stores a step's transition after calling on_step, so a checkpoint written there
+        # would miss the newest transition and a resumed run would end one short.
+        if self.num_timesteps >= self._next:
+            self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+            self.save(CHECKPOINT_LAST)
 
     def _on_training_end(self) -> None:
         self.save(CHECKPOINT_LAST)

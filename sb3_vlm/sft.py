@@ -412,12 +412,11 @@ def train_sft(
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = th.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total, math.ceil(total * config.warmup_ratio))
-    )
+    scheduler = th.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, math.ceil(total * config.warmup_ratio)))
     generator = th.Generator().manual_seed(config.seed)
     train_loss: list[float] = []
     val_curve: list[float] = []
+    pred = np.zeros_like(val_targets)
     bar = tqdm(total=total, desc="sft", unit="step", disable=not config.progress_bar)
     # Dropout draws from the global torch RNG: seed it for this run without leaving a trace outside.
     with th.random.fork_rng(devices=[]):
@@ -439,23 +438,23 @@ def train_sft(
                         th.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
-                    losses.append(float(loss))
+                    losses.append(loss.item())
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 train_loss.append(float(np.mean(losses)))
-                val_curve.append(evaluate(extractor, val_images, val_targets, weights, config.batch_size)[0])
+                val_loss, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size)
+                val_curve.append(val_loss)
                 bar.set_postfix(loss=f"{train_loss[-1]:.4f}", val=f"{val_curve[-1]:.4f}")
         finally:
             extractor.train(False)
             bar.close()
 
-    after, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size)
     denorm = pred.astype(np.float64) * std + mean
     truth = data.labels[val_idx]
     extractor.param_mean, extractor.param_std = mean, std
     return SFTResult(
         val_mse_before=before,
-        val_mse_after=after,
+        val_mse_after=val_curve[-1],
         val_mse_mean_baseline=baseline,
         val_mae=dict(zip(names, np.abs(denorm - truth).mean(axis=0).tolist(), strict=True)),
         val_mae_mean_baseline=dict(zip(names, np.abs(mean - truth).mean(axis=0).tolist(), strict=True)),

@@ -5,7 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch as th
-from _laser_env import dict_image_env, image_env
+from _laser_env import image_env
+from _tiny_ckpt import build_tiny_model_dir
 from gymnasium import spaces
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
@@ -176,6 +177,22 @@ def test_velocity_is_part_of_the_key():
     assert (stats.misses, stats.hits, stats.entries) == (2, 1, 2)
 
 
+def test_prompts_of_different_lengths_are_stored_unpadded(tmp_path):
+    model_dir = build_tiny_model_dir(tmp_path / "qwen")  # with a tokenizer: the velocity is in the prompt
+    cached = VLMDPTExtractor(DICT, backbone=model_dir, feature_cache_bytes=64 * MIB)
+    plain = VLMDPTExtractor(DICT, backbone=model_dir)
+    plain.load_state_dict(cached.state_dict())
+    x, velocity = images(2), th.tensor([[0.5, 0.1], [-0.5, 0.1]])  # the minus sign makes one prompt longer
+    with th.no_grad():
+        batch = cached({"image": x, "velocity": velocity})
+        th.testing.assert_close(batch, plain({"image": x, "velocity": velocity}), atol=1e-5, rtol=1e-5)
+        stored = [cached.feature_cache.get(k) for k in content_keys(x, velocity)]
+        assert stored[0].shape[1] + 1 == stored[1].shape[1]  # [4, L_i, H] without padding
+        alone = cached({"image": x[1:], "velocity": velocity[1:]})
+        th.testing.assert_close(alone, plain({"image": x[1:], "velocity": velocity[1:]}), atol=1e-4, rtol=1e-4)
+    assert cached.feature_cache.stats().hits == 1
+
+
 def test_invalidation_when_cached_side_parameters_change():
     x = images(4)
     # Fully frozen: the pooled features are cached, so the DPT head is on the cached side.
@@ -222,16 +239,16 @@ def test_cache_is_inactive_while_the_vlm_trains():
 
 
 def test_learn_with_cache_and_save_load_keep_only_the_setting(tmp_path):
-    kwargs = dict(batch_size=4, learning_starts=6, buffer_size=100, seed=0)
-    model = VLMTD3("VLMPolicy", dict_image_env(), policy_kwargs=dict(feature_cache_bytes=16 * MIB), **kwargs)
-    model.learn(16)
+    kwargs = dict(batch_size=4, learning_starts=4, buffer_size=100, seed=0)
+    model = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(feature_cache_bytes=16 * MIB), **kwargs)
+    model.learn(12)
     stats = model.policy.features_extractor.feature_cache.stats()
     assert stats.hits > stats.misses > 0
     model.save(tmp_path / "model.zip")
     with zipfile.ZipFile(tmp_path / "model.zip") as archive, archive.open("policy.pth") as file:
         saved = th.load(file, weights_only=True)
     assert set(saved) == set(model.policy.state_dict())
-    loaded = VLMTD3.load(tmp_path / "model.zip", env=dict_image_env())
+    loaded = VLMTD3.load(tmp_path / "model.zip", env=image_env())
     cache = loaded.policy.features_extractor.feature_cache
     assert cache is not None and cache.max_bytes == 16 * MIB and len(cache) == 0
 

@@ -20,6 +20,8 @@ class PlannerInput:
     :param env: Slot of each robot in ``known_dist`` ``[N]``.
     :param known_dist: Distance to the nearest known obstacle ``[E, KH, KW]`` (m) of all slots, the costmap's
         source (passed whole: robots index it through ``env``, nothing is copied).
+    :param known_id: Index of the nearest known cylinder ``[E, KH, KW]`` (-1 where none is within ``KNOWN_CAP``).
+    :param cylinders: Cylinder centres of every slot ``[E, K, 2]`` (m), indexed by ``known_id``.
     :param local_path: Global-plan points ahead of the robot ``[N, KP, 2]`` (m), padded with the last point.
     :param local_goal: Last global-plan point inside the local costmap window ``[N, 2]`` (m).
     :param clearance: Distance from each robot to the nearest known obstacle surface ``[N]`` (m, uncapped).
@@ -30,6 +32,8 @@ class PlannerInput:
     params: np.ndarray
     env: np.ndarray
     known_dist: np.ndarray
+    known_id: np.ndarray
+    cylinders: np.ndarray
     local_path: np.ndarray
     local_goal: np.ndarray
     clearance: np.ndarray

@@ -2,15 +2,16 @@
 
 Per robot and control tick: sample ``vx_samples x vtheta_samples`` constant velocities inside the acceleration
 window of one controller period, roll each out for ``sim_time``, reject those whose padded footprint touches a
-known obstacle, and take the cheapest by
+known obstacle or whose centre enters an inscribed cell, and take the cheapest by
 ``path_distance_bias * path_dist + goal_distance_bias * goal_dist + occdist_scale * resolution * max_cost``
 (``meter_scoring``: TrajectoryPlannerROS multiplies all three weights by the costmap resolution and the distances
 are in metres; distances of the rollout's end point; ``max_cost`` is the highest cell cost under the footprint
-outline or the centre along the rollout). With no valid forward motion it rotates in place to the valid heading
-that looks closest to the local goal; with no valid rotation it escapes: backs up at ``escape_vel`` *without*
-checking the footprint (TrajectoryPlanner: "we'll allow moving backwards slowly even when the static map shows it
-as blocked") and samples no forward motion until it has moved ``escape_reset_dist`` or turned
-``escape_reset_theta``. All candidates of all robots are one flat array: no Python loop per robot or candidate.
+outline along the rollout). With no valid forward motion it rotates in place to the valid heading that looks
+closest to the local goal; with no valid rotation it escapes: backs up at ``escape_vel`` *without* checking the
+footprint (TrajectoryPlanner: "we'll allow moving backwards slowly even when the static map shows it as blocked")
+and samples no forward motion until it has moved ``escape_reset_dist`` or turned ``escape_reset_theta``; if even
+that path crosses inscribed cells there is no valid command (NaN). All candidates of all robots are one flat
+array: no Python loop per robot or candidate.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from envs.planners.base import LocalPlanner, PlannerInput
 from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS, inflation_cost
 from envs.planners.global_planner import PLAN_RES
 from envs.planners.params import DWA_PARAMS
+from envs.worlds import CYLINDER_RADIUS
 
-# Three circles along the heading cover the padded footprint (0.62 x 0.53 m) with < 2 cm excess at the sides.
-_N_COVER = 3
-_COVER_SPACING = 2 * FOOTPRINT_HALF[0] / _N_COVER
-_COVER_RADIUS = float(np.hypot(_COVER_SPACING / 2, FOOTPRINT_HALF[1]))
-# Centre clearance beyond which the front and back circles are clear too (triangle inequality).
-_SURELY_CLEAR = _COVER_SPACING + _COVER_RADIUS
+_CIRCUMSCRIBED = float(np.hypot(*FOOTPRINT_HALF))
+_RASTER_MARGIN = KNOWN_RES / 2
+"""TrajectoryPlanner declares contact when a costmap cell on the rasterised footprint outline holds a laser hit, so
+an obstacle counts as touched about half a 0.05 m cell before the exact outline reaches it."""
+_PROBE = FOOTPRINT_HALF[0] - FOOTPRINT_HALF[1] / 2
+"""Offset (m) of the front and back probe points whose nearest known cylinders are tested along with the centre's."""
 _HEADING_LOOKAHEAD = 0.325
 """TrajectoryPlanner ``heading_lookahead`` (m): in-place rotations are ranked by the goal distance of this point."""
 
@@ -37,11 +39,10 @@ class DWAPlanner(LocalPlanner):
     """DWA driven by APPLR's 7 parameters (``DWA_PARAMS`` order); fixed settings are ros_jackal's.
 
     :param sim_time: Rollout horizon (s); ros_jackal 2.0.
-    :param spacing: Largest step (m) between the rollout points checked (evenly spaced in time, the last at
-        ``sim_time``): the covering circles (radius 0.284 m) 0.2 m apart sweep a band as wide as the padded
-        footprint (0.53 m), so nothing between two points can touch the footprint's sides unnoticed.
-    :param angular_spacing: Largest heading step (rad) between checked points: the front and back covering
-        circles (0.21 m from the centre) move < 0.2 m.
+    :param spacing: Largest step (m) between the rollout poses checked (evenly spaced in time, the last at
+        ``sim_time``): consecutive padded footprints (0.62 m long) overlap by >= 0.42 m.
+    :param angular_spacing: Largest heading step (rad) between checked poses: the footprint's corners (0.41 m out)
+        leave slivers < 2 cm deep unchecked, within the rasterisation margin.
     :param acc_lim: Planner acceleration limits (m/s^2, rad/s^2); ros_jackal 10, 20.
     :param sim_period: Controller period defining the dynamic window (s); 1 / 20 Hz.
     :param min_vel_x: Lowest forward speed sampled (m/s).
@@ -59,7 +60,7 @@ class DWAPlanner(LocalPlanner):
         self,
         sim_time: float = 2.0,
         spacing: float = 0.2,
-        angular_spacing: float = 0.8,
+        angular_spacing: float = 0.6,
         acc_lim: tuple[float, float] = (10.0, 20.0),
         sim_period: float = 0.05,
         min_vel_x: float = 0.1,
@@ -161,7 +162,7 @@ class DWAPlanner(LocalPlanner):
     def _arcs(self, pose: np.ndarray, vth: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-unit-speed arcs ``[T, R]`` at ``times [T]`` of constant-velocity rollouts with angular speeds
         ``vth [R]`` from poses ``[R, 3]``: a rollout at linear speed ``vx`` reaches ``(x0 + vx * ax, y0 + vx * ay)``
-        with heading ``th``.
+        with heading ``th`` (the last entry is ``times``).
 
         Time runs along the first axis throughout: reductions over time are then element-wise minima of rows.
         """
@@ -171,10 +172,10 @@ class DWAPlanner(LocalPlanner):
         small = np.abs(half) < 1e-6
         chord = t * np.where(small, 1.0, np.sin(half) / np.where(small, 1.0, half))
         mid = pose[None, :, 2] + half
-        return chord * np.cos(mid), chord * np.sin(mid), mid + half
+        return chord * np.cos(mid), chord * np.sin(mid), mid + half, times
 
-    def _lookup(self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Known-obstacle distance (m) at points ``x, y`` of world slots ``slot`` (broadcast against them)."""
+    def _flat(self, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Flat index into the known grids of points ``x, y`` (m) of world slots ``slot`` (broadcast)."""
         flat = ((y - Y0) * (1 / KNOWN_RES)).astype(np.int32)
         np.clip(flat, 0, KNOWN_SHAPE[0] - 1, out=flat)
         flat *= KNOWN_SHAPE[1]
@@ -182,12 +183,22 @@ class DWAPlanner(LocalPlanner):
         np.clip(ix, 0, KNOWN_SHAPE[1] - 1, out=ix)
         flat += ix
         flat += (slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1])).astype(np.int32)
-        return state.known_dist.reshape(-1)[flat]
+        return flat
+
+    def _lookup(self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Known-obstacle distance (m) at points ``x, y`` of world slots ``slot`` (broadcast against them)."""
+        return state.known_dist.reshape(-1)[self._flat(slot, x, y)]
 
     def _check(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray):
         """Rollouts of candidates ``[M]`` (robot ``e``, speed ``vx``, angular-table column ``row``): validity
-        ``[M]``, least centre clearance ``[M]`` (m, at most ``KNOWN_CAP``) and end pose ``[M, 3]``."""
-        ax, ay, th = arcs
+        ``[M]``, least centre clearance ``[M]`` (m, at most ``KNOWN_CAP``) and end pose ``[M, 3]``.
+
+        TrajectoryPlanner rejects a rollout when, at any checked pose, the padded footprint touches an obstacle, or
+        the centre lies in an inscribed cell (its "no clear path" cost -2; poses still inside the start footprint
+        are exempt). Centre clearance >= the circumscribed radius means no contact; in between, the padded
+        rectangle is tested exactly against the nearest known cylinders of the centre and two probes on the axis.
+        """
+        ax, ay, th, times = arcs
         px, py = np.ascontiguousarray(state.pose[:, 0])[e], np.ascontiguousarray(state.pose[:, 1])[e]
         end = np.stack([px + vx * ax[-1, row], py + vx * ay[-1, row], th[-1, row]], axis=1)
         least = np.full(len(e), KNOWN_CAP, dtype=np.float32)
@@ -201,21 +212,43 @@ class DWAPlanner(LocalPlanner):
         # np.take along axis 1 keeps [T, M] C-ordered (``a[:, idx]`` would not, making every reduction slow).
         x = px[near] + vn.T * np.take(ax, rn, axis=1)
         y = py[near] + vn.T * np.take(ay, rn, axis=1)
-        closest = self._lookup(state, slot, x, y).min(axis=0)
+        flat = self._flat(slot, x, y)
+        centre = state.known_dist.reshape(-1)[flat]
+        closest = centre.min(axis=0)
         least[near] = closest
-        ok = closest >= _SURELY_CLEAR
-        # Only rollouts passing between _COVER_RADIUS and _SURELY_CLEAR need the front and back circles.
-        unsure = np.flatnonzero((closest >= _COVER_RADIUS) & ~ok)
-        if unsure.size:
-            xs, ys = np.take(x, unsure, axis=1), np.take(y, unsure, axis=1)
-            ths = np.take(th, rn[unsure], axis=1)
-            cs, sn = np.cos(ths) * _COVER_SPACING, np.sin(ths) * _COVER_SPACING
-            slot_u = slot[unsure]
-            front = self._lookup(state, slot_u, xs + cs, ys + sn).min(axis=0)
-            back = self._lookup(state, slot_u, xs - cs, ys - sn).min(axis=0)
-            ok[unsure] = np.minimum(front, back) >= _COVER_RADIUS
+        travelled = np.abs(vn.T) * times[:, None]
+        bad = (centre < INSCRIBED_RADIUS) & (travelled > FOOTPRINT_HALF[0])
+        ok = ~bad.any(axis=0)
+        t, m = np.nonzero((centre < _CIRCUMSCRIBED) & ok[None, :])
+        if t.size:
+            ok[m[~self._footprint_clear(state, slot[m], x[t, m], y[t, m], th[t, rn[m]], flat[t, m])]] = False
         valid[near] = ok
         return valid, least, end
+
+    def _footprint_clear(
+        self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray, th: np.ndarray, flat: np.ndarray
+    ) -> np.ndarray:
+        """Whether the padded footprint at poses ``[P]`` misses the nearest known cylinders of its centre and of
+        the front and back probes (exact rectangle / circle test)."""
+        c, s = np.cos(th), np.sin(th)
+        ids = state.known_id.reshape(-1)
+        cylinders = state.cylinders.reshape(-1, 2)
+        first = slot * state.cylinders.shape[1]
+        # Probes: the centre's cell shifted by the rounded offset (no cylinder is near the region's edges).
+        shift = np.rint(c * (_PROBE / KNOWN_RES)).astype(np.int32)
+        shift += np.rint(s * (_PROBE / KNOWN_RES)).astype(np.int32) * KNOWN_SHAPE[1]
+        reach = (CYLINDER_RADIUS + _RASTER_MARGIN) ** 2
+        clear = np.ones(x.size, dtype=bool)
+        for probe in (flat, flat + shift, flat - shift):
+            k = ids[np.clip(probe, 0, ids.size - 1)]
+            centre = cylinders[first + np.maximum(k, 0)]
+            dx, dy = centre[:, 0] - x, centre[:, 1] - y
+            # Cylinder centre in the footprint frame; it misses the rectangle iff it is farther than the cylinder
+            # radius from the rectangle (the positive parts of the per-axis excesses).
+            qx = np.maximum(np.abs(c * dx + s * dy) - FOOTPRINT_HALF[0], 0.0)
+            qy = np.maximum(np.abs(c * dy - s * dx) - FOOTPRINT_HALF[1], 0.0)
+            clear &= (k < 0) | (qx * qx + qy * qy >= reach)
+        return clear
 
     def _score(
         self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray

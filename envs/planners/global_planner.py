@@ -70,6 +70,19 @@ def cell_centre(cell: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1).astype(np.float32)
 
 
+def _cell_factors(known_dist: np.ndarray, inflation_radius: float) -> np.ndarray:
+    """NavFn's cost of entering each plan cell relative to free space ``[PH * PW]`` (inf: inscribed or lethal)."""
+    cost = inflation_cost(known_dist[_FIRST[0] :: PLAN_STRIDE, _FIRST[1] :: PLAN_STRIDE].ravel(), inflation_radius)
+    return np.where(cost >= INSCRIBED, np.inf, 1.0 + (COST_FACTOR / COST_NEUTRAL) * cost)
+
+
+def path_costs(known_dist: np.ndarray, inflation_radius: float, path: np.ndarray) -> np.ndarray:
+    """NavFn cost (m of free travel) of each step of ``path [n, 2]`` on the current map ``[n - 1]``; a step into
+    an inscribed or lethal cell costs inf."""
+    factor = _cell_factors(known_dist, inflation_radius)[cell_of(path[1:])]
+    return np.hypot(*np.diff(path, axis=0).T) * factor
+
+
 def navigation_function(
     known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray, limit: float = np.inf
 ) -> np.ndarray:
@@ -82,12 +95,11 @@ def navigation_function(
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
     indptr, indices, length, source = _grid_graph()
-    cost = inflation_cost(known_dist[_FIRST[0] :: PLAN_STRIDE, _FIRST[1] :: PLAN_STRIDE].ravel(), inflation_radius)
-    # NavFn's cell cost relative to free space; inscribed and lethal cells are obstacles.
-    factor = np.where(cost >= INSCRIBED, _BLOCKED_WEIGHT, 1.0 + (COST_FACTOR / COST_NEUTRAL) * cost)
+    factor = _cell_factors(known_dist, inflation_radius)[source]
     # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
     # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
-    graph = csr_matrix((length * factor[source], indices, indptr), shape=(len(cost), len(cost)))
+    weight = np.where(np.isinf(factor), _BLOCKED_WEIGHT, length * factor)
+    graph = csr_matrix((weight, indices, indptr), shape=(len(indptr) - 1, len(indptr) - 1))
     dist, pred = dijkstra(graph, indices=int(cell_of(goal)), return_predecessors=True, limit=limit)
     pred[dist >= _BLOCKED_WEIGHT] = -9999
     return pred

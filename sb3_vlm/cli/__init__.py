@@ -11,8 +11,10 @@ COMMANDS = {
     "train": ("train", "TD3 on the embedded simulator (VLM policy by default; --policy applr for APPLR's MLP)"),
     "eval": ("evaluate", "evaluate one policy on chosen worlds -> per-world table"),
     "compare": ("compare", "policies on the same held-out worlds and seeds -> table, CSV, PNG plots"),
+    "viz": ("viz", "draw the DPT attention-pooling weights over costmap images"),
     "serve": ("serve", "FTRL-compatible HTTP inference server (SFT head or TD3 actor)"),
     "collect": ("collect", "run BarnNav episodes with server/policy parameters, write FTRL trajectory files"),
+    "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
 }
 
 

@@ -580,6 +580,7 @@ def collect(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``collect`` options to ``parser`` (run it with :func:`run`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--server", help="inference server URL, e.g. http://127.0.0.1:7000")
     source.add_argument("--policy", type=Path, help="local policy: save_pretrained/publish_policy dir or SB3 zip")
@@ -601,7 +602,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> CollectSummary:
-    """Collect with the options of :func:`add_arguments`; prints one line per run."""
+    """Collect with the options of :func:`add_arguments`; prints a one-line summary and returns the reports."""
     from sb3_vlm.cli.train import parse_worlds
 
     env_kwargs = {"max_steps": args.max_steps, "planner": args.planner}

@@ -1,0 +1,85 @@
+"""``sb3-vlm viz``: where the DPT attention pooling looks, drawn over the costmap images it sees."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+
+from envs import BarnNavVecEnv  # noqa: E402
+from envs.render import DEFAULT_IMAGE_SIZE  # noqa: E402
+from sb3_vlm._constants import TINY  # noqa: E402
+from sb3_vlm.cli.evaluate import _image_space  # noqa: E402
+from sb3_vlm.extractor import VLMDPTExtractor  # noqa: E402
+from sb3_vlm.td3 import VLMTD3  # noqa: E402
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=TINY,
+                        help="VLMTD3 .zip, policy/FTRL checkpoint directory, or 'tiny' (default)")
+    parser.add_argument("--barn-dir", type=Path, help="real BARN worlds directory (default: generated worlds)")
+    parser.add_argument("--worlds", type=int, nargs="+", default=[0, 6, 12, 18], help="one frame per world")
+    parser.add_argument("--steps", type=int, default=12, help="default-DWA steps before the frame is taken")
+    parser.add_argument("--image-size", type=int, nargs=2, default=DEFAULT_IMAGE_SIZE, metavar=("H", "W"))
+    parser.add_argument("--out", type=Path, default=Path("attention.png"))
+
+
+def load_extractor(model: str, image_size: tuple[int, int]) -> VLMDPTExtractor:
+    """The features extractor of a VLMTD3 zip, a checkpoint directory or the tiny default."""
+    if model.endswith(".zip"):
+        extractor = VLMTD3.load(model, device="cpu").policy.features_extractor
+        assert isinstance(extractor, VLMDPTExtractor)
+        return extractor
+    return VLMDPTExtractor(_image_space(image_size, False), backbone=model)
+
+
+def image_attention(extractor: VLMDPTExtractor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Attention-pooling weights on the image tokens of uint8 images ``[B, H, W, 3]``.
+
+    :return: weights ``[B, gh, gw]`` over the merged-patch grid (each map sums to 1) and the share of the total
+        attention that falls on image tokens ``[B]`` (the rest goes to prompt/special tokens).
+    """
+    chw = th.as_tensor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    with th.no_grad():
+        weights = extractor.attention_weights(chw)
+        inputs = extractor.backbone.build_inputs(chw)
+    is_image = inputs["mm_token_type_ids"].bool()
+    merge = extractor.backbone.config.vision_config.spatial_merge_size
+    _, gh, gw = (int(v) for v in inputs["image_grid_thw"][0])
+    # Qwen2.5-VL orders merged image tokens row-major over the (gh / merge, gw / merge) grid.
+    grid = weights[is_image].reshape(len(images), gh // merge, gw // merge)
+    share = grid.sum(dim=(1, 2))
+    return (grid / share[:, None, None]).numpy(), share.numpy()
+
+
+def run(args: argparse.Namespace) -> Path:
+    size = tuple(args.image_size)
+    extractor = load_extractor(args.model, size)
+    venv = BarnNavVecEnv(len(args.worlds), observation="costmap", image_size=size, barn_dir=args.barn_dir,
+                         worlds=args.worlds)
+    venv.seed(0)
+    venv.set_options([{"world_id": w} for w in args.worlds])
+    images = venv.reset()
+    for _ in range(args.steps):
+        images, *_ = venv.step(np.tile(venv.batch.params.default, (venv.num_envs, 1)))
+    maps, share = image_attention(extractor, images)
+    fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 3.2), squeeze=False)
+    for ax, image, heat, s, w in zip(axes[0], images, maps, share, args.worlds, strict=True):
+        ax.imshow(image)
+        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5),
+                  interpolation="nearest")
+        ax.set_title(f"world {w}: {100 * s:.0f}% of attention on image tokens", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"DPT attention pooling over the costmap image ({args.model})", fontsize=9)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    print(f"attention maps -> {args.out}")
+    return args.out

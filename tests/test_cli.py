@@ -1,0 +1,112 @@
+"""The ``sb3-vlm`` CLI on the real simulator: train, kill and resume, eval/compare JSON, zoo files."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from _paths import APPLR_DIR, needs_applr
+
+from sb3_vlm.callbacks import REPLAY_BUFFER, STATE_JSON
+from sb3_vlm.cli import main
+from sb3_vlm.cli.config import DEFAULT_CONF, load_zoo_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+CLI = [sys.executable, "-m", "sb3_vlm.cli"]
+
+
+def small_applr_conf(tmp_path: Path, n_timesteps: int) -> Path:
+    """The APPLR zoo file, shrunk to a test budget."""
+    conf = yaml.safe_load(DEFAULT_CONF["applr"].read_text())
+    conf["BarnNav-v0"].update(
+        n_timesteps=n_timesteps, n_envs=2, learning_starts=40, batch_size=16, gradient_steps=1, buffer_size=5000,
+        policy_kwargs="dict(net_arch=[32, 32])",
+    )
+    conf["BarnNav-v0"]["env_kwargs"]["max_steps"] = 25
+    path = tmp_path / "applr_small.yml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def buffer_rows(checkpoint: Path) -> int:
+    with np.load(checkpoint / REPLAY_BUFFER) as data:
+        return len(data["rewards"])
+
+
+def test_zoo_files_parse_for_both_policies():
+    applr = load_zoo_config(DEFAULT_CONF["applr"])
+    assert applr.env_id == "BarnNav-v0" and applr.algo_kwargs["policy"] == "MlpPolicy"
+    assert applr.algo_kwargs["gamma"] == 0.95 and applr.algo_kwargs["n_steps"] == 4
+    assert applr.env_kwargs == {"reward": "applr", "time_step": 1.0, "max_steps": 100}
+    vlm = load_zoo_config(DEFAULT_CONF["vlm"])
+    assert vlm.env_id == "BarnNavCostmap-v0" and vlm.algo_kwargs["policy"].__name__ == "VLMTD3Policy"
+    assert vlm.algo_kwargs["policy_kwargs"] == {"backbone": "tiny", "freeze_vlm": True}
+    with pytest.raises(ValueError, match="has no entry for 'CartPole-v1'"):
+        load_zoo_config(DEFAULT_CONF["vlm"], "CartPole-v1")
+
+
+def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
+    conf = small_applr_conf(tmp_path, n_timesteps=600)
+    base = ["train", "--conf-file", str(conf), "--checkpoint-freq", "100", "--no-progress-bar"]
+
+    assert main([*base, "--log-dir", str(tmp_path / "full")]) == 0
+    full_run = next((tmp_path / "full").iterdir())
+    full_rows = buffer_rows(full_run / "checkpoints" / "last")
+    assert full_rows == 300  # 600 steps over 2 envs
+
+    proc = subprocess.Popen([*CLI, *base, "--log-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    state = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "killed").glob("*/checkpoints/last/" + STATE_JSON))
+        if found and json.loads(found[0].read_text())["num_timesteps"] >= 200:
+            state = found[0]
+            break
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert state is not None, "no checkpoint at >= 200 steps before the kill"
+    killed_run = state.parents[2]
+    assert not (killed_run / "model.zip").exists()  # it really died mid-run
+
+    assert main(["train", "--resume", str(killed_run), "--no-progress-bar"]) == 0
+    last = killed_run / "checkpoints" / "last"
+    assert json.loads((last / STATE_JSON).read_text())["num_timesteps"] == 600
+    assert buffer_rows(last) == full_rows
+
+
+def test_eval_and_compare_json(tmp_path, capsys):
+    assert main(["eval", "dwa", "--worlds", "0,6", "--runs", "1", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["episodes"] == 2 and 0 <= stats["success_rate"] <= 1 and 0 <= stats["nav_metric"] <= 0.5
+
+    out = tmp_path / "cmp"
+    args = ["compare", "dwa", "slow=dwa:max_vel_x=0.2", "--worlds", "0,6", "--runs", "2", "--json", "--out", str(out)]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["policy"] for r in rows] == ["dwa", "slow"]
+    for name in ("summary.md", "summary.csv", "per_world.csv", "episodes.csv", "per_world_nav_metric.png",
+                 "trajectories.png"):
+        assert (out / name).stat().st_size > 0
+    ok = [r for r in rows if r["success_rate"] > 0]
+    if len(ok) == 2:
+        assert rows[1]["time"] > rows[0]["time"]  # 0.2 m/s is slower than 0.5 m/s
+
+
+@needs_applr
+def test_eval_published_applr_actor(capsys):
+    assert main(["eval", f"applr={APPLR_DIR}", "--worlds", "0", "--runs", "1", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["policy"] == "applr" and stats["episodes"] == 1
+
+
+def test_cli_errors_are_clear(capsys):
+    assert main(["eval", "nonsense-policy", "--worlds", "0", "--runs", "1"]) == 2
+    assert "expected 'dwa'" in capsys.readouterr().err
+    assert main(["train", "--conf-file", "/nonexistent.yml"]) == 2
+    assert "zoo config /nonexistent.yml not found" in capsys.readouterr().err
