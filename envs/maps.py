@@ -32,7 +32,6 @@ beyond the inscribed radius (0.265) from the centre."""
 TRUE_SHAPE = (round(HEIGHT / TRUE_RES), round(WIDTH / TRUE_RES))
 KNOWN_SHAPE = (round(HEIGHT / KNOWN_RES), round(WIDTH / KNOWN_RES))
 
-
 _STAMP_HALF = int(np.ceil((KNOWN_CAP + CYLINDER_RADIUS) / KNOWN_RES))
 _STAMP_OFFSETS = np.arange(-_STAMP_HALF, _STAMP_HALF + 1)
 
@@ -47,11 +46,6 @@ class WorldMaps:
 
     cylinders: np.ndarray
     owner: np.ndarray
-
-
-def cell_centres(shape: tuple[int, int], res: float) -> tuple[np.ndarray, np.ndarray]:
-    """World coordinates of the cell centres of a region grid: ``xs [W]``, ``ys [H]``."""
-    return X0 + (np.arange(shape[1]) + 0.5) * res, Y0 + (np.arange(shape[0]) + 0.5) * res
 
 
 def _owner(cylinders: np.ndarray) -> np.ndarray:

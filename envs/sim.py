@@ -54,6 +54,8 @@ _CLOSEST_SEARCH = 43
 """Plan points ahead of the last closest one searched for the new closest one (>= 6 m)."""
 _STALE_AHEAD = 27
 """Plan points ahead (>= 4 m) that a newly seen obstacle must come near to make the plan stale."""
+PLAN_BELOW = 2.5
+"""Plans are first searched from this far below the robot (m) up: BARN plans go up through the field."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
@@ -109,9 +111,7 @@ class BatchSim:
         a deterministic function of its world and parameters.
     """
 
-    def __init__(
-        self, n: int, time_step: float = 0.5, planner: LocalPlanner | None = None, noise: bool = True
-    ) -> None:
+    def __init__(self, n: int, time_step: float = 0.5, planner: LocalPlanner | None = None, noise: bool = True) -> None:
         ticks = time_step / robot.CONTROL_DT
         if n < 1:
             raise ValueError(f"BatchSim needs at least one robot, got n={n}")
@@ -147,7 +147,9 @@ class BatchSim:
         self.rotate_left = np.zeros(n, dtype=np.float32)
         self.aborted = np.zeros(n, dtype=bool)
         self.rngs: list[np.random.Generator | None] = [None] * n
-        self._scans_per_step = self.ticks // SCAN_EVERY + 1
+        # Noise slots for the scans of a step: a robot that stops running takes its final scan in a slot its
+        # in-step scans did not use.
+        self._scans_per_step = -(-self.ticks // SCAN_EVERY)
         self._velocity_noise = np.zeros((n, self.ticks, 2), dtype=np.float32)
         self._range_noise = np.zeros((n, self._scans_per_step, lidar.N_BEAMS), dtype=np.float32)
 
@@ -211,6 +213,7 @@ class BatchSim:
         self.params[:] = params
         goal_before = np.hypot(*(self.goal - self.pose[:, :2]).T)
         running = self.status == RUNNING
+        started = running.copy()
         self._draw_noise(np.flatnonzero(running))
         scans = 0
         for tick in range(1, self.ticks + 1):
@@ -235,8 +238,10 @@ class BatchSim:
             if tick % SCAN_EVERY == 0 or tick == self.ticks:
                 self._scan(np.flatnonzero(running), scans)
                 scans += 1
-        self.velocity[self.status != RUNNING] = 0.0
-        self._scan(np.flatnonzero(self.status != RUNNING), scans)
+        # Robots that stopped during this step: at rest, with a last scan from where they stopped.
+        stopped = np.flatnonzero(started & (self.status != RUNNING))
+        self.velocity[stopped] = 0.0
+        self._scan(stopped, scans)
         self._replan(np.flatnonzero(self.status == RUNNING))
         goal_after = np.hypot(*(self.goal - self.pose[:, :2]).T)
         return StepOutcome(self.status.copy(), goal_before - goal_after)
@@ -353,6 +358,10 @@ class BatchSim:
     def local_goal(self, idx: np.ndarray) -> np.ndarray:
         """move_base's local goal of robots ``idx``: the last plan point before the plan first leaves the rolling
         local-costmap window, ``[len(idx), 2]`` (m)."""
+        return self._local_goal(idx)[0]
+
+    def _local_goal(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local goals ``[len(idx), 2]`` (m) and whether each is the plan's end, the final goal ``[len(idx)]``."""
         closest = self._closest(idx)
         last = self.path_len[idx] - 1
         ahead = np.minimum(closest[:, None] + np.arange(_GOAL_SEARCH), last[:, None])
@@ -360,10 +369,11 @@ class BatchSim:
         dx, dy = pts[..., 0] - self.pose[idx, 0, None], pts[..., 1] - self.pose[idx, 1, None]
         outside = (np.abs(dx) > LOCAL_WINDOW) | (np.abs(dy) > LOCAL_WINDOW)
         first_out = np.where(outside.any(axis=1), outside.argmax(axis=1), _GOAL_SEARCH)
-        return self.path[idx, ahead[np.arange(idx.size), np.maximum(first_out - 1, 0)]]
+        at = ahead[np.arange(idx.size), np.maximum(first_out - 1, 0)]
+        return self.path[idx, at], at == last
 
     def _planner_input(self, idx: np.ndarray) -> PlannerInput:
-        local_goal = self.local_goal(idx)
+        local_goal, final = self._local_goal(idx)
         closest, last = self.path_start[idx], self.path_len[idx] - 1
         take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
         local_path = self.path[idx[:, None], take]
@@ -381,6 +391,7 @@ class BatchSim:
             self.cylinders,
             local_path,
             local_goal,
+            final,
             clearance.astype(np.float32),
         )
 
@@ -418,18 +429,22 @@ class BatchSim:
     def _plan(self, i: int) -> np.ndarray | None:
         """NavFn-like plan ``[n, 2]`` of robot ``i`` from its pose to its goal, None if there is none.
 
-        While the old plan is still passable, its cost on the new map bounds the new one's: the search then stops
-        just beyond it (cheap), and only if that misses the robot does it cover the whole map.
+        Cheap searches first: confined to the map from ``PLAN_BELOW`` under the robot up, and, while the old plan
+        is still passable, stopped just beyond its cost on the new map (which bounds the new plan's); the whole map
+        is searched only if those miss the robot.
         """
         start, goal, infl = self.pose[i, :2], self.goal[i], float(self.params[i, 6])
+        low = float(start[1]) - PLAN_BELOW
+        limits = [np.inf]
         if self.has_plan[i]:
             old = np.concatenate([start[None], self.path[i, self.path_start[i] : self.path_len[i]]])
             bound = float(path_costs(self.known_dist[i], infl, old).sum())
             if np.isfinite(bound):
-                pred = navigation_function(self.known_dist[i], infl, goal, limit=1.05 * bound + 0.5)
-                path = extract_path(pred, start, goal)
-                if path is not None:
-                    return path
+                limits.insert(0, 1.05 * bound + 0.5)
+        for limit in limits:
+            path = extract_path(navigation_function(self.known_dist[i], infl, goal, limit, low), start, goal)
+            if path is not None:
+                return path
         return extract_path(navigation_function(self.known_dist[i], infl, goal), start, goal)
 
     def global_path(self, i: int) -> np.ndarray:

@@ -233,8 +233,14 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         if state is not None:
             return self._cached_forward(observations, *state)
         out, history_feat = self._hidden(observations)
-        with th.set_grad_enabled(th.is_grad_enabled() and not (self.freeze_dpt and self.freeze_vlm)):
+        with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
+
+    @property
+    def _pooling_trains(self) -> bool:
+        """Whether anything upstream of the pooled feature trains (VLM, DPT or history encoder)."""
+        history_frozen = self.history is None or self.freeze_history
+        return not (self.freeze_vlm and self.freeze_dpt and history_frozen)
 
     @property
     def cache_mode(self) -> str | None:
@@ -296,7 +302,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             return th.stack(values)
         hidden, attention_mask = _stack_hidden(values)
         history_feat = self._history(_as_float(raw)) if self.history is not None else None
-        with th.set_grad_enabled(th.is_grad_enabled() and not (self.freeze_dpt and self.freeze_vlm)):
+        with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(hidden, history_feat, attention_mask)
 
     @th.no_grad()

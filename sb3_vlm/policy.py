@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,26 @@ def _head_state(module: nn.Module) -> dict[str, th.Tensor]:
     return {k: v for k, v in module.state_dict().items() if not k.startswith(_EXTRACTOR)}
 
 
-def _head_parameters(module: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in module.named_parameters() if not n.startswith(_EXTRACTOR)]
+class _HeadParameters:
+    """``parameters()`` of a network that uses the policy's shared extractor: its own head parameters only.
+
+    The extractor (the backbone) belongs to the policy, which lists it once. SB3's ``TD3.train`` polyak-averages
+    ``critic.parameters()`` into ``critic_target.parameters()`` (and the actor likewise); with the one shared
+    backbone in both lists it would average each backbone tensor with itself in place, shrinking it by
+    ``1 - tau**2`` per update. Listing heads only keeps stock TD3 (e.g. ``rl_zoo3.train --algo td3``) correct.
+    """
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        for name, param in self.named_parameters(recurse=recurse):  # type: ignore[attr-defined]
+            if not name.startswith(_EXTRACTOR):
+                yield param
 
 
-class VLMCritic(BaseModel):
+class VLMActor(_HeadParameters, Actor):
+    """SB3's TD3 actor on the shared extractor; ``parameters()`` lists ``mu`` only (see :class:`_HeadParameters`)."""
+
+
+class VLMCritic(_HeadParameters, BaseModel):
     """
     Twin-Q critic on the shared, detached 256-d feature (FTRL ``VLM_DPT_Critic``): each head sees
     ``concat(feature, action_encoder(action))``.
@@ -110,10 +125,6 @@ class VLMCritic(BaseModel):
             features = self.extract_features(obs, self.features_extractor)
         return self.q1(features, actions)
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the action encoder and Q heads (not of the shared extractor)."""
-        return _head_parameters(self)
-
 
 class VLMTD3Policy(TD3Policy):
     """
@@ -158,8 +169,8 @@ class VLMTD3Policy(TD3Policy):
     :param n_critics: Number of Q heads.
     """
 
-    actor: Actor
-    actor_target: Actor
+    actor: VLMActor
+    actor_target: VLMActor
     critic: VLMCritic
     critic_target: VLMCritic
     features_extractor: VLMDPTExtractor
@@ -232,13 +243,12 @@ class VLMTD3Policy(TD3Policy):
         self.critic_target.load_state_dict(_head_state(self.critic), strict=False)
         # Targets are only ever updated by polyak averaging of the heads.
         for target in (self.actor_target, self.critic_target):
-            for param in _head_parameters(target):
-                param.requires_grad_(False)
+            target.requires_grad_(False)  # heads only: their parameters() leave out the shared extractor
 
-        trainable = [p for p in self.actor.parameters() if p.requires_grad]
+        trainable = [p for p in (*self.features_extractor.parameters(), *self.actor.parameters()) if p.requires_grad]
         self.actor.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
         self.critic.optimizer = self.optimizer_class(
-            self.critic.head_parameters(),
+            self.critic.parameters(),
             lr=lr_schedule(1),  # type: ignore[call-arg]
             **self.optimizer_kwargs,
         )
@@ -253,10 +263,11 @@ class VLMTD3Policy(TD3Policy):
                 module.load_state_dict(extras[name], strict=False)
         self.features_extractor.pretrained_extras = {}
 
-    def make_actor(self, features_extractor: VLMDPTExtractor | None = None) -> Actor:
+    def make_actor(self, features_extractor: VLMDPTExtractor | None = None) -> VLMActor:
         if features_extractor is None:
             raise ValueError("VLMTD3Policy.make_actor needs the shared extractor, got None")
-        return super().make_actor(features_extractor)
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return VLMActor(**actor_kwargs).to(self.device)
 
     def make_critic(self, features_extractor: VLMDPTExtractor | None = None) -> VLMCritic:
         if features_extractor is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,7 +357,7 @@ def _loss_weights(weights: Sequence[float] | None, num_params: int) -> th.Tensor
     return w
 
 
-def _lr_lambda(total: int, warmup: int) -> Any:
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` (HF's ``cosine`` schedule)."""
 
     def factor(step: int) -> float:
@@ -392,7 +392,10 @@ def train_sft(
             f"train_sft: the head predicts {extractor.dpt.num_params} values but the labels have {data.num_params} "
             "columns; build the extractor with num_params=data.num_params"
         )
-    expected = tuple(extractor._observation_space.shape)
+    space = extractor._observation_space
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"train_sft needs an extractor on image observations (a Box), got {space}")
+    expected = tuple(space.shape)
     if tuple(data.images.shape[1:]) != expected:
         raise ValueError(f"train_sft: images must be [N, {', '.join(map(str, expected))}], got {data.images.shape}")
     weights = _loss_weights(loss_weights, data.num_params)

@@ -153,7 +153,7 @@ class VLMTD3(TD3):
                 actor_loss = -self.critic.q1(features.detach(), self.actor.mu(features)).mean()
                 actor_losses.append(actor_loss.item())
                 self._step(self.actor.optimizer, actor_loss)
-                polyak_update(self.critic.head_parameters(), self.critic_target.head_parameters(), self.tau)
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.actor.mu.parameters(), self.actor_target.mu.parameters(), self.tau)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

@@ -181,3 +181,11 @@ def test_head_of_another_model_size_is_named(tmp_path):
     th.save(state, ckpt.path / "regression_head" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="expects hidden size 128 .* got 2048"):
         VLMDPTExtractor(IMAGE, backbone=ckpt.path)
+
+
+def test_trainable_history_gets_gradients_under_a_frozen_dpt(tiny_ckpt):
+    extractor = VLMDPTExtractor(IMAGE, backbone=tiny_ckpt.path, freeze_dpt=True, freeze_history=False)
+    extractor.train()
+    extractor(images(batch=2)).sum().backward()
+    assert all(p.grad is not None for p in extractor.history.parameters())
+    assert all(p.grad is None for p in extractor.dpt.parameters())

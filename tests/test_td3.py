@@ -180,9 +180,9 @@ def test_max_grad_norm_bounds_the_step():
         policy_kwargs=dict(optimizer_class=th.optim.SGD), max_grad_norm=1e-3, critic_lr=0.1, batch_size=4
     )
     model.learn(20)
-    before = [p.detach().clone() for p in model.critic.head_parameters()]
+    before = [p.detach().clone() for p in model.critic.parameters()]
     model.train(gradient_steps=1, batch_size=4)
-    step = th.cat([(p.detach() - b).flatten() for p, b in zip(model.critic.head_parameters(), before, strict=True)])
+    step = th.cat([(p.detach() - b).flatten() for p, b in zip(model.critic.parameters(), before, strict=True)])
     assert 0 < step.norm() <= 0.1 * 1e-3 * (1 + 1e-4)
 
 
@@ -211,3 +211,19 @@ def test_rejects_other_policies():
         make_model(max_grad_norm=0.0)
     with pytest.raises(ValueError, match=r"net_arch keys must be among .*got \['bad', 'pi'\]"):
         make_model(policy_kwargs=dict(net_arch=dict(pi=[], bad=[1])))
+
+
+def test_stock_sb3_td3_with_the_vlm_policy_keeps_the_backbone(tmp_path):
+    # rl_zoo3's `--algo td3` runs SB3's own TD3.train, which polyak-averages critic.parameters() and
+    # actor.parameters(): those list heads only, so the shared backbone is never averaged with itself.
+    model = TD3(VLMTD3Policy, image_env(), policy_kwargs={"backbone": "tiny"}, tau=0.5, batch_size=4,
+                learning_starts=8, buffer_size=100, seed=0)
+    extractor = model.policy.features_extractor
+    backbone, dpt = snapshot(extractor.backbone), snapshot(extractor.dpt)
+    head = snapshot(model.critic_target)
+    model.learn(24)
+    assert not changed(backbone, extractor.backbone) and changed(dpt, extractor.dpt)
+    assert changed({k: v for k, v in head.items() if not k.startswith("features_extractor.")}, model.critic_target)
+    assert {id(p) for p in model.critic.parameters()}.isdisjoint(id(p) for p in extractor.parameters())
+    model.save(tmp_path / "stock.zip")
+    assert len(policy_zip_state(tmp_path / "stock.zip")) == len(model.policy.state_dict())

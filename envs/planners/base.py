@@ -24,6 +24,7 @@ class PlannerInput:
     :param cylinders: Cylinder centres of every slot ``[E, K, 2]`` (m), indexed by ``known_id``.
     :param local_path: Global-plan points ahead of the robot ``[N, KP, 2]`` (m), padded with the last point.
     :param local_goal: Last global-plan point inside the local costmap window ``[N, 2]`` (m).
+    :param goal_is_final: Whether the local goal is the final goal (it lies inside the local window) ``[N]``.
     :param clearance: Distance from each robot to the nearest known obstacle surface ``[N]`` (m, uncapped).
     """
 
@@ -36,6 +37,7 @@ class PlannerInput:
     cylinders: np.ndarray
     local_path: np.ndarray
     local_goal: np.ndarray
+    goal_is_final: np.ndarray
     clearance: np.ndarray
 
 

@@ -8,9 +8,6 @@ FOOTPRINT_HALF = (0.31, 0.265)
 """Half length and half width (m) of move_base's footprint (0.42 x 0.33 m) with footprint_padding 0.1."""
 INSCRIBED_RADIUS = FOOTPRINT_HALF[1]
 """Inscribed radius of the padded footprint (m): closer to an obstacle is ``INSCRIBED`` cost."""
-COVER_OFFSET = FOOTPRINT_HALF[0] / 2
-COVER_RADIUS = float(np.hypot(COVER_OFFSET, FOOTPRINT_HALF[1]))
-"""Two circles at +-COVER_OFFSET along the heading with this radius cover the padded footprint."""
 COST_SCALING = 10.0
 """costmap_2d inflation ``cost_scaling_factor`` (default)."""
 LETHAL, INSCRIBED, MAX_NON_OBSTACLE = 254.0, 253.0, 252.0

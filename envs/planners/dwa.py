@@ -97,7 +97,11 @@ class DWAPlanner(LocalPlanner):
         max_vx, max_th = p[:, 0], p[:, 1]
         nvx, nth = p[:, 2].astype(np.int64), p[:, 3].astype(np.int64)
         lo_x = np.maximum(self.min_vel_x, v - self.acc_window[0])
-        hi_x = np.maximum(np.minimum(max_vx, v + self.acc_window[0]), self.min_vel_x)
+        hi_x = np.minimum(max_vx, v + self.acc_window[0])
+        # Near the final goal TrajectoryPlanner caps the speed at what reaches it within sim_time.
+        to_goal = np.hypot(state.local_goal[:, 0] - state.pose[:, 0], state.local_goal[:, 1] - state.pose[:, 1])
+        hi_x = np.where(state.goal_is_final, np.minimum(hi_x, to_goal / self.sim_time), hi_x)
+        hi_x = np.maximum(hi_x, self.min_vel_x)
         lo_x = np.minimum(lo_x, hi_x)
         lo_th = np.maximum(-max_th, w - self.acc_window[1])
         hi_th = np.maximum(np.minimum(max_th, w + self.acc_window[1]), lo_th)

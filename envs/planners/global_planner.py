@@ -31,10 +31,11 @@ COST_NEUTRAL, COST_FACTOR = 50.0, 0.8
 _BLOCKED_WEIGHT = 1e6
 
 
-@lru_cache(maxsize=1)
-def _grid_graph() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected plan grid as CSR arrays (indptr, indices) + per-edge length (m) + source cell of each edge."""
-    h, w = PLAN_SHAPE
+@lru_cache(maxsize=32)
+def _grid_graph(first_row: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected plan grid from row ``first_row`` up, as CSR arrays (indptr, indices) + per-edge length (m) +
+    source cell of each edge (cells numbered from the first kept row)."""
+    h, w = PLAN_SHAPE[0] - first_row, PLAN_SHAPE[1]
     idx = np.arange(h * w).reshape(h, w)
     r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     src, dst, length = [], [], []
@@ -80,11 +81,13 @@ def path_costs(known_dist: np.ndarray, inflation_radius: float, path: np.ndarray
     """NavFn cost (m of free travel) of each step of ``path [n, 2]`` on the current map ``[n - 1]``; a step into
     an inscribed or lethal cell costs inf."""
     factor = _cell_factors(known_dist, inflation_radius)[cell_of(path[1:])]
-    return np.hypot(*np.diff(path, axis=0).T) * factor
+    length = np.hypot(*np.diff(path, axis=0).T)
+    # A repeated point costs nothing, even in an obstacle (and 0 * inf must not make a NaN).
+    return np.multiply(length, factor, out=np.zeros_like(length), where=length > 0)
 
 
 def navigation_function(
-    known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray, limit: float = np.inf
+    known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray, limit: float = np.inf, min_y: float = -np.inf
 ) -> np.ndarray:
     """Cost-to-go predecessors towards ``goal`` on one known map.
 
@@ -92,17 +95,23 @@ def navigation_function(
     :param inflation_radius: Inflation radius (m).
     :param goal: Goal ``[2]`` (m).
     :param limit: Cells whose cost-to-go exceeds this (m of free travel) are not explored.
+    :param min_y: Only cells from about this height (m, rounded down to 0.75 m steps) up are searched.
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
-    indptr, indices, length, source = _grid_graph()
-    factor = _cell_factors(known_dist, inflation_radius)[source]
+    first_row = 0
+    if np.isfinite(min_y):
+        first_row = int(cell_of(np.array([X0, min(min_y, goal[1])]))) // PLAN_SHAPE[1] // 5 * 5
+    indptr, indices, length, source = _grid_graph(first_row)
+    offset = first_row * PLAN_SHAPE[1]
+    factor = _cell_factors(known_dist, inflation_radius)[offset:][source]
     # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
     # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
     weight = np.where(np.isinf(factor), _BLOCKED_WEIGHT, length * factor)
     graph = csr_matrix((weight, indices, indptr), shape=(len(indptr) - 1, len(indptr) - 1))
-    dist, pred = dijkstra(graph, indices=int(cell_of(goal)), return_predecessors=True, limit=limit)
-    pred[dist >= _BLOCKED_WEIGHT] = -9999
-    return pred
+    dist, pred = dijkstra(graph, indices=int(cell_of(goal)) - offset, return_predecessors=True, limit=limit)
+    full = np.full(PLAN_SHAPE[0] * PLAN_SHAPE[1], -9999, dtype=np.int64)
+    full[offset:] = np.where((dist < _BLOCKED_WEIGHT) & (pred >= 0), pred + offset, -9999)
+    return full
 
 
 def extract_path(pred: np.ndarray, start: np.ndarray, goal: np.ndarray, max_cells: int = 2000) -> np.ndarray | None:
