@@ -2,7 +2,9 @@
 
 Counts only steps of running robots; a robot that finishes (success, collision, or 100 s) is reset at once to the
 next test world, as a VecEnv would, so all stay busy. Measured in blocks of ``--steps`` steps after a warm-up; both
-process CPU time (steadier on a shared machine) and wall time are reported, best and median block.
+process CPU time (steadier on a shared machine) and wall time are reported, best and median block, and the CPU rate
+over all blocks. The numbers move with the machine's load (a shared VM can slow 2-3x): ``reference_add_us``, the
+time of one plain numpy add of the DWA's array size, tells how fast the machine was.
 
 Prints one JSON line. Usage::
 
@@ -24,7 +26,7 @@ from envs.worlds import TEST_IDS, load_barn_world
 
 
 def measure(barn_dir: Path, n: int, blocks: int, steps: int) -> dict[str, float]:
-    """Best and median env-steps/s over ``blocks`` blocks of ``steps`` steps of ``n`` robots."""
+    """Env-steps/s over ``blocks`` blocks of ``steps`` steps of ``n`` robots (overall, best and median block)."""
     worlds = [load_barn_world(barn_dir, i) for i in TEST_IDS]
     sim = BatchSim(n)
     episode = 0
@@ -37,7 +39,7 @@ def measure(barn_dir: Path, n: int, blocks: int, steps: int) -> dict[str, float]
     for i in range(n):
         restart(i)
     params = np.tile(DWA_PARAMS.default, (n, 1))
-    cpu, wall = [], []
+    cpu, wall, total = [], [], [0, 0.0]
     for block in range(blocks + 1):
         count, c0, w0 = 0, time.process_time(), time.perf_counter()
         for _ in range(steps):
@@ -48,12 +50,27 @@ def measure(barn_dir: Path, n: int, blocks: int, steps: int) -> dict[str, float]
         if block:  # the first block warms up
             cpu.append(count / (time.process_time() - c0))
             wall.append(count / (time.perf_counter() - w0))
+            total[0] += count
+            total[1] += time.process_time() - c0
     return {
+        "cpu_overall": round(total[0] / total[1]),
         "cpu_best": round(max(cpu)),
         "cpu_median": round(float(np.median(cpu))),
         "wall_best": round(max(wall)),
         "wall_median": round(float(np.median(wall))),
     }
+
+
+def machine_reference() -> float:
+    """Microseconds of one float32 add of 76,800 elements (the DWA's array size): how fast the machine is now."""
+    x = np.ones((10, 7680), dtype=np.float32)
+    best = np.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(200):
+            x + 1.0
+        best = min(best, (time.process_time() - t0) / 200 * 1e6)
+    return round(best, 1)
 
 
 def main() -> None:
@@ -64,7 +81,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per block")
     args = parser.parse_args()
     report = {f"n{n}": measure(args.barn_dir, n, args.blocks, args.steps) for n in args.robots}
-    print(json.dumps({"env_steps_per_s": report}))
+    print(json.dumps({"env_steps_per_s": report, "reference_add_us": machine_reference()}))
 
 
 if __name__ == "__main__":

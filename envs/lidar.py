@@ -47,8 +47,9 @@ def scan(pose: np.ndarray, cylinders: np.ndarray) -> tuple[np.ndarray, np.ndarra
     # One entry per (robot, cylinder, beam): pair p's beams are lo[p] .. hi[p].
     pair = np.repeat(np.arange(count.size), count)
     beam = np.arange(pair.size) - np.repeat(np.cumsum(count) - count - lo, count)
-    along = rx[pair] * _COS[beam] + ry[pair] * _SIN[beam]  # distance along the beam to the point nearest the centre
-    disc = along * along - (dist2[pair] - CYLINDER_RADIUS**2)
+    # Distance along the beam to the point nearest the centre (np.take: faster than fancy indexing).
+    along = np.take(rx, pair) * np.take(_COS, beam) + np.take(ry, pair) * np.take(_SIN, beam)
+    disc = along * along - (np.take(dist2, pair) - CYLINDER_RADIUS**2)
     root = along - np.sqrt(np.maximum(disc, 0.0))
     hit = np.flatnonzero((disc >= 0) & (root <= RANGE_MAX))
     pair, root = pair[hit], root[hit].astype(np.float32)

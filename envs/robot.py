@@ -32,6 +32,8 @@ def _outline(length: float, width: float, spacing: float) -> np.ndarray:
 
 FOOTPRINT_OUTLINE = _outline(LENGTH, WIDTH, 0.04)
 """Collision sample points on the body outline (robot frame); a cylinder (0.15 m wide) cannot slip between them."""
+_REACH = float(np.hypot(LENGTH, WIDTH)) / 2 + 0.05
+"""Centre distance (m) beyond which no cylinder can touch the body (circumradius + a nearest-cell margin)."""
 
 
 def track_velocity(vel: np.ndarray, cmd: np.ndarray, dt: float = CONTROL_DT) -> np.ndarray:
@@ -68,12 +70,17 @@ def surface_distance(points: np.ndarray, env: np.ndarray, owner: np.ndarray, cyl
     """
     ix = np.minimum(np.maximum(((points[..., 0] - X0) / TRUE_RES).astype(np.int32), 0), TRUE_SHAPE[1] - 1)
     iy = np.minimum(np.maximum(((points[..., 1] - Y0) / TRUE_RES).astype(np.int32), 0), TRUE_SHAPE[0] - 1)
-    k = owner[env[:, None], iy, ix]
-    centre = cylinders[env[:, None], k]
+    k = np.take(owner, (env[:, None] * TRUE_SHAPE[0] + iy) * TRUE_SHAPE[1] + ix)
+    centre = np.take(cylinders.reshape(-1, 2), env[:, None] * cylinders.shape[1] + k, axis=0)
     return np.hypot(points[..., 0] - centre[..., 0], points[..., 1] - centre[..., 1]) - CYLINDER_RADIUS
 
 
 def in_collision(pose: np.ndarray, env: np.ndarray, owner: np.ndarray, cylinders: np.ndarray) -> np.ndarray:
     """Whether each body footprint ``[S]`` (poses ``[S, 3]`` in world slots ``env``) overlaps a cylinder."""
-    d = surface_distance(to_world(pose, FOOTPRINT_OUTLINE), env, owner, cylinders)
-    return np.any(d < 0.0, axis=1)
+    hit = np.zeros(len(pose), dtype=bool)
+    # Only bodies whose centre is within reach of a cylinder need the outline test.
+    near = np.flatnonzero(surface_distance(pose[:, None, :2], env, owner, cylinders)[:, 0] < _REACH)
+    if near.size:
+        d = surface_distance(to_world(pose[near], FOOTPRINT_OUTLINE), env[near], owner, cylinders)
+        hit[near] = np.any(d < 0.0, axis=1)
+    return hit

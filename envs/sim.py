@@ -50,12 +50,15 @@ LOCAL_WINDOW = 5.0
 """Half size of move_base's rolling local costmap (10 x 10 m): the local goal is the last plan point inside it."""
 _GOAL_SEARCH = 110
 """Plan points ahead of the closest one searched for the local goal (>= 16 m of path: always leaves the window)."""
+_GOAL_NEAR = 24
+"""Plan points searched for the local goal from 4 before the previous one (it moves <= 1 point per tick)."""
 _CLOSEST_SEARCH = 43
 """Plan points ahead of the last closest one searched for the new closest one (>= 6 m)."""
 _STALE_AHEAD = 27
 """Plan points ahead (>= 4 m) that a newly seen obstacle must come near to make the plan stale."""
-PLAN_BELOW = 2.5
-"""Plans are first searched from this far below the robot (m) up: BARN plans go up through the field."""
+PLAN_MARGIN = (3.0, 2.5, 1.5)
+"""Plans are first searched in the box around the robot and the goal widened by these (m): sideways, below, above.
+BARN plans go up through a 4.5 m wide field, so the box nearly always holds the optimum; else the whole map."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
@@ -151,6 +154,8 @@ class BatchSim:
         # in-step scans did not use.
         self._scans_per_step = -(-self.ticks // SCAN_EVERY)
         self._velocity_noise = np.zeros((n, self.ticks, 2), dtype=np.float32)
+        self._clearance = np.full((n, 3), np.nan, dtype=np.float32)  # nearest seen cylinder (m), from (x, y)
+        self._goal_at = np.full(n, -1, dtype=np.int64)  # plan index of the last local goal (-1: search in full)
         self._range_noise = np.zeros((n, self._scans_per_step, lidar.N_BEAMS), dtype=np.float32)
 
     @property
@@ -182,6 +187,7 @@ class BatchSim:
         self.owner[i] = maps.owner
         self.n_cylinders[i] = k
         self.seen[i] = False
+        self._clearance[i] = np.nan
         self.maps[i], self.worlds[i] = maps, world
         self.known_dist[i] = KNOWN_CAP
         self.known_id[i] = -1
@@ -199,6 +205,7 @@ class BatchSim:
         self.path[i] = self.pose[i, :2]  # no plan yet: a single point at the robot
         self.path_len[i] = 1
         self.path_start[i] = 0
+        self._goal_at[i] = -1
         self.pending[i] = 0.0
         self.last_valid[i] = 0.0
         self.recovery[i] = 0
@@ -308,6 +315,7 @@ class BatchSim:
         k = self.n_cylinders[i]
         far = np.any(np.abs(self.cylinders[i, :k] - self.pose[i, :2]) > half, axis=1)
         self.seen[i, :k] &= ~far
+        self._clearance[i] = np.nan
         self.known_dist[i] = KNOWN_CAP
         self.known_id[i] = -1
         keep = np.flatnonzero(self.seen[i, :k])
@@ -335,6 +343,7 @@ class BatchSim:
         key = np.unique(robots[new] * self.seen.shape[1] + cyl[new])
         robots, cyl = np.divmod(key, self.seen.shape[1])
         self.seen[robots, cyl] = True
+        self._clearance[robots] = np.nan
         centres = self.cylinders[robots, cyl]
         stamp_known(self.known_dist, self.known_id, robots, centres, cyl)
         # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
@@ -361,26 +370,51 @@ class BatchSim:
         return self._local_goal(idx)[0]
 
     def _local_goal(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Local goals ``[len(idx), 2]`` (m) and whether each is the plan's end, the final goal ``[len(idx)]``."""
+        """Local goals ``[len(idx), 2]`` (m) and whether each is the plan's end, the final goal ``[len(idx)]``.
+
+        The last plan point before the plan first leaves the window moves little between ticks, so it is searched
+        near the previous one; robots whose answer lies outside that short stretch are searched in full.
+        """
         closest = self._closest(idx)
         last = self.path_len[idx] - 1
-        ahead = np.minimum(closest[:, None] + np.arange(_GOAL_SEARCH), last[:, None])
+        prev = self._goal_at[idx]
+        start = np.where(prev >= 0, np.maximum(closest, prev - 4), closest)
+        at, decided = self._first_exit(idx, start, last, _GOAL_NEAR)
+        redo = ~decided | (at < start)
+        if redo.any():
+            full = self._first_exit(idx[redo], closest[redo], last[redo], _GOAL_SEARCH)[0]
+            at[redo] = np.maximum(full, closest[redo])
+        self._goal_at[idx] = at
+        return self.path[idx, at], at == last
+
+    def _first_exit(
+        self, idx: np.ndarray, start: np.ndarray, last: np.ndarray, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Among plan points ``start ..`` (``count`` of them) of robots ``idx``: the one before the first outside
+        the rolling window ``[len(idx)]`` (``start - 1`` if ``start`` is outside), and whether that is decided (the
+        stretch left the window or reached the plan's end)."""
+        ahead = np.minimum(start[:, None] + np.arange(count), last[:, None])
         pts = self.path[idx[:, None], ahead]
         dx, dy = pts[..., 0] - self.pose[idx, 0, None], pts[..., 1] - self.pose[idx, 1, None]
         outside = (np.abs(dx) > LOCAL_WINDOW) | (np.abs(dy) > LOCAL_WINDOW)
-        first_out = np.where(outside.any(axis=1), outside.argmax(axis=1), _GOAL_SEARCH)
-        at = ahead[np.arange(idx.size), np.maximum(first_out - 1, 0)]
-        return self.path[idx, at], at == last
+        left = outside.any(axis=1)
+        at = np.where(left, start + outside.argmax(axis=1) - 1, ahead[:, -1])
+        return at, left | (ahead[:, -1] == last)
 
     def _planner_input(self, idx: np.ndarray) -> PlannerInput:
         local_goal, final = self._local_goal(idx)
         closest, last = self.path_start[idx], self.path_len[idx] - 1
         take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
         local_path = self.path[idx[:, None], take]
-        # Nearest seen cylinder of each robot (unseen ones and padding are pushed out of reach).
-        c = self.cylinders[idx]
-        dx, dy = c[..., 0] - self.pose[idx, 0, None], c[..., 1] - self.pose[idx, 1, None]
-        clearance = np.sqrt(np.where(self.seen[idx], dx * dx + dy * dy, np.inf).min(axis=1)) - CYLINDER_RADIUS
+        # Nearest seen cylinder: measured after each scan, then lowered by the distance moved since (a bound).
+        fresh = idx[np.isnan(self._clearance[idx, 0])]
+        if fresh.size:
+            c = self.cylinders[fresh]
+            dx, dy = c[..., 0] - self.pose[fresh, 0, None], c[..., 1] - self.pose[fresh, 1, None]
+            nearest = np.sqrt(np.where(self.seen[fresh], dx * dx + dy * dy, np.inf).min(axis=1)) - CYLINDER_RADIUS
+            self._clearance[fresh] = np.stack([nearest, self.pose[fresh, 0], self.pose[fresh, 1]], axis=1)
+        at = self._clearance[idx]
+        clearance = at[:, 0] - np.hypot(self.pose[idx, 0] - at[:, 1], self.pose[idx, 1] - at[:, 2])
         return PlannerInput(
             self.pose[idx],
             self.velocity[idx],
@@ -419,6 +453,7 @@ class BatchSim:
             self.path[i, len(path) :] = path[-1]
             self.path_len[i] = len(path)
             self.path_start[i] = 0
+            self._goal_at[i] = -1
             self.planned_inflation[i] = self.params[i, 6]
             self.stale[i] = False
             if not self.has_plan[i]:
@@ -429,12 +464,13 @@ class BatchSim:
     def _plan(self, i: int) -> np.ndarray | None:
         """NavFn-like plan ``[n, 2]`` of robot ``i`` from its pose to its goal, None if there is none.
 
-        Cheap searches first: confined to the map from ``PLAN_BELOW`` under the robot up, and, while the old plan
+        Cheap searches first: confined to a box around the robot and the goal (``PLAN_MARGIN``), and, while the old plan
         is still passable, stopped just beyond its cost on the new map (which bounds the new plan's); the whole map
         is searched only if those miss the robot.
         """
         start, goal, infl = self.pose[i, :2], self.goal[i], float(self.params[i, 6])
-        low = float(start[1]) - PLAN_BELOW
+        (x0, y0), (x1, y1) = np.minimum(start, goal), np.maximum(start, goal)
+        box = (x0 - PLAN_MARGIN[0], x1 + PLAN_MARGIN[0], y0 - PLAN_MARGIN[1], y1 + PLAN_MARGIN[2])
         limits = [np.inf]
         if self.has_plan[i]:
             old = np.concatenate([start[None], self.path[i, self.path_start[i] : self.path_len[i]]])
@@ -442,7 +478,7 @@ class BatchSim:
             if np.isfinite(bound):
                 limits.insert(0, 1.05 * bound + 0.5)
         for limit in limits:
-            path = extract_path(navigation_function(self.known_dist[i], infl, goal, limit, low), start, goal)
+            path = extract_path(navigation_function(self.known_dist[i], infl, goal, limit, box), start, goal)
             if path is not None:
                 return path
         return extract_path(navigation_function(self.known_dist[i], infl, goal), start, goal)

@@ -186,3 +186,18 @@ def test_default_dwa_calibration_against_published_barn_figures():
     assert 0.8 <= success.mean() <= 0.97
     assert 25.0 <= sim.time[success].mean() <= 40.0
     assert 0.14 <= metric.mean() <= 0.23
+
+
+@needs_barn
+def test_a_robot_ignores_the_other_robots_parameters():
+    # The DWA of one robot must not depend on what the others in the batch are told (rollout resolution, reach).
+    world = load_barn_world(BARN_DIR, 12)
+    alone, mixed = BatchSim(2), BatchSim(2)
+    for sim in (alone, mixed):
+        for i in range(2):
+            sim.reset(i, world, seed=7)
+    fast = DWA_PARAMS.high.copy()
+    for _ in range(20):
+        alone.step(np.tile(DWA_PARAMS.default, (2, 1)))
+        mixed.step(np.stack([DWA_PARAMS.default, fast]))
+    np.testing.assert_array_equal(alone.pose[0], mixed.pose[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,6 +39,11 @@ class PlannerInput:
     local_goal: np.ndarray
     goal_is_final: np.ndarray
     clearance: np.ndarray
+
+    def rows(self, rows: np.ndarray) -> PlannerInput:
+        """The same tick for robots ``rows`` only (the shared grids are not copied)."""
+        per_robot = ("pose", "velocity", "params", "env", "local_path", "local_goal", "goal_is_final", "clearance")
+        return replace(self, **{name: getattr(self, name)[rows] for name in per_robot})
 
 
 class LocalPlanner(ABC):

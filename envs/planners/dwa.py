@@ -42,7 +42,7 @@ class DWAPlanner(LocalPlanner):
     :param spacing: Largest step (m) between the rollout poses checked (evenly spaced in time, the last at
         ``sim_time``): consecutive padded footprints (0.62 m long) overlap by >= 0.42 m.
     :param angular_spacing: Largest heading step (rad) between checked poses: the footprint's corners (0.41 m out)
-        leave slivers < 2 cm deep unchecked, within the rasterisation margin.
+        leave slivers ~2 cm deep unchecked, within the rasterisation margin.
     :param acc_lim: Planner acceleration limits (m/s^2, rad/s^2); ros_jackal 10, 20.
     :param sim_period: Controller period defining the dynamic window (s); 1 / 20 Hz.
     :param min_vel_x: Lowest forward speed sampled (m/s).
@@ -60,7 +60,7 @@ class DWAPlanner(LocalPlanner):
         self,
         sim_time: float = 2.0,
         spacing: float = 0.2,
-        angular_spacing: float = 0.6,
+        angular_spacing: float = 0.65,
         acc_lim: tuple[float, float] = (10.0, 20.0),
         sim_period: float = 0.05,
         min_vel_x: float = 0.1,
@@ -79,7 +79,7 @@ class DWAPlanner(LocalPlanner):
         self.escape_reset = (escape_reset_dist, escape_reset_theta)
         self.occ_weight = occdist_scale * resolution
         self._escape_from = np.full((0, 3), np.nan, dtype=np.float32)
-        self._layout_cache: tuple[bytes, tuple[np.ndarray, ...]] = (b"", ())
+        self._layout_cache: dict[bytes, tuple[np.ndarray, ...]] = {}
 
     def reset(self, i: int) -> None:
         """Forget the escape state of slot ``i``."""
@@ -91,6 +91,20 @@ class DWAPlanner(LocalPlanner):
             grown = np.full((len(state.known_dist), 3), np.nan, dtype=np.float32)
             grown[: len(self._escape_from)] = self._escape_from
             self._escape_from = grown
+        # How finely a robot's rollouts are checked follows its own speed limits; robots are grouped by it (a few
+        # groups at most) so that no robot's command depends on the parameters of the others in the batch.
+        points = self._n_points(state.params[:, 0], state.params[:, 1])
+        groups = np.unique(points)
+        if len(groups) == 1:
+            return self._compute(state, self._times(int(groups[0])))
+        cmd = np.empty((len(points), 2), dtype=np.float32)
+        for g in groups:
+            rows = np.flatnonzero(points == g)
+            cmd[rows] = self._compute(state.rows(rows), self._times(int(g)))
+        return cmd
+
+    def _compute(self, state: PlannerInput, times: np.ndarray) -> np.ndarray:
+        """:meth:`compute_velocity` for robots whose rollouts are checked at ``times [T]`` (s)."""
         p = state.params
         n = p.shape[0]
         v, w = state.velocity[:, 0], state.velocity[:, 1]
@@ -110,10 +124,11 @@ class DWAPlanner(LocalPlanner):
         th_robot, j, starts, e, i, row = self._layout(nvx, nth)
         dth = ((hi_th - lo_th) / np.maximum(nth - 1, 1))[th_robot]
         vth = np.where(j == 0, 0.0, lo_th[th_robot] + (j - 1) * dth).astype(np.float32)
-        arcs = self._arcs(state.pose[th_robot], vth, self._times(float(max_vx.max()), float(max_th.max())))
+        arcs = self._arcs(state.pose[th_robot], vth, times)
         vx = (lo_x[e] + i * ((hi_x - lo_x) / np.maximum(nvx - 1, 1))[e]).astype(np.float32)
         cost = self._score(state, e, vx, arcs, row)
-        cost[escaping[e]] = np.inf
+        if escaping.any():
+            cost[escaping[e]] = np.inf
 
         best_cost = np.minimum.reduceat(cost, starts)
         first = np.flatnonzero(cost == best_cost[e])
@@ -135,7 +150,9 @@ class DWAPlanner(LocalPlanner):
         column ``row`` of the angular table.
         """
         key = nvx.tobytes() + nth.tobytes()
-        if self._layout_cache[0] != key:
+        if key not in self._layout_cache:
+            if len(self._layout_cache) >= 16:
+                self._layout_cache.clear()
             n = len(nvx)
             th_start = np.cumsum(nth) - nth
             th_robot = np.repeat(np.arange(n), nth)
@@ -145,8 +162,8 @@ class DWAPlanner(LocalPlanner):
             e = np.repeat(np.arange(n), counts)
             q = np.arange(starts[-1] + counts[-1]) - starts[e]
             i = q // nth[e]
-            self._layout_cache = (key, (th_robot, j, starts, e, i, th_start[e] + q - i * nth[e]))
-        return self._layout_cache[1]
+            self._layout_cache[key] = (th_robot, j, starts, e, i, th_start[e] + q - i * nth[e])
+        return self._layout_cache[key]
 
     def _update_escape(self, state: PlannerInput) -> np.ndarray:
         """End the escapes that have moved or turned far enough; whether each robot ``[N]`` is still escaping."""
@@ -157,11 +174,15 @@ class DWAPlanner(LocalPlanner):
         self._escape_from[state.env[done]] = np.nan
         return ~np.isnan(origin[:, 0]) & ~done
 
-    def _times(self, speed: float, turn_rate: float) -> np.ndarray:
-        """Times ``[T]`` (s) of the points checked on rollouts up to ``speed`` (m/s) and ``turn_rate`` (rad/s)."""
-        steps = max(speed * self.sim_time / self.spacing, turn_rate * self.sim_time / self.angular_spacing, 3.0)
-        n = int(np.ceil(steps - 1e-6))
-        return np.linspace(self.sim_time / n, self.sim_time, n, dtype=np.float32)
+    def _n_points(self, speed: np.ndarray | float, turn_rate: np.ndarray | float) -> np.ndarray:
+        """Points checked per rollout (``[N]``, or a scalar) for speed limits ``speed`` (m/s) and ``turn_rate``
+        (rad/s): poses at most ``spacing`` m and ``angular_spacing`` rad apart, at least 3."""
+        steps = np.maximum(speed * self.sim_time / self.spacing, turn_rate * self.sim_time / self.angular_spacing)
+        return np.maximum(np.ceil(steps - 1e-6), 3).astype(np.int64)
+
+    def _times(self, n_points: int) -> np.ndarray:
+        """Times ``[n_points]`` (s) of the checked rollout poses, evenly spaced, the last at ``sim_time``."""
+        return np.linspace(self.sim_time / n_points, self.sim_time, n_points, dtype=np.float32)
 
     def _arcs(self, pose: np.ndarray, vth: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-unit-speed arcs ``[T, R]`` at ``times [T]`` of constant-velocity rollouts with angular speeds
@@ -180,10 +201,14 @@ class DWAPlanner(LocalPlanner):
 
     def _flat(self, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Flat index into the known grids of points ``x, y`` (m) of world slots ``slot`` (broadcast)."""
-        flat = ((y - Y0) * (1 / KNOWN_RES)).astype(np.int32)
+        return self._flat_grid(slot, (x - X0) * (1 / KNOWN_RES), (y - Y0) * (1 / KNOWN_RES))
+
+    def _flat_grid(self, slot: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        """Flat index into the known grids of points ``gx, gy`` in grid units of world slots ``slot`` (broadcast)."""
+        flat = gy.astype(np.int32)
         np.clip(flat, 0, KNOWN_SHAPE[0] - 1, out=flat)
         flat *= KNOWN_SHAPE[1]
-        ix = ((x - X0) * (1 / KNOWN_RES)).astype(np.int32)
+        ix = gx.astype(np.int32)
         np.clip(ix, 0, KNOWN_SHAPE[1] - 1, out=ix)
         flat += ix
         flat += (slot * (KNOWN_SHAPE[0] * KNOWN_SHAPE[1])).astype(np.int32)
@@ -191,7 +216,7 @@ class DWAPlanner(LocalPlanner):
 
     def _lookup(self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Known-obstacle distance (m) at points ``x, y`` of world slots ``slot`` (broadcast against them)."""
-        return state.known_dist.reshape(-1)[self._flat(slot, x, y)]
+        return np.take(state.known_dist, self._flat(slot, x, y))  # np.take: faster than fancy indexing
 
     def _check(self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray):
         """Rollouts of candidates ``[M]`` (robot ``e``, speed ``vx``, angular-table column ``row``): validity
@@ -203,21 +228,25 @@ class DWAPlanner(LocalPlanner):
         rectangle is tested exactly against the nearest known cylinders of the centre and two probes on the axis.
         """
         ax, ay, th, times = arcs
-        px, py = np.ascontiguousarray(state.pose[:, 0])[e], np.ascontiguousarray(state.pose[:, 1])[e]
+        px, py = np.take(np.ascontiguousarray(state.pose[:, 0]), e), np.take(np.ascontiguousarray(state.pose[:, 1]), e)
         end = np.stack([px + vx * ax[-1, row], py + vx * ay[-1, row], th[-1, row]], axis=1)
         least = np.full(len(e), KNOWN_CAP, dtype=np.float32)
         valid = np.ones(len(e), dtype=bool)
-        # A rollout stays within |vx| sim_time of its start: where the nearest known obstacle is farther than that
-        # plus KNOWN_CAP, every lookup would return the cap, so only the others are looked up.
-        near = np.flatnonzero(state.clearance[e] < np.abs(vx) * self.sim_time + KNOWN_CAP)
+        # A rollout stays within |vx| sim_time of its start. Clearance matters only below the circumscribed radius
+        # (contact) or the inflation radius + INSCRIBED_RADIUS (outline cost); rollouts that cannot come that
+        # near a known obstacle keep ``least`` = KNOWN_CAP (cost 0, valid) without lookups.
+        matters = np.maximum(_CIRCUMSCRIBED, np.take(state.params[:, 6], e) + INSCRIBED_RADIUS)
+        near = np.flatnonzero(state.clearance[e] < np.abs(vx) * self.sim_time + matters)
         if near.size == 0:
             return valid, least, end
         rn, vn, slot = row[near], vx[near, None], state.env[e[near]]
-        # np.take along axis 1 keeps [T, M] C-ordered (``a[:, idx]`` would not, making every reduction slow).
-        x = px[near] + vn.T * np.take(ax, rn, axis=1)
-        y = py[near] + vn.T * np.take(ay, rn, axis=1)
-        flat = self._flat(slot, x, y)
-        centre = state.known_dist.reshape(-1)[flat]
+        # Points in known-grid units (cell = floor); np.take along axis 1 keeps [T, M] C-ordered (``a[:, idx]``
+        # would not, making every reduction slow).
+        scale = 1 / KNOWN_RES
+        gx = (px[near] - X0) * scale + vn.T * np.take(ax * scale, rn, axis=1)
+        gy = (py[near] - Y0) * scale + vn.T * np.take(ay * scale, rn, axis=1)
+        flat = self._flat_grid(slot, gx, gy)
+        centre = np.take(state.known_dist, flat)
         closest = centre.min(axis=0)
         least[near] = closest
         travelled = np.abs(vn.T) * times[:, None]
@@ -225,7 +254,8 @@ class DWAPlanner(LocalPlanner):
         ok = ~bad.any(axis=0)
         t, m = np.nonzero((centre < _CIRCUMSCRIBED) & ok[None, :])
         if t.size:
-            ok[m[~self._footprint_clear(state, slot[m], x[t, m], y[t, m], th[t, rn[m]], flat[t, m])]] = False
+            x, y = gx[t, m] * KNOWN_RES + X0, gy[t, m] * KNOWN_RES + Y0
+            ok[m[~self._footprint_clear(state, slot[m], x, y, th[t, rn[m]], flat[t, m])]] = False
         valid[near] = ok
         return valid, least, end
 
@@ -244,8 +274,8 @@ class DWAPlanner(LocalPlanner):
         reach = (CYLINDER_RADIUS + _RASTER_MARGIN) ** 2
         clear = np.ones(x.size, dtype=bool)
         for probe in (flat, flat + shift, flat - shift):
-            k = ids[np.clip(probe, 0, ids.size - 1)]
-            centre = cylinders[first + np.maximum(k, 0)]
+            k = np.take(ids, probe, mode="clip")
+            centre = np.take(cylinders, first + np.maximum(k, 0), axis=0)
             dx, dy = centre[:, 0] - x, centre[:, 1] - y
             # Cylinder centre in the footprint frame; it misses the rectangle iff it is farther than the cylinder
             # radius from the rectangle (the positive parts of the per-axis excesses).
@@ -261,17 +291,18 @@ class DWAPlanner(LocalPlanner):
         valid, least, end = self._check(state, e, vx, arcs, row)
         # Highest cost under the padded footprint's outline: its sides pass ~INSCRIBED_RADIUS nearer the obstacle
         # than the centre (and the centre cell's own cost is never higher).
-        occ = inflation_cost(least - INSCRIBED_RADIUS, state.params[e, 6])
-        # Only plan points the end points can be nearest to: within the fastest rollout's reach + 0.5 m.
-        reach = float(state.params[:, 0].max()) * self.sim_time + 0.5
+        p = np.ascontiguousarray(state.params[:, 4:7].T)  # path bias, goal bias, inflation radius: rows [3, N]
+        occ = inflation_cost(least - INSCRIBED_RADIUS, np.take(p[2], e))
+        # Only plan points the end points can be nearest to: within the fastest possible rollout's reach + 0.5 m
+        # (a fixed bound: a robot's costs must not depend on the other robots' parameters).
+        reach = float(self.params.high[0]) * self.sim_time + 0.5
         path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / PLAN_RES))].transpose(2, 1, 0))
         dx = np.take(path[0], e, axis=1) - end[:, 0]
         dy = np.take(path[1], e, axis=1) - end[:, 1]
         path_dist = np.sqrt((dx * dx + dy * dy).min(axis=0))
-        goal = state.local_goal[e]
-        goal_dist = np.hypot(goal[:, 0] - end[:, 0], goal[:, 1] - end[:, 1])
-        p = state.params[e]
-        cost = p[:, 4] * path_dist + p[:, 5] * goal_dist + self.occ_weight * occ
+        goal = np.ascontiguousarray(state.local_goal.T)
+        goal_dist = np.hypot(np.take(goal[0], e) - end[:, 0], np.take(goal[1], e) - end[:, 1])
+        cost = np.take(p[0], e) * path_dist + np.take(p[1], e) * goal_dist + self.occ_weight * occ
         return np.where(valid, cost, np.inf).astype(np.float32)
 
     def _unblock(
@@ -288,7 +319,8 @@ class DWAPlanner(LocalPlanner):
         vth = np.where(vth >= 0, 1.0, -1.0) * np.maximum(np.abs(vth), self.min_in_place_vel_theta)
         vth = vth.astype(np.float32)
         e = robots[r]
-        arcs = self._arcs(state.pose[e], vth, self._times(0.0, float(np.abs(vth).max())))
+        # Checked as finely as the fastest possible rotation needs (a fixed resolution: see compute_velocity).
+        arcs = self._arcs(state.pose[e], vth, self._times(int(self._n_points(0.0, self.params.high[1]))))
         valid, _, end = self._check(state, e, np.zeros_like(vth), arcs, np.arange(len(e)))
         goal = state.local_goal[e]
         ahead_x = end[:, 0] + _HEADING_LOOKAHEAD * np.cos(end[:, 2])
@@ -305,7 +337,7 @@ class DWAPlanner(LocalPlanner):
             escape = robots[back]
             # Straight back: x0 + escape_vel * t * cos(th0), ...
             pose = state.pose[escape]
-            t = self._times(abs(self.escape_vel), 0.0)
+            t = self._times(int(self._n_points(abs(self.escape_vel), 0.0)))
             x = pose[None, :, 0] + self.escape_vel * t[:, None] * np.cos(pose[None, :, 2])
             y = pose[None, :, 1] + self.escape_vel * t[:, None] * np.sin(pose[None, :, 2])
             # The escape is not footprint-checked, but its centre must not enter inscribed cells beyond the robot's

@@ -31,11 +31,10 @@ COST_NEUTRAL, COST_FACTOR = 50.0, 0.8
 _BLOCKED_WEIGHT = 1e6
 
 
-@lru_cache(maxsize=32)
-def _grid_graph(first_row: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected plan grid from row ``first_row`` up, as CSR arrays (indptr, indices) + per-edge length (m) +
-    source cell of each edge (cells numbered from the first kept row)."""
-    h, w = PLAN_SHAPE[0] - first_row, PLAN_SHAPE[1]
+@lru_cache(maxsize=64)
+def _grid_graph(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected grid of ``h x w`` plan cells as CSR arrays (indptr, indices) + per-edge length (m) + source cell
+    of each edge."""
     idx = np.arange(h * w).reshape(h, w)
     r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     src, dst, length = [], [], []
@@ -87,7 +86,11 @@ def path_costs(known_dist: np.ndarray, inflation_radius: float, path: np.ndarray
 
 
 def navigation_function(
-    known_dist: np.ndarray, inflation_radius: float, goal: np.ndarray, limit: float = np.inf, min_y: float = -np.inf
+    known_dist: np.ndarray,
+    inflation_radius: float,
+    goal: np.ndarray,
+    limit: float = np.inf,
+    box: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """Cost-to-go predecessors towards ``goal`` on one known map.
 
@@ -95,23 +98,31 @@ def navigation_function(
     :param inflation_radius: Inflation radius (m).
     :param goal: Goal ``[2]`` (m).
     :param limit: Cells whose cost-to-go exceeds this (m of free travel) are not explored.
-    :param min_y: Only cells from about this height (m, rounded down to 0.75 m steps) up are searched.
+    :param box: Only search inside (x_min, x_max, y_min, y_max) (m, widened to 0.75 m steps; must hold the goal).
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
-    first_row = 0
-    if np.isfinite(min_y):
-        first_row = int(cell_of(np.array([X0, min(min_y, goal[1])]))) // PLAN_SHAPE[1] // 5 * 5
-    indptr, indices, length, source = _grid_graph(first_row)
-    offset = first_row * PLAN_SHAPE[1]
-    factor = _cell_factors(known_dist, inflation_radius)[offset:][source]
+    rows, cols = (0, PLAN_SHAPE[0]), (0, PLAN_SHAPE[1])
+    if box is not None:
+        lo, hi = cell_of(np.array([box[0], box[2]])), cell_of(np.array([box[1], box[3]]))
+        (r0, c0), (r1, c1) = divmod(int(lo), PLAN_SHAPE[1]), divmod(int(hi), PLAN_SHAPE[1])
+        rows = (r0 // 5 * 5, min(-(-(r1 + 1) // 5) * 5, PLAN_SHAPE[0]))  # whole blocks of 5: few cached graphs
+        cols = (c0 // 5 * 5, min(-(-(c1 + 1) // 5) * 5, PLAN_SHAPE[1]))
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    indptr, indices, length, source = _grid_graph(h, w)
+    factors = _cell_factors(known_dist, inflation_radius).reshape(PLAN_SHAPE)
+    factor = factors[rows[0] : rows[1], cols[0] : cols[1]].ravel()[source]
     # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
     # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
     weight = np.where(np.isinf(factor), _BLOCKED_WEIGHT, length * factor)
-    graph = csr_matrix((weight, indices, indptr), shape=(len(indptr) - 1, len(indptr) - 1))
-    dist, pred = dijkstra(graph, indices=int(cell_of(goal)) - offset, return_predecessors=True, limit=limit)
-    full = np.full(PLAN_SHAPE[0] * PLAN_SHAPE[1], -9999, dtype=np.int64)
-    full[offset:] = np.where((dist < _BLOCKED_WEIGHT) & (pred >= 0), pred + offset, -9999)
-    return full
+    graph = csr_matrix((weight, indices, indptr), shape=(h * w, h * w))
+    gr, gc = divmod(int(cell_of(goal)), PLAN_SHAPE[1])
+    dist, pred = dijkstra(graph, indices=(gr - rows[0]) * w + gc - cols[0], return_predecessors=True, limit=limit)
+    # Back to whole-map cell numbers.
+    pr, pc = np.divmod(pred, w)
+    inside = np.where((dist < _BLOCKED_WEIGHT) & (pred >= 0), (pr + rows[0]) * PLAN_SHAPE[1] + pc + cols[0], -9999)
+    full = np.full(PLAN_SHAPE, -9999, dtype=np.int64)
+    full[rows[0] : rows[1], cols[0] : cols[1]] = inside.reshape(h, w)
+    return full.ravel()
 
 
 def extract_path(pred: np.ndarray, start: np.ndarray, goal: np.ndarray, max_cells: int = 2000) -> np.ndarray | None:

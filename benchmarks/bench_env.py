@@ -1,0 +1,72 @@
+"""Env throughput through the public interfaces: ``BarnNav-v0`` (one env) vs ``BarnNavVecEnv`` (batched).
+
+Default DWA parameters on the 50 test worlds (real BARN worlds with ``--barn-dir``, else generated ones), 0.5 s of
+simulated time per step (DWA at 20 Hz inside), finished episodes reset automatically. Prints one JSON line:
+``single_steps_per_s``, ``vec_steps_per_s``, simulated seconds per wall second for both, and the ratio to one
+real-time Gazebo instance (2 steps/s at 0.5 s per step).
+
+    python benchmarks/bench_env.py [--barn-dir PATH/worlds/BARN] [--n-envs 64] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+
+GAZEBO_STEPS_PER_S = 2.0
+"""One Gazebo instance runs about real time: 2 env steps/s at 0.5 s per step."""
+
+
+def single_rate(barn_dir: str | None, seconds: float) -> float:
+    env = gym.make("BarnNav-v0", barn_dir=barn_dir, worlds="test")
+    env.reset(seed=0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(env.unwrapped.default_params)
+        steps += 1
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def vec_rate(barn_dir: str | None, n_envs: int, seconds: float) -> float:
+    venv = envs.BarnNavVecEnv(n_envs, barn_dir=barn_dir, worlds="test")
+    venv.seed(0)
+    venv.reset()
+    actions = np.tile(venv.batch.params.default, (n_envs, 1))
+    for _ in range(3):  # warm-up: world maps are built once per world
+        venv.step(actions)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        venv.step(actions)
+        steps += n_envs
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--barn-dir", default=None)
+    parser.add_argument("--n-envs", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement time per configuration")
+    args = parser.parse_args()
+    single = single_rate(args.barn_dir, args.seconds)
+    vec = vec_rate(args.barn_dir, args.n_envs, args.seconds)
+    print(json.dumps({
+        "single_steps_per_s": round(single, 1),
+        "vec_steps_per_s": round(vec, 1),
+        "n_envs": args.n_envs,
+        "single_sim_seconds_per_wall_second": round(0.5 * single, 1),
+        "vec_sim_seconds_per_wall_second": round(0.5 * vec, 1),
+        "vec_vs_one_gazebo": round(vec / GAZEBO_STEPS_PER_S, 1),
+        "worlds": "BARN test worlds" if args.barn_dir else "generated test worlds",
+    }))
+
+
+if __name__ == "__main__":
+    main()
