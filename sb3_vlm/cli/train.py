@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch as th
 from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--eval-freq", type=int, default=0, help="env steps between test-world evaluations (0: off)")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
 
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> Path:
         args = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved.items() if k != "resume"}})
         args.conf_file, args.barn_dir = Path(args.conf_file), args.barn_dir and Path(args.barn_dir)
         args.log_dir = Path(args.log_dir)
+    if args.torch_threads > 0:
+        th.set_num_threads(args.torch_threads)
     conf_file = args.conf_file or DEFAULT_CONF[args.policy]
     cfg = load_zoo_config(conf_file, args.env)
     if args.timesteps is not None:
