@@ -227,3 +227,20 @@ def test_stock_sb3_td3_with_the_vlm_policy_keeps_the_backbone(tmp_path):
     assert {id(p) for p in model.critic.parameters()}.isdisjoint(id(p) for p in extractor.parameters())
     model.save(tmp_path / "stock.zip")
     assert len(policy_zip_state(tmp_path / "stock.zip")) == len(model.policy.state_dict())
+
+
+@pytest.mark.parametrize("freeze_vlm", [True, False])
+def test_trains_on_the_real_costmap_env(freeze_vlm):
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers BarnNavCostmap-v0)
+
+    policy_kwargs = {"freeze_vlm": freeze_vlm, **({} if freeze_vlm else {"lora": LORA})}
+    model = make_model(gym.make("BarnNavCostmap-v0", max_steps=40), policy_kwargs, learning_starts=32)
+    backbone = model.policy.features_extractor.backbone
+    base = {k: v for k, v in snapshot(backbone).items() if "lora_" not in k}
+    lora = {k: v for k, v in snapshot(backbone).items() if "lora_B" in k}
+    model.learn(96)
+    assert model.num_timesteps == 96 and model.replay_buffer.observations.dtype == np.uint8
+    assert not changed(base, backbone)  # the base VLM never trains
+    assert changed(lora, backbone) != freeze_vlm  # LoRA trains exactly when the VLM is not frozen
