@@ -110,3 +110,18 @@ def test_cli_errors_are_clear(capsys):
     assert "expected 'dwa'" in capsys.readouterr().err
     assert main(["train", "--conf-file", "/nonexistent.yml"]) == 2
     assert "zoo config /nonexistent.yml not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "env_id, conf, packages",
+    [("BarnNav-v0", "applr", ["envs"]), ("BarnNavCostmap-v0", "vlm", ["envs", "sb3_vlm"])],
+)
+def test_stock_rl_zoo_trains_and_enjoys_our_files(tmp_path, env_id, conf, packages):
+    common = ["--algo", "td3", "--env", env_id, "--gym-packages", *packages, "-f", str(tmp_path)]
+    train = [sys.executable, "-m", "rl_zoo3.train", *common, "--conf-file", str(DEFAULT_CONF[conf]), "-n", "160",
+             "--hyperparams", "n_envs:2", "learning_starts:64", "batch_size:8", "--eval-freq", "-1"]
+    subprocess.run(train, check=True, capture_output=True, timeout=600)
+    assert (tmp_path / "td3" / f"{env_id}_1" / f"{env_id}.zip").is_file()
+    enjoy = [sys.executable, "-m", "rl_zoo3.enjoy", *common, "--no-render", "-n", "20"]
+    subprocess.run(enjoy, check=True, capture_output=True, timeout=600)
