@@ -68,7 +68,7 @@ from sb3_vlm.heads import history_transform
 from sb3_vlm.policy import VLMTD3Policy
 from sb3_vlm.replay import resize_image
 
-if TYPE_CHECKING:  # type only: sb3_vlm does not import envs at run time
+if TYPE_CHECKING:  # type only: FastAPI is an optional extra, imported lazily where the app is built
     from fastapi import FastAPI
 
 __all__ = [
