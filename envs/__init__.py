@@ -7,10 +7,19 @@
 from gymnasium.envs.registration import register
 
 from envs.nav_env import BarnNav, NavBatch, RewardConfig
+from envs.subproc_vec_env import BarnNavSubprocVecEnv
 from envs.vec_env import BarnNavVecEnv
 from envs.wrappers import CostmapObservation, NormalizedParams
 
-__all__ = ["BarnNav", "BarnNavVecEnv", "CostmapObservation", "NavBatch", "NormalizedParams", "RewardConfig"]
+__all__ = [
+    "BarnNav",
+    "BarnNavSubprocVecEnv",
+    "BarnNavVecEnv",
+    "CostmapObservation",
+    "NavBatch",
+    "NormalizedParams",
+    "RewardConfig",
+]
 
 register(id="BarnNav-v0", entry_point="envs.nav_env:BarnNav")
 register(id="BarnNavCostmap-v0", entry_point="envs.wrappers:make_costmap_env")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,7 @@ class World:
         """BARN file name, e.g. ``world_12.world``."""
         return f"world_{self.world_id}.world"
 
-    @property
+    @cached_property
     def path_length(self) -> float:
         """L: reference path length with start and goal (m)."""
         return path_length(self.reference_path)

@@ -186,6 +186,47 @@ def test_costmap_vec_env_with_velocity():
         envs.BarnNavVecEnv(2, observation="depth")
 
 
+def test_subproc_vec_env_matches_the_single_process_vec_env():
+    kwargs = dict(observation="costmap", velocity=True, image_size=(40, 60), max_steps=4)
+    venv = envs.BarnNavVecEnv(5, **kwargs)
+    workers = envs.BarnNavSubprocVecEnv(5, n_workers=2, **kwargs)
+    try:
+        assert list(workers.offsets) == [0, 3, 5] and workers.observation_space == venv.observation_space
+        for v in (venv, workers):
+            v.seed(11)
+            v.set_options([{"world_id": w} for w in (0, 6, 12, 18, 24)])
+        expected, got = venv.reset(), workers.reset()
+        for key in ("image", "velocity"):
+            np.testing.assert_array_equal(got[key], expected[key])
+        assert [i["world_id"] for i in workers.reset_infos] == [0, 6, 12, 18, 24]
+        actions = np.tile(DWA_PARAMS.default, (5, 1))
+        actions[3, 0] = 1.5  # one worker's episodes differ: still the same as in one process
+        ended = 0
+        for _ in range(6):  # through the auto-reset after 4 steps
+            (e_obs, e_rew, e_done, e_info), (g_obs, g_rew, g_done, g_info) = venv.step(actions), workers.step(actions)
+            np.testing.assert_array_equal(g_obs["image"], e_obs["image"])
+            np.testing.assert_array_equal(g_rew, e_rew)
+            np.testing.assert_array_equal(g_done, e_done)
+            assert [i["status"] for i in g_info] == [i["status"] for i in e_info]
+            for g, e in zip(g_info, e_info, strict=True):
+                assert ("terminal_observation" in g) == ("terminal_observation" in e)
+                if "terminal_observation" in e:
+                    ended += 1
+                    terminal = g["terminal_observation"]["image"]
+                    np.testing.assert_array_equal(terminal, e["terminal_observation"]["image"])
+        assert ended >= 5  # every episode ended (max_steps 4) and was reset in its worker
+        assert [i["steps"] for i in workers.reset_infos] == [i["steps"] for i in venv.reset_infos]
+        assert workers.get_attr("num_envs", indices=[1, 4]) == [3, 2]  # each worker's own BarnNavVecEnv
+        assert len(workers.get_images()) == 5
+        with pytest.raises(ValueError, match="'max_vel_x' = 20 outside its range"):
+            workers.step(actions * np.array([40, 1, 1, 1, 1, 1, 1], dtype=np.float32))
+    finally:
+        workers.close()
+    assert not any(p.is_alive() for p in workers.processes)
+    with pytest.raises(ValueError, match="n_envs must be an int >= n_workers"):
+        envs.BarnNavSubprocVecEnv(1, n_workers=2)
+
+
 def test_sb3_td3_trains_on_the_vec_env():
     model = TD3("MlpPolicy", envs.BarnNavVecEnv(4), learning_starts=32, batch_size=16, seed=0,
                 policy_kwargs=dict(net_arch=[32, 32]))

@@ -296,7 +296,7 @@ class DWAPlanner(LocalPlanner):
         # Only plan points the end points can be nearest to: within the fastest possible rollout's reach + 0.5 m
         # (a fixed bound: a robot's costs must not depend on the other robots' parameters).
         reach = float(self.params.high[0]) * self.sim_time + 0.5
-        path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / PLAN_RES))].transpose(2, 1, 0))
+        path = self._candidate_path(state, int(np.ceil(reach / PLAN_RES)))
         dx = np.take(path[0], e, axis=1) - end[:, 0]
         dy = np.take(path[1], e, axis=1) - end[:, 1]
         path_dist = np.sqrt((dx * dx + dy * dy).min(axis=0))
@@ -304,6 +304,24 @@ class DWAPlanner(LocalPlanner):
         goal_dist = np.hypot(np.take(goal[0], e) - end[:, 0], np.take(goal[1], e) - end[:, 1])
         cost = np.take(p[0], e) * path_dist + np.take(p[1], e) * goal_dist + self.occ_weight * occ
         return np.where(valid, cost, np.inf).astype(np.float32)
+
+    def _candidate_path(self, state: PlannerInput, count: int) -> np.ndarray:
+        """The first ``count`` local-path points of each robot that can be nearest to one of its rollout end points,
+        packed first: ``[2, K', N]`` (x, y rows; m), ``K' <= count``, the rest of a robot's column far away.
+
+        An end point lies within ``r = max_vel_x * sim_time`` of the robot, so a point more than ``d + 2 r`` from the
+        robot (``d``: its nearest point's distance) is always farther from it than that nearest point: dropping it
+        changes no distance, and a robot's points do not depend on the other robots'.
+        """
+        path = np.ascontiguousarray(state.local_path[:, :count].transpose(2, 1, 0))  # [2, count, N]
+        d2 = (path[0] - state.pose[:, 0]) ** 2 + (path[1] - state.pose[:, 1]) ** 2
+        bound = np.sqrt(d2.min(axis=0)) + 2 * state.params[:, 0] * self.sim_time + 1e-3
+        keep = d2 <= bound * bound
+        keep[1:] &= np.diff(d2, axis=0) != 0  # repeats (the padding after the plan's end) add nothing
+        order = np.argsort(~keep, axis=0, kind="stable")[: int(keep.sum(axis=0).max())]
+        packed = np.take_along_axis(path, order[None], axis=1)
+        packed[:, ~np.take_along_axis(keep, order, axis=0)] = 1e3
+        return packed
 
     def _unblock(
         self, state: PlannerInput, robots: np.ndarray, lo_th: np.ndarray, hi_th: np.ndarray, nth: np.ndarray
