@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from envs.worlds import CYLINDER_RADIUS, World
@@ -33,7 +34,6 @@ TRUE_SHAPE = (round(HEIGHT / TRUE_RES), round(WIDTH / TRUE_RES))
 KNOWN_SHAPE = (round(HEIGHT / KNOWN_RES), round(WIDTH / KNOWN_RES))
 
 _STAMP_HALF = int(np.ceil((KNOWN_CAP + CYLINDER_RADIUS) / KNOWN_RES))
-_STAMP_OFFSETS = np.arange(-_STAMP_HALF, _STAMP_HALF + 1)
 
 
 @dataclass(frozen=True)
@@ -73,23 +73,29 @@ def stamp_known(
         return
     gx, gy = (centres[:, 0] - X0) / KNOWN_RES + 1e-4, (centres[:, 1] - Y0) / KNOWN_RES + 1e-4
     cx, cy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
-    # Square patches around each cylinder's cell. A patch depends only on where the centre lies in its cell, and
-    # BARN's cylinders all sit on one 0.15 m grid: the few distinct patches are computed once each.
-    phases, which = np.unique(np.round(np.stack([gx - cx, gy - cy], axis=1), 3), axis=0, return_inverse=True)
-    dx = (_STAMP_OFFSETS + 0.5 - phases[:, 0, None]) * KNOWN_RES
-    dy = (_STAMP_OFFSETS + 0.5 - phases[:, 1, None]) * KNOWN_RES
-    patches = (np.sqrt(dx[:, None, :] ** 2 + dy[:, :, None] ** 2) - CYLINDER_RADIUS).astype(np.float32)
-    size = len(_STAMP_OFFSETS)
-    for j in range(len(centres)):  # one masked update per patch: cheaper than a scattered ufunc.at
-        y0, x0 = cy[j] - _STAMP_HALF, cx[j] - _STAMP_HALF
-        ya, yb = max(y0, 0), min(y0 + size, KNOWN_SHAPE[0])
-        xa, xb = max(x0, 0), min(x0 + size, KNOWN_SHAPE[1])
-        if ya < yb and xa < xb:
-            view = known_dist[slots[j], ya:yb, xa:xb]
-            new = patches[which[j], ya - y0 : yb - y0, xa - x0 : xb - x0]
-            nearer = new < view
-            view[nearer] = new[nearer]
-            known_id[slots[j], ya:yb, xa:xb][nearer] = ids[j]
+    # Where each centre lies in its cell, rounded: BARN's cylinders all sit on one 0.15 m grid, so the patches of
+    # equal phases are equal.
+    _stamp(known_dist, known_id, np.asarray(slots), cx, cy, np.round(gx - cx, 3), np.round(gy - cy, 3), ids)
+
+
+@njit(cache=True, nogil=True)
+def _stamp(known_dist, known_id, slots, cx, cy, phase_x, phase_y, ids) -> None:
+    """:func:`stamp_known` for cylinders whose centres lie at ``phase`` within known cells ``(cy, cx)``."""
+    for j in range(len(slots)):
+        for oy in range(-_STAMP_HALF, _STAMP_HALF + 1):
+            iy = cy[j] + oy
+            if not 0 <= iy < KNOWN_SHAPE[0]:
+                continue
+            dy = (oy + 0.5 - phase_y[j]) * KNOWN_RES
+            for ox in range(-_STAMP_HALF, _STAMP_HALF + 1):
+                ix = cx[j] + ox
+                if not 0 <= ix < KNOWN_SHAPE[1]:
+                    continue
+                dx = (ox + 0.5 - phase_x[j]) * KNOWN_RES
+                d = np.float32(np.sqrt(dx * dx + dy * dy) - CYLINDER_RADIUS)
+                if d < known_dist[slots[j], iy, ix]:
+                    known_dist[slots[j], iy, ix] = d
+                    known_id[slots[j], iy, ix] = ids[j]
 
 
 @lru_cache(maxsize=64)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0
+from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS, inflation_cost
+from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
+from envs.planners.dwa_kernels import check_rollouts, score_rollouts
 from envs.planners.global_planner import PLAN_RES
 from envs.planners.params import DWA_PARAMS
-from envs.worlds import CYLINDER_RADIUS
 
 _CIRCUMSCRIBED = float(np.hypot(*FOOTPRINT_HALF))
 _RASTER_MARGIN = KNOWN_RES / 2
@@ -230,98 +230,30 @@ class DWAPlanner(LocalPlanner):
         ax, ay, th, times = arcs
         px, py = np.take(np.ascontiguousarray(state.pose[:, 0]), e), np.take(np.ascontiguousarray(state.pose[:, 1]), e)
         end = np.stack([px + vx * ax[-1, row], py + vx * ay[-1, row], th[-1, row]], axis=1)
-        least = np.full(len(e), KNOWN_CAP, dtype=np.float32)
-        valid = np.ones(len(e), dtype=bool)
         # A rollout stays within |vx| sim_time of its start. Clearance matters only below the circumscribed radius
         # (contact) or the inflation radius + INSCRIBED_RADIUS (outline cost); rollouts that cannot come that
         # near a known obstacle keep ``least`` = KNOWN_CAP (cost 0, valid) without lookups.
         matters = np.maximum(_CIRCUMSCRIBED, np.take(state.params[:, 6], e) + INSCRIBED_RADIUS)
-        near = np.flatnonzero(state.clearance[e] < np.abs(vx) * self.sim_time + matters)
-        if near.size == 0:
-            return valid, least, end
-        rn, vn, slot = row[near], vx[near, None], state.env[e[near]]
-        # Points in known-grid units (cell = floor); np.take along axis 1 keeps [T, M] C-ordered (``a[:, idx]``
-        # would not, making every reduction slow).
-        scale = 1 / KNOWN_RES
-        gx = (px[near] - X0) * scale + vn.T * np.take(ax * scale, rn, axis=1)
-        gy = (py[near] - Y0) * scale + vn.T * np.take(ay * scale, rn, axis=1)
-        flat = self._flat_grid(slot, gx, gy)
-        centre = np.take(state.known_dist, flat)
-        closest = centre.min(axis=0)
-        least[near] = closest
-        travelled = np.abs(vn.T) * times[:, None]
-        bad = (centre < INSCRIBED_RADIUS) & (travelled > FOOTPRINT_HALF[0])
-        ok = ~bad.any(axis=0)
-        t, m = np.nonzero((centre < _CIRCUMSCRIBED) & ok[None, :])
-        if t.size:
-            x, y = gx[t, m] * KNOWN_RES + X0, gy[t, m] * KNOWN_RES + Y0
-            ok[m[~self._footprint_clear(state, slot[m], x, y, th[t, rn[m]], flat[t, m])]] = False
-        valid[near] = ok
+        near = state.clearance[e] < np.abs(vx) * self.sim_time + matters
+        valid, least = check_rollouts(
+            state.known_dist, state.known_id, state.cylinders, state.env[e], px, py, vx, row, ax, ay, th, times, near
+        )
         return valid, least, end
-
-    def _footprint_clear(
-        self, state: PlannerInput, slot: np.ndarray, x: np.ndarray, y: np.ndarray, th: np.ndarray, flat: np.ndarray
-    ) -> np.ndarray:
-        """Whether the padded footprint at poses ``[P]`` misses the nearest known cylinders of its centre and of
-        the front and back probes (exact rectangle / circle test)."""
-        c, s = np.cos(th), np.sin(th)
-        ids = state.known_id.reshape(-1)
-        cylinders = state.cylinders.reshape(-1, 2)
-        first = slot * state.cylinders.shape[1]
-        # Probes: the centre's cell shifted by the rounded offset (no cylinder is near the region's edges).
-        shift = np.rint(c * (_PROBE / KNOWN_RES)).astype(np.int32)
-        shift += np.rint(s * (_PROBE / KNOWN_RES)).astype(np.int32) * KNOWN_SHAPE[1]
-        reach = (CYLINDER_RADIUS + _RASTER_MARGIN) ** 2
-        clear = np.ones(x.size, dtype=bool)
-        for probe in (flat, flat + shift, flat - shift):
-            k = np.take(ids, probe, mode="clip")
-            centre = np.take(cylinders, first + np.maximum(k, 0), axis=0)
-            dx, dy = centre[:, 0] - x, centre[:, 1] - y
-            # Cylinder centre in the footprint frame; it misses the rectangle iff it is farther than the cylinder
-            # radius from the rectangle (the positive parts of the per-axis excesses).
-            qx = np.maximum(np.abs(c * dx + s * dy) - FOOTPRINT_HALF[0], 0.0)
-            qy = np.maximum(np.abs(c * dy - s * dx) - FOOTPRINT_HALF[1], 0.0)
-            clear &= (k < 0) | (qx * qx + qy * qy >= reach)
-        return clear
 
     def _score(
         self, state: PlannerInput, e: np.ndarray, vx: np.ndarray, arcs: tuple[np.ndarray, ...], row: np.ndarray
     ) -> np.ndarray:
-        """Cost of each candidate ``[M]``; ``inf`` for rejected ones."""
-        valid, least, end = self._check(state, e, vx, arcs, row)
-        # Highest cost under the padded footprint's outline: its sides pass ~INSCRIBED_RADIUS nearer the obstacle
-        # than the centre (and the centre cell's own cost is never higher).
-        p = np.ascontiguousarray(state.params[:, 4:7].T)  # path bias, goal bias, inflation radius: rows [3, N]
-        occ = inflation_cost(least - INSCRIBED_RADIUS, np.take(p[2], e))
+        """Cost of each candidate ``[M]``; ``inf`` for rejected ones (see :func:`score_rollouts`)."""
         # Only plan points the end points can be nearest to: within the fastest possible rollout's reach + 0.5 m
         # (a fixed bound: a robot's costs must not depend on the other robots' parameters).
         reach = float(self.params.high[0]) * self.sim_time + 0.5
-        path = self._candidate_path(state, int(np.ceil(reach / PLAN_RES)))
-        dx = np.take(path[0], e, axis=1) - end[:, 0]
-        dy = np.take(path[1], e, axis=1) - end[:, 1]
-        path_dist = np.sqrt((dx * dx + dy * dy).min(axis=0))
-        goal = np.ascontiguousarray(state.local_goal.T)
-        goal_dist = np.hypot(np.take(goal[0], e) - end[:, 0], np.take(goal[1], e) - end[:, 1])
-        cost = np.take(p[0], e) * path_dist + np.take(p[1], e) * goal_dist + self.occ_weight * occ
-        return np.where(valid, cost, np.inf).astype(np.float32)
-
-    def _candidate_path(self, state: PlannerInput, count: int) -> np.ndarray:
-        """The first ``count`` local-path points of each robot that can be nearest to one of its rollout end points,
-        packed first: ``[2, K', N]`` (x, y rows; m), ``K' <= count``, the rest of a robot's column far away.
-
-        An end point lies within ``r = max_vel_x * sim_time`` of the robot, so a point more than ``d + 2 r`` from the
-        robot (``d``: its nearest point's distance) is always farther from it than that nearest point: dropping it
-        changes no distance, and a robot's points do not depend on the other robots'.
-        """
-        path = np.ascontiguousarray(state.local_path[:, :count].transpose(2, 1, 0))  # [2, count, N]
-        d2 = (path[0] - state.pose[:, 0]) ** 2 + (path[1] - state.pose[:, 1]) ** 2
-        bound = np.sqrt(d2.min(axis=0)) + 2 * state.params[:, 0] * self.sim_time + 1e-3
-        keep = d2 <= bound * bound
-        keep[1:] &= np.diff(d2, axis=0) != 0  # repeats (the padding after the plan's end) add nothing
-        order = np.argsort(~keep, axis=0, kind="stable")[: int(keep.sum(axis=0).max())]
-        packed = np.take_along_axis(path, order[None], axis=1)
-        packed[:, ~np.take_along_axis(keep, order, axis=0)] = 1e3
-        return packed
+        path = np.ascontiguousarray(state.local_path[:, : int(np.ceil(reach / PLAN_RES))])
+        ax, ay, th, times = arcs
+        weights = np.array([self.sim_time, self.occ_weight], dtype=np.float32)
+        return score_rollouts(
+            state.known_dist, state.known_id, state.cylinders, state.env, state.pose, state.params, state.clearance,
+            path, state.local_goal, e, vx, row, ax, ay, th, times, weights,
+        )  # fmt: skip
 
     def _unblock(
         self, state: PlannerInput, robots: np.ndarray, lo_th: np.ndarray, hi_th: np.ndarray, nth: np.ndarray
