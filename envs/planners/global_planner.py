@@ -8,11 +8,8 @@ matters (see ``envs.sim``).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
+from numba import njit
 
 from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.costmap import INSCRIBED, inflation_cost
@@ -28,30 +25,6 @@ _FIRST = tuple(int(round((_CORNER[a] - o) / KNOWN_RES - 0.5)) % PLAN_STRIDE for 
 PLAN_SHAPE = tuple(len(range(_FIRST[a], KNOWN_SHAPE[a], PLAN_STRIDE)) for a in (0, 1))
 COST_NEUTRAL, COST_FACTOR = 50.0, 0.8
 """NavFn's step cost: ``COST_NEUTRAL + COST_FACTOR * costmap cost`` per cell."""
-_BLOCKED_WEIGHT = 1e6
-
-
-@lru_cache(maxsize=64)
-def _grid_graph(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected grid of ``h x w`` plan cells as CSR arrays (indptr, indices) + per-edge length (m) + source cell
-    of each edge."""
-    idx = np.arange(h * w).reshape(h, w)
-    r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    src, dst, length = [], [], []
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == dc == 0:
-                continue
-            r2, c2 = r + dr, c + dc
-            ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
-            src.append(idx[ok])
-            dst.append(idx[r2[ok], c2[ok]])
-            length.append(np.full(ok.sum(), np.hypot(dr, dc) * PLAN_RES))
-    src, dst, length = np.concatenate(src), np.concatenate(dst), np.concatenate(length)
-    order = np.lexsort((dst, src))
-    src, dst, length = src[order], dst[order], length[order]
-    indptr = np.searchsorted(src, np.arange(h * w + 1)).astype(np.int32)
-    return indptr, dst.astype(np.int32), length, src
 
 
 def cell_of(xy: np.ndarray) -> np.ndarray:
@@ -98,31 +71,76 @@ def navigation_function(
     :param inflation_radius: Inflation radius (m).
     :param goal: Goal ``[2]`` (m).
     :param limit: Cells whose cost-to-go exceeds this (m of free travel) are not explored.
-    :param box: Only search inside (x_min, x_max, y_min, y_max) (m, widened to 0.75 m steps; must hold the goal).
+    :param box: Only search inside (x_min, x_max, y_min, y_max) (m; must hold the goal).
     :return: Predecessor of every plan cell on its way to the goal ``[PH * PW]`` (-9999 where unreachable).
     """
     rows, cols = (0, PLAN_SHAPE[0]), (0, PLAN_SHAPE[1])
     if box is not None:
         lo, hi = cell_of(np.array([box[0], box[2]])), cell_of(np.array([box[1], box[3]]))
         (r0, c0), (r1, c1) = divmod(int(lo), PLAN_SHAPE[1]), divmod(int(hi), PLAN_SHAPE[1])
-        rows = (r0 // 5 * 5, min(-(-(r1 + 1) // 5) * 5, PLAN_SHAPE[0]))  # whole blocks of 5: few cached graphs
-        cols = (c0 // 5 * 5, min(-(-(c1 + 1) // 5) * 5, PLAN_SHAPE[1]))
-    h, w = rows[1] - rows[0], cols[1] - cols[0]
-    indptr, indices, length, source = _grid_graph(h, w)
-    factors = _cell_factors(known_dist, inflation_radius).reshape(PLAN_SHAPE)
-    factor = factors[rows[0] : rows[1], cols[0] : cols[1]].ravel()[source]
-    # The search runs from the goal over reversed edges: edge u -> v here is the robot's move v -> u, which pays
-    # for entering u. The 8-neighbourhood is symmetric, so the reversed graph has the same structure.
-    weight = np.where(np.isinf(factor), _BLOCKED_WEIGHT, length * factor)
-    graph = csr_matrix((weight, indices, indptr), shape=(h * w, h * w))
-    gr, gc = divmod(int(cell_of(goal)), PLAN_SHAPE[1])
-    dist, pred = dijkstra(graph, indices=(gr - rows[0]) * w + gc - cols[0], return_predecessors=True, limit=limit)
-    # Back to whole-map cell numbers.
-    pr, pc = np.divmod(pred, w)
-    inside = np.where((dist < _BLOCKED_WEIGHT) & (pred >= 0), (pr + rows[0]) * PLAN_SHAPE[1] + pc + cols[0], -9999)
-    full = np.full(PLAN_SHAPE, -9999, dtype=np.int64)
-    full[rows[0] : rows[1], cols[0] : cols[1]] = inside.reshape(h, w)
-    return full.ravel()
+        rows, cols = (r0, r1 + 1), (c0, c1 + 1)
+    factors = _cell_factors(known_dist, inflation_radius).reshape(PLAN_SHAPE).astype(np.float64)
+    pred = np.full(PLAN_SHAPE, -9999, dtype=np.int64)
+    goal_row, goal_col = divmod(int(cell_of(goal)), PLAN_SHAPE[1])
+    _dijkstra(factors, rows[0], rows[1], cols[0], cols[1], goal_row, goal_col, float(limit), pred)
+    return pred.ravel()
+
+
+@njit(cache=True, nogil=True)
+def _dijkstra(factors, r0, r1, c0, c1, goal_row, goal_col, limit, pred) -> None:
+    """Dijkstra from the goal cell over the 8-connected plan cells of rows ``r0 .. r1 - 1`` and columns
+    ``c0 .. c1 - 1`` of ``factors [PH, PW]``, writing each reached cell's successor towards the goal into ``pred``
+    (flat whole-map numbers; cells costlier than ``limit`` m are left alone).
+
+    The search runs from the goal over reversed moves: reaching cell v from u here is the robot's move v -> u,
+    which pays for entering u (length x ``factors[u]``). Inscribed and lethal cells (inf) are never entered.
+    """
+    width = c1 - c0
+    dist = np.full((r1 - r0) * width, np.inf)
+    # Binary heap of (cost, local cell) with lazy deletion: stale entries are skipped when popped.
+    keys = np.empty(8 * dist.size + 1)
+    cells = np.empty(8 * dist.size + 1, dtype=np.int64)
+    start = (goal_row - r0) * width + goal_col - c0
+    dist[start], keys[0], cells[0], size = 0.0, 0.0, start, 1
+    while size:
+        d, u = keys[0], cells[0]
+        size -= 1
+        keys[0], cells[0] = keys[size], cells[size]
+        i = 0  # sift down
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            if child + 1 < size and keys[child + 1] < keys[child]:
+                child += 1
+            if keys[child] >= keys[i]:
+                break
+            keys[i], keys[child], cells[i], cells[child] = keys[child], keys[i], cells[child], cells[i]
+            i = child
+        if d > dist[u]:
+            continue
+        ur, uc = divmod(u, width)
+        factor = factors[ur + r0, uc + c0]
+        if not factor < np.inf:
+            continue
+        for dr in range(-1, 2):
+            for dc in range(-1, 2):
+                vr, vc = ur + dr, uc + dc
+                if (dr == 0 and dc == 0) or not (0 <= vr < r1 - r0 and 0 <= vc < width):
+                    continue
+                nd = d + (PLAN_RES * np.sqrt(dr * dr + dc * dc)) * factor
+                v = vr * width + vc
+                if nd >= dist[v] or nd > limit:
+                    continue
+                dist[v] = nd
+                pred[vr + r0, vc + c0] = (ur + r0) * PLAN_SHAPE[1] + uc + c0
+                keys[size], cells[size] = nd, v  # sift up
+                i = size
+                size += 1
+                while i > 0 and keys[(i - 1) // 2] > keys[i]:
+                    p = (i - 1) // 2
+                    keys[i], keys[p], cells[i], cells[p] = keys[p], keys[i], cells[p], cells[i]
+                    i = p
 
 
 def extract_path(pred: np.ndarray, start: np.ndarray, goal: np.ndarray, max_cells: int = 2000) -> np.ndarray | None:
