@@ -80,6 +80,15 @@ def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert buffer_rows(last) == full_rows
 
 
+def test_train_with_simulator_worker_processes(tmp_path):
+    conf = small_applr_conf(tmp_path, n_timesteps=120)
+    args = ["train", "--conf-file", str(conf), "--env-workers", "2", "--log-dir", str(tmp_path), "--no-progress-bar"]
+    assert main(args) == 0
+    run = next(tmp_path.glob("BarnNav-v0__*"))
+    rows = buffer_rows(run / "checkpoints" / "last")
+    assert rows == 60 and (run / "model.zip").stat().st_size > 0  # 120 steps over the 2 envs of 2 workers
+
+
 def test_eval_and_compare_json(tmp_path, capsys):
     assert main(["eval", "dwa", "--worlds", "0,6", "--runs", "1", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--eval-freq", type=int, default=0, help="env steps between test-world evaluations (0: off)")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--env-workers", type=int, default=1, help="simulator processes (BarnNavSubprocVecEnv if > 1)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> Path:
         saved = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
         (run_dir / RUN_CONFIG).write_text(json.dumps({**saved, "conf_file": str(conf_file)}, indent=2))
 
-    env = make_vec_env(cfg.env_id, cfg.n_envs, seed=args.seed, **env_kwargs)
+    env = make_vec_env(cfg.env_id, cfg.n_envs, seed=args.seed, n_workers=args.env_workers, **env_kwargs)
     algo_cls = VLMTD3 if _is_vlm(cfg.algo_kwargs["policy"]) else TD3
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if args.resume is not None else None
     if last is not None:
@@ -141,5 +142,8 @@ def run(args: argparse.Namespace) -> Path:
     model.save(run_dir / "model.zip")
     if isinstance(model.policy, VLMTD3Policy):
         model.policy.save_pretrained(run_dir / "policy")
+    env.close()
+    if eval_env is not None:
+        eval_env.close()
     print(f"trained {model.num_timesteps} steps -> {run_dir}")
     return run_dir
