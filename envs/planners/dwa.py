@@ -25,12 +25,6 @@ from envs.planners.dwa_kernels import check_rollouts, score_rollouts
 from envs.planners.global_planner import PLAN_RES
 from envs.planners.params import DWA_PARAMS
 
-_CIRCUMSCRIBED = float(np.hypot(*FOOTPRINT_HALF))
-_RASTER_MARGIN = KNOWN_RES / 2
-"""TrajectoryPlanner declares contact when a costmap cell on the rasterised footprint outline holds a laser hit, so
-an obstacle counts as touched about half a 0.05 m cell before the exact outline reaches it."""
-_PROBE = FOOTPRINT_HALF[0] - FOOTPRINT_HALF[1] / 2
-"""Offset (m) of the front and back probe points whose nearest known cylinders are tested along with the centre's."""
 _HEADING_LOOKAHEAD = 0.325
 """TrajectoryPlanner ``heading_lookahead`` (m): in-place rotations are ranked by the goal distance of this point."""
 
@@ -230,14 +224,10 @@ class DWAPlanner(LocalPlanner):
         ax, ay, th, times = arcs
         px, py = np.take(np.ascontiguousarray(state.pose[:, 0]), e), np.take(np.ascontiguousarray(state.pose[:, 1]), e)
         end = np.stack([px + vx * ax[-1, row], py + vx * ay[-1, row], th[-1, row]], axis=1)
-        # A rollout stays within |vx| sim_time of its start. Clearance matters only below the circumscribed radius
-        # (contact) or the inflation radius + INSCRIBED_RADIUS (outline cost); rollouts that cannot come that
-        # near a known obstacle keep ``least`` = KNOWN_CAP (cost 0, valid) without lookups.
-        matters = np.maximum(_CIRCUMSCRIBED, np.take(state.params[:, 6], e) + INSCRIBED_RADIUS)
-        near = state.clearance[e] < np.abs(vx) * self.sim_time + matters
         valid, least = check_rollouts(
-            state.known_dist, state.known_id, state.cylinders, state.env[e], px, py, vx, row, ax, ay, th, times, near
-        )
+            state.known_dist, state.known_id, state.cylinders, state.env[e], px, py, vx, row, ax, ay, th, times,
+            state.clearance[e], state.params[e, 6], self.sim_time,
+        )  # fmt: skip
         return valid, least, end
 
     def _score(

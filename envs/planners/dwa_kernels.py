@@ -48,6 +48,14 @@ def _touches(known_id, cylinders, s, iy, ix, x, y, c, sn) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def _may_come_near(clearance, v, sim_time, inflation) -> bool:
+    """Whether a rollout at speed ``v`` (m/s) from ``clearance`` (m) of the nearest known obstacle can matter: it
+    stays within ``|v| sim_time`` of its start, and clearance counts only below the circumscribed radius (contact)
+    or ``inflation + INSCRIBED_RADIUS`` (outline cost). Those that cannot are valid with clearance ``KNOWN_CAP``."""
+    return clearance < abs(v) * sim_time + max(_CIRCUMSCRIBED, inflation + _INSCRIBED)
+
+
+@njit(cache=True, nogil=True)
 def _rollout(known_dist, known_id, cylinders, s, px, py, v, r, ax, ay, th, times):
     """Whether the rollout of speed ``v`` along arc column ``r`` from ``(px, py)`` in slot ``s`` is valid, and its
     least centre clearance (m; partial when invalid). Arguments as :func:`check_rollouts`."""
@@ -77,7 +85,9 @@ def _rollout(known_dist, known_id, cylinders, s, px, py, v, r, ax, ay, th, times
 
 
 @njit(cache=True, nogil=True)
-def check_rollouts(known_dist, known_id, cylinders, slot, px, py, vx, row, ax, ay, th, times, near):
+def check_rollouts(
+    known_dist, known_id, cylinders, slot, px, py, vx, row, ax, ay, th, times, clearance, inflation, sim_time
+):
     """Validity ``[M]`` and least centre clearance ``[M]`` (m) of constant-velocity rollouts.
 
     :param known_dist: Known-obstacle distance grids ``[E, KH, KW]`` float32 (m); ``known_id`` their cylinders
@@ -85,14 +95,15 @@ def check_rollouts(known_dist, known_id, cylinders, slot, px, py, vx, row, ax, a
     :param slot: Grid slot of each candidate ``[M]``; ``px, py`` its start (m), ``vx`` its speed (m/s), ``row`` its
         column of the per-unit-speed arcs ``ax, ay`` (m per m/s) and headings ``th`` (rad), all ``[T, R]``, at
         ``times [T]`` (s).
-    :param near: Candidates that can come near a known obstacle ``[M]``; the others are skipped: valid, with
-        clearance ``KNOWN_CAP``.
+    :param clearance: Distance (m) from each candidate's start to the nearest known obstacle ``[M]``, and
+        ``inflation`` its robot's inflation radius ``[M]`` (m): rollouts that cannot come near an obstacle within
+        ``sim_time`` (s) are skipped (valid, clearance ``KNOWN_CAP``).
     :return: ``valid [M]`` (bool) and ``least [M]`` (float32 m, at most ``KNOWN_CAP``; partial for invalid ones).
     """
     valid = np.ones(slot.shape[0], dtype=np.bool_)
     least = np.full(slot.shape[0], _CAP, dtype=np.float32)
     for m in range(slot.shape[0]):
-        if near[m]:
+        if _may_come_near(clearance[m], vx[m], sim_time, inflation[m]):
             valid[m], least[m] = _rollout(
                 known_dist, known_id, cylinders, slot[m], px[m], py[m], vx[m], row[m], ax, ay, th, times
             )
@@ -112,8 +123,6 @@ def score_rollouts(
     Cost: ``path_distance_bias * path_dist + goal_distance_bias * goal_dist + occ_weight * max_cost``, distances of
     the rollout's end point; ``max_cost`` is the highest cell cost under the padded footprint's outline, whose sides
     pass ~``INSCRIBED_RADIUS`` nearer the obstacle than the centre (the centre cell's own cost is never higher).
-    A rollout stays within ``|vx| sim_time`` of its start, so one that cannot come within the circumscribed radius
-    (contact) or ``inflation_radius + INSCRIBED_RADIUS`` (outline cost) of a known obstacle needs no lookups.
     """
     sim_time, occ_weight = weights[0], weights[1]
     last = times.shape[0] - 1
@@ -122,7 +131,7 @@ def score_rollouts(
         n, v, r = e[m], vx[m], row[m]
         px, py, inflation = pose[n, 0], pose[n, 1], params[n, 6]
         valid, least = True, _CAP
-        if clearance[n] < abs(v) * sim_time + max(_CIRCUMSCRIBED, inflation + _INSCRIBED):
+        if _may_come_near(clearance[n], v, sim_time, inflation):
             valid, least = _rollout(known_dist, known_id, cylinders, env[n], px, py, v, r, ax, ay, th, times)
         if not valid:
             cost[m] = np.inf
