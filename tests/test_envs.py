@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs.nav_env import REWARD_PRESETS
 from envs.planners import DWA_PARAMS
-from envs.worlds import TEST_IDS, World, generate_world, load_barn_world
+from envs.worlds import TEST_IDS, World, _robot_passable, generate_world, load_barn_world
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -266,3 +266,5 @@ def test_generated_worlds_match_real_ones_statistically():
     real_density = np.mean([w.field_density for w in real])
     gen_density = np.mean([w.field_density for w in generated])
     assert abs(gen_density - real_density) < 0.03  # real 0.180 +- 0.05
+    # Solvable for the robot, as BARN keeps them: the planner finds a path for the padded footprint in every world.
+    assert all(_robot_passable(w.cylinders) for w in real + generated)
