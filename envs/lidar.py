@@ -32,17 +32,18 @@ def scan(pose: np.ndarray, cylinders: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     ranges = np.full((len(pose), N_BEAMS), np.inf, dtype=np.float32)
     hit_id = np.full((len(pose), N_BEAMS), -1, dtype=np.int32)
-    _scan(pose.astype(np.float64), cylinders.astype(np.float64), ranges, hit_id)
+    _scan(pose, cylinders, ranges, hit_id)
     return ranges, hit_id
 
 
 @njit(cache=True, nogil=True)
 def _scan(pose: np.ndarray, cylinders: np.ndarray, ranges: np.ndarray, hit_id: np.ndarray) -> None:
-    """:func:`scan` into ``ranges`` and ``hit_id`` (filled with ``inf`` and -1), in float64."""
+    """:func:`scan` into ``ranges`` and ``hit_id`` (filled with ``inf`` and -1), computed in float64."""
     for s in range(pose.shape[0]):
-        c, sn = np.cos(pose[s, 2]), np.sin(pose[s, 2])
+        x, y, heading = np.float64(pose[s, 0]), np.float64(pose[s, 1]), np.float64(pose[s, 2])
+        c, sn = np.cos(heading), np.sin(heading)
         for k in range(cylinders.shape[1]):
-            gx, gy = cylinders[s, k, 0] - pose[s, 0], cylinders[s, k, 1] - pose[s, 1]
+            gx, gy = np.float64(cylinders[s, k, 0]) - x, np.float64(cylinders[s, k, 1]) - y
             d2 = gx * gx + gy * gy
             # Cylinders in reach; a robot inside a cylinder (only possible after a collision) sees nothing of it.
             if not (CYLINDER_RADIUS**2 < d2 < (RANGE_MAX + CYLINDER_RADIUS) ** 2):

@@ -110,8 +110,11 @@ class BarnNavSubprocVecEnv(VecEnv):
             local.setdefault(w, []).append(i - int(self.offsets[w]))
         return local
 
-    def _reset_infos(self) -> list[dict[str, Any]]:
-        return [info for infos in self._call("reset_infos") for info in infos]
+    def _reset_infos(self, workers: Sequence[int] | None = None) -> None:
+        """Fetch ``reset_infos`` from ``workers`` (all by default) into their slices of ours."""
+        workers = range(len(self.remotes)) if workers is None else workers
+        for w, infos in zip(workers, self._call("reset_infos", {w: ((), {}) for w in workers}), strict=True):
+            self.reset_infos[self.offsets[w] : self.offsets[w + 1]] = infos
 
     # -- VecEnv -----------------------------------------------------------------------------------------------
     def seed(self, seed: int | None = None) -> Sequence[None | int]:
@@ -123,7 +126,7 @@ class BarnNavSubprocVecEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         self._call("set_options", self._each(lambda w: (list(self._share(self._options, w)),)))
         obs = _concat(self._call("reset"))
-        self.reset_infos = self._reset_infos()
+        self._reset_infos()
         self._reset_options()
         return obs
 
@@ -134,8 +137,8 @@ class BarnNavSubprocVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = zip(*self._receive(self._pending), strict=True)
         dones = np.concatenate(dones)
-        if dones.any():  # finished episodes were reset in their worker
-            self.reset_infos = self._reset_infos()
+        # Finished episodes were reset in their worker: fetch the new reset infos of those workers only.
+        self._reset_infos([w for w in range(len(self.remotes)) if dones[self.offsets[w] : self.offsets[w + 1]].any()])
         return _concat(obs), np.concatenate(rewards), dones, [info for part in infos for info in part]
 
     def close(self) -> None:
