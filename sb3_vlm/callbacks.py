@@ -70,7 +70,8 @@ class SafeCheckpointCallback(BaseCallback):
         self.save_path, self.save_freq, self.save_replay_buffer = Path(save_path), save_freq, save_replay_buffer
         self._next = save_freq
 
-    def _init_callback(self) -> None:
+    def _on_training_start(self) -> None:
+        # SB3 sets num_timesteps (> 0 on resume) just before this call, not before _init_callback.
         self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _on_step(self) -> bool:
@@ -161,6 +162,18 @@ class NavMetricsCallback(BaseCallback):
         self.best_nav_metric = -np.inf
         self.last_eval: dict[str, float] = {}
         self._next_eval = eval_freq
+
+    def _on_training_start(self) -> None:
+        # Not _init_callback: SB3 sets num_timesteps (> 0 on resume) just before this call. A resumed run evaluates
+        # at the next multiple of eval_freq (not at every step until a counter from 0 catches up), and only a better
+        # policy than the one already in best_path replaces it.
+        if self.eval_freq > 0:
+            self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        if self.best_path is not None and np.isneginf(self.best_nav_metric):
+            found = find_checkpoint(self.best_path)
+            state = None if found is None else json.loads((found / STATE_JSON).read_text())
+            if state is not None and "test_nav_metric" in state:
+                self.best_nav_metric = float(state["test_nav_metric"])
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):

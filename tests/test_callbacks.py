@@ -1,0 +1,70 @@
+"""Training callbacks: resumed NavMetricsCallback keeps its eval schedule and its best checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+from _laser_env import laser_env
+from stable_baselines3 import TD3
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_vlm import callbacks
+from sb3_vlm.callbacks import STATE_JSON, NavMetricsCallback, save_training_checkpoint
+
+
+@pytest.fixture
+def resumed_model():
+    """A small TD3 as ``sb3-vlm train --resume`` hands it to the callbacks: 1,000 steps already done."""
+    model = TD3("MlpPolicy", DummyVecEnv([laser_env]), learning_starts=10, policy_kwargs=dict(net_arch=[8]))
+    model.set_logger(configure(None, []))
+    model.num_timesteps = 1000
+    return model
+
+
+def _drive(cb: NavMetricsCallback, model: TD3, steps: int) -> None:
+    cb.init_callback(model)
+    cb.on_training_start({}, {})
+    for _ in range(steps):
+        model.num_timesteps += 1
+        cb.update_locals({"infos": [{}], "dones": np.array([False])})
+        cb.on_step()
+
+
+def test_resumed_nav_metrics_keeps_schedule_and_best(tmp_path, monkeypatch, resumed_model):
+    best = tmp_path / "best"
+    save_training_checkpoint(resumed_model, best, test_nav_metric=0.3)
+    evaluations = []
+
+    def fake_episodes(predict, venv, seed=None, options=None):
+        evaluations.append(resumed_model.num_timesteps)
+        return [{"status": "collision", "nav_metric": 0.1, "time": 5.0}]
+
+    monkeypatch.setattr(callbacks, "run_episodes", fake_episodes)
+    cb = NavMetricsCallback(eval_env=object(), eval_freq=100, best_path=best)  # type: ignore[arg-type]
+    _drive(cb, resumed_model, 250)
+
+    assert evaluations == [1100, 1200]  # not at every step from 100 up to 1,000
+    assert cb.best_nav_metric == 0.3
+    assert json.loads((best / STATE_JSON).read_text())["test_nav_metric"] == 0.3  # a worse policy did not replace it
+
+
+def test_fresh_nav_metrics_saves_its_first_evaluation(tmp_path, monkeypatch, resumed_model):
+    resumed_model.num_timesteps = 0
+    monkeypatch.setattr(callbacks, "run_episodes", lambda *a, **k: [{"status": "success", "nav_metric": 0.2, "time": 1}])
+    cb = NavMetricsCallback(eval_env=object(), eval_freq=100, best_path=tmp_path / "best")  # type: ignore[arg-type]
+    _drive(cb, resumed_model, 100)
+    assert cb.best_nav_metric == 0.2
+    assert json.loads((tmp_path / "best" / STATE_JSON).read_text())["test_nav_metric"] == 0.2
+
+
+def test_resumed_checkpoint_callback_waits_for_its_next_multiple(tmp_path, monkeypatch, resumed_model):
+    saved = []
+    cb = callbacks.SafeCheckpointCallback(tmp_path, save_freq=300)
+    monkeypatch.setattr(cb, "save", lambda name, **state: saved.append(resumed_model.num_timesteps))
+    _drive(cb, resumed_model, 1)
+    cb.on_rollout_end()
+    assert saved == []  # 1,001 steps: the next checkpoint is due at 1,200
+    _drive(cb, resumed_model, 200)
+    cb.on_rollout_end()
+    assert saved == [1201]
