@@ -51,7 +51,8 @@ def test_resumed_nav_metrics_keeps_schedule_and_best(tmp_path, monkeypatch, resu
 
 def test_fresh_nav_metrics_saves_its_first_evaluation(tmp_path, monkeypatch, resumed_model):
     resumed_model.num_timesteps = 0
-    monkeypatch.setattr(callbacks, "run_episodes", lambda *a, **k: [{"status": "success", "nav_metric": 0.2, "time": 1}])
+    final = {"status": "success", "nav_metric": 0.2, "time": 1.0}
+    monkeypatch.setattr(callbacks, "run_episodes", lambda *a, **k: [final])
     cb = NavMetricsCallback(eval_env=object(), eval_freq=100, best_path=tmp_path / "best")  # type: ignore[arg-type]
     _drive(cb, resumed_model, 100)
     assert cb.best_nav_metric == 0.2

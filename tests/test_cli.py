@@ -23,7 +23,12 @@ def small_applr_conf(tmp_path: Path, n_timesteps: int) -> Path:
     """The APPLR zoo file, shrunk to a test budget."""
     conf = yaml.safe_load(DEFAULT_CONF["applr"].read_text())
     conf["BarnNav-v0"].update(
-        n_timesteps=n_timesteps, n_envs=2, learning_starts=40, batch_size=16, gradient_steps=1, buffer_size=5000,
+        n_timesteps=n_timesteps,
+        n_envs=2,
+        learning_starts=40,
+        batch_size=16,
+        gradient_steps=1,
+        buffer_size=5000,
         policy_kwargs="dict(net_arch=[32, 32])",
     )
     conf["BarnNav-v0"]["env_kwargs"]["max_steps"] = 25
@@ -58,8 +63,9 @@ def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
     full_rows = buffer_rows(full_run / "checkpoints" / "last")
     assert full_rows == 300  # 600 steps over 2 envs
 
-    proc = subprocess.Popen([*CLI, *base, "--log-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, *base, "--log-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     state = None
     while time.time() < deadline and proc.poll() is None:
@@ -99,8 +105,14 @@ def test_eval_and_compare_json(tmp_path, capsys):
     assert main(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["policy"] for r in rows] == ["dwa", "slow"]
-    for name in ("summary.md", "summary.csv", "per_world.csv", "episodes.csv", "per_world_nav_metric.png",
-                 "trajectories.png"):
+    for name in (
+        "summary.md",
+        "summary.csv",
+        "per_world.csv",
+        "episodes.csv",
+        "per_world_nav_metric.png",
+        "trajectories.png",
+    ):
         assert (out / name).stat().st_size > 0
     ok = [r for r in rows if r["success_rate"] > 0]
     if len(ok) == 2:
@@ -128,8 +140,22 @@ def test_cli_errors_are_clear(capsys):
 )
 def test_stock_rl_zoo_trains_and_enjoys_our_files(tmp_path, env_id, conf, packages):
     common = ["--algo", "td3", "--env", env_id, "--gym-packages", *packages, "-f", str(tmp_path)]
-    train = [sys.executable, "-m", "rl_zoo3.train", *common, "--conf-file", str(DEFAULT_CONF[conf]), "-n", "160",
-             "--hyperparams", "n_envs:2", "learning_starts:64", "batch_size:8", "--eval-freq", "-1"]
+    train = [
+        sys.executable,
+        "-m",
+        "rl_zoo3.train",
+        *common,
+        "--conf-file",
+        str(DEFAULT_CONF[conf]),
+        "-n",
+        "160",
+        "--hyperparams",
+        "n_envs:2",
+        "learning_starts:64",
+        "batch_size:8",
+        "--eval-freq",
+        "-1",
+    ]
     subprocess.run(train, check=True, capture_output=True, timeout=600)
     assert (tmp_path / "td3" / f"{env_id}_1" / f"{env_id}.zip").is_file()
     enjoy = [sys.executable, "-m", "rl_zoo3.enjoy", *common, "--no-render", "-n", "20"]

@@ -216,8 +216,16 @@ def test_rejects_other_policies():
 def test_stock_sb3_td3_with_the_vlm_policy_keeps_the_backbone(tmp_path):
     # rl_zoo3's `--algo td3` runs SB3's own TD3.train, which polyak-averages critic.parameters() and
     # actor.parameters(): those list heads only, so the shared backbone is never averaged with itself.
-    model = TD3(VLMTD3Policy, image_env(), policy_kwargs={"backbone": "tiny"}, tau=0.5, batch_size=4,
-                learning_starts=8, buffer_size=100, seed=0)
+    model = TD3(
+        VLMTD3Policy,
+        image_env(),
+        policy_kwargs={"backbone": "tiny"},
+        tau=0.5,
+        batch_size=4,
+        learning_starts=8,
+        buffer_size=100,
+        seed=0,
+    )
     extractor = model.policy.features_extractor
     backbone, dpt = snapshot(extractor.backbone), snapshot(extractor.dpt)
     head = snapshot(model.critic_target)

@@ -27,8 +27,16 @@ from sb3_vlm.cli.evaluate import (  # noqa: E402
     world_list,
 )
 
-SUMMARY_COLUMNS = ["policy", "episodes", "success_rate", "collision_rate", "timeout_rate", "time", "nav_metric",
-                   "nav_metric_ci95"]
+SUMMARY_COLUMNS = [
+    "policy",
+    "episodes",
+    "success_rate",
+    "collision_rate",
+    "timeout_rate",
+    "time",
+    "nav_metric",
+    "nav_metric_ci95",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +86,12 @@ def plot_trajectories(
         ax.plot(*world.reference_path.T, "k--", lw=0.8, label="reference path")
         for k, name in enumerate(policies):
             rec = next(r for r in records if r["policy"] == name and r["world"] == w and r["run"] == 0)
-            ax.plot(*rec["trajectory"].T, color=colours[k % len(colours)], lw=1.5,
-                    label=f"{name}: {rec['status']} {rec['time']:.0f}s")
+            ax.plot(
+                *rec["trajectory"].T,
+                color=colours[k % len(colours)],
+                lw=1.5,
+                label=f"{name}: {rec['status']} {rec['time']:.0f}s",
+            )
         ax.set_xlim(-5.2, 0.7)
         ax.set_ylim(-0.3, 14)
         ax.set_aspect("equal")
@@ -101,8 +113,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if policy.name in names:
             raise ValueError(f"two policies are named {policy.name!r}: name them, e.g. a={spec}")
         names.append(policy.name)
-        records += evaluate(policy, worlds, args.runs, args.barn_dir, args.seed, args.max_envs,
-                            progress=not args.json)
+        records += evaluate(policy, worlds, args.runs, args.barn_dir, args.seed, args.max_envs, progress=not args.json)
     stats = [summary([r for r in records if r["policy"] == name]) for name in names]
     worlds_rows = per_world(records)
     write_csv(out / "episodes.csv", records, ["policy", "world", "run", "status", "time", "nav_metric", "opt_time"])
@@ -117,6 +128,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(json.dumps(row))
     else:
         print(table)
-        print(f"\nwritten to {out}: summary.md, summary.csv, per_world.csv, episodes.csv, "
-              "per_world_nav_metric.png, trajectories.png")
+        print(
+            f"\nwritten to {out}: summary.md, summary.csv, per_world.csv, episodes.csv, "
+            "per_world_nav_metric.png, trajectories.png"
+        )
     return stats

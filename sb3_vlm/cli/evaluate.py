@@ -89,9 +89,11 @@ def _sb3_zip(name: str, path: Path) -> EvalPolicy:
     if env_id is not None:
         observation = OBSERVATIONS[env_id]
     else:
-        observation = "costmap" if is_image_space(model.observation_space) or isinstance(
-            model.observation_space, spaces.Dict
-        ) else "laser"
+        observation = (
+            "costmap"
+            if is_image_space(model.observation_space) or isinstance(model.observation_space, spaces.Dict)
+            else "laser"
+        )
     if observation == "costmap" and isinstance(model.observation_space, spaces.Dict):
         env_kwargs.setdefault("velocity", True)
     return EvalPolicy(name, observation, lambda obs: model.predict(obs, deterministic=True)[0], env_kwargs)
@@ -180,8 +182,16 @@ def evaluate(
             finals = run_episodes(policy.predict, venv, seed + start, [{"world_id": w} for w, _ in chunk])
             for (w, r), info in zip(chunk, finals, strict=True):
                 records.append(
-                    {"policy": policy.name, "world": w, "run": r, "status": info["status"], "time": info["time"],
-                     "nav_metric": info["nav_metric"], "opt_time": info["opt_time"], "trajectory": info["trajectory"]}
+                    {
+                        "policy": policy.name,
+                        "world": w,
+                        "run": r,
+                        "status": info["status"],
+                        "time": info["time"],
+                        "nav_metric": info["nav_metric"],
+                        "opt_time": info["opt_time"],
+                        "trajectory": info["trajectory"],
+                    }
                 )
             bar.update(len(chunk))
     return records
@@ -219,10 +229,14 @@ def per_world(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in records if (r["policy"], r["world"]) == key]
         ok = [r["time"] for r in group if r["status"] == "success"]
         rows.append(
-            {"policy": key[0], "world": key[1], "runs": len(group),
-             "success_rate": float(np.mean([r["status"] == "success" for r in group])),
-             "time": float(np.mean(ok)) if ok else float("nan"),
-             "nav_metric": float(np.mean([r["nav_metric"] for r in group]))}
+            {
+                "policy": key[0],
+                "world": key[1],
+                "runs": len(group),
+                "success_rate": float(np.mean([r["status"] == "success" for r in group])),
+                "time": float(np.mean(ok)) if ok else float("nan"),
+                "nav_metric": float(np.mean([r["nav_metric"] for r in group])),
+            }
         )
     return rows
 
@@ -260,13 +274,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = load_policy(args.policy, tuple(args.image_size))
-    records = evaluate(policy, world_list(args.worlds, args.barn_dir), args.runs, args.barn_dir, args.seed,
-                       args.max_envs, progress=not args.json)
+    records = evaluate(
+        policy,
+        world_list(args.worlds, args.barn_dir),
+        args.runs,
+        args.barn_dir,
+        args.seed,
+        args.max_envs,
+        progress=not args.json,
+    )
     stats = summary(records)
     if args.json:
         print(json.dumps(stats))
     else:
         print(format_table(per_world(records), ["world", "runs", "success_rate", "time", "nav_metric"]))
-        print(format_table([stats], ["policy", "episodes", "success_rate", "collision_rate", "timeout_rate", "time",
-                                     "nav_metric", "nav_metric_ci95"]))
+        print(
+            format_table(
+                [stats],
+                [
+                    "policy",
+                    "episodes",
+                    "success_rate",
+                    "collision_rate",
+                    "timeout_rate",
+                    "time",
+                    "nav_metric",
+                    "nav_metric_ci95",
+                ],
+            )
+        )
     return stats

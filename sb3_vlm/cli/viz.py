@@ -21,8 +21,9 @@ from sb3_vlm.td3 import VLMTD3  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default=TINY,
-                        help="VLMTD3 .zip, policy/FTRL checkpoint directory, or 'tiny' (default)")
+    parser.add_argument(
+        "model", nargs="?", default=TINY, help="VLMTD3 .zip, policy/FTRL checkpoint directory, or 'tiny' (default)"
+    )
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds directory (default: generated worlds)")
     parser.add_argument("--worlds", type=int, nargs="+", default=[0, 6, 12, 18], help="one frame per world")
     parser.add_argument("--steps", type=int, default=12, help="default-DWA steps before the frame is taken")
@@ -61,8 +62,9 @@ def image_attention(extractor: VLMDPTExtractor, images: np.ndarray) -> tuple[np.
 def run(args: argparse.Namespace) -> Path:
     size = tuple(args.image_size)
     extractor = load_extractor(args.model, size)
-    venv = BarnNavVecEnv(len(args.worlds), observation="costmap", image_size=size, barn_dir=args.barn_dir,
-                         worlds=args.worlds)
+    venv = BarnNavVecEnv(
+        len(args.worlds), observation="costmap", image_size=size, barn_dir=args.barn_dir, worlds=args.worlds
+    )
     venv.seed(0)
     venv.set_options([{"world_id": w} for w in args.worlds])
     images = venv.reset()
@@ -72,8 +74,9 @@ def run(args: argparse.Namespace) -> Path:
     fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 3.2), squeeze=False)
     for ax, image, heat, s, w in zip(axes[0], images, maps, share, args.worlds, strict=True):
         ax.imshow(image)
-        ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5),
-                  interpolation="nearest")
+        ax.imshow(
+            heat, cmap="inferno", alpha=0.55, extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5), interpolation="nearest"
+        )
         ax.set_title(f"world {w}: {100 * s:.0f}% of attention on image tokens", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"DPT attention pooling over the costmap image ({args.model})", fontsize=9)
