@@ -99,7 +99,35 @@ class BarnNavVecEnv(VecEnv):
         raise AttributeError(f"BarnNavVecEnv has no per-env attributes to set ({attr_name!r})")
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list:
-        return [getattr(self, method_name)(*method_args, **kwargs) for _ in self._get_indices(indices)]
+        """
+        Call ``method_name`` on each selected env, as a single ``BarnNav`` would answer it: ``reset(seed=None,
+        options=None)`` starts only env ``i``'s next episode and returns its ``(obs, info)``; ``render()`` draws env
+        ``i``. Any other method belongs to the whole batch: allowed only when every env is selected, called once per
+        env (VecEnv's one-result-per-env convention).
+        """
+        selected = list(self._get_indices(indices))
+        per_env = {"reset": self._env_reset, "render": self._env_render}
+        if method_name in per_env:
+            return [per_env[method_name](i, *method_args, **kwargs) for i in selected]
+        if sorted(selected) != list(range(self.num_envs)):
+            raise ValueError(
+                f"BarnNavVecEnv.env_method: {method_name!r} acts on the whole batch, not on envs {selected}; "
+                "per-env methods are 'reset' and 'render'"
+            )
+        return [getattr(self, method_name)(*method_args, **kwargs) for _ in selected]
+
+    def _env_reset(
+        self, i: int, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[VecEnvObs, dict[str, Any]]:
+        """Gymnasium ``reset`` of env ``i`` alone."""
+        if seed is not None:
+            self._rngs[i] = np.random.default_rng(seed)
+        self.batch.reset(i, self._rngs[i], (options or {}).get("world_id"))
+        self.reset_infos[i] = self.batch.info(i)
+        return _index(self._observe(), i), self.reset_infos[i]
+
+    def _env_render(self, i: int) -> np.ndarray:
+        return self.batch.render_top_down(i)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
