@@ -112,7 +112,8 @@ class VLMTD3(TD3):
             optimizer.zero_grad()
             self.skipped_updates += 1
             return False
-        if self.max_grad_norm is not None:
+        if self.max_grad_norm is not None and norm > self.max_grad_norm:
+            # Only ever scale down: before torch 2.9 clip_grads_with_norm_ does not clamp max_norm / norm at 1.
             th.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
         optimizer.step()
         return True

@@ -186,6 +186,22 @@ def test_max_grad_norm_bounds_the_step():
     assert 0 < step.norm() <= 0.1 * 1e-3 * (1 + 1e-4)
 
 
+def test_max_grad_norm_never_scales_gradients_up(monkeypatch):
+    # torch 2.6-2.8's clip_grads_with_norm_ scales by max_norm / total_norm even when that is > 1.
+    def unclamped(parameters, max_norm, total_norm, foreach=None):
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.mul_(max_norm / (total_norm + 1e-6))
+
+    monkeypatch.setattr(th.nn.utils, "clip_grads_with_norm_", unclamped)
+    model = make_model(policy_kwargs=dict(optimizer_class=th.optim.SGD), max_grad_norm=1e6, critic_lr=1e-3)
+    model.learn(20)
+    before = [p.detach().clone() for p in model.critic.parameters()]
+    model.train(gradient_steps=1, batch_size=4)
+    step = th.cat([(p.detach() - b).flatten() for p, b in zip(model.critic.parameters(), before, strict=True)])
+    assert 0 < step.norm() < 1.0  # an unclipped SGD step, not one scaled towards 1e6 * lr
+
+
 def test_policy_save_pretrained_and_from_pretrained(tmp_path):
     model = make_model()
     model.learn(20)
