@@ -1,7 +1,6 @@
 """Packaging: dependency floors match the APIs the code uses; the zoo files ship as package data."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,9 @@ NEEDED = {
 
 
 def _floors() -> dict[str, tuple[int, ...]]:
-    data = tomllib.loads(PYPROJECT.read_text())
-    deps = data["project"]["dependencies"] + [d for ds in data["project"]["optional-dependencies"].values() for d in ds]
-    floors = {}
-    for dep in deps:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", dep.replace(" ", ""))
-        if match:
-            floors[match[1].lower().replace("_", "-")] = tuple(int(x) for x in match[2].split("."))
-    return floors
+    """``name -> floor`` of every quoted ``"name>=x.y"`` requirement (tomllib is Python 3.11+; we support 3.10)."""
+    found = re.findall(r'"([A-Za-z0-9_.-]+)\s*>=\s*([0-9.]+)"', PYPROJECT.read_text())
+    return {name.lower().replace("_", "-"): tuple(int(x) for x in v.split(".")) for name, v in found}
 
 
 @pytest.mark.parametrize("name, needed", sorted(NEEDED.items()))
