@@ -1,8 +1,52 @@
-"""sb3-vlm: a vision-language model with a DPT head as a Stable-Baselines3 TD3 policy."""
+"""sb3-vlm: a vision-language model with a DPT head as a Stable-Baselines3 TD3 policy.
 
-from sb3_vlm.extractor import VLMDPTExtractor
-from sb3_vlm.heads import DPTHead, HistoryEncoder
-from sb3_vlm.policy import VLMPolicy, VLMTD3Policy
-from sb3_vlm.td3 import VLMTD3
+The public names are imported on first use (PEP 562), so ``import sb3_vlm`` and the ``sb3-vlm`` command line stay
+fast and import torch, transformers or peft only when something needs them.
+"""
 
-__all__ = ["DPTHead", "HistoryEncoder", "VLMDPTExtractor", "VLMPolicy", "VLMTD3", "VLMTD3Policy"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sb3_vlm.extractor import VLMDPTExtractor
+    from sb3_vlm.heads import DPTHead, HistoryEncoder
+    from sb3_vlm.policy import VLMPolicy, VLMTD3Policy
+    from sb3_vlm.replay import fill_replay_buffer, load_trajectories
+    from sb3_vlm.td3 import VLMTD3
+
+# public name -> module that defines it
+_EXPORTS = {
+    "DPTHead": "sb3_vlm.heads",
+    "HistoryEncoder": "sb3_vlm.heads",
+    "VLMDPTExtractor": "sb3_vlm.extractor",
+    "VLMPolicy": "sb3_vlm.policy",
+    "VLMTD3": "sb3_vlm.td3",
+    "VLMTD3Policy": "sb3_vlm.policy",
+    "fill_replay_buffer": "sb3_vlm.replay",
+    "load_trajectories": "sb3_vlm.replay",
+}
+
+__all__ = [
+    "DPTHead",
+    "HistoryEncoder",
+    "VLMDPTExtractor",
+    "VLMPolicy",
+    "VLMTD3",
+    "VLMTD3Policy",
+    "fill_replay_buffer",
+    "load_trajectories",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sb3_vlm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

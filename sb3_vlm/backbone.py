@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Any, NamedTuple
 
 import torch as th
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, BitsAndBytesConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -277,12 +277,14 @@ class VLMBackbone(nn.Module):
         elif lora is not None:
             kwargs = {**_LORA_DEFAULTS, **dict(lora)}
             kwargs.setdefault("target_modules", ftrl_lora_targets(model))
+            from peft import LoraConfig, get_peft_model  # imported on use: peft imports bitsandbytes (slow, noisy)
+
             model = get_peft_model(model, LoraConfig(**kwargs))
         backbone = cls(model, source, tokenizer, planner=planner, image_size=image_size, adapter_source=adapter_source)
         return backbone.eval()
 
     def _base_model(self) -> Qwen2_5_VLForConditionalGeneration:
-        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        return self.model.get_base_model() if _is_peft(self.model) else self.model
 
     @property
     def hidden_size(self) -> int:
@@ -297,7 +299,7 @@ class VLMBackbone(nn.Module):
     @property
     def has_lora(self) -> bool:
         """Whether LoRA weights are separate (unmerged) modules, i.e. savable as an adapter."""
-        return isinstance(self.model, PeftModel)
+        return _is_peft(self.model)
 
     @property
     def has_adapter(self) -> bool:
@@ -454,6 +456,12 @@ def _load_quantized(path: str, dtype: th.dtype, qconfig: BitsAndBytesConfig) -> 
     return model
 
 
+def _is_peft(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``PeftModel`` (without importing peft: a model can only be one once peft is loaded)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
 def _load_tokenizer(source: str) -> Any:
     if source == TINY or not any((Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         return None
@@ -467,6 +475,8 @@ def _load_adapter(
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory / name}: file not found")
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
     config = LoraConfig.from_pretrained(directory)
     config.inference_mode = not trainable
     config.base_model_name_or_path = source

@@ -126,11 +126,41 @@ def test_eval_published_applr_actor(capsys):
     assert stats["policy"] == "applr" and stats["episodes"] == 1
 
 
+def test_help_is_fast_and_imports_nothing_heavy():
+    probe = (
+        "import sys, time; t = time.perf_counter(); from sb3_vlm.cli import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'stable_baselines3', 'envs', 'numba') "
+        "if m in sys.modules]; print(heavy, time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    heavy, seconds = out.stdout.rsplit("]", 1)
+    assert heavy == "[" and float(seconds) < 1.0
+    started = time.perf_counter()
+    result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "pretrain" in result.stdout
+    assert result.stderr == ""  # e.g. no bitsandbytes "Failed to load CPU gemm_4bit_forward" line
+    assert time.perf_counter() - started < 3.0
+
+
 def test_cli_errors_are_clear(capsys):
     assert main(["eval", "nonsense-policy", "--worlds", "0", "--runs", "1"]) == 2
     assert "expected 'dwa'" in capsys.readouterr().err
     assert main(["train", "--conf-file", "/nonexistent.yml"]) == 2
     assert "zoo config /nonexistent.yml not found" in capsys.readouterr().err
+
+
+def test_cli_bugs_keep_their_traceback(monkeypatch, capsys):
+    from sb3_vlm.cli import evaluate
+
+    def buggy(args):
+        return np.zeros(3) + np.zeros(4)  # a ValueError raised inside numpy: a bug, not bad input
+
+    monkeypatch.setattr(evaluate, "run", buggy)
+    with pytest.raises(ValueError, match="broadcast"):
+        main(["eval", "dwa"])
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="expected 'dwa'"):
+        main(["--debug", "eval", "nonsense-policy", "--worlds", "0", "--runs", "1"])
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ RESULT_LINE = re.compile(
 
 
 def run_cli(*argv: str) -> CollectSummary:
-    args = build_parser().parse_args(["collect", "--no-progress-bar", *argv])
+    args = build_parser("collect").parse_args(["collect", "--no-progress-bar", *argv])
     return args.func(args)
 
 

@@ -1,10 +1,19 @@
-"""``sb3-vlm`` command line: one subcommand per stage of the FTRL workflow."""
+"""``sb3-vlm`` command line: one subcommand per stage of the FTRL workflow.
+
+Only the chosen subcommand's module is imported (``sb3-vlm --help`` imports no torch, simulator or VLM code).
+Errors that our code raises for bad input (``ValueError``, ``FileNotFoundError``, ``PermissionError``, a missing
+optional dependency) print one line; anything else is a bug and shows its traceback, as does every error with
+``--debug``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
 
 # subcommand -> (module of sb3_vlm.cli with add_arguments/run, help)
 COMMANDS = {
@@ -17,23 +26,40 @@ COMMANDS = {
     "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
 }
 
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError)
+"""Exception types our code raises, with a message naming the bad input and a fix."""
+_OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sb3-vlm", description=__doc__)
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s arguments are defined (its module imported), the others are listed."""
+    parser = argparse.ArgumentParser(prog="sb3-vlm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        command = importlib.import_module(f"sb3_vlm.cli.{module}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_arguments(sub_parser)
-        sub_parser.set_defaults(func=command.run)
+        if name == command:
+            module_obj = importlib.import_module(f"sb3_vlm.cli.{module}")
+            module_obj.add_arguments(sub_parser)
+            sub_parser.set_defaults(func=module_obj.run)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _raised_by_us(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error`` is code of ``sb3_vlm`` or ``envs`` (a deliberate, worded raise)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_OUR_PACKAGES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
+    except USER_ERRORS as e:
+        if args.debug or not _raised_by_us(e):
+            raise
         print(f"sb3-vlm {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
