@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,21 @@ def test_eval_and_compare_json(tmp_path, capsys):
     ok = [r for r in rows if r["success_rate"] > 0]
     if len(ok) == 2:
         assert rows[1]["time"] > rows[0]["time"]  # 0.2 m/s is slower than 0.5 m/s
+
+
+def test_eval_of_an_n_step_zip_does_not_warn(tmp_path, capsys):
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs import BarnNav
+
+    model = TD3("MlpPolicy", DummyVecEnv([BarnNav]), n_steps=4, policy_kwargs=dict(net_arch=[8]))
+    model.save(tmp_path / "applr.zip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["eval", str(tmp_path / "applr.zip"), "--worlds", "0", "--runs", "1", "--json"]) == 0
+    assert not [w for w in caught if "n_steps" in str(w.message)]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 1
 
 
 @needs_applr

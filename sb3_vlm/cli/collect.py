@@ -236,14 +236,9 @@ class LocalPolicySource:
 
 def _load_zip(path: Path) -> Any:
     """An SB3 zip as ``VLMTD3`` if it holds a VLM policy, else as ``TD3`` (APPLR's MLP on the laser)."""
-    from stable_baselines3 import TD3
+    from sb3_vlm.formats.sb3_zip import load_algorithm
 
-    from sb3_vlm.td3 import VLMTD3
-
-    try:
-        return VLMTD3.load(path, device="cpu")
-    except TypeError:  # VLMTD3 refuses a non-VLM policy class
-        return TD3.load(path, device="cpu")
+    return load_algorithm(path)
 
 
 def _observation(space: spaces.Space, frame: Frame) -> Any:

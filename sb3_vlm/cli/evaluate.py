@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import TD3
 from stable_baselines3.common.preprocessing import is_image_space
 from tqdm import tqdm
 
@@ -38,8 +36,8 @@ from sb3_vlm.cli.config import load_zoo_config
 from sb3_vlm.cli.envs_factory import OBSERVATIONS
 from sb3_vlm.cli.train import RUN_CONFIG, parse_worlds
 from sb3_vlm.extractor import VLMDPTExtractor
+from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.policy import VLMTD3Policy
-from sb3_vlm.td3 import VLMTD3
 
 Predict = Callable[[Any], np.ndarray]
 APPLR_ENV = {"time_step": 1.0, "max_steps": 100}
@@ -82,9 +80,7 @@ def _run_settings(zip_path: Path) -> tuple[str | None, dict[str, Any]]:
 
 
 def _sb3_zip(name: str, path: Path) -> EvalPolicy:
-    with zipfile.ZipFile(path) as archive:
-        data = archive.read("data").decode()
-    model = (VLMTD3 if "VLMTD3Policy" in data else TD3).load(path, device="cpu")
+    model = load_algorithm(path)
     env_id, env_kwargs = _run_settings(path)
     if env_id is not None:
         observation = OBSERVATIONS[env_id]

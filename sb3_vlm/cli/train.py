@@ -25,6 +25,7 @@ from sb3_vlm.callbacks import (
 )
 from sb3_vlm.cli.config import DEFAULT_CONF, ZooConfig, load_zoo_config
 from sb3_vlm.cli.envs_factory import make_vec_env
+from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.policy import VLMTD3Policy
 from sb3_vlm.td3 import VLMTD3
 
@@ -112,10 +113,9 @@ def run(args: argparse.Namespace) -> Path:
         (run_dir / RUN_CONFIG).write_text(json.dumps({**saved, "conf_file": str(conf_file)}, indent=2))
 
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=args.seed, n_workers=args.env_workers, **env_kwargs)
-    algo_cls = VLMTD3 if _is_vlm(cfg.algo_kwargs["policy"]) else TD3
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if args.resume is not None else None
     if last is not None:
-        model = algo_cls.load(last / MODEL_ZIP, env=env, tensorboard_log=str(run_dir / "tb"))
+        model = load_algorithm(last / MODEL_ZIP, device="auto", env=env, tensorboard_log=str(run_dir / "tb"))
         if (last / REPLAY_BUFFER).exists():
             load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
         print(f"resumed from {last} at {model.num_timesteps} steps")

@@ -17,7 +17,7 @@ from envs.render import DEFAULT_IMAGE_SIZE  # noqa: E402
 from sb3_vlm._constants import TINY  # noqa: E402
 from sb3_vlm.cli.evaluate import _image_space  # noqa: E402
 from sb3_vlm.extractor import VLMDPTExtractor  # noqa: E402
-from sb3_vlm.td3 import VLMTD3  # noqa: E402
+from sb3_vlm.formats.sb3_zip import load_algorithm  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_extractor(model: str, image_size: tuple[int, int]) -> VLMDPTExtractor:
     """The features extractor of a VLMTD3 zip, a checkpoint directory or the tiny default."""
     if model.endswith(".zip"):
-        extractor = VLMTD3.load(model, device="cpu").policy.features_extractor
+        extractor = load_algorithm(model).policy.features_extractor
         assert isinstance(extractor, VLMDPTExtractor)
         return extractor
     return VLMDPTExtractor(_image_space(image_size, False), backbone=model)
