@@ -19,16 +19,7 @@ from gymnasium import spaces
 from envs import lidar, render, robot
 from envs.planners import PARAM_TABLES, ParamTable
 from envs.sim import COLLISION, RUNNING, SUCCESS, BatchSim
-from envs.worlds import (
-    N_WORLDS,
-    TEST_IDS,
-    TRAIN_IDS,
-    World,
-    barn_world_ids,
-    check_world_id,
-    get_world,
-    nav_metric,
-)
+from envs.worlds import SPLITS, World, barn_world_ids, check_world_id, get_world, nav_metric, split_of
 
 __all__ = ["REWARD_PRESETS", "BarnNav", "NavBatch", "RewardConfig"]
 
@@ -93,19 +84,18 @@ _BODY_EXTENT = _body_extent(lidar.BEAM_ANGLES).astype(np.float32)
 
 
 def resolve_world_ids(worlds: str | Sequence[int] | None, barn_dir: str | Path | None) -> tuple[int, ...]:
-    """World ids of an env: ``"train"``, ``"test"``, ``"all"``, a list of ids, or None (train ids when generated,
-    every world of ``barn_dir`` otherwise).
+    """World ids of an env: a split name of ``SPLITS`` (``"train"``: BARN's 250 training worlds, the default;
+    ``"test"``: the 50 test worlds; ``"all"``), restricted to the worlds present in ``barn_dir`` when given, or a
+    list of ids.
 
     :raises ValueError: for an unknown split, an empty set or ids absent from ``barn_dir``.
     """
-    available = barn_world_ids(barn_dir) if barn_dir is not None else tuple(range(N_WORLDS))
-    if worlds is None:
-        ids = available if barn_dir is not None else TRAIN_IDS
-    elif isinstance(worlds, str):
-        splits = {"train": TRAIN_IDS, "test": TEST_IDS, "all": tuple(range(N_WORLDS))}
-        if worlds not in splits:
+    available = barn_world_ids(barn_dir) if barn_dir is not None else SPLITS["all"]
+    worlds = "train" if worlds is None else worlds
+    if isinstance(worlds, str):
+        if worlds not in SPLITS:
             raise ValueError(f"worlds must be 'train', 'test', 'all' or a list of ids, got {worlds!r}")
-        ids = tuple(i for i in splits[worlds] if i in set(available))
+        ids = tuple(sorted(set(SPLITS[worlds]) & set(available)))
     else:
         ids = tuple(int(i) for i in worlds)
         for i in ids:
@@ -114,7 +104,7 @@ def resolve_world_ids(worlds: str | Sequence[int] | None, barn_dir: str | Path |
         if missing:
             raise ValueError(f"worlds {missing[:10]} are not in {barn_dir} (it holds {len(available)} worlds)")
     if not ids:
-        raise ValueError(f"no world to run: worlds={worlds!r}, barn_dir={barn_dir}")
+        raise ValueError(f"no world to run: worlds={worlds!r}" + (f" ({barn_dir} holds none)" if barn_dir else ""))
     return ids
 
 
@@ -123,7 +113,8 @@ class NavBatch:
 
     :param n: Number of episodes run side by side.
     :param barn_dir: Directory of real BARN worlds (``world_N.world`` + ``path_files/``), or None for generated ones.
-    :param worlds: World set (see :func:`resolve_world_ids`).
+    :param worlds: World set (see :func:`resolve_world_ids`); resetting into any other world is refused, so an env
+        of the ``"test"`` split never runs a training world and the reverse.
     :param planner: Local planner name (a key of ``PARAM_TABLES``).
     :param time_step: Simulated seconds per step (0.5: FTRL; 1.0: APPLR).
     :param max_steps: Steps before a timeout (200 x 0.5 s = BARN's 100 s).
@@ -138,7 +129,7 @@ class NavBatch:
         self,
         n: int,
         barn_dir: str | Path | None = None,
-        worlds: str | Sequence[int] | None = None,
+        worlds: str | Sequence[int] | None = "train",
         planner: str = "DWA",
         time_step: float = 0.5,
         max_steps: int = 200,
@@ -162,7 +153,7 @@ class NavBatch:
             raise ValueError(f"laser_clip must be > 0, got {laser_clip}")
         self.barn_dir = None if barn_dir is None else Path(barn_dir)
         self.world_ids = resolve_world_ids(worlds, barn_dir)
-        self.available_ids = frozenset(barn_world_ids(barn_dir) if barn_dir is not None else range(N_WORLDS))
+        self.split = "train" if worlds is None else worlds if isinstance(worlds, str) else None
         self.params: ParamTable = PARAM_TABLES[planner]
         self.sim = BatchSim(n, time_step=time_step, noise=noise)
         self.n, self.max_steps, self.reward_config = n, max_steps, reward
@@ -188,8 +179,15 @@ class NavBatch:
     def world(self, world_id: int) -> World:
         """World ``world_id`` of this env's source (generated or ``barn_dir``)."""
         check_world_id(world_id)
-        if world_id not in self.available_ids:
-            raise ValueError(f"world {world_id} is not in {self.barn_dir}")
+        if world_id not in self.world_ids:
+            if self.split is None:
+                raise ValueError(f"world {world_id} is not among this env's worlds {list(self.world_ids)}")
+            if world_id in SPLITS[self.split]:
+                raise ValueError(f"world {world_id} is not in {self.barn_dir}")
+            raise ValueError(
+                f"world {world_id} is in the {split_of(world_id)!r} split, not in this env's {self.split!r} split:"
+                " make the env with worlds='all' or a list of ids to run it"
+            )
         return get_world(world_id, self.barn_dir)
 
     def reset(self, i: int, rng: np.random.Generator, world_id: int | None = None) -> None:
@@ -320,8 +318,8 @@ class BarnNav(gym.Env):
     ``max_steps`` steps (``status == "timeout"``). ``info["nav_metric"]`` is BARN's metric at the last step.
 
     ## Arguments
-    ``gymnasium.make("BarnNav-v0", barn_dir=None, worlds=None, reward="ftrl", time_step=0.5, max_steps=200, ...)``:
-    see :class:`NavBatch`. ``reset(options={"world_id": k})`` runs world k.
+    ``gymnasium.make("BarnNav-v0", barn_dir=None, worlds="train", reward="ftrl", time_step=0.5, max_steps=200,
+    ...)``: see :class:`NavBatch`. ``reset(options={"world_id": k})`` runs world k of the env's worlds.
 
     ## Version History
     * v0: initial version.
@@ -350,7 +348,7 @@ class BarnNav(gym.Env):
 
     @property
     def world_ids(self) -> tuple[int, ...]:
-        """Worlds this env draws from."""
+        """Worlds this env runs (a reset into any other world is refused)."""
         return self.batch.world_ids
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -372,4 +370,3 @@ class BarnNav(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         return self.batch.render_top_down(0)
-

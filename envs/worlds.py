@@ -1,8 +1,9 @@
 """BARN-style worlds: cellular-automaton obstacle fields, real BARN world files, reference paths, splits.
 
-Frame and layout follow the BARN challenge (``the-barn-challenge`` ``run.py``): a 30 x 30 field of 0.15 m cells at
-5 <= y <= 9.5 m and -4.5 <= x <= 0 m, one cylinder of radius 0.075 m per occupied cell, a corridor below it closed
-by walls of cylinders, the robot starting at (-2.25, 3) facing +y and the goal at (-2.25, 13).
+Frame and layout follow the published worlds and the BARN challenge's ``run.py``: a 30 x 30 field of 0.15 m cells
+(grid cols 1..30, rows 1..30: -4.5 <= x <= 0 m, 5.15 <= y <= 9.65 m) whose first and last columns are walls, one
+cylinder of radius 0.075 m per occupied cell (none inside solid blobs), a corridor below it closed by walls of
+cylinders, the robot starting at (-2.25, 3) facing +y and the goal at (-2.25, 13).
 Grid cell (col, row) -> world ``x = col * 0.15 - 4.575``, ``y = row * 0.15 + 5.075``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
@@ -35,15 +37,13 @@ TEST_IDS: tuple[int, ...] = tuple(range(0, N_WORLDS, 6))
 """The BARN challenge's 50 test worlds: 0, 6, ..., 294."""
 TRAIN_IDS: tuple[int, ...] = tuple(i for i in range(N_WORLDS) if i % 6 != 0)
 """The other 250 worlds (APPLR trained on 250 worlds)."""
+SPLITS: dict[str, tuple[int, ...]] = {"train": TRAIN_IDS, "test": TEST_IDS, "all": tuple(range(N_WORLDS))}
+"""World sets by name."""
 
-FILL_LEVELS = (0.15, 0.20, 0.25, 0.30)
-SMOOTH_ITERS = (2, 3, 4)
-"""BARN's 12 cellular-automaton settings (fill x smoothing), 25 worlds each."""
 
-# Wall rows/cols of the BARN layout in grid coordinates (seen in the published worlds): the bottom wall at row -33
-# (y = 0.075) spans cols 1..30; side walls at cols 1 and 30 for rows -33..-1; the field is cols 1..30, rows 0..29.
-_WALL_ROW = -33
-_FIELD_COLS = (1, 30)
+def split_of(world_id: int) -> str:
+    """``"test"`` for the 50 BARN test worlds, ``"train"`` for the other 250."""
+    return "test" if world_id % 6 == 0 else "train"
 
 
 def cell_to_xy(cells: np.ndarray) -> np.ndarray:
@@ -96,9 +96,9 @@ class World:
 
     @property
     def field_density(self) -> float:
-        """Occupied fraction of the 30 x 30 field."""
-        c = self.cylinders
-        in_field = (c[:, 1] > 5.0) & (c[:, 1] < 5.0 + FIELD_SIZE * CELL)
+        """Cylinders per cell of the 30 x 30 field (world rows 1..30; BARN leaves solid blobs hollow)."""
+        y = self.cylinders[:, 1]
+        in_field = (y > 5.0 + CELL) & (y < 5.0 + (FIELD_SIZE + 1) * CELL)
         return float(in_field.sum()) / FIELD_SIZE**2
 
 
@@ -109,17 +109,35 @@ def nav_metric(success: bool | np.ndarray, time: float | np.ndarray, optimal_tim
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Generated worlds
+# Generated worlds: the published generator's procedure (Perille et al. 2020, ``jackal-map-creation``)
+#
+# A field is ``[30, 30]`` bool indexed ``[r, c]``: world cell (col ``c + 1``, row ``r + 1``). Its first and last
+# columns are the corridor's side walls, carried on through the field; its bottom and top rows are open (start and
+# goal sides). BARN's path files name field cells ``(c, r)``; :func:`cell_to_xy` places them as BARN's ``run.py``
+# does (one cell below and left of the field cell they name), for published and generated worlds alike.
+
+FILL_LEVELS = (0.15, 0.20, 0.25, 0.30)
+SMOOTH_ITERS = (2, 3, 4)
+"""BARN's 12 cellular-automaton settings (fill x smoothing), 25 worlds each."""
+ROBOT_CELLS = 2
+"""The reference path keeps this many free cells between the robot's centre cell and any obstacle (the published
+generator's Jackal C-space: a 5 x 5 cell window)."""
+
+# Grid rows/cols of the walls in world-cell coordinates (seen in the published worlds): the bottom wall at row -33
+# spans cols 1..30; the side walls at cols 1 and 30 run from row -32 up through the field (rows 1..30).
+_WALL_ROW = -33
+_FIELD_COLS = (1, 30)
 
 
 def _automaton(rng: np.random.Generator, fill: float, iterations: int, batch: int) -> np.ndarray:
-    """``batch`` BARN-style cellular-automaton fields -> bool ``[batch, row, col]`` occupancy.
+    """``batch`` BARN cellular-automaton fields -> bool ``[batch, 30, 30]`` (see the section comment).
 
-    Random fill with probability ``fill``, then ``iterations`` smoothing passes: a cell becomes occupied with >= 6
-    occupied 8-neighbours, free with none, and keeps its state otherwise (out-of-field neighbours count as free).
-    These thresholds reproduce the published worlds' field density (0.18 +- 0.05) and path length (see tests).
+    Side-wall columns occupied, every other cell occupied with probability ``fill``, then ``iterations`` smoothing
+    passes (all cells at once): a cell becomes occupied with >= 5 occupied 8-neighbours and free with <= 1, and
+    keeps its state otherwise; beyond the side walls counts as occupied, beyond the open ends as free.
     """
     grid = rng.random((batch, FIELD_SIZE, FIELD_SIZE)) < fill
+    grid[:, :, 0] = grid[:, :, -1] = True
     _smooth(grid, iterations)
     return grid
 
@@ -128,7 +146,8 @@ def _automaton(rng: np.random.Generator, fill: float, iterations: int, batch: in
 def _smooth(grid: np.ndarray, iterations: int) -> None:
     """The automaton's smoothing passes over fields ``[B, R, C]``, in place."""
     b_count, rows, cols = grid.shape
-    padded = np.zeros((rows + 2, cols + 2), dtype=np.int8)  # a free border: out-of-field neighbours
+    padded = np.zeros((rows + 2, cols + 2), dtype=np.int8)
+    padded[:, 0] = padded[:, cols + 1] = 1  # beyond the side walls
     for b in range(b_count):
         for _ in range(iterations):
             for r in range(rows):
@@ -140,105 +159,87 @@ def _smooth(grid: np.ndarray, iterations: int) -> None:
                         padded[r, c] + padded[r, c + 1] + padded[r, c + 2] + padded[r + 1, c] + padded[r + 1, c + 2]
                         + padded[r + 2, c] + padded[r + 2, c + 1] + padded[r + 2, c + 2]
                     )  # fmt: skip
-                    if n >= 6:
+                    if n >= 5:
                         grid[b, r, c] = True
-                    elif n == 0:
+                    elif n <= 1:
                         grid[b, r, c] = False
 
 
-@njit(cache=True, nogil=True)
-def _blocked(occupancy: np.ndarray) -> np.ndarray:
-    """Cells ``[R, C]`` the reference path may not use: obstacles grown by one cell (BARN keeps one free cell around
-    them; out-of-field cells are free)."""
-    rows, cols = occupancy.shape
-    blocked = np.zeros((rows, cols), dtype=np.bool_)
-    for r in range(rows):
-        for c in range(cols):
-            if occupancy[r, c]:
-                blocked[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = True
-    return blocked
+def _passage(field: np.ndarray) -> np.ndarray | None:
+    """The robot's passage through a field ``[30, 30]``: its C-space cells (no obstacle within ``ROBOT_CELLS``,
+    Chebyshev) 4-connected to both open ends, as the published generator keeps a field when the largest such region
+    touching the bottom row is also the largest touching the top row.
 
-
-@njit(cache=True, nogil=True)
-def _solvable(fields: np.ndarray) -> np.ndarray:
-    """Whether each field ``[B, row, col]`` has an 8-connected passage of unblocked cells from row 0 to the last row
-    ``[B]`` (a flood fill from row 0)."""
-    b_count, rows, cols = fields.shape
-    out = np.zeros(b_count, dtype=np.bool_)
-    stack = np.empty(rows * cols, dtype=np.int64)
-    for b in range(b_count):
-        free = ~_blocked(fields[b])
-        seen = np.zeros((rows, cols), dtype=np.bool_)
-        top = 0
-        for c in range(cols):
-            if free[0, c]:
-                seen[0, c] = True
-                stack[top] = c
-                top += 1
-        while top and not out[b]:
-            top -= 1
-            r, c = divmod(stack[top], cols)
-            if r == rows - 1:
-                out[b] = True
-            for rr in range(max(r - 1, 0), min(r + 2, rows)):
-                for cc in range(max(c - 1, 0), min(c + 2, cols)):
-                    if free[rr, cc] and not seen[rr, cc]:
-                        seen[rr, cc] = True
-                        stack[top] = rr * cols + cc
-                        top += 1
-    return out
-
-
-def _wall_cells() -> np.ndarray:
-    """The corridor walls as (col, row) cells: bottom row and both sides below the field."""
-    lo, hi = _FIELD_COLS
-    bottom = [(c, _WALL_ROW) for c in range(lo, hi + 1)]
-    sides = [(c, r) for r in range(_WALL_ROW + 1, 0) for c in (lo, hi)]
-    return np.array(bottom + sides, dtype=np.int64)
-
-
-def reference_path(occupancy: np.ndarray) -> np.ndarray | None:
-    """Shortest 8-connected path through the field keeping one free cell around obstacles, BARN-style.
-
-    :param occupancy: Field occupancy ``[30, 30]`` bool, indexed ``[row, col - 1]``.
-    :return: Path cells ``[n, 2]`` (col, row) from row 0 to row 29, or None if the field is unsolvable.
+    :return: bool ``[30, 30]``, or None if the field has no passage.
     """
-    blocked = _blocked(occupancy)
-    rows, cols = blocked.shape
-    # Graph: field cells + a virtual source under row 0 and a virtual sink over row 29; the entry and exit edges
-    # weigh the distance to the start and the goal, so the path is the shortest start -> goal through the field.
+    size = 2 * ROBOT_CELLS + 1
+    free = ~ndimage.maximum_filter(field, size=size, mode="constant", cval=False)
+    labels, n = ndimage.label(free)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    ends = [max(set(labels[row].tolist()) - {0}, key=sizes.__getitem__, default=0) for row in (0, -1)]
+    return labels == ends[0] if ends[0] and ends[0] == ends[1] else None
+
+
+_EDGE_PENALTY = 1.0
+"""Extra cost (cells) of entering a passage cell at ``d <= ROBOT_CELLS`` cells from the passage's edge: ``1 / d``.
+BARN's path search penalises such cells (within the 0.3 m inflation radius) but is no shortest-path search; this
+weight makes the paths as long as the published ones (11.4 m on average, with start and goal)."""
+
+
+def _field_path(passage: np.ndarray, entry: int, exit: int) -> np.ndarray:
+    """Cheapest 8-connected path through ``passage`` ``[30, 30]`` from column ``entry`` of the bottom row to column
+    ``exit`` of the top row: length plus ``_EDGE_PENALTY`` near the edge; a diagonal step may not squeeze between
+    two blocked cells (as in BARN's path search).
+
+    :return: Path cells ``[n, 2]`` (c, r), as BARN's ``path_N.npy``.
+    """
+    rows, cols = passage.shape
     idx = np.arange(rows * cols).reshape(rows, cols)
+    edge = ndimage.distance_transform_cdt(passage, metric="taxicab")  # cells to the passage's edge (0: outside)
+    penalty = np.where(edge <= ROBOT_CELLS, _EDGE_PENALTY / np.maximum(edge, 1), 0.0).ravel()
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     src, dst, weights = [], [], []
     for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
         r2, c2 = r + dr, c + dc
         ok = (r2 < rows) & (c2 >= 0) & (c2 < cols)
-        a, b = idx[r[ok], c[ok]], idx[r2[ok], c2[ok]]
-        free = ~blocked.ravel()[a] & ~blocked.ravel()[b]
-        a, b = a[free], b[free]
+        r1, c1, r2, c2 = r[ok], c[ok], r2[ok], c2[ok]
+        step = passage[r1, c1] & passage[r2, c2]
+        if dr and dc:
+            step &= passage[r1, c2] | passage[r2, c1]
+        a, b = idx[r1, c1][step], idx[r2, c2][step]
         src += [a, b]
         dst += [b, a]
-        weights += [np.full(2 * a.size, np.hypot(dr, dc) * CELL)]
-    source, sink = rows * cols, rows * cols + 1
-    centres = cell_to_xy(np.stack([np.arange(cols) + 1, np.zeros(cols)], axis=1))
-    top = cell_to_xy(np.stack([np.arange(cols) + 1, np.full(cols, rows - 1)], axis=1))
-    free0, free_top = ~blocked[0], ~blocked[rows - 1]
-    src += [np.full(free0.sum(), source), idx[rows - 1][free_top]]
-    dst += [idx[0][free0], np.full(free_top.sum(), sink)]
-    weights += [
-        np.linalg.norm(centres[free0] - np.array(START_POSE[:2]), axis=1),
-        np.linalg.norm(top[free_top] - np.array(GOAL_XY), axis=1),
-    ]
-    n = rows * cols + 2
+        weights += [np.hypot(dr, dc) + penalty[b], np.hypot(dr, dc) + penalty[a]]
+    n = rows * cols
     graph = csr_matrix((np.concatenate(weights), (np.concatenate(src), np.concatenate(dst))), shape=(n, n))
-    dist, pred = dijkstra(graph, indices=source, return_predecessors=True)
-    if not np.isfinite(dist[sink]):
-        return None
-    node, cells = pred[sink], []
+    source, sink = idx[0, entry], idx[-1, exit]
+    _, pred = dijkstra(graph, indices=source, return_predecessors=True)
+    node, cells = sink, [sink]
     while node != source:
-        cells.append((node % cols + 1, node // cols))
         node = pred[node]
-    return np.array(cells[::-1], dtype=np.int64)
+        assert node >= 0, "entry and exit lie in one passage"
+        cells.append(node)
+    cells = np.array(cells[::-1])
+    return np.stack([cells % cols, cells // cols], axis=1).astype(np.int64)
+
+
+def _field_cylinders(field: np.ndarray) -> np.ndarray:
+    """World cells (col, row) ``[k, 2]`` of a field's cylinders: BARN places none inside a solid blob (an occupied
+    cell whose eight neighbours are all occupied); cells on the field's edge always get one."""
+    inner = ndimage.binary_erosion(field, structure=np.ones((3, 3), dtype=bool), border_value=False)
+    rows, cols = np.nonzero(field & ~inner)
+    return np.stack([cols + 1, rows + 1], axis=1)
+
+
+def _wall_cells() -> np.ndarray:
+    """The corridor walls below the field as world cells (col, row): the bottom row and both sides."""
+    lo, hi = _FIELD_COLS
+    bottom = [(c, _WALL_ROW) for c in range(lo, hi + 1)]
+    sides = [(c, r) for r in range(_WALL_ROW + 1, 1) for c in (lo, hi)]
+    return np.array(bottom + sides, dtype=np.int64)
 
 
 def _difficulty(cylinders: np.ndarray, path_cells: np.ndarray) -> float:
@@ -247,47 +248,31 @@ def _difficulty(cylinders: np.ndarray, path_cells: np.ndarray) -> float:
     return float(np.mean(1.0 / np.maximum(d, 0.05)))
 
 
-_DRAWS_PER_BATCH = 64
+_DRAWS_PER_BATCH = 16
 
 
 @lru_cache(maxsize=512)
 def generate_world(world_id: int) -> World:
-    """Deterministic BARN-style world for ``world_id`` in 0..299.
+    """Deterministic BARN-style world for ``world_id`` in 0..299, made as the published ones were.
 
-    World ``k`` uses CA setting ``k // 25`` (fill x smoothing, as BARN's 12 x 25 layout); unsolvable draws are
-    discarded: fields are drawn in batches from one seeded stream and the first one that is solvable at cell level
-    and passable for the robot's footprint is kept.
+    World ``k`` uses CA setting ``k // 25`` (fill x smoothing, as BARN's 12 x 25 layout). Fields are drawn in
+    batches from one seeded stream; the first with a passage for the robot (:func:`_passage`) is kept, and its
+    reference path joins a random entry cell of the passage to a random exit cell, as BARN's paths do.
     """
     check_world_id(world_id)
     setting = world_id // 25
     fill, iterations = FILL_LEVELS[setting // 3], SMOOTH_ITERS[setting % 3]
     rng = np.random.default_rng([2020, world_id])
     while True:
-        fields = _automaton(rng, fill, iterations, _DRAWS_PER_BATCH)
-        for k in np.flatnonzero(_solvable(fields)):
-            rows, cols = np.nonzero(fields[k])
-            field_cells = np.stack([cols + 1, rows], axis=1)
-            cylinders = cell_to_xy(np.concatenate([_wall_cells(), field_cells], axis=0)).astype(np.float32)
-            if _robot_passable(cylinders):
-                path = reference_path(fields[k])
-                assert path is not None, "a solvable field has a reference path"
-                return World(world_id, cylinders, path, "generated", _difficulty(cylinders, path))
-
-
-def _robot_passable(cylinders: np.ndarray) -> bool:
-    """Whether the robot's global planner, knowing every cylinder ``[K, 2]``, finds a path from the BARN start to
-    the goal: gaps narrower than the padded footprint are closed. Every published BARN test world passes this test;
-    54 % of the fields that pass the cell-level :func:`_solvable` do not."""
-    from envs.maps import KNOWN_CAP, KNOWN_SHAPE, stamp_known  # here: envs.maps and the planner import this module
-    from envs.planners.costmap import INSCRIBED_RADIUS
-    from envs.planners.global_planner import extract_path, navigation_function
-
-    known_dist = np.full((1, *KNOWN_SHAPE), KNOWN_CAP, dtype=np.float32)
-    known_id = np.full_like(known_dist, -1, dtype=np.int16)
-    stamp_known(known_dist, known_id, np.zeros(len(cylinders), dtype=np.int64), cylinders, np.arange(len(cylinders)))
-    goal, start = np.array(GOAL_XY, dtype=np.float32), np.array(START_POSE[:2], dtype=np.float32)
-    # Inflated out to the inscribed radius only: the cells the padded footprint cannot be centred in.
-    return extract_path(navigation_function(known_dist[0], INSCRIBED_RADIUS, goal), start, goal) is not None
+        for occupancy in _automaton(rng, fill, iterations, _DRAWS_PER_BATCH):
+            passage = _passage(occupancy)
+            if passage is None:
+                continue
+            entry, exit = (int(rng.choice(np.flatnonzero(passage[row]))) for row in (0, -1))
+            path = _field_path(passage, entry, exit)
+            cells = np.concatenate([_wall_cells(), _field_cylinders(occupancy)], axis=0)
+            cylinders = cell_to_xy(cells).astype(np.float32)
+            return World(world_id, cylinders, path, "generated", _difficulty(cylinders, path))
 
 
 def check_world_id(world_id: int) -> None:

@@ -1,4 +1,4 @@
-"""BarnNav env, wrappers and the batched VecEnv: API conformance, seeding, errors, shared logic, world statistics."""
+"""BarnNav env, wrappers and the batched VecEnv: API conformance, seeding, errors, shared logic, world splits."""
 
 import gymnasium as gym
 import numpy as np
@@ -9,14 +9,14 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs.nav_env import REWARD_PRESETS
+from envs.nav_env import REWARD_PRESETS, resolve_world_ids
 from envs.planners import DWA_PARAMS
-from envs.worlds import TEST_IDS, World, _robot_passable, generate_world, load_barn_world
+from envs.worlds import TEST_IDS, TRAIN_IDS, generate_world, load_barn_world
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def rollout(env: gym.Env, seed: int, steps: int, world_id: int = 6):
+def rollout(env: gym.Env, seed: int, steps: int, world_id: int = 7):
     obs, info = env.reset(seed=seed, options={"world_id": world_id})
     observations, infos = [obs], [info]
     for _ in range(steps):
@@ -30,8 +30,12 @@ def rollout(env: gym.Env, seed: int, steps: int, world_id: int = 6):
 
 @pytest.mark.parametrize(
     "env_id, kwargs",
-    [("BarnNav-v0", {}), ("BarnNav-v0", dict(goal_in_obs=True, last_action_in_obs=True, reward="applr")),
-     ("BarnNavCostmap-v0", {}), ("BarnNavCostmap-v0", dict(velocity=True))],
+    [
+        ("BarnNav-v0", {}),
+        ("BarnNav-v0", dict(goal_in_obs=True, last_action_in_obs=True, reward="applr")),
+        ("BarnNavCostmap-v0", {}),
+        ("BarnNavCostmap-v0", dict(velocity=True)),
+    ],
 )
 def test_env_checkers_pass(env_id, kwargs):
     env = gym.make(env_id, **kwargs)
@@ -44,8 +48,13 @@ def test_env_checkers_pass(env_id, kwargs):
 def test_names_and_defaults():
     env = gym.make("BarnNav-v0")
     assert env.unwrapped.param_names == (
-        "max_vel_x", "max_vel_theta", "vx_samples", "vtheta_samples",
-        "path_distance_bias", "goal_distance_bias", "inflation_radius",
+        "max_vel_x",
+        "max_vel_theta",
+        "vx_samples",
+        "vtheta_samples",
+        "path_distance_bias",
+        "goal_distance_bias",
+        "inflation_radius",
     )
     np.testing.assert_allclose(env.unwrapped.default_params, [0.5, 1.57, 6, 20, 0.75, 1.0, 0.3])
     np.testing.assert_allclose(env.action_space.low, [0.2, 0.314, 4, 8, 0.1, 0.1, 0.1])
@@ -68,8 +77,25 @@ def test_world_selection():
     env = gym.make("BarnNav-v0", worlds=[12, 18])
     seen = {env.reset(seed=s)[1]["world_id"] for s in range(12)}
     assert seen == {12, 18}
-    assert env.reset(options={"world_id": 100})[1]["world"] == "world_100.world"
+    assert env.reset(options={"world_id": 18})[1]["world"] == "world_18.world"
+    with pytest.raises(ValueError, match=r"world 100 is not among this env's worlds \[12, 18\]"):
+        env.reset(options={"world_id": 100})
+    assert gym.make("BarnNav-v0").unwrapped.world_ids == TRAIN_IDS  # training worlds by default
     assert gym.make("BarnNav-v0", worlds="test").unwrapped.world_ids == TEST_IDS
+    assert len(gym.make("BarnNav-v0", worlds="all").unwrapped.world_ids) == 300
+
+
+@pytest.mark.parametrize("split, refused, other", [("test", 1, "train"), ("train", 6, "test")])
+def test_a_split_refuses_the_other_splits_worlds(split, refused, other):
+    message = rf"world {refused} is in the '{other}' split, not in this env's '{split}' split"
+    with pytest.raises(ValueError, match=message):
+        gym.make("BarnNav-v0", worlds=split).reset(options={"world_id": refused})
+    venv = envs.BarnNavVecEnv(2, worlds=split)
+    venv.set_options([{}, {"world_id": refused}])
+    with pytest.raises(ValueError, match=message):
+        venv.reset()
+    _, info = gym.make("BarnNav-v0", worlds="all").reset(options={"world_id": refused})
+    assert info["world_id"] == refused
 
 
 def test_episode_info_and_metric():
@@ -80,14 +106,14 @@ def test_episode_info_and_metric():
     assert last["nav_metric"] == 0.0 and all(i["nav_metric"] == 0.0 for i in infos)
     keys = {"success", "collision", "status", "time", "world", "opt_time", "nav_metric", "pose", "velocity"}
     assert set(last) >= keys
-    assert last["opt_time"] == pytest.approx(generate_world(6).path_length / 2)
+    assert last["opt_time"] == pytest.approx(generate_world(7).path_length / 2)
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(env.unwrapped.default_params)
 
 
 def test_rewards_follow_the_presets():
     env = gym.make("BarnNav-v0", reward="applr")
-    obs, info = env.reset(seed=0, options={"world_id": 6})
+    obs, info = env.reset(seed=0, options={"world_id": 7})
     y = info["pose"][1]
     for _ in range(4):
         _, reward, terminated, _, info = env.step(env.unwrapped.default_params)
@@ -106,6 +132,7 @@ def test_rewards_follow_the_presets():
     [
         (dict(worlds=[300]), ValueError, r"world_id must be in 0..299, got 300"),
         (dict(worlds="val"), ValueError, r"worlds must be 'train', 'test', 'all'"),
+        (dict(worlds=[]), ValueError, r"no world to run: worlds=\[\]"),
         (dict(reward="sparse"), ValueError, r"reward must be one of \['applr', 'ftrl'\]"),
         (dict(planner="TEB"), ValueError, r"planner must be one of \['DWA'\]"),
         (dict(max_steps=0), ValueError, r"max_steps must be a positive int, got 0"),
@@ -163,9 +190,9 @@ def test_vec_env_matches_single_env_and_auto_resets():
     single = gym.make("BarnNav-v0", max_steps=3)
     venv = envs.BarnNavVecEnv(2, max_steps=3)
     venv.seed(5)
-    venv.set_options({"world_id": 6})
+    venv.set_options({"world_id": 7})
     vec_obs = venv.reset()
-    obs, _ = single.reset(seed=5, options={"world_id": 6})
+    obs, _ = single.reset(seed=5, options={"world_id": 7})
     np.testing.assert_array_equal(vec_obs[0], obs)  # env 0 of the VecEnv is seeded like the single env
     actions = np.tile(DWA_PARAMS.default, (2, 1))
     for _ in range(3):
@@ -187,7 +214,7 @@ def test_costmap_vec_env_with_velocity():
 
 
 def test_subproc_vec_env_matches_the_single_process_vec_env():
-    kwargs = dict(observation="costmap", velocity=True, image_size=(40, 60), max_steps=4)
+    kwargs = dict(observation="costmap", velocity=True, image_size=(40, 60), max_steps=4, worlds="test")
     venv = envs.BarnNavVecEnv(5, **kwargs)
     workers = envs.BarnNavSubprocVecEnv(5, n_workers=2, **kwargs)
     try:
@@ -228,8 +255,14 @@ def test_subproc_vec_env_matches_the_single_process_vec_env():
 
 
 def test_sb3_td3_trains_on_the_vec_env():
-    model = TD3("MlpPolicy", envs.BarnNavVecEnv(4), learning_starts=32, batch_size=16, seed=0,
-                policy_kwargs=dict(net_arch=[32, 32]))
+    model = TD3(
+        "MlpPolicy",
+        envs.BarnNavVecEnv(4),
+        learning_starts=32,
+        batch_size=16,
+        seed=0,
+        policy_kwargs=dict(net_arch=[32, 32]),
+    )
     before = [p.detach().clone() for p in model.actor.parameters()]
     model.learn(96)
     assert model.num_timesteps == 96 and model.replay_buffer.size() == 96 // 4
@@ -245,26 +278,31 @@ def test_render_rgb_array():
 
 
 @needs_barn
-def test_real_barn_worlds():
+def test_real_barn_worlds_and_their_split():
+    assert resolve_world_ids(None, BARN_DIR) == TRAIN_IDS  # training (sb3-vlm train --barn-dir): the 250 worlds
+    assert resolve_world_ids("test", BARN_DIR) == TEST_IDS  # evaluation: the 50 held-out worlds
     env = gym.make("BarnNav-v0", barn_dir=BARN_DIR, worlds="test")
     assert env.unwrapped.world_ids == TEST_IDS
     _, info = env.reset(seed=0, options={"world_id": 0})
     world = load_barn_world(BARN_DIR, 0)
     assert info["world"] == "world_0.world" and info["opt_time"] == pytest.approx(world.optimal_time)
-    with pytest.raises(ValueError, match="world 1 is not in"):
-        env.reset(options={"world_id": 1})  # only the 50 test worlds are in shared/
+    with pytest.raises(ValueError, match="world 1 is in the 'train' split, not in this env's 'test' split"):
+        env.reset(options={"world_id": 1})
+    train = gym.make("BarnNav-v0", barn_dir=BARN_DIR)
+    assert train.unwrapped.world_ids == TRAIN_IDS
+    _, info = train.reset(seed=0, options={"world_id": 1})
+    assert info["opt_time"] == pytest.approx(load_barn_world(BARN_DIR, 1).optimal_time)
+    assert {train.reset(seed=s)[1]["world_id"] for s in range(20)} <= set(TRAIN_IDS)
+    with pytest.raises(ValueError, match="world 294 is in the 'test' split, not in this env's 'train' split"):
+        train.reset(options={"world_id": 294})
 
 
-@needs_barn
-def test_generated_worlds_match_real_ones_statistically():
-    real = [load_barn_world(BARN_DIR, i) for i in TEST_IDS]
-    generated = [generate_world(i) for i in range(0, 300, 5)]  # 60 worlds, every CA setting
-    real_paths = [np.load(BARN_DIR / "path_files" / f"path_{i}.npy") for i in range(300)]
-    real_length = np.mean([World(i, real[0].cylinders, p).path_length for i, p in enumerate(real_paths)])
-    gen_length = np.mean([w.path_length for w in generated])
-    assert abs(gen_length - real_length) < 0.5  # m; real 11.4 +- 0.7
-    real_density = np.mean([w.field_density for w in real])
-    gen_density = np.mean([w.field_density for w in generated])
-    assert abs(gen_density - real_density) < 0.03  # real 0.180 +- 0.05
-    # Solvable for the robot, as BARN keeps them: the planner finds a path for the padded footprint in every world.
-    assert all(_robot_passable(w.cylinders) for w in real + generated)
+def test_a_barn_dir_without_the_split_is_refused(tmp_path):
+    for i in TEST_IDS[:2]:  # a checkout holding only test worlds cannot train
+        world = generate_world(i)
+        (tmp_path / "path_files").mkdir(exist_ok=True)
+        np.save(tmp_path / "path_files" / f"path_{i}.npy", world.path_cells)
+        (tmp_path / f"world_{i}.world").write_text("")
+    assert resolve_world_ids("test", tmp_path) == TEST_IDS[:2]
+    with pytest.raises(ValueError, match=rf"no world to run: worlds='train' \({tmp_path} holds none\)"):
+        resolve_world_ids(None, tmp_path)
