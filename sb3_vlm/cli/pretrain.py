@@ -64,9 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = rank)")
     parser.add_argument("--backbone", default=TINY, help="'tiny', a local Qwen2.5-VL dir or an FTRL checkpoint")
     parser.add_argument("--barn-dir", type=Path, help="generate on real BARN worlds from this directory")
-    parser.add_argument(
-        "--worlds", help="'train' (default; with --barn-dir: all its worlds), 'test', 'all' or ids like 1,2,3"
-    )
+    parser.add_argument("--worlds", help="'train' (default: the 250 training worlds), 'test', 'all' or ids like 1,2,3")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rollouts, candidates and training")
     parser.add_argument("--image-size", type=_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH (as train)")
     parser.add_argument("--candidates", type=int, default=8, help="parameter vectors tried per state (>= 2)")
@@ -140,8 +138,8 @@ def generate_pairs(
 
     :param n_samples: Pairs to return.
     :param barn_dir: Real BARN worlds, or None for generated ones.
-    :param worlds: World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the training worlds when generated,
-        every world of ``barn_dir``).
+    :param worlds: World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the 250 training worlds, generated
+        or of ``barn_dir``).
     :param image_size: ``(height, width)`` of the scene images.
     :param candidates: Size ``K`` of the parameter library tried from every state (the defaults + ``K - 1``
         Latin-hypercube vectors), >= 2.
