@@ -14,7 +14,7 @@ from _paths import APPLR_DIR, needs_applr
 
 from sb3_vlm.callbacks import REPLAY_BUFFER, STATE_JSON
 from sb3_vlm.cli import main
-from sb3_vlm.cli.config import DEFAULT_CONF, load_zoo_config
+from sb3_vlm.zoo import default_conf, load_zoo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 CLI = [sys.executable, "-m", "sb3_vlm.cli"]
@@ -22,7 +22,7 @@ CLI = [sys.executable, "-m", "sb3_vlm.cli"]
 
 def small_applr_conf(tmp_path: Path, n_timesteps: int) -> Path:
     """The APPLR zoo file, shrunk to a test budget."""
-    conf = yaml.safe_load(DEFAULT_CONF["applr"].read_text())
+    conf = yaml.safe_load(default_conf("applr").read_text())
     conf["BarnNav-v0"].update(
         n_timesteps=n_timesteps,
         n_envs=2,
@@ -44,15 +44,15 @@ def buffer_rows(checkpoint: Path) -> int:
 
 
 def test_zoo_files_parse_for_both_policies():
-    applr = load_zoo_config(DEFAULT_CONF["applr"])
+    applr = load_zoo_config(default_conf("applr"))
     assert applr.env_id == "BarnNav-v0" and applr.algo_kwargs["policy"] == "MlpPolicy"
     assert applr.algo_kwargs["gamma"] == 0.95 and applr.algo_kwargs["n_steps"] == 4
     assert applr.env_kwargs == {"reward": "applr", "time_step": 1.0, "max_steps": 100}
-    vlm = load_zoo_config(DEFAULT_CONF["vlm"])
+    vlm = load_zoo_config(default_conf("vlm"))
     assert vlm.env_id == "BarnNavCostmap-v0" and vlm.algo_kwargs["policy"].__name__ == "VLMTD3Policy"
     assert vlm.algo_kwargs["policy_kwargs"] == {"backbone": "tiny", "freeze_vlm": True, "feature_cache_bytes": 2**29}
     with pytest.raises(ValueError, match="has no entry for 'CartPole-v1'"):
-        load_zoo_config(DEFAULT_CONF["vlm"], "CartPole-v1")
+        load_zoo_config(default_conf("vlm"), "CartPole-v1")
 
 
 def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
@@ -192,7 +192,7 @@ def test_stock_rl_zoo_trains_and_enjoys_our_files(tmp_path, env_id, conf, packag
         "rl_zoo3.train",
         *common,
         "--conf-file",
-        str(DEFAULT_CONF[conf]),
+        str(default_conf(conf)),
         "-n",
         "160",
         "--hyperparams",

@@ -1,6 +1,9 @@
 """Packaging: dependency floors match the APIs the code uses; the zoo files ship as package data."""
 
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,25 @@ def test_dependency_floor_covers_the_apis_we_use(name, needed):
 
 def test_rl_zoo_floor_matches_sb3():
     assert _floors()["rl-zoo3"][:2] >= NEEDED["stable-baselines3"]
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_default_zoo_files(tmp_path):
+    root = PYPROJECT.parent
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("sb3_vlm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"zoo_configs/td3_vlm_barnnav.yml", "zoo_configs/td3_applr_barnnav.yml"} <= names
+
+
+def test_default_zoo_files_come_from_package_resources():
+    from importlib import resources
+
+    from sb3_vlm.zoo import default_conf
+
+    for policy in ("vlm", "applr"):
+        path = default_conf(policy)
+        assert path.is_file() and path.parent == Path(str(resources.files("zoo_configs")))
+    with pytest.raises(ValueError, match="got 'sac'"):
+        default_conf("sac")

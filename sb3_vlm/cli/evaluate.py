@@ -32,12 +32,12 @@ from envs.wrappers import costmap_space
 from sb3_vlm._constants import ACTOR_HEAD_DIR, HEAD_DIR
 from sb3_vlm.applr import APPLR_ACTOR_FILE, applr_td3
 from sb3_vlm.callbacks import run_episodes
-from sb3_vlm.cli.config import load_zoo_config
 from sb3_vlm.cli.envs_factory import OBSERVATIONS
 from sb3_vlm.cli.train import RUN_CONFIG, parse_worlds
 from sb3_vlm.extractor import VLMDPTExtractor
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.zoo import load_zoo_config
 
 Predict = Callable[[Any], np.ndarray]
 APPLR_ENV = {"time_step": 1.0, "max_steps": 100}

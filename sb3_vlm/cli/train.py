@@ -23,17 +23,17 @@ from sb3_vlm.callbacks import (
     SafeCheckpointCallback,
     find_checkpoint,
 )
-from sb3_vlm.cli.config import DEFAULT_CONF, ZooConfig, load_zoo_config
 from sb3_vlm.cli.envs_factory import make_vec_env
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.policy import VLMTD3Policy
 from sb3_vlm.td3 import VLMTD3
+from sb3_vlm.zoo import DEFAULT_CONF_NAMES, ZooConfig, default_conf, load_zoo_config
 
 RUN_CONFIG = "run_config.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", choices=sorted(DEFAULT_CONF), default="vlm", help="default zoo file to use")
+    parser.add_argument("--policy", choices=sorted(DEFAULT_CONF_NAMES), default="vlm", help="default zoo file to use")
     parser.add_argument("--conf-file", type=Path, help="rl-zoo3 YAML file (overrides --policy)")
     parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
     parser.add_argument("--timesteps", type=int, help="override n_timesteps")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> Path:
         args.log_dir = Path(args.log_dir)
     if args.torch_threads > 0:
         th.set_num_threads(args.torch_threads)
-    conf_file = args.conf_file or DEFAULT_CONF[args.policy]
+    conf_file = args.conf_file or default_conf(args.policy)
     cfg = load_zoo_config(conf_file, args.env)
     if args.timesteps is not None:
         cfg.n_timesteps = args.timesteps

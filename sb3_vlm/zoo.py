@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,20 @@ import yaml
 from stable_baselines3.common.noise import NormalActionNoise
 from torch import nn
 
-ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo_configs"
-"""The repository's ``zoo_configs/`` (present in a source checkout / editable install)."""
-DEFAULT_CONF = {"vlm": ZOO_DIR / "td3_vlm_barnnav.yml", "applr": ZOO_DIR / "td3_applr_barnnav.yml"}
+ZOO_PACKAGE = "zoo_configs"
+"""The package holding the zoo files (installed with sb3-vlm as package data)."""
+DEFAULT_CONF_NAMES = {"vlm": "td3_vlm_barnnav.yml", "applr": "td3_applr_barnnav.yml"}
+
+
+def default_conf(policy: str) -> Path:
+    """Path of the installed default zoo file of ``policy`` (``"vlm"`` or ``"applr"``).
+
+    :raises ValueError: for another policy name.
+    """
+    if policy not in DEFAULT_CONF_NAMES:
+        raise ValueError(f"default zoo files exist for {sorted(DEFAULT_CONF_NAMES)}, got {policy!r}")
+    # Wheels install packages as directories, so the resource is a real file (rl_zoo3 needs a path).
+    return Path(str(resources.files(ZOO_PACKAGE).joinpath(DEFAULT_CONF_NAMES[policy])))
 
 
 @dataclass
@@ -55,7 +68,7 @@ def _policy(name: str) -> Any:
         raise ValueError(f"zoo config: policy {name!r} cannot be imported: {e}") from e
 
 
-def load_zoo_config(path: str | Path, env_id: str | None = None) -> ZooConfig:
+def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooConfig:
     """Read ``env_id``'s entry (the only one if None) of an rl-zoo3 YAML file.
 
     :raises FileNotFoundError: if the file is missing. :raises ValueError: naming the file and the bad entry.
