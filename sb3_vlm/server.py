@@ -486,7 +486,9 @@ class PolicyServer:
     :param max_batch_size: Most requests run through the model at once.
     :param batch_delay: Seconds the worker waits for more requests after the first one of a batch.
     :param max_image_pixels: Largest decoded image (width x height) accepted.
-    :param allow_image_path: Accept ``image_path`` (a file on the server's machine), FTRL's fallback.
+    :param image_roots: Directories ``image_path`` requests may read from (FTRL's fallback: a file on the server's
+        machine); the real path (symlinks resolved) must lie inside one of them, else 403. Empty (default): every
+        ``image_path`` is refused (403), so a client cannot read arbitrary files through the server.
     :param noise_seed: Seed of the exploration noise.
     """
 
@@ -508,7 +510,7 @@ class PolicyServer:
         max_batch_size: int = 8,
         batch_delay: float = 0.005,
         max_image_pixels: int = 4096 * 4096,
-        allow_image_path: bool = True,
+        image_roots: Sequence[str | os.PathLike] = (),
         noise_seed: int | None = None,
     ):
         if mode not in MODES:
@@ -529,7 +531,10 @@ class PolicyServer:
         self.max_batch_size = int(max_batch_size)
         self.batch_delay = float(batch_delay)
         self.max_image_pixels = int(max_image_pixels)
-        self.allow_image_path = allow_image_path
+        self.image_roots = tuple(Path(os.path.realpath(root)) for root in image_roots)
+        missing = [str(root) for root in self.image_roots if not root.is_dir()]
+        if missing:
+            raise ValueError(f"PolicyServer: image_roots must be existing directories, got {missing}")
         self.checkpoint = Path(checkpoint)
         self._options = _LoadOptions(
             mode=mode,
@@ -648,10 +653,15 @@ class PolicyServer:
             raise RequestError(400, f"{what}: not valid base64 ({e})") from e
 
     def _read_path(self, path: str) -> bytes:
-        if not self.allow_image_path:
-            raise RequestError(400, "image_path is disabled on this server; send image_base64")
+        if not self.image_roots:
+            raise RequestError(
+                403, "image_path is refused: this server has no image root (--image-root); send image_base64"
+            )
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(root) for root in self.image_roots):
+            raise RequestError(403, f"image_path {path!r} is outside the server's image roots")
         try:
-            with open(path, "rb") as f:
+            with open(real, "rb") as f:
                 return f.read()
         except OSError as e:
             raise RequestError(400, f"image_path {path!r}: cannot be read ({e.strerror or e})") from e
@@ -930,7 +940,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-delay-ms", type=float, default=5.0, help="wait for more requests of a batch")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (MiB)")
-    parser.add_argument("--no-image-path", action="store_true", help="refuse image_path requests")
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        type=Path,
+        help="directory image_path requests may read from (repeatable); none: image_path is refused (403)",
+    )
     parser.add_argument("--log-level", default="info")
 
 
@@ -962,5 +978,5 @@ def run_serve(args: argparse.Namespace, param_tables: Mapping[str, ParamTableLik
         seed=args.seed,
         max_batch_size=args.max_batch_size,
         batch_delay=args.batch_delay_ms / 1000.0,
-        allow_image_path=not args.no_image_path,
+        image_roots=args.image_root,
     )

@@ -30,7 +30,7 @@ from sb3_vlm.checkpoint import atomic_directory
 from sb3_vlm.client import QwenClient
 from sb3_vlm.handoff import publish_policy
 from sb3_vlm.replay import resize_image
-from sb3_vlm.server import PolicyServer, add_serve_arguments, build_app
+from sb3_vlm.server import PolicyServer, RequestError, add_serve_arguments, build_app
 
 H, W = 56, 84
 MAX_BODY = 256 * 1024
@@ -116,8 +116,12 @@ def reference(sft_ckpt: TinyCheckpoint) -> VLMDPTExtractor:
 
 
 @pytest.fixture(scope="module")
-def sft_url(sft_ckpt: TinyCheckpoint) -> Iterator[str]:
-    app = build_app(sft_ckpt.path, mode="sft", params=DWA_PARAMS, max_body_bytes=MAX_BODY, batch_delay=0.02)
+def sft_url(sft_ckpt: TinyCheckpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # image_path may read the tests' tmp_path directories (all under pytest's base temp), nothing else.
+    roots = [tmp_path_factory.getbasetemp()]
+    app = build_app(
+        sft_ckpt.path, mode="sft", params=DWA_PARAMS, max_body_bytes=MAX_BODY, batch_delay=0.02, image_roots=roots
+    )
     with running(app) as url:
         yield url
 
@@ -159,6 +163,24 @@ def test_routes_and_predictions_equal_the_in_process_model(
     assert close(client.infer_from_image_bytes(other, 0.0, 0.0, algorithm="dwa")["parameters_array"], expected)
 
 
+def test_image_path_reads_only_inside_the_image_roots(sft_url: str, sft_ckpt: TinyCheckpoint, tmp_path: Path) -> None:
+    body = {"linear_vel": 0.0, "angular_vel": 0.0}
+    status, answer = post(f"{sft_url}/infer", {**body, "image_path": "/etc/passwd"})
+    assert status == 403 and "outside the server's image roots" in answer["detail"]
+    (tmp_path / "passwd.png").symlink_to("/etc/passwd")  # a link inside the root to a file outside it
+    status, answer = post(f"{sft_url}/infer", {**body, "image_path": str(tmp_path / "passwd.png")})
+    assert status == 403
+    status, answer = post(f"{sft_url}/infer", {**body, "image_path": str(tmp_path / "missing.png")})
+    assert status == 400 and "cannot be read" in answer["detail"]
+
+    no_roots = PolicyServer(sft_ckpt.path, params=DWA_PARAMS)
+    with pytest.raises(RequestError) as refused:
+        no_roots.decode_request({**body, "image_path": str(tmp_path / "passwd.png")})
+    assert refused.value.status_code == 403 and "--image-root" in refused.value.message
+    with pytest.raises(ValueError, match="image_roots must be existing directories"):
+        PolicyServer(sft_ckpt.path, image_roots=[tmp_path / "nope"])
+
+
 def test_history_frames_from_the_client(sft_url: str, reference: VLMDPTExtractor, tmp_path: Path) -> None:
     data, array = png(3)
     expected = reference.predict_parameters(obs_of([array], [(0.5, 0.2)]))[0].double().numpy()
@@ -188,7 +210,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(sft_url: str, referen
         (400, {**good, "image_base64": b64(truncated)}, "not a decodable image"),
         (400, {**good, "history_images_base64": [b64(data), "@@"]}, "history_images_base64[1]"),
         (400, {"linear_vel": 0.1}, "need image_base64"),
-        (400, {**good, "image_base64": None, "image_path": "/nonexistent/x.png"}, "cannot be read"),
+        (403, {**good, "image_base64": None, "image_path": "/nonexistent/x.png"}, "outside the server's image roots"),
         (400, {**good, "algorithm": "TEB"}, "serves DWA"),
         (422, {**good, "linear_vel": "fast"}, "valid number"),
         (422, {**good, "angular_vel": True}, "valid number"),
@@ -385,6 +407,8 @@ def test_serve_arguments() -> None:
     add_serve_arguments(parser)
     args = parser.parse_args(["--lora_path", "ckpt", "--mode", "actor", "--input-size", "56x84", "--load_in_4bit"])
     assert (args.checkpoint, args.mode, args.input_size, args.quantization) == ("ckpt", "actor", (56, 84), "nf4")
-    assert (args.host, args.port, args.history) == ("127.0.0.1", 5000, None)
+    assert (args.host, args.port, args.history, args.image_root) == ("127.0.0.1", 5000, None, [])
+    args = parser.parse_args(["--checkpoint", "c", "--image-root", "/data/a", "--image-root", "/data/b"])
+    assert args.image_root == [Path("/data/a"), Path("/data/b")]
     with pytest.raises(SystemExit):
         parser.parse_args(["--checkpoint", "c", "--input-size", "56"])
