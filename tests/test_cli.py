@@ -1,19 +1,24 @@
 """The ``sb3-vlm`` CLI on the real simulator: train, kill and resume, eval/compare JSON, zoo files."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch as th
 import yaml
 from _paths import APPLR_DIR, needs_applr
+from stable_baselines3 import TD3
 
 from sb3_vlm.callbacks import REPLAY_BUFFER, STATE_JSON
 from sb3_vlm.cli import main
+from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.zoo import default_conf, load_zoo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -55,7 +60,12 @@ def test_zoo_files_parse_for_both_policies():
         load_zoo_config(default_conf("vlm"), "CartPole-v1")
 
 
-def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
+def buffer_arrays(checkpoint: Path) -> dict[str, np.ndarray]:
+    with np.load(checkpoint / REPLAY_BUFFER) as data:
+        return {k: data[k] for k in data.files if k != "header"}
+
+
+def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     conf = small_applr_conf(tmp_path, n_timesteps=600)
     base = ["train", "--conf-file", str(conf), "--checkpoint-freq", "100", "--no-progress-bar"]
 
@@ -80,11 +90,40 @@ def test_train_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert state is not None, "no checkpoint at >= 200 steps before the kill"
     killed_run = state.parents[2]
     assert not (killed_run / "model.zip").exists()  # it really died mid-run
+    snapshot = tmp_path / "at_kill"
+    shutil.copytree(state.parent, snapshot)
+    saved = load_algorithm(snapshot / "model.zip")
+    saved_rows = buffer_arrays(snapshot)
 
+    # What the resumed run starts from: the checkpoint's weights and buffer, exactly.
+    started: dict[str, Any] = {}
+    learn = TD3.learn
+
+    def recording_learn(self, *args, **kwargs):
+        started["weights"] = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        started["rows"] = {k: np.copy(getattr(self.replay_buffer, k)) for k in saved_rows}
+        started["pos"], started["steps"] = self.replay_buffer.pos, self.num_timesteps
+        return learn(self, *args, **kwargs)
+
+    monkeypatch.setattr(TD3, "learn", recording_learn)
     assert main(["train", "--resume", str(killed_run), "--no-progress-bar"]) == 0
+    n = len(saved_rows["rewards"])
+    assert started["steps"] == json.loads((snapshot / STATE_JSON).read_text())["num_timesteps"] == saved.num_timesteps
+    assert started["pos"] == n
+    for key, value in saved.policy.state_dict().items():
+        assert th.equal(started["weights"][key], value), key
+    for key, rows in saved_rows.items():
+        np.testing.assert_array_equal(started["rows"][key][:n], rows, err_msg=key)
+        assert not started["rows"][key][n:].any(), key  # nothing else in the buffer yet
+
     last = killed_run / "checkpoints" / "last"
     assert json.loads((last / STATE_JSON).read_text())["num_timesteps"] == 600
     assert buffer_rows(last) == full_rows
+    final_rows = buffer_arrays(last)
+    for key, rows in saved_rows.items():
+        np.testing.assert_array_equal(final_rows[key][:n], rows, err_msg=key)  # kept, then appended to
+    final = load_algorithm(killed_run / "model.zip")
+    assert any(not th.equal(final.policy.state_dict()[k], v) for k, v in saved.policy.state_dict().items())
 
 
 def test_train_with_simulator_worker_processes(tmp_path):
@@ -121,7 +160,6 @@ def test_eval_and_compare_json(tmp_path, capsys):
 
 
 def test_eval_of_an_n_step_zip_does_not_warn(tmp_path, capsys):
-    from stable_baselines3 import TD3
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from envs import BarnNav
