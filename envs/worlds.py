@@ -189,9 +189,9 @@ BARN's path search penalises such cells (within the 0.3 m inflation radius) but 
 weight makes the paths as long as the published ones (11.4 m on average, with start and goal)."""
 
 
-def _field_path(passage: np.ndarray, entry: int, exit: int) -> np.ndarray:
+def _field_path(passage: np.ndarray, entry: int, goal_side: int) -> np.ndarray:
     """Cheapest 8-connected path through ``passage`` ``[30, 30]`` from column ``entry`` of the bottom row to column
-    ``exit`` of the top row: length plus ``_EDGE_PENALTY`` near the edge; a diagonal step may not squeeze between
+    ``goal_side`` of the top row: length plus ``_EDGE_PENALTY`` near the edge; a diagonal step may not squeeze between
     two blocked cells (as in BARN's path search).
 
     :return: Path cells ``[n, 2]`` (c, r), as BARN's ``path_N.npy``.
@@ -215,7 +215,7 @@ def _field_path(passage: np.ndarray, entry: int, exit: int) -> np.ndarray:
         weights += [np.hypot(dr, dc) + penalty[b], np.hypot(dr, dc) + penalty[a]]
     n = rows * cols
     graph = csr_matrix((np.concatenate(weights), (np.concatenate(src), np.concatenate(dst))), shape=(n, n))
-    source, sink = idx[0, entry], idx[-1, exit]
+    source, sink = idx[0, entry], idx[-1, goal_side]
     _, pred = dijkstra(graph, indices=source, return_predecessors=True)
     node, cells = sink, [sink]
     while node != source:
@@ -268,8 +268,8 @@ def generate_world(world_id: int) -> World:
             passage = _passage(occupancy)
             if passage is None:
                 continue
-            entry, exit = (int(rng.choice(np.flatnonzero(passage[row]))) for row in (0, -1))
-            path = _field_path(passage, entry, exit)
+            entry, goal_side = (int(rng.choice(np.flatnonzero(passage[row]))) for row in (0, -1))
+            path = _field_path(passage, entry, goal_side)
             cells = np.concatenate([_wall_cells(), _field_cylinders(occupancy)], axis=0)
             cylinders = cell_to_xy(cells).astype(np.float32)
             return World(world_id, cylinders, path, "generated", _difficulty(cylinders, path))
