@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import free_port
 from _trajectories import frame_image
 
 import sb3_vlm.client as client_module
@@ -139,12 +139,6 @@ def server() -> Iterator[CannedServer]:
     thread.join(timeout=5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_frames(directory: Path, ids: list[int], method: str = "FTRL") -> dict[int, bytes]:
     rng = np.random.default_rng(0)
     frames = {}
@@ -230,7 +224,7 @@ def test_timeout_is_not_retried(server: CannedServer) -> None:
 
 
 def test_connection_refused_retries_with_backoff() -> None:
-    client = QwenClient(f"http://127.0.0.1:{_free_port()}", num_history_frames=0, max_retries=2, backoff=0.1)
+    client = QwenClient(f"http://127.0.0.1:{free_port()}", num_history_frames=0, max_retries=2, backoff=0.1)
     start = time.monotonic()
     assert client.infer_from_image_bytes(b"png", 0.0, 0.0) is None
     assert time.monotonic() - start >= 0.1 + 0.2  # two backoff sleeps
@@ -278,7 +272,7 @@ HTTPServer(("127.0.0.1", parser.parse_args().port), Handler).serve_forever()
 
 
 def test_auto_start_launches_and_stops_the_script(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ValueError, match="qwen_script_path"):
         QwenClient(url, auto_start=True, qwen_script_path=str(tmp_path / "missing.py"), backoff=0.0)
     script = tmp_path / "server.py"

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
+from _helpers import free_port, running
 from _tiny_ckpt import TinyCheckpoint, build_tiny_checkpoint
 from gymnasium import spaces
 from PIL import Image
 from stable_baselines3 import TD3
 from stable_baselines3.common.logger import configure
-from test_server import free_port, running
 
 from envs import BarnNav, BarnNavVecEnv
 from envs.planners import DWA_PARAMS

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import Payload
 from _laser_env import IMAGE_SHAPE, dict_image_env, image_env, laser_env
 from _trajectories import (
     frame_image,
@@ -27,14 +28,6 @@ from envs.planners import DWA_PARAMS
 from sb3_vlm.replay import LoadResult, fill_replay_buffer, load_trajectories, resize_image
 
 IMAGE_HW = IMAGE_SHAPE[:2]
-
-
-class _Payload:
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
 
 
 def _ftrl_dir(root: Path, rng: np.random.Generator) -> dict:
@@ -76,7 +69,7 @@ def test_loader_reads_good_files_and_reports_bad_ones(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     good_bytes = pickle.dumps(ros_jackal_episode(rng, 3))
     expected_skips = {
-        write_pickle(bad / "traj_1.pickle", [_Payload(os.system, f"touch {marker}")]): "'posix.system' is not allowed",
+        write_pickle(bad / "traj_1.pickle", [Payload(os.system, f"touch {marker}")]): "'posix.system' is not allowed",
         write_pickle(bad / "traj_2.pickle", None): "wrong schema: expected a list of step records",
         write_pickle(bad / "traj_3.pickle", [[1, 2, 3]]): "wrong schema: step 0: expected a 7-field",
         write_pickle(bad / "traj_4.pickle", []): "wrong schema: no step records",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import Payload
 from _paths import APPLR_DIR
 from PIL import Image
 
@@ -33,16 +34,6 @@ APPLR_SHAPES = {
     "fc.weight": (7, 512),
     "fc.bias": (7,),
 }
-
-
-class _Payload:
-    """Pickles as a call of ``func(*args)``: what a hostile file does."""
-
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
 
 
 def _sample_objects() -> dict:
@@ -94,10 +85,10 @@ def test_numpy_1x_module_names_load() -> None:
 @pytest.mark.parametrize(
     ("make_payload", "global_name"),
     [
-        (lambda marker: _Payload(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
-        (lambda marker: _Payload(subprocess.call, ["touch", str(marker)]), "subprocess.call"),
-        (lambda marker: _Payload(eval, f"open({str(marker)!r}, 'w')"), "builtins.eval"),
-        (lambda marker: _Payload(getattr, str(marker), "upper"), "builtins.getattr"),
+        (lambda marker: Payload(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
+        (lambda marker: Payload(subprocess.call, ["touch", str(marker)]), "subprocess.call"),
+        (lambda marker: Payload(eval, f"open({str(marker)!r}, 'w')"), "builtins.eval"),
+        (lambda marker: Payload(getattr, str(marker), "upper"), "builtins.getattr"),
     ],
     ids=["os.system", "subprocess.call", "eval", "getattr"],
 )
@@ -134,7 +125,7 @@ def test_build_cannot_modify_allowed_globals(global_line: bytes) -> None:
 def test_codecs_encode_only_latin1() -> None:
     assert safe_loads(pickle.dumps(b"\x00\xffab", protocol=2)) == b"\x00\xffab"
     with pytest.raises(pickle.UnpicklingError, match="latin1"):
-        safe_loads(pickle.dumps(_Payload(codecs.encode, "abc", "rot13"), protocol=2))
+        safe_loads(pickle.dumps(Payload(codecs.encode, "abc", "rot13"), protocol=2))
 
 
 def test_persistent_id_is_refused() -> None:
@@ -170,7 +161,7 @@ def test_applr_format_round_trip(tmp_path: Path) -> None:
 def test_applr_loader_refuses_other_globals_and_hostile_storage(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     hostile = tmp_path / "hostile_actor"
-    hostile.write_bytes(pickle.dumps({"w": _Payload(os.system, f"touch {marker}")}, protocol=3))
+    hostile.write_bytes(pickle.dumps({"w": Payload(os.system, f"touch {marker}")}, protocol=3))
     with pytest.raises(UnsafePickleError, match="system"):
         load_applr_actor_state_dict(hostile)
     # numpy is fine in trajectories but not in an actor file.
@@ -179,9 +170,9 @@ def test_applr_loader_refuses_other_globals_and_hostile_storage(tmp_path: Path) 
     with pytest.raises(UnsafePickleError, match="numpy"):
         load_applr_actor_state_dict(with_numpy)
     # An allowed outer global whose inner "torch.save" blob is a hostile pickle: weights_only refuses it.
-    inner = pickle.dumps(_Payload(os.system, f"touch {marker}"), protocol=2)
+    inner = pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2)
     blob_file = tmp_path / "blob_actor"
-    blob_file.write_bytes(pickle.dumps({"w": _Payload(torch.storage._load_from_bytes, inner)}, protocol=3))
+    blob_file.write_bytes(pickle.dumps({"w": Payload(torch.storage._load_from_bytes, inner)}, protocol=3))
     with pytest.raises(ValueError, match="blob_actor"):
         load_applr_actor_state_dict(blob_file)
     assert not marker.exists()

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import socket
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import torch as th
-import uvicorn
+from _helpers import b64, free_port, png, post, running
 from _tiny_ckpt import TinyCheckpoint, build_tiny_checkpoint
 from gymnasium import spaces
-from PIL import Image
 
 from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
@@ -48,57 +41,13 @@ ACTION_SPACE = spaces.Box(DWA_PARAMS.low, DWA_PARAMS.high, dtype=np.float32)
 # ----------------------------------------------------------------------------------------------------------- helpers
 
 
-def png(seed: int, size: tuple[int, int] = (H, W)) -> tuple[bytes, np.ndarray]:
-    """A random RGB PNG and its pixels ``[h, w, 3]``."""
-    array = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue(), array
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def obs_of(arrays: list[np.ndarray], velocities: list[tuple[float, float]]) -> dict[str, th.Tensor]:
     images = th.from_numpy(np.stack([a.transpose(2, 0, 1) for a in arrays]))
     return {"image": images, "velocity": th.tensor(velocities, dtype=th.float32)}
 
 
-def post(url: str, payload: Any = None, data: bytes | None = None, timeout: float = 30.0) -> tuple[int, dict]:
-    """Plain urllib POST; returns (status, JSON answer) for 2xx and 4xx/5xx alike."""
-    body = data if data is not None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def close(actual: list[float], expected: np.ndarray) -> bool:
     return np.allclose(np.asarray(actual), np.asarray(expected, dtype=np.float64), rtol=1e-4, atol=1e-5)
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a socket bound to a free port) in a background thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        assert QwenClient(url, num_history_frames=0).wait_for_service(timeout=30, poll_interval=0.05)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-    assert not thread.is_alive()
 
 
 # ---------------------------------------------------------------------------------------------------------- fixtures
@@ -366,12 +315,6 @@ def test_publish_policy_reloads_the_actor_server(sft_ckpt: TinyCheckpoint, tmp_p
         status, failure = post(f"{actor_url}/reload", data=b"")
         assert status == 500 and "reload failed" in failure["detail"]
         assert client.infer_from_image_bytes(data, 0.4, 0.1)["parameters_array"] == answer["parameters_array"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------ construction errors

@@ -1,9 +1,9 @@
 """``sb3-vlm`` command line: one subcommand per stage of the FTRL workflow.
 
 Only the chosen subcommand's module is imported (``sb3-vlm --help`` imports no torch, simulator or VLM code).
-Errors that our code raises for bad input (``ValueError``, ``FileNotFoundError``, ``PermissionError``, a missing
-optional dependency) print one line; anything else is a bug and shows its traceback, as does every error with
-``--debug``.
+Bad input prints one line: a file error naming its path (missing, unreadable, a directory), or a ``ValueError``,
+``ImportError`` or ``OSError`` that our code raises with a message naming the input and the fix. Anything else is a bug and shows
+its traceback, as does every error with ``--debug``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ COMMANDS = {
     "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
 }
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError)
-"""Exception types our code raises, with a message naming the bad input and a fix."""
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]
 
 
@@ -45,9 +43,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _raised_by_us(error: BaseException) -> bool:
-    """Whether the innermost frame of ``error`` is code of ``sb3_vlm`` or ``envs`` (a deliberate, worded raise)."""
+def is_input_error(error: BaseException) -> bool:
+    """Whether ``error`` is about the user's input rather than a bug (see the module docstring)."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return True
+    if not isinstance(error, (ValueError, ImportError, OSError)):
+        return False
     frames = traceback.extract_tb(error.__traceback__)
+    # The innermost frame is ours: a deliberate, worded raise (not, say, numpy failing on a bug of ours).
     return bool(frames) and frames[-1].filename.startswith(_OUR_PACKAGES)
 
 
@@ -57,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         args.func(args)
-    except USER_ERRORS as e:
-        if args.debug or not _raised_by_us(e):
+    except (ValueError, ImportError, OSError) as e:
+        if args.debug or not is_input_error(e):
             raise
         print(f"sb3-vlm {args.command}: error: {e}", file=sys.stderr)
         return 2
