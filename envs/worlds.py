@@ -4,7 +4,8 @@ Frame and layout follow the published worlds and the BARN challenge's ``run.py``
 (grid cols 1..30, rows 1..30: -4.5 <= x <= 0 m, 5.15 <= y <= 9.65 m) whose first and last columns are walls, one
 cylinder of radius 0.075 m per occupied cell (none inside solid blobs), a corridor below it closed by walls of
 cylinders, the robot starting at (-2.25, 3) facing +y and the goal at (-2.25, 13).
-Grid cell (col, row) -> world ``x = col * 0.15 - 4.575``, ``y = row * 0.15 + 5.075``.
+Grid cell (col, row) -> world ``x = col * 0.15 - 4.575``, ``y = row * 0.15 + 5.075`` for reference-path cells
+(``run.py``); the world files put cylinders 0.05 m lower, at ``y = row * 0.15 + 5.025`` (``0.075 + 0.15 k``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def cell_to_xy(cells: np.ndarray) -> np.ndarray:
     """Grid cells ``[n, 2]`` (col, row) -> world points ``[n, 2]`` (x, y) in metres."""
     cells = np.asarray(cells, dtype=np.float64)
     return np.stack([cells[:, 0] * CELL - 0.075 - 4.5, cells[:, 1] * CELL + 0.075 + 5.0], axis=1)
+
+
+def cylinder_xy(cells: np.ndarray) -> np.ndarray:
+    """Grid cells ``[n, 2]`` (col, row) -> centres ``[n, 2]`` (m) of cylinders on them, on the published world
+    files' lattice: x as :func:`cell_to_xy`, y 0.05 m below it."""
+    xy = cell_to_xy(cells)
+    xy[:, 1] -= 0.05
+    return xy
 
 
 def path_length(points: np.ndarray) -> float:
@@ -114,7 +123,8 @@ def nav_metric(success: bool | np.ndarray, time: float | np.ndarray, optimal_tim
 # A field is ``[30, 30]`` bool indexed ``[r, c]``: world cell (col ``c + 1``, row ``r + 1``). Its first and last
 # columns are the corridor's side walls, carried on through the field; its bottom and top rows are open (start and
 # goal sides). BARN's path files name field cells ``(c, r)``; :func:`cell_to_xy` places them as BARN's ``run.py``
-# does (one cell below and left of the field cell they name), for published and generated worlds alike.
+# does (0.15 m left of and 0.1 m below the cylinder of the field cell they name), for published and generated
+# worlds alike.
 
 FILL_LEVELS = (0.15, 0.20, 0.25, 0.30)
 SMOOTH_ITERS = (2, 3, 4)
@@ -271,7 +281,7 @@ def generate_world(world_id: int) -> World:
             entry, goal_side = (int(rng.choice(np.flatnonzero(passage[row]))) for row in (0, -1))
             path = _field_path(passage, entry, goal_side)
             cells = np.concatenate([_wall_cells(), _field_cylinders(occupancy)], axis=0)
-            cylinders = cell_to_xy(cells).astype(np.float32)
+            cylinders = cylinder_xy(cells).astype(np.float32)
             return World(world_id, cylinders, path, "generated", _difficulty(cylinders, path))
 
 

@@ -36,9 +36,11 @@ published worlds (checked against the data by ``test_published_statistics``)."""
 
 
 def _grid(world: World) -> np.ndarray:
-    """Occupancy of world cells ``[row + 33, col]`` (rows -33..30, cols 0..31) from the cylinder centres."""
-    col = np.round((world.cylinders[:, 0] + 4.575) / CELL).astype(int)
-    row = np.round((world.cylinders[:, 1] - 5.075) / CELL).astype(int)
+    """Occupancy of world cells ``[row + 33, col]`` (rows -33..30, cols 0..31) from the cylinder centres, which lie
+    on the published lattice ``x = col * 0.15 - 4.575``, ``y = row * 0.15 + 5.025``."""
+    col, row = (world.cylinders - np.array([-4.575, 5.025])).T / CELL
+    np.testing.assert_allclose([col, row], np.round([col, row]), atol=1e-4)
+    col, row = np.round(col).astype(int), np.round(row).astype(int)
     grid = np.zeros((64, 32), dtype=bool)
     grid[row + 33, col] = True
     return grid
@@ -107,9 +109,11 @@ def test_published_statistics():
     for key, values in _stats(real).items():
         np.testing.assert_allclose(values, PUBLISHED[key], atol=1e-3, err_msg=key)
     assert all(_planner_finds_a_path(real[i]) for i in TEST_IDS)
+    corridor = _grid(generate_world(0))[: 33 + 1]
     for world in real[::25]:
-        field = _grid(world)[33 + 1 :]
-        assert field[:, [1, 30]].all() and not _solid(field)  # as generated
+        grid = _grid(world)  # on the lattice the generated worlds use
+        np.testing.assert_array_equal(grid[: 33 + 1], corridor)
+        assert grid[33 + 1 :, [1, 30]].all() and not _solid(grid[33 + 1 :])  # as generated
 
 
 @pytest.mark.slow
