@@ -1,0 +1,343 @@
+"""Reward wrappers that add a :class:`~sb3_vlm.rewards.judge.VLMJudge` score to an env's reward.
+
+* :class:`VLMJudgeReward`: a ``gymnasium.Wrapper`` of one env;
+* :class:`VecVLMJudgeReward`: an SB3 ``VecEnvWrapper`` of any ``VecEnv`` (our batched ``BarnNavVecEnv`` included):
+  the judgements of all envs due at one step go out together and are waited for together.
+
+Modes: ``"terminal"`` judges the whole episode when it ends (frames sampled evenly over it) and adds the score to
+its last reward; ``"window"`` judges the last ``window`` frames every ``window`` steps, and the last ``window``
+frames again when the episode ends between two windows. A judged step pays
+``env_weight * r_env + judge_weight * score``; when the judgement fails (or does not finish within ``max_wait``
+seconds) it pays ``env_weight * r_env`` (plus ``judge_weight * failure_score`` if given): the episode keeps the env's
+own reward and goes on. Judged steps carry ``info["judge_score"]`` (float) or ``info["judge_failure"]`` (a kind of
+:data:`~sb3_vlm.rewards.judge.FAILURE_KINDS`), and ``info["judge_failures"]``, the wrapper's failures so far.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
+
+from sb3_vlm.rewards.judge import JudgeResult, VLMJudge
+
+__all__ = ["EpisodeFrames", "VLMJudgeReward", "VecVLMJudgeReward"]
+
+FrameFn = Callable[[Any], np.ndarray]
+
+
+class EpisodeFrames:
+    """Frames of one running episode, in bounded memory.
+
+    ``terminal`` mode keeps every ``stride``-th frame, doubling the stride (and dropping every other kept frame)
+    whenever more than ``capacity`` are kept, plus the latest frame: an even sample of any episode length.
+    ``window`` mode keeps the last ``window`` frames.
+
+    :param mode: ``"terminal"`` or ``"window"``.
+    :param window: Window length (steps) of ``"window"`` mode.
+    :param capacity: Frames kept at most in ``"terminal"`` mode (>= 2).
+    """
+
+    def __init__(self, mode: str, window: int, capacity: int) -> None:
+        self.mode, self.window, self.capacity = mode, window, max(2, capacity)
+        self.reset(None)
+
+    def reset(self, frame: np.ndarray | None) -> None:
+        """Start a new episode (with its first frame, if there is one)."""
+        self.kept: list[np.ndarray] = []
+        self.recent: deque[np.ndarray] = deque(maxlen=self.window)
+        self.latest: np.ndarray | None = None
+        self.count, self.stride = 0, 1
+        self.since_judged = 0
+        if frame is not None:
+            self.add(frame, step=False)
+
+    def add(self, frame: np.ndarray, step: bool = True) -> None:
+        """Append a frame (``step``: it follows a step, which counts toward the next window)."""
+        frame = np.array(frame, copy=True)
+        if self.mode == "window":
+            self.recent.append(frame)
+        else:
+            if self.count % self.stride == 0:
+                self.kept.append(frame)
+                if len(self.kept) > self.capacity:
+                    self.kept = self.kept[::2]
+                    self.stride *= 2
+            self.latest = frame
+            self.count += 1
+        self.since_judged += int(step)
+
+    def window_due(self) -> bool:
+        """A full window of steps has passed since the last judgement (``"window"`` mode)."""
+        return self.mode == "window" and self.since_judged >= self.window
+
+    def frames(self) -> list[np.ndarray]:
+        """The frames to judge now: the kept ones and the latest (``terminal``), or the window (``window``)."""
+        self.since_judged = 0
+        if self.mode == "window":
+            return list(self.recent)
+        if self.latest is not None and (not self.kept or self.kept[-1] is not self.latest):
+            return [*self.kept, self.latest]
+        return list(self.kept)
+
+
+def _check(mode: str, window: int, max_wait: float | None, judge: VLMJudge) -> float:
+    if not isinstance(judge, VLMJudge):
+        raise TypeError(f"judge must be a VLMJudge, got {type(judge).__name__}")
+    if mode not in ("terminal", "window"):
+        raise ValueError(f"mode must be 'terminal' or 'window', got {mode!r}")
+    if not (isinstance(window, int) and window > 0):
+        raise ValueError(f"window must be a positive int (steps), got {window!r}")
+    wait = judge.timeout if max_wait is None else float(max_wait)
+    if not wait > 0:
+        raise ValueError(f"max_wait must be > 0 s, got {max_wait!r}")
+    return wait
+
+
+def _is_image(space: spaces.Space) -> bool:
+    if isinstance(space, spaces.Dict) and "image" in space.spaces:
+        space = space.spaces["image"]
+    return (
+        isinstance(space, spaces.Box)
+        and space.dtype == np.uint8
+        and len(space.shape) == 3
+        and 3 in (space.shape[0], space.shape[-1])
+    )
+
+
+def _image_of(obs: Any) -> np.ndarray:
+    return obs["image"] if isinstance(obs, dict) else obs
+
+
+class _Blend:
+    """What both wrappers share: the judge, the weights and the per-step reward of a judgement."""
+
+    def __init__(
+        self, judge: VLMJudge, env_weight: float, judge_weight: float, failure_score: float | None, max_wait: float
+    ) -> None:
+        self.judge, self.env_weight, self.judge_weight = judge, float(env_weight), float(judge_weight)
+        self.failure_score, self.max_wait, self.failures = failure_score, max_wait, 0
+
+    def collect(self, futures: list[cf.Future[JudgeResult]]) -> list[JudgeResult]:
+        """Wait for ``futures`` together, ``max_wait`` s at most; the unfinished ones are ``"deadline"`` failures
+        (their answers still fill the cache when they arrive)."""
+        cf.wait(futures, timeout=self.max_wait)
+        results = []
+        for future in futures:
+            if not future.done():
+                self.judge.count_failure("deadline")
+                results.append(JudgeResult(None, failure="deadline"))
+                continue
+            try:
+                results.append(future.result())
+            except BaseException:  # cancelled by judge.close(): counted like any failure
+                self.judge.count_failure("error")
+                results.append(JudgeResult(None, failure="error"))
+        return results
+
+    def apply(self, reward: float, result: JudgeResult, info: dict[str, Any]) -> float:
+        """The judged step's reward; writes ``judge_score`` / ``judge_failure`` and ``judge_failures`` into info."""
+        total = self.env_weight * float(reward)
+        if result.ok:
+            assert result.score is not None
+            info["judge_score"] = result.score
+            total += self.judge_weight * result.score
+        else:
+            self.failures += 1
+            info["judge_failure"] = result.failure
+            if self.failure_score is not None:
+                total += self.judge_weight * self.failure_score
+        info["judge_failures"] = self.failures
+        return total
+
+
+class VLMJudgeReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Add a VLM judge's score to one env's reward (see the module docstring for modes and failures).
+
+    Example:
+        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), VLMJudge(url, model))
+
+    Args:
+        env: The env. Its frames come from ``frame_source``.
+        judge: The :class:`VLMJudge` (may be shared by several wrappers).
+        mode: ``"terminal"`` or ``"window"``.
+        window: Steps per window in ``"window"`` mode.
+        env_weight: Weight of the env's own reward (every step).
+        judge_weight: Weight of the judge's score (judged steps).
+        failure_score: Score used when a judgement fails, or None to add nothing.
+        frame_source: ``"auto"`` (the observation if it is an image, or its ``"image"`` key, else ``env.render()``),
+            ``"observation"``, ``"render"`` (needs ``render_mode="rgb_array"``), or a callable ``f(obs) -> image``.
+        max_wait: Seconds a step may wait for its judgement (default: the judge's ``timeout``).
+        max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        judge: VLMJudge,
+        mode: str = "terminal",
+        window: int = 16,
+        env_weight: float = 1.0,
+        judge_weight: float = 1.0,
+        failure_score: float | None = None,
+        frame_source: str | FrameFn = "auto",
+        max_wait: float | None = None,
+        max_frames: int = 64,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, mode=mode, window=window, env_weight=env_weight)
+        gym.Wrapper.__init__(self, env)
+        wait = _check(mode, window, max_wait, judge)
+        self.blend = _Blend(judge, env_weight, judge_weight, failure_score, wait)
+        self.mode, self.window = mode, window
+        self._frame = self._frame_fn(frame_source)
+        self._episode = EpisodeFrames(mode, window, max(max_frames, judge.num_frames))
+
+    @property
+    def judge(self) -> VLMJudge:
+        return self.blend.judge
+
+    @property
+    def failures(self) -> int:
+        """Failed judgements of this wrapper so far."""
+        return self.blend.failures
+
+    def _frame_fn(self, source: str | FrameFn) -> FrameFn:
+        if callable(source):
+            return source
+        if source == "auto":
+            source = "observation" if _is_image(self.observation_space) else "render"
+        if source == "observation":
+            if not _is_image(self.observation_space):
+                raise ValueError(f"frame_source='observation' needs an image observation, got {self.observation_space}")
+            return _image_of
+        if source == "render":
+            if self.env.render_mode != "rgb_array":
+                raise ValueError(
+                    "frame_source='render' needs an env made with render_mode='rgb_array', "
+                    f"got render_mode={self.env.render_mode!r}"
+                )
+            return lambda obs: np.asarray(self.env.render())
+        raise ValueError(f"frame_source must be 'auto', 'observation', 'render' or a callable, got {source!r}")
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._episode.reset(self._frame(obs))
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._episode.add(self._frame(obs))
+        ended = terminated or truncated
+        if ended or self._episode.window_due():
+            (result,) = self.blend.collect([self.judge.submit(self._episode.frames())])
+            reward = self.blend.apply(float(reward), result, info)
+        else:
+            reward = self.blend.env_weight * float(reward)
+        return obs, reward, terminated, truncated, info
+
+
+class VecVLMJudgeReward(VecEnvWrapper):
+    """
+    Add a VLM judge's score to the rewards of a ``VecEnv`` (see the module docstring for modes and failures). The
+    judgements due at one step (episodes ending, windows completing) are submitted together and waited for together,
+    at most ``max_wait`` seconds in all.
+
+    Frames: ``"observation"`` takes each env's observation (``infos[i]["terminal_observation"]`` for the last frame
+    of an episode); ``"render"`` takes ``venv.get_images()`` after every step (an auto-reset VecEnv has already
+    started the next episode when it reports ``done``, so the last rendered frame of an episode is the one before
+    its final step).
+
+    :param venv: The VecEnv (e.g. ``BarnNavVecEnv``, possibly behind ``VecMonitor``: put the judge inside the
+        monitor to log the judged returns as ``rollout/ep_rew_mean``).
+    :param judge: The :class:`VLMJudge`.
+    :param mode: ``"terminal"`` or ``"window"``.
+    :param window: Steps per window in ``"window"`` mode.
+    :param env_weight: Weight of the env's own reward (every step).
+    :param judge_weight: Weight of the judge's score (judged steps).
+    :param failure_score: Score used when a judgement fails, or None to add nothing.
+    :param frame_source: ``"auto"`` (observation if it is an image, else render), ``"observation"``, ``"render"``,
+        or a callable ``f(obs_i) -> image`` of one env's observation.
+    :param max_wait: Seconds a step may wait for its judgements (default: the judge's ``timeout``).
+    :param max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        judge: VLMJudge,
+        mode: str = "terminal",
+        window: int = 16,
+        env_weight: float = 1.0,
+        judge_weight: float = 1.0,
+        failure_score: float | None = None,
+        frame_source: str | FrameFn = "auto",
+        max_wait: float | None = None,
+        max_frames: int = 64,
+    ) -> None:
+        super().__init__(venv)
+        wait = _check(mode, window, max_wait, judge)
+        self.blend = _Blend(judge, env_weight, judge_weight, failure_score, wait)
+        self.mode, self.window = mode, window
+        if frame_source == "auto":
+            frame_source = "observation" if _is_image(self.observation_space) else "render"
+        if frame_source == "observation" and not _is_image(self.observation_space):
+            raise ValueError(f"frame_source='observation' needs an image observation, got {self.observation_space}")
+        if not (callable(frame_source) or frame_source in ("observation", "render")):
+            raise ValueError(
+                f"frame_source must be 'auto', 'observation', 'render' or a callable, got {frame_source!r}"
+            )
+        self.frame_source = frame_source
+        capacity = max(max_frames, judge.num_frames)
+        self._episodes = [EpisodeFrames(mode, window, capacity) for _ in range(self.num_envs)]
+
+    @property
+    def judge(self) -> VLMJudge:
+        return self.blend.judge
+
+    @property
+    def failures(self) -> int:
+        """Failed judgements of this wrapper so far."""
+        return self.blend.failures
+
+    def _frames(self, obs: VecEnvObs) -> list[np.ndarray]:
+        """One frame per env of the current observations (or renders)."""
+        if self.frame_source == "render":
+            return [np.asarray(image) for image in self.venv.get_images()]
+        fn = self.frame_source if callable(self.frame_source) else _image_of
+        if isinstance(obs, dict):
+            return [fn({k: v[i] for k, v in obs.items()}) for i in range(self.num_envs)]
+        return [fn(obs[i]) for i in range(self.num_envs)]
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        for episode, frame in zip(self._episodes, self._frames(obs), strict=True):
+            episode.reset(frame)
+        return obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        frames = self._frames(obs)
+        due, futures = [], []
+        for i, episode in enumerate(self._episodes):
+            if dones[i] and self.frame_source != "render":
+                terminal = infos[i].get("terminal_observation")
+                if terminal is not None:
+                    fn = self.frame_source if callable(self.frame_source) else _image_of
+                    episode.add(fn(terminal))
+            elif not dones[i]:
+                episode.add(frames[i])
+            if dones[i] or episode.window_due():
+                due.append(i)
+                futures.append(self.judge.submit(episode.frames()))
+            if dones[i]:
+                episode.reset(frames[i])  # the first frame of the next episode (auto-reset)
+        new_rewards = self.blend.env_weight * np.asarray(rewards, dtype=np.float32)
+        for i, result in zip(due, self.blend.collect(futures), strict=True):
+            new_rewards[i] = self.blend.apply(float(rewards[i]), result, infos[i])
+        return obs, new_rewards.astype(np.float32), dones, infos
