@@ -29,6 +29,7 @@ from sb3_vlm.checkpoint import (
     write_checkpoint,
 )
 from sb3_vlm.heads import DPTHead, HistoryEncoder, history_transform
+from sb3_vlm.model.config import VLMConfig
 
 __all__ = ["VLMDPTExtractor"]
 
@@ -72,92 +73,58 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     is then close to, not the same as, uncached training.
 
     :param observation_space: Image Box or Dict with ``"image"`` (and optionally ``"velocity"``).
-    :param backbone: ``"tiny"``, a model directory, or an FTRL checkpoint directory.
-    :param base_model: Base model (``"tiny"`` or a directory) when ``backbone`` is a checkpoint, or None.
-    :param freeze_vlm: Freeze the VLM (a loaded adapter is merged). If False, LoRA trains: a fresh one from ``lora``
-        or the checkpoint's adapter.
-    :param freeze_dpt: Freeze the DPT head.
-    :param freeze_history: Freeze the history encoder; None follows ``freeze_dpt`` (FTRL).
-    :param lora: ``LoraConfig`` kwargs for a fresh LoRA (see :meth:`VLMBackbone.from_pretrained`), or None.
-    :param quantization: ``"nf4"``, ``"int8"`` or None.
-    :param dtype: Backbone dtype, ``"float32"`` or ``"bfloat16"``; the heads always run in float32.
-    :param image_size: ``(height, width)`` images are resized to before the VLM (multiples of 28), or None.
-    :param planner: Planner name in the prompt (tokenizer-equipped backbones).
-    :param num_params: ``P`` of a fresh DPT head (its SFT ``mlp``); ignored with a checkpoint.
-    :param seed: Weight seed of the tiny backbone.
-    :param feature_cache_bytes: Byte budget of the feature cache; 0 (default) disables it.
-    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float32"`` (default, exact), ``"float16"``
-        or ``"bfloat16"`` (half the memory, rounded); pooled features are always float32.
+    :param config: A :class:`~sb3_vlm.model.config.VLMConfig` (or a dict of its fields), or None for the defaults.
+    :param kwargs: :class:`~sb3_vlm.model.config.VLMConfig` fields overriding ``config`` (``backbone``,
+        ``base_model``, ``freeze_vlm``, ``freeze_dpt``, ``freeze_history``, ``lora``, ``quantization``, ``dtype``,
+        ``image_size``, ``planner``, ``num_params``, ``seed``, ``feature_cache_bytes``, ``feature_cache_dtype``);
+        see its field help.
     """
 
     def __init__(
         self,
         observation_space: spaces.Space,
-        backbone: str | os.PathLike = TINY,
-        base_model: str | os.PathLike | None = None,
-        freeze_vlm: bool = True,
-        freeze_dpt: bool = False,
-        freeze_history: bool | None = None,
-        lora: Mapping[str, Any] | None = None,
-        quantization: str | None = None,
-        dtype: str = "float32",
-        image_size: tuple[int, int] | None = None,
-        planner: str = "DWA",
-        num_params: int = 9,
-        seed: int = 0,
-        feature_cache_bytes: int = 0,
-        feature_cache_dtype: str = "float32",
+        config: VLMConfig | Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ):
         super().__init__(observation_space, features_dim=FEATURE_DIM)
+        self.config = config = VLMConfig.build(config, **kwargs)
         self.has_velocity = _check_space(observation_space)
-        if isinstance(feature_cache_bytes, bool) or not isinstance(feature_cache_bytes, int | np.integer):
-            raise TypeError(
-                f"VLMDPTExtractor: feature_cache_bytes must be an int (0 disables the cache), got "
-                f"{type(feature_cache_bytes).__name__}"
-            )
-        if feature_cache_bytes < 0:
-            raise ValueError(
-                f"VLMDPTExtractor: feature_cache_bytes must be >= 0 (0: no cache), got {feature_cache_bytes}"
-            )
-        if feature_cache_dtype not in _CACHE_DTYPES:
-            raise ValueError(
-                f"VLMDPTExtractor: feature_cache_dtype must be one of {sorted(_CACHE_DTYPES)}, "
-                f"got {feature_cache_dtype!r}"
-            )
-        if feature_cache_bytes and not freeze_vlm:
+        if config.feature_cache_bytes and not config.freeze_vlm:
             warnings.warn(
                 "VLMDPTExtractor: the feature cache stays inactive while the VLM trains (freeze_vlm=False)",
                 stacklevel=2,
             )
-        self.feature_cache = FeatureCache(int(feature_cache_bytes)) if feature_cache_bytes else None
-        self.feature_cache_dtype = _CACHE_DTYPES[feature_cache_dtype]
+        self.feature_cache = FeatureCache(config.feature_cache_bytes) if config.feature_cache_bytes else None
+        self.feature_cache_dtype = _CACHE_DTYPES[config.feature_cache_dtype]
         self._uint8_images = _image_space(observation_space).dtype == np.uint8
-        backbone = str(backbone)
+        backbone = config.backbone
         ckpt = read_checkpoint(backbone) if is_checkpoint_dir(backbone) else None
         adapter = None if ckpt is None else ckpt.adapter_dir
-        if lora is not None and freeze_vlm:
+        lora = config.lora
+        if lora is not None and config.freeze_vlm:
             warnings.warn(
                 "VLMDPTExtractor: `lora` is ignored with freeze_vlm=True (a frozen fresh LoRA is a no-op)", stacklevel=2
             )
             lora = None
-        if not freeze_vlm and lora is None and adapter is None:
+        if not config.freeze_vlm and lora is None and adapter is None:
             raise ValueError(
                 "VLMDPTExtractor: freeze_vlm=False trains LoRA only; pass lora=dict(r=..., ...) or a checkpoint with "
                 f"an adapter, got lora=None and backbone={backbone!r}"
             )
+        freeze_vlm, freeze_dpt, freeze_history = config.freeze_vlm, config.freeze_dpt, config.freeze_history
         self.freeze_vlm = freeze_vlm
         self.freeze_dpt = freeze_dpt
         self.freeze_history = freeze_dpt if freeze_history is None else freeze_history
         self.backbone = VLMBackbone.from_pretrained(
-            backbone if ckpt is None else _base_of_checkpoint(backbone, ckpt, base_model),
-            dtype=dtype,
-            quantization=quantization,
+            backbone if ckpt is None else _base_of_checkpoint(backbone, ckpt, config.base_model),
+            dtype=config.dtype,
+            quantization=config.quantization,
             lora=lora,
             adapter=adapter,
             adapter_trainable=not freeze_vlm,
-            planner=planner,
-            image_size=image_size,
-            seed=seed,
+            planner=config.planner,
+            image_size=config.image_size,
+            seed=config.seed,
         )
         self.history: HistoryEncoder | None = None
         self.history_image_size = 224
@@ -166,7 +133,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         # actor_head / critic state dicts of a checkpoint written by VLMTD3Policy.save_pretrained.
         self.pretrained_extras: dict[str, dict[str, th.Tensor]] = {}
         if ckpt is None:
-            self.dpt = DPTHead(self.backbone.hidden_size, num_params)
+            self.dpt = DPTHead(self.backbone.hidden_size, config.num_params)
         else:
             self._load_checkpoint_heads(backbone, ckpt)
         self.dpt.requires_grad_(not freeze_dpt)
@@ -331,7 +298,11 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             head_state=self.dpt.state_dict(),
             param_mean=self.param_mean,
             param_std=self.param_std,
-            config={"base_model": self.backbone.source},
+            # The base model and every other setting: enough to rebuild this extractor from the directory alone.
+            config={
+                "base_model": self.backbone.source,
+                "vlm": self.config.replace(backbone=self.backbone.source, base_model=None).to_dict(),
+            },
         )
         if self.history is not None:
             parts.history_state = self.history.state_dict()

@@ -8,9 +8,9 @@ parallel; a server that fails is reported, not raised: collection goes on with t
 
 Besides :meth:`VLMTD3Policy.save_pretrained`'s files the directory's ``sb3_vlm_config.json`` records, under
 ``"policy"``, what a server needs to rebuild the policy without the environment: observation image shape and
-whether a velocity is observed, the action space's physical ranges, the parameter names if given, and the head
-architecture and extractor settings (``net_arch``, ``activation_fn``, ``n_critics``, ``image_size``, ``planner``,
-``seed``).
+whether a velocity is observed, the action space's physical ranges, the parameter names if given, the head
+architecture (``net_arch``, ``activation_fn``, ``n_critics``) and the extractor's whole
+:class:`~sb3_vlm.model.config.VLMConfig` (``vlm``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ from sb3_vlm.server import POLICY_METADATA_KEY
 __all__ = ["PublishResult", "policy_metadata", "publish_policy", "reload_servers"]
 
 logger = logging.getLogger(__name__)
-
-# Extractor settings that change the features, so the server must rebuild the policy with them.
-_EXTRACTOR_KEYS = ("image_size", "planner", "seed")
 
 
 @dataclass
@@ -69,7 +66,7 @@ def policy_metadata(policy: VLMTD3Policy, parameter_names: Sequence[str] | None 
     :param policy: The policy.
     :param parameter_names: Name of each action dimension (e.g. ``DWA_PARAMS.names``), or None.
     :return: ``observation_space`` (``image_shape`` ``[3, H, W]``, ``velocity``), ``action_space`` (``low``,
-        ``high``, physical units), ``parameter_names`` (if given), ``policy_kwargs``.
+        ``high``, physical units), ``parameter_names`` (if given), ``policy_kwargs`` (head architecture + ``vlm``).
     """
     obs_space = policy.observation_space
     image_space = obs_space["image"] if isinstance(obs_space, spaces.Dict) else obs_space
@@ -80,14 +77,11 @@ def policy_metadata(policy: VLMTD3Policy, parameter_names: Sequence[str] | None 
         raise ValueError(
             f"parameter_names must name the {action_space.shape[0]} action dimensions, got {len(parameter_names)}"
         )
-    extractor_kwargs = policy.features_extractor_kwargs
-    image_size = extractor_kwargs.get("image_size")
     policy_kwargs: dict[str, Any] = {
         "net_arch": {k: [int(n) for n in v] for k, v in policy.net_arch.items()},
         "activation_fn": policy.activation_fn.__name__,
         "n_critics": int(policy.critic_kwargs["n_critics"]),
-        "image_size": None if image_size is None else [int(s) for s in image_size],
-        **{k: extractor_kwargs[k] for k in _EXTRACTOR_KEYS if k != "image_size" and k in extractor_kwargs},
+        "vlm": policy.vlm_config.to_dict(),
     }
     metadata: dict[str, Any] = {
         "observation_space": {

@@ -18,9 +18,10 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.td3.policies import Actor, TD3Policy
 from torch import nn
 
-from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR, TINY
+from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR
 from sb3_vlm.checkpoint import check_state, write_checkpoint
 from sb3_vlm.extractor import VLMDPTExtractor
+from sb3_vlm.model.config import VLMConfig
 
 __all__ = ["VLMCritic", "VLMPolicy", "VLMTD3Policy"]
 
@@ -146,27 +147,14 @@ class VLMTD3Policy(TD3Policy):
     :param net_arch: ``dict(pi=[...], qf=[...], action_encoder=[...])``; missing keys take FTRL's sizes
         ``pi=[]``, ``qf=[512, 256]``, ``action_encoder=[128, 64]``; a list sets both ``pi`` and ``qf``.
     :param activation_fn: Activation of the heads.
-    :param backbone: ``"tiny"``, a local model directory, or a checkpoint directory (FTRL layout, or one written by
-        :meth:`save_pretrained`, whose ``actor_head/`` and ``critic/`` are loaded too).
-    :param base_model: Base model of a checkpoint ``backbone`` (see :class:`VLMDPTExtractor`).
-    :param freeze_vlm: Freeze the VLM; otherwise LoRA trains.
-    :param freeze_dpt: Freeze the DPT head.
-    :param freeze_history: Freeze the history encoder (None: as ``freeze_dpt``).
-    :param lora: ``LoraConfig`` kwargs for a fresh LoRA, or None.
-    :param quantization: ``"nf4"``, ``"int8"`` or None.
-    :param dtype: Backbone dtype, ``"float32"`` or ``"bfloat16"``.
-    :param image_size: ``(height, width)`` for the VLM, multiples of 28, or None.
-    :param planner: Planner name in the prompt.
-    :param num_params: ``P`` of a fresh DPT head.
-    :param seed: Weight seed of the tiny backbone.
-    :param feature_cache_bytes: Byte budget of the extractor's feature cache; 0 (default) disables it. Active only
-        with ``freeze_vlm=True``.
-    :param feature_cache_dtype: Storage dtype of cached hidden states: ``"float32"`` (default, exact), ``"float16"``
-        or ``"bfloat16"`` (half the memory, rounded).
+    :param vlm: The extractor's :class:`~sb3_vlm.model.config.VLMConfig` (or a dict of its fields), or None.
     :param normalize_images: SB3's image ``/255``.
     :param optimizer_class: Optimizer of actor and critic.
     :param optimizer_kwargs: Its kwargs, excluding the learning rate.
     :param n_critics: Number of Q heads.
+    :param vlm_kwargs: :class:`~sb3_vlm.model.config.VLMConfig` fields overriding ``vlm`` (``backbone``,
+        ``freeze_vlm``, ``lora``, ``feature_cache_bytes``, ...), as flat ``policy_kwargs`` (zoo files use these). A
+        ``backbone`` written by :meth:`save_pretrained` also brings its ``actor_head/`` and ``critic/``.
     """
 
     actor: VLMActor
@@ -182,41 +170,15 @@ class VLMTD3Policy(TD3Policy):
         lr_schedule: Schedule,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
-        backbone: str | os.PathLike = TINY,
-        base_model: str | os.PathLike | None = None,
-        freeze_vlm: bool = True,
-        freeze_dpt: bool = False,
-        freeze_history: bool | None = None,
-        lora: Mapping[str, Any] | None = None,
-        quantization: str | None = None,
-        dtype: str = "float32",
-        image_size: tuple[int, int] | None = None,
-        planner: str = "DWA",
-        num_params: int = 9,
-        seed: int = 0,
-        feature_cache_bytes: int = 0,
-        feature_cache_dtype: str = "float32",
+        vlm: VLMConfig | Mapping[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        **vlm_kwargs: Any,
     ):
-        extractor_kwargs = dict(
-            backbone=str(backbone),
-            base_model=None if base_model is None else str(base_model),
-            freeze_vlm=freeze_vlm,
-            freeze_dpt=freeze_dpt,
-            freeze_history=freeze_history,
-            lora=None if lora is None else dict(lora),
-            quantization=quantization,
-            dtype=dtype,
-            image_size=image_size,
-            planner=planner,
-            num_params=num_params,
-            seed=seed,
-            feature_cache_bytes=feature_cache_bytes,
-            feature_cache_dtype=feature_cache_dtype,
-        )
+        self.vlm_config = VLMConfig.build(vlm, **vlm_kwargs)
+        extractor_kwargs = {"config": self.vlm_config}
         super().__init__(
             observation_space,
             action_space,
@@ -256,7 +218,7 @@ class VLMTD3Policy(TD3Policy):
     def _load_pretrained_heads(self) -> None:
         """Load ``actor_head/`` and ``critic/`` of a checkpoint written by :meth:`save_pretrained`."""
         extras = self.features_extractor.pretrained_extras
-        source = self.features_extractor_kwargs["backbone"]
+        source = self.vlm_config.backbone
         for name, module in ((ACTOR_HEAD_DIR, self.actor), (CRITIC_DIR, self.critic)):
             if name in extras:
                 check_state(_head_state(module), extras[name], f"{source}/{name}", f"this policy's {name}")
@@ -305,7 +267,7 @@ class VLMTD3Policy(TD3Policy):
         data = super()._get_constructor_parameters()
         for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor"):
             data.pop(key)
-        data.update(self.features_extractor_kwargs)
+        data.update(self.vlm_config.to_dict())  # flat, as policy_kwargs and zoo files give them
         return data
 
     def _is_saved_key(self, key: str) -> bool:
@@ -364,15 +326,23 @@ class VLMTD3Policy(TD3Policy):
         **kwargs: Any,
     ) -> VLMTD3Policy:
         """
-        Rebuild a policy written by :meth:`save_pretrained` (or start from an FTRL SFT checkpoint).
+        Rebuild a policy written by :meth:`save_pretrained` (or start from an FTRL SFT checkpoint), with the
+        :class:`~sb3_vlm.model.config.VLMConfig` saved in the directory (see :meth:`VLMConfig.from_checkpoint`).
 
         :param path: Checkpoint directory.
         :param observation_space: Observation space of the policy.
         :param action_space: Action space of the policy.
-        :param kwargs: Other constructor arguments (``freeze_vlm``, ``net_arch``, ...).
+        :param kwargs: Other constructor arguments: ``vlm`` (a whole config instead of the saved one), config fields
+            overriding it (``freeze_vlm``, ...), ``net_arch``, ...
         :return: The policy; its optimizers have learning rate 0 until an algorithm sets them.
         """
-        return cls(observation_space, action_space, cls._dummy_schedule, backbone=str(path), **kwargs)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in VLMConfig.field_names()}
+        vlm = kwargs.pop("vlm", None)
+        if vlm is None:
+            config = VLMConfig.from_checkpoint(path, **overrides)
+        else:
+            config = VLMConfig.build(vlm, **{**overrides, "backbone": os.fspath(path)})
+        return cls(observation_space, action_space, cls._dummy_schedule, vlm=config, **kwargs)
 
 
 def _preprocess(obs: th.Tensor, space: spaces.Space, is_image: bool) -> th.Tensor:

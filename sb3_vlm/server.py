@@ -65,6 +65,7 @@ from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_CONFIG, ADAPTER_WEIGHTS, 
 from sb3_vlm.checkpoint import CheckpointError, FTRLCheckpoint, check_state, read_checkpoint
 from sb3_vlm.extractor import VLMDPTExtractor
 from sb3_vlm.heads import history_transform
+from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.policy import VLMTD3Policy
 from sb3_vlm.replay import resize_image
 
@@ -286,16 +287,27 @@ def _load_model(checkpoint: Path, options: _LoadOptions) -> _Model:
     ckpt = read_checkpoint(checkpoint)
     meta: dict[str, Any] = dict(ckpt.config.get(POLICY_METADATA_KEY) or {})
     recorded_kwargs: dict[str, Any] = dict(meta.get("policy_kwargs") or {})
-    extractor_kwargs: dict[str, Any] = dict(
-        base_model=options.base_model,
+    # The extractor as it was trained (the VLMConfig saved with the checkpoint or recorded by publish_policy; older
+    # hand-offs recorded image_size/planner/seed only), then what serving changes.
+    recorded = dict(ckpt.config.get("vlm") or recorded_kwargs.get("vlm") or {})
+    for key in ("image_size", "planner", "seed"):
+        if key in recorded_kwargs:
+            recorded.setdefault(key, recorded_kwargs[key])
+    recorded.setdefault("planner", options.algorithm)
+    recorded.setdefault("seed", options.seed)
+    vlm = VLMConfig.build(
+        recorded,
+        backbone=str(checkpoint),
+        base_model=options.base_model,  # None: the one the checkpoint names
         # Keep an adapter as separate LoRA modules (frozen below): /reload then swaps its weights in place.
         freeze_vlm=not _has_adapter(checkpoint),
         freeze_dpt=True,
+        freeze_history=True,
+        lora=None,
         dtype=options.dtype,
         quantization=options.quantization,
-        image_size=_tuple_or_none(recorded_kwargs.get("image_size"), options.vlm_image_size),
-        planner=str(recorded_kwargs.get("planner", options.algorithm)),
-        seed=int(recorded_kwargs.get("seed", options.seed)),
+        image_size=_tuple_or_none(recorded.get("image_size"), options.vlm_image_size),
+        feature_cache_bytes=0,
     )
     obs_meta = meta.get("observation_space") or {}
     use_velocity = options.use_velocity
@@ -308,7 +320,7 @@ def _load_model(checkpoint: Path, options: _LoadOptions) -> _Model:
     obs_space = _image_space(image_shape, use_velocity)
 
     if options.mode == "sft":
-        extractor = VLMDPTExtractor(obs_space, backbone=str(checkpoint), **extractor_kwargs)
+        extractor = VLMDPTExtractor(obs_space, vlm)
         policy = None
         num_outputs = ckpt.num_params
     else:
@@ -325,7 +337,7 @@ def _load_model(checkpoint: Path, options: _LoadOptions) -> _Model:
             policy_kwargs["activation_fn"] = getattr(th.nn, str(recorded_kwargs["activation_fn"]))
         if "n_critics" in recorded_kwargs:
             policy_kwargs["n_critics"] = int(recorded_kwargs["n_critics"])
-        policy = VLMTD3Policy.from_pretrained(checkpoint, obs_space, action_space, **extractor_kwargs, **policy_kwargs)
+        policy = VLMTD3Policy.from_pretrained(checkpoint, obs_space, action_space, vlm=vlm, **policy_kwargs)
         policy.set_training_mode(False)
         extractor = policy.features_extractor
         num_outputs = int(action_space.shape[0])

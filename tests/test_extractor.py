@@ -13,6 +13,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
 from sb3_vlm.checkpoint import CheckpointError
 from sb3_vlm.heads import history_transform
+from sb3_vlm.model.config import VLMConfig
 
 IMAGE = spaces.Box(0, 255, (3, 56, 84), np.uint8)
 VELOCITY = spaces.Box(np.array([-0.5, -3.14], np.float32), np.array([2.0, 3.14], np.float32))
@@ -81,7 +82,8 @@ def test_attention_weights_cover_the_token_sequence(tiny_ckpt):
 def test_save_pretrained_round_trips(tiny_ckpt, reference, tmp_path):
     x, features, predictions = reference
     VLMDPTExtractor(IMAGE, backbone=tiny_ckpt.path, freeze_vlm=False).save_pretrained(tmp_path / "copy")
-    assert json.loads((tmp_path / "copy" / "sb3_vlm_config.json").read_text()) == {"base_model": "tiny"}
+    saved = json.loads((tmp_path / "copy" / "sb3_vlm_config.json").read_text())
+    assert saved["base_model"] == "tiny" and saved["vlm"] == VLMConfig(freeze_vlm=False).to_dict()
     extractor = VLMDPTExtractor(IMAGE, backbone=tmp_path / "copy", freeze_vlm=False)
     with th.no_grad():
         assert th.equal(extractor(x), features)

@@ -2,8 +2,8 @@
 
 Only the chosen subcommand's module is imported (``sb3-vlm --help`` imports no torch, simulator or VLM code).
 Bad input prints one line: a file error naming its path (missing, unreadable, a directory), or a ``ValueError``,
-``ImportError`` or ``OSError`` that our code raises with a message naming the input and the fix. Anything else is a bug and shows
-its traceback, as does every error with ``--debug``.
+``ImportError`` or ``OSError`` that our code raises with a message naming the input and the fix. Anything else is
+a bug and shows its traceback, as does every error with ``--debug``.
 """
 
 from __future__ import annotations
