@@ -3,7 +3,8 @@
 ``POST /v1/chat/completions`` answers with OpenAI's minimal ``chat.completion`` JSON; what it answers is scripted:
 :class:`Reply` items queued in ``server.script`` are used first, then ``server.default`` (a ``Reply`` or a function
 of the request body returning one). Replies can carry a score text, be slow, return an HTTP error status or text
-without a score. ``GET /v1/models`` lists one model. Every request (JSON body and headers) is recorded.
+without a score. ``GET /v1/models`` lists one model. Every request (JSON body and headers) is recorded, and the
+largest number of requests handled at once is kept (``peak_active``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class JudgeServer(ThreadingHTTPServer):
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.active = self.peak_active = 0
 
     @property
     def url(self) -> str:
@@ -98,8 +100,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         reply = self.server.next_reply(body)
+        with self.server.lock:
+            self.server.active += 1
+            self.server.peak_active = max(self.server.peak_active, self.server.active)
         if reply.delay:
             self.server.stopping.wait(reply.delay)
+        with self.server.lock:
+            self.server.active -= 1
         if reply.status != 200:
             self._send(reply.status, {"error": {"message": "scripted failure", "type": "server_error"}}, reply.headers)
             return
