@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sb3_vlm.extractor import VLMDPTExtractor
     from sb3_vlm.heads import DPTHead, HistoryEncoder
+    from sb3_vlm.model.config import VLMConfig
+    from sb3_vlm.policies import load_policy
     from sb3_vlm.policy import VLMPolicy, VLMTD3Policy
     from sb3_vlm.replay import fill_replay_buffer, load_trajectories
     from sb3_vlm.td3 import VLMTD3
@@ -24,18 +26,22 @@ _EXPORTS = {
     "VLMPolicy": "sb3_vlm.policy",
     "VLMTD3": "sb3_vlm.td3",
     "VLMTD3Policy": "sb3_vlm.policy",
+    "VLMConfig": "sb3_vlm.model.config",
     "fill_replay_buffer": "sb3_vlm.replay",
+    "load_policy": "sb3_vlm.policies",
     "load_trajectories": "sb3_vlm.replay",
 }
 
 __all__ = [
     "DPTHead",
     "HistoryEncoder",
+    "VLMConfig",
     "VLMDPTExtractor",
     "VLMPolicy",
     "VLMTD3",
     "VLMTD3Policy",
     "fill_replay_buffer",
+    "load_policy",
     "load_trajectories",
 ]
 

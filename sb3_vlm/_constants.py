@@ -16,6 +16,10 @@ ACTOR_HEAD_DIR = "actor_head"
 CRITIC_DIR = "critic"
 SAFETENSORS_WEIGHTS = "model.safetensors"
 SB3_VLM_CONFIG = "sb3_vlm_config.json"
+# Key of sb3_vlm_config.json under which publish_policy records the policy's spaces and head architecture.
+POLICY_METADATA_KEY = "policy"
+# The settings of a training run, next to its checkpoints (`sb3-vlm train`).
+RUN_CONFIG = "run_config.json"
 
 # Source name of the tiny offline Qwen2.5-VL.
 TINY = "tiny"

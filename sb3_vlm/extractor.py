@@ -34,6 +34,7 @@ from sb3_vlm.model.config import VLMConfig
 __all__ = ["VLMDPTExtractor"]
 
 ObsType = th.Tensor | Mapping[str, th.Tensor]
+HistoryType = Sequence[Sequence[th.Tensor] | None] | None
 
 _CACHE_DTYPES = {"float16": th.float16, "bfloat16": th.bfloat16, "float32": th.float32}
 
@@ -175,31 +176,55 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         images, velocity = _split(observations)
         return _as_float(images), velocity
 
-    def _history(self, images: th.Tensor) -> th.Tensor | None:
-        """History feature ``[B, history_dim]`` of float images (the current frame repeated), or None."""
+    def history_input(self, images: th.Tensor, history: HistoryType = None) -> th.Tensor:
+        """
+        The history encoder's input ``[B, T, 3, s, s]``: per image its earlier frames as given (newest first, cut to
+        ``T`` or padded with the oldest given one), or the current frame repeated when it has none.
+
+        :param images: Current frames ``[B, 3, H, W]`` float in [0, 1].
+        :param history: None, or per image a sequence of frames ``[3, h, w]`` (uint8, or float in [0, 1]) or None.
+        """
+        assert self.history is not None
+        t, size = self.history.num_frames, self.history_image_size
+        if history is None:
+            return history_transform(images, size)[:, None].expand(-1, t, -1, -1, -1)
+        if len(history) != len(images):
+            raise ValueError(f"VLMDPTExtractor: history needs one entry per image ({len(images)}), got {len(history)}")
+        rows = []
+        for current, frames in zip(images, history, strict=True):
+            if not frames:
+                rows.append(history_transform(current, size)[None].expand(t, -1, -1, -1))
+                continue
+            frames = list(frames[:t]) + [frames[min(len(frames), t) - 1]] * max(0, t - len(frames))
+            rows.append(th.stack([history_transform(_as_float(f), size) for f in frames]))
+        return th.stack(rows)
+
+    def _history(self, images: th.Tensor, history: HistoryType = None) -> th.Tensor | None:
+        """History feature ``[B, history_dim]`` of float images (see :meth:`history_input`), or None."""
         if self.history is None:
             return None
-        frames = history_transform(images, self.history_image_size)
-        frames = frames[:, None].expand(-1, self.history.num_frames, -1, -1, -1)
+        frames = self.history_input(images, history)
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
             return self.history(frames)
 
-    def _hidden(self, observations: ObsType) -> tuple[BackboneOutput, th.Tensor | None]:
+    def _hidden(self, observations: ObsType, history: HistoryType = None) -> tuple[BackboneOutput, th.Tensor | None]:
         images, velocity = self._inputs(observations)
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_vlm):
             out = self.backbone(images, velocity)
-        return out, self._history(images)
+        return out, self._history(images, history)
 
-    def forward(self, observations: ObsType) -> th.Tensor:
+    def forward(self, observations: ObsType, history: HistoryType = None) -> th.Tensor:
         """
         :param observations: Image batch ``[B, 3, H, W]`` (uint8, or float in [0, 1]) or Dict with ``"image"``
             (+ ``"velocity"`` ``[B, 2]``).
+        :param history: Earlier frames per image for the history encoder (see :meth:`history_input`); None: the
+            current frame repeated (what SB3 training feeds). Given frames bypass the feature cache.
         :return: DPT pooled features ``[B, 256]`` float32.
         """
-        state = self._cache_state()
+        state = self._cache_state() if history is None else None
         if state is not None:
             return self._cached_forward(observations, *state)
-        out, history_feat = self._hidden(observations)
+        out, history_feat = self._hidden(observations, history)
         with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
 
@@ -273,14 +298,14 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             return self.dpt.pool(hidden, history_feat, attention_mask)
 
     @th.no_grad()
-    def predict_parameters(self, observations: ObsType) -> th.Tensor:
+    def predict_parameters(self, observations: ObsType, history: HistoryType = None) -> th.Tensor:
         """
         The supervised (SFT) prediction: DPT head incl. its ``mlp``, de-normalised with the checkpoint statistics
         (``pred * std + mean``, no epsilon, no clipping; raw outputs without statistics), as FTRL's server returns.
 
         :return: ``[B, P]`` planner parameters in physical units.
         """
-        out, history_feat = self._hidden(observations)
+        out, history_feat = self._hidden(observations, history)
         pred = self.dpt(out.hidden_states, history_feat, out.attention_mask)
         if self.param_mean is None:
             return pred

@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from sb3_vlm._constants import SB3_VLM_CONFIG
+from sb3_vlm._constants import POLICY_METADATA_KEY, SB3_VLM_CONFIG
 from sb3_vlm.checkpoint import atomic_directory
 from sb3_vlm.policy import VLMTD3Policy
-from sb3_vlm.server import POLICY_METADATA_KEY
 
 __all__ = ["PublishResult", "policy_metadata", "publish_policy", "reload_servers"]
 

@@ -54,19 +54,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from PIL import Image, UnidentifiedImageError
 
-from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_CONFIG, ADAPTER_WEIGHTS, TINY
+from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_WEIGHTS, TINY
 from sb3_vlm.checkpoint import CheckpointError, FTRLCheckpoint, check_state, read_checkpoint
-from sb3_vlm.extractor import VLMDPTExtractor
-from sb3_vlm.heads import history_transform
-from sb3_vlm.model.config import VLMConfig
-from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
 from sb3_vlm.replay import resize_image
 
 if TYPE_CHECKING:  # type only: FastAPI is an optional extra, imported lazily where the app is built
@@ -75,7 +71,6 @@ if TYPE_CHECKING:  # type only: FastAPI is an optional extra, imported lazily wh
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_PORT",
-    "POLICY_METADATA_KEY",
     "ParamTableLike",
     "PolicyServer",
     "add_serve_arguments",
@@ -90,23 +85,8 @@ ALGORITHMS = ("DWA", "TEB", "MPPI", "DDP")
 """Planner names of ``GET /algorithms`` (FTRL)."""
 DEFAULT_PORT = 5000
 """FTRL's ``--port`` default."""
-POLICY_METADATA_KEY = "policy"
-"""Key of ``sb3_vlm_config.json`` under which :func:`sb3_vlm.handoff.publish_policy` records the policy's spaces."""
-# SFT heads of FTRL regress the planner parameters followed by these two (ftrl_reference §4.3).
-VELOCITY_OUTPUTS = ("next_linear_vel", "next_angular_vel")
-MODES = ("sft", "actor")
 HISTORY_SOURCES = ("client", "current")
-# Observation image shape of a policy whose directory records none (only used to build the spaces; any size works).
-_NOMINAL_IMAGE_SHAPE = (3, 56, 84)
 _RELOAD_ATTEMPTS = 3
-
-
-class ParamTableLike(Protocol):
-    """What the server needs of a planner parameter table (e.g. ``envs.planners.DWA_PARAMS``)."""
-
-    names: tuple[str, ...]
-    low: np.ndarray
-    high: np.ndarray
 
 
 class RequestError(Exception):
@@ -152,229 +132,6 @@ class _Result:
     batch_size: int
 
 
-class _Model:
-    """
-    A loaded checkpoint: the extractor (and the TD3 policy in ``"actor"`` mode) plus how to read its outputs.
-
-    :param extractor: Extractor holding the backbone, DPT head, history encoder and normalisation.
-    :param policy: The TD3 policy (``"actor"`` mode), or None.
-    :param checkpoint: Directory it was read from.
-    :param names: Name of each output (length ``num_outputs``).
-    :param use_velocity: Whether the velocity goes into the prompt (Dict observation).
-    :param input_size: ``(height, width)`` incoming images are resized to, or None.
-    """
-
-    def __init__(
-        self,
-        extractor: VLMDPTExtractor,
-        policy: VLMTD3Policy | None,
-        checkpoint: Path,
-        names: tuple[str, ...],
-        use_velocity: bool,
-        input_size: tuple[int, int] | None,
-    ):
-        self.extractor = extractor
-        self.policy = policy
-        self.checkpoint = checkpoint
-        self.names = names
-        self.use_velocity = use_velocity
-        self.input_size = input_size
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.names)
-
-    @property
-    def history_frames(self) -> int:
-        """Frames ``T`` of the history encoder, 0 without one."""
-        return 0 if self.extractor.history is None else self.extractor.history.num_frames
-
-    @th.inference_mode()
-    def predict(
-        self, images: th.Tensor, velocity: th.Tensor, history: list[list[th.Tensor] | None] | None
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """
-        :param images: ``[B, 3, H, W]`` uint8.
-        :param velocity: ``[B, 2]`` float32 ``[v (m/s), w (rad/s)]``.
-        :param history: Per image the client's frames (uint8 ``[3, h, w]``, newest first) or None (current frame
-            repeated); None for every image: the extractor's own path (current frame repeated).
-        :return: ``"sft"``: the de-normalised head outputs ``[B, P]`` float64 (physical units) and None;
-            ``"actor"``: None and the deterministic action ``[B, A]`` float32 in [-1, 1] (see :meth:`to_physical`).
-        """
-        ext = self.extractor
-        obs: th.Tensor | dict[str, th.Tensor] = {"image": images, "velocity": velocity} if self.use_velocity else images
-        if history is None or ext.history is None:
-            if self.policy is None:
-                return ext.predict_parameters(obs).double().numpy(), None
-            return None, self.policy.actor(obs).float().numpy()
-        # Client frames: the extractor's forward with the request's frames in place of the repeated current one.
-        images_f = images.float() / 255.0
-        out = ext.backbone(images_f, velocity if self.use_velocity else None)
-        frames = th.stack(
-            [self._history_frames(images_f[i], frames) for i, frames in enumerate(history)]
-        )  # [B, T, 3, s, s]
-        history_feat = ext.history(frames)
-        if self.policy is None:
-            pred = ext.dpt(out.hidden_states, history_feat, out.attention_mask)
-            if ext.param_mean is not None:
-                pred = pred * pred.new_tensor(ext.param_std) + pred.new_tensor(ext.param_mean)
-            return pred.double().numpy(), None
-        features = ext.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
-        return None, self.policy.actor.mu(features).float().numpy()
-
-    def _history_frames(self, current: th.Tensor, frames: list[th.Tensor] | None) -> th.Tensor:
-        """``[T, 3, s, s]`` history input: the client's frames as given (cut / padded with the last), else current."""
-        ext = self.extractor
-        assert ext.history is not None
-        t = ext.history.num_frames
-        if not frames:
-            return history_transform(current, ext.history_image_size)[None].expand(t, -1, -1, -1)
-        frames = list(frames[:t]) + [frames[min(len(frames), t) - 1]] * max(0, t - len(frames))
-        return th.stack([history_transform(f.float() / 255.0, ext.history_image_size) for f in frames])
-
-    def to_physical(self, action: np.ndarray) -> np.ndarray:
-        """Actor mode: ``[B, A]`` in [-1, 1] -> physical ``[B, A]`` float64 (SB3 ``unscale_action``)."""
-        assert self.policy is not None
-        return np.asarray(self.policy.unscale_action(action), dtype=np.float64)
-
-
-@dataclass
-class _LoadOptions:
-    """Everything :func:`_load_model` needs besides the checkpoint directory."""
-
-    mode: str
-    algorithm: str
-    base_model: str | None
-    params: ParamTableLike | None
-    use_velocity: bool | None
-    input_size: tuple[int, int] | None
-    dtype: str
-    quantization: str | None
-    vlm_image_size: tuple[int, int] | None
-    seed: int
-
-
-def _has_adapter(path: Path) -> bool:
-    return (path / ADAPTER_CONFIG).is_file()
-
-
-def _output_names(num_outputs: int, params: ParamTableLike | None, recorded: Sequence[str] | None) -> tuple[str, ...]:
-    """Names of the outputs: the planner table's (+ FTRL's two velocities), the recorded ones, else ``param_<i>``."""
-    if params is not None:
-        names = tuple(params.names)
-        if num_outputs == len(names) + len(VELOCITY_OUTPUTS):
-            return names + VELOCITY_OUTPUTS
-        if num_outputs == len(names):
-            return names
-        raise ValueError(
-            f"the checkpoint predicts {num_outputs} values but the parameter table has {len(names)} "
-            f"({', '.join(names)}); expected {len(names)} or {len(names) + 2} (with {', '.join(VELOCITY_OUTPUTS)})"
-        )
-    if recorded is not None and len(recorded) == num_outputs:
-        return tuple(str(n) for n in recorded)
-    return tuple(f"param_{i}" for i in range(num_outputs))
-
-
-def _image_space(shape: Sequence[int], use_velocity: bool) -> spaces.Space:
-    image = spaces.Box(0, 255, shape=tuple(int(s) for s in shape), dtype=np.uint8)
-    if not use_velocity:
-        return image
-    return spaces.Dict({"image": image, "velocity": spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)})
-
-
-def _load_model(checkpoint: Path, options: _LoadOptions) -> _Model:
-    """Build the serving model from a checkpoint directory (base model included)."""
-    ckpt = read_checkpoint(checkpoint)
-    meta: dict[str, Any] = dict(ckpt.config.get(POLICY_METADATA_KEY) or {})
-    recorded_kwargs: dict[str, Any] = dict(meta.get("policy_kwargs") or {})
-    # The extractor as it was trained (the VLMConfig saved with the checkpoint or recorded by publish_policy; older
-    # hand-offs recorded image_size/planner/seed only), then what serving changes.
-    recorded = dict(ckpt.config.get("vlm") or recorded_kwargs.get("vlm") or {})
-    for key in ("image_size", "planner", "seed"):
-        if key in recorded_kwargs:
-            recorded.setdefault(key, recorded_kwargs[key])
-    recorded.setdefault("planner", options.algorithm)
-    recorded.setdefault("seed", options.seed)
-    vlm = VLMConfig.build(
-        recorded,
-        backbone=str(checkpoint),
-        base_model=options.base_model,  # None: the one the checkpoint names
-        # Keep an adapter as separate LoRA modules (frozen below): /reload then swaps its weights in place.
-        freeze_vlm=not _has_adapter(checkpoint),
-        freeze_dpt=True,
-        freeze_history=True,
-        lora=None,
-        dtype=options.dtype,
-        quantization=options.quantization,
-        image_size=_tuple_or_none(recorded.get("image_size"), options.vlm_image_size),
-        feature_cache_bytes=0,
-    )
-    obs_meta = meta.get("observation_space") or {}
-    use_velocity = options.use_velocity
-    if use_velocity is None:
-        use_velocity = bool(obs_meta.get("velocity", True))
-    image_shape = tuple(obs_meta.get("image_shape") or _NOMINAL_IMAGE_SHAPE)
-    input_size = options.input_size
-    if input_size is None and options.mode == "actor" and obs_meta.get("image_shape"):
-        input_size = (int(image_shape[1]), int(image_shape[2]))
-    obs_space = _image_space(image_shape, use_velocity)
-
-    if options.mode == "sft":
-        extractor = VLMDPTExtractor(obs_space, vlm)
-        policy = None
-        num_outputs = ckpt.num_params
-    else:
-        if ACTOR_HEAD_DIR not in ckpt.extras:
-            raise CheckpointError(
-                f"{checkpoint}: no {ACTOR_HEAD_DIR}/ (mode='actor' serves a directory written by "
-                "VLMTD3Policy.save_pretrained or publish_policy; use mode='sft' for a supervised checkpoint)"
-            )
-        action_space = _action_space(checkpoint, options.params, meta.get("action_space"))
-        policy_kwargs: dict[str, Any] = {}
-        if "net_arch" in recorded_kwargs:
-            policy_kwargs["net_arch"] = recorded_kwargs["net_arch"]
-        if "activation_fn" in recorded_kwargs:
-            policy_kwargs["activation_fn"] = getattr(th.nn, str(recorded_kwargs["activation_fn"]))
-        if "n_critics" in recorded_kwargs:
-            policy_kwargs["n_critics"] = int(recorded_kwargs["n_critics"])
-        policy = VLMTD3Policy.from_pretrained(checkpoint, obs_space, action_space, vlm=vlm, **policy_kwargs)
-        policy.set_training_mode(False)
-        extractor = policy.features_extractor
-        num_outputs = int(action_space.shape[0])
-    extractor.requires_grad_(False)
-    extractor.train(False)
-    names = _output_names(num_outputs, options.params, meta.get("parameter_names"))
-    return _Model(extractor, policy, checkpoint, names, use_velocity, input_size)
-
-
-def _tuple_or_none(recorded: Any, given: tuple[int, int] | None) -> tuple[int, int] | None:
-    if given is not None:
-        return (int(given[0]), int(given[1]))
-    return None if recorded is None else (int(recorded[0]), int(recorded[1]))
-
-
-def _action_space(checkpoint: Path, params: ParamTableLike | None, recorded: Mapping[str, Any] | None) -> spaces.Box:
-    """Physical action ranges: the given planner table, else the ranges recorded by ``publish_policy``."""
-    if params is not None:
-        low, high = np.asarray(params.low, np.float32), np.asarray(params.high, np.float32)
-        if recorded is not None and (
-            len(recorded["low"]) != len(low)
-            or not np.allclose(recorded["low"], low)
-            or not np.allclose(recorded["high"], high)
-        ):
-            logger.warning(
-                "%s: recorded action ranges differ from the given parameter table; using the table", checkpoint
-            )
-        return spaces.Box(low, high, dtype=np.float32)
-    if recorded is None:
-        raise ValueError(
-            f"{checkpoint}: mode='actor' needs the physical parameter ranges: pass params=<planner table> "
-            "(e.g. envs.planners.DWA_PARAMS) or publish the policy with sb3_vlm.handoff.publish_policy, which "
-            "records them"
-        )
-    return spaces.Box(np.asarray(recorded["low"], np.float32), np.asarray(recorded["high"], np.float32))
-
-
 # ------------------------------------------------------------------------------------------------------- fast reload
 
 _LORA_FIELDS = (
@@ -409,7 +166,7 @@ class _ArchitectureChanged(Exception):
     """The new checkpoint does not fit the live modules: rebuild instead of loading in place."""
 
 
-def _prepare_in_place(model: _Model, ckpt: FTRLCheckpoint) -> Callable[[], None]:
+def _prepare_in_place(model: VLMDirectoryPolicy, ckpt: FTRLCheckpoint) -> Callable[[], None]:
     """
     Check that ``ckpt`` fits the live modules and read everything it needs; return the function that loads it.
 
@@ -548,7 +305,7 @@ class PolicyServer:
         if missing:
             raise ValueError(f"PolicyServer: image_roots must be existing directories, got {missing}")
         self.checkpoint = Path(checkpoint)
-        self._options = _LoadOptions(
+        self._options = DirectoryOptions(
             mode=mode,
             algorithm=self.algorithm,
             base_model=None if base_model is None else str(base_model),
@@ -580,11 +337,11 @@ class PolicyServer:
         """Validate an exploration noise std for this server's mode (``TypeError`` / ``ValueError``)."""
         return _validate_noise(noise_std, self.mode)
 
-    def _load(self) -> _Model:
+    def _load(self) -> VLMDirectoryPolicy:
         """Load the checkpoint, retrying when the directory was replaced while it was being read."""
         for _ in range(_RELOAD_ATTEMPTS):
             before = _dir_identity(self.checkpoint)
-            model = _load_model(self.checkpoint, self._options)
+            model = load_directory(self.checkpoint, self._options)
             if _dir_identity(self.checkpoint) == before:
                 return model
         raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times in a row")
@@ -784,11 +541,9 @@ class PolicyServer:
             history = None
             if self.history_source == "client" and model.history_frames > 0:
                 history = [item.history for item in items]
-            parameters, action = model.predict(images, velocity, history)
+            parameters, action = model.infer(images, velocity, history)
             if action is not None:
-                if self.noise_std > 0:
-                    noise = self._rng.normal(0.0, self.noise_std, size=action.shape).astype(np.float32)
-                    action = np.clip(action + noise, -1.0, 1.0)
+                action = model.explore(action, self.noise_std, self._rng)
                 parameters = model.to_physical(action)
         assert parameters is not None
         n = len(items)

@@ -17,6 +17,8 @@ from torch import nn
 
 ZOO_PACKAGE = "zoo_configs"
 """The package holding the zoo files (installed with sb3-vlm as package data)."""
+OBSERVATIONS = {"BarnNav-v0": "laser", "BarnNavCostmap-v0": "costmap"}
+"""Observation kind of each registered BarnNav id."""
 DEFAULT_CONF_NAMES = {"vlm": "td3_vlm_barnnav.yml", "applr": "td3_applr_barnnav.yml"}
 
 

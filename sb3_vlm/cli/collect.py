@@ -39,29 +39,25 @@ counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import logging
 import os
 import pickle
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from gymnasium import spaces
 from PIL import Image
-from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from tqdm.auto import tqdm
 
 from envs import BarnNav
 from envs.nav_env import resolve_world_ids
 from envs.planners import PARAM_TABLES, ParamTable
 from sb3_vlm.client import QwenClient
-from sb3_vlm.replay import LASER_DIM, resize_image
+from sb3_vlm.replay import resize_image
 
 __all__ = [
     "FTRL_IMAGE_SIZE",
@@ -180,13 +176,13 @@ class ServerSource:
 
 
 class LocalPolicySource:
-    """Parameters from a local policy, in process.
+    """Parameters from a local policy, in process, loaded by :func:`sb3_vlm.policies.load_policy`: an SB3 ``.zip``
+    (``VLMTD3`` or ``TD3``), a directory written by ``VLMTD3Policy.save_pretrained`` / ``publish_policy`` (the TD3
+    actor) or an FTRL SFT checkpoint (the DPT head, with this episode's earlier frames as its history, as the FTRL
+    server reads them from a client).
 
-    * A directory written by ``VLMTD3Policy.save_pretrained`` / ``publish_policy`` (``actor_head/`` present: the TD3
-      actor) or an FTRL SFT checkpoint (the DPT head): served by :class:`sb3_vlm.server.PolicyServer`, which decodes
-      the frame's PNG exactly as the HTTP server does.
-    * An SB3 ``.zip`` of ``VLMTD3`` or ``TD3``: ``model.predict(obs, deterministic=True)`` with the observation its
-      space asks for (the image resized with Pillow bilinear as the replay loader does, the velocity, the laser).
+    The scene image is resized (Pillow bilinear, as the replay loader and the server do) to the size the policy
+    records (its observation space, or the hand-off's); otherwise it is used at its own size.
 
     :param path: Policy directory or ``.zip`` file.
     :param params: The env's parameter table (output names and, for a directory, the physical ranges).
@@ -196,70 +192,27 @@ class LocalPolicySource:
     """
 
     def __init__(self, path: str | os.PathLike, params: ParamTable, base_model: str | None = None):
+        from sb3_vlm.policies import load_policy
+
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"policy {path} not found")
         self.path = path
-        self.server: Any = None
-        self.model: Any = None
-        if path.is_dir():
-            from sb3_vlm._constants import ACTOR_HEAD_DIR
-            from sb3_vlm.server import PolicyServer
-
-            mode = "actor" if (path / ACTOR_HEAD_DIR).is_dir() else "sft"
-            self.server = PolicyServer(path, mode=mode, algorithm=params.planner, params=params, base_model=base_model)
-            self.server.start()
-        else:
-            self.model = _load_zip(path)
+        self.policy = load_policy(path, params=params, base_model=base_model, algorithm=params.planner)
 
     def __call__(self, frame: Frame) -> np.ndarray | None:
-        if self.server is not None:
-            started = time.perf_counter()
-            body = {
-                "image_base64": base64.b64encode(frame.png).decode("ascii"),
-                "history_images_base64": [base64.b64encode(b).decode("ascii") for b in frame.history],
-                "linear_vel": float(frame.velocity[0]),
-                "angular_vel": float(frame.velocity[1]),
-                "algorithm": self.server.algorithm,
-            }
-            result = self.server.submit(self.server.decode_request(body)).result()
-            return np.asarray(self.server.answer(result, started)["parameters_array"], dtype=np.float64)
-        obs = _observation(self.model.observation_space, frame)
-        action, _ = self.model.predict(obs, deterministic=True)
-        return np.asarray(action, dtype=np.float64).ravel()
+        policy = self.policy
+        if policy.observation == "laser":
+            return policy.predict(frame.laser).ravel()
+        size = getattr(policy, "input_size", None)
+        image = frame.image if size is None else resize_image(frame.image, size)
+        history = None
+        if policy.kind == "sft" and frame.history:
+            history = [[np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in frame.history]]
+        return policy.predict(image, frame.velocity.astype(np.float32), history=history).ravel()
 
     def close(self) -> None:
-        """Stop the in-process server's worker (directory policies)."""
-        if self.server is not None:
-            self.server.stop()
-
-
-def _load_zip(path: Path) -> Any:
-    """An SB3 zip as ``VLMTD3`` if it holds a VLM policy, else as ``TD3`` (APPLR's MLP on the laser)."""
-    from sb3_vlm.formats.sb3_zip import load_algorithm
-
-    return load_algorithm(path)
-
-
-def _observation(space: spaces.Space, frame: Frame) -> Any:
-    """The observation ``space`` asks for, from ``frame`` (images HWC: SB3's predict transposes them)."""
-    if isinstance(space, spaces.Dict):
-        return {key: _part(sub, key, frame) for key, sub in space.spaces.items()}
-    return _part(space, None, frame)
-
-
-def _part(space: spaces.Space, key: str | None, frame: Frame) -> np.ndarray:
-    if is_image_space(space):
-        h, w = space.shape[1:] if is_image_space_channels_first(space) else space.shape[:2]
-        return resize_image(frame.image, (int(h), int(w)))
-    if isinstance(space, spaces.Box) and (key == "velocity" or space.shape == (2,)):
-        return frame.velocity.astype(np.float32)
-    if isinstance(space, spaces.Box) and space.shape == frame.laser.shape:
-        return frame.laser
-    raise ValueError(
-        f"local policy: cannot build observation {key or ''} {space} from the scene image, the velocity (2,) or the "
-        f"laser {frame.laser.shape} (APPLR: ({LASER_DIM},))"
-    )
+        """Nothing to release (the policy runs in this process)."""
 
 
 # ----------------------------------------------------------------------------------------------------------- writing

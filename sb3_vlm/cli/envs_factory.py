@@ -7,9 +7,7 @@ from typing import Any
 from stable_baselines3.common.vec_env import VecMonitor
 
 from envs import BarnNavSubprocVecEnv, BarnNavVecEnv
-
-OBSERVATIONS = {"BarnNav-v0": "laser", "BarnNavCostmap-v0": "costmap"}
-"""Observation kind of each registered id."""
+from sb3_vlm.zoo import OBSERVATIONS
 
 
 def make_vec_env(

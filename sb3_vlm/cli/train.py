@@ -13,6 +13,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 
+from sb3_vlm._constants import RUN_CONFIG
 from sb3_vlm.buffer_io import load_replay_buffer
 from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
@@ -28,8 +29,6 @@ from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.policy import VLMTD3Policy
 from sb3_vlm.td3 import VLMTD3
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES, ZooConfig, default_conf, load_zoo_config
-
-RUN_CONFIG = "run_config.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

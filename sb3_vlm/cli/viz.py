@@ -11,13 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch as th  # noqa: E402
+from gymnasium import spaces  # noqa: E402
 
 from envs import BarnNavVecEnv  # noqa: E402
+from envs.planners import DWA_PARAMS  # noqa: E402
 from envs.render import DEFAULT_IMAGE_SIZE  # noqa: E402
 from sb3_vlm._constants import TINY  # noqa: E402
-from sb3_vlm.cli.evaluate import _image_space  # noqa: E402
 from sb3_vlm.extractor import VLMDPTExtractor  # noqa: E402
-from sb3_vlm.formats.sb3_zip import load_algorithm  # noqa: E402
+from sb3_vlm.policies import VLMDirectoryPolicy, load_policy  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_extractor(model: str, image_size: tuple[int, int]) -> VLMDPTExtractor:
-    """The features extractor of a VLMTD3 zip, a checkpoint directory or the tiny default."""
-    if model.endswith(".zip"):
-        extractor = load_algorithm(model).policy.features_extractor
-        assert isinstance(extractor, VLMDPTExtractor)
+    """The features extractor of a VLM policy (zip, policy or FTRL checkpoint directory), a local Qwen2.5-VL
+    directory, or the tiny default."""
+    if model != TINY and not (Path(model) / "config.json").is_file():
+        policy = load_policy(model, params=DWA_PARAMS, image_size=image_size)
+        if isinstance(policy, VLMDirectoryPolicy):
+            return policy.extractor
+        extractor = getattr(getattr(getattr(policy, "model", None), "policy", None), "features_extractor", None)
+        if not isinstance(extractor, VLMDPTExtractor):
+            raise ValueError(f"viz draws a VLM policy's attention, got {model!r} ({policy.kind}, no VLM extractor)")
         return extractor
-    return VLMDPTExtractor(_image_space(image_size, False), backbone=model)
+    return VLMDPTExtractor(spaces.Box(0, 255, (3, *image_size), np.uint8), backbone=model)
 
 
 def image_attention(extractor: VLMDPTExtractor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
