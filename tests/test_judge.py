@@ -379,3 +379,46 @@ def test_judge_from_many_threads(server):
         results = list(pool.map(lambda k: judge.score(_frames(2 + k % 5)), range(40)))
     assert all(r.score == 7.0 for r in results)
     assert len(server.completions()) == judge.stats().requests == 5  # from the cache or an identical call in flight
+
+
+# ------------------------------------------------------------------------------------------ collector records, CLI
+def test_judge_ftrl_episode_records(server):
+    from sb3_vlm.rewards import judge_ftrl_episode
+
+    records = [[np.zeros((1, 2)), np.zeros(7), -1.0, t == 2, {"status": "running"}, 0.0, 0.0] for t in range(3)]
+    result = judge_ftrl_episode(records, _frames(4), _judge(server.url), judge_weight=2.0)
+    assert result.ok and records[-1][4]["judge_score"] == 7.0 and records[-1][2] == 13.0
+    assert [r[2] for r in records[:-1]] == [-1.0, -1.0] and "judge_score" not in records[0][4]
+    server.default = Reply(delay=2.0)
+    records[-1][2] = -1.0
+    judge_ftrl_episode(records, _frames(5), _judge(server.url, timeout=5.0), max_wait=0.2)
+    assert records[-1][4]["judge_failure"] == "deadline" and records[-1][2] == -1.0
+
+
+def test_cli_judge_options(server, tmp_path):
+    import argparse
+
+    from envs import BarnNavVecEnv
+    from sb3_vlm.cli import judge_options
+
+    parser = argparse.ArgumentParser()
+    judge_options.add_arguments(parser)
+    venv = BarnNavVecEnv(1, observation="costmap", max_steps=3)
+    assert judge_options.wrap_vec_env(venv, parser.parse_args([])) == (venv, [])
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Task: {task}. {num_frames} frames. Score {low}-{high}: [SCORE] n")
+    argv = ["--judge-url", server.url, "--judge-model", "judge-test", "--judge-task", "no zigzag", "--judge-mode"]
+    argv += ["window", "--judge-window", "2", "--judge-env-weight", "0", "--judge-image-size", "28x42"]
+    argv += ["--judge-prompt-file", str(prompt), "--judge-score-range", "0", "1", "--judge-frames", "4"]
+    wrapped, callbacks = judge_options.wrap_vec_env(venv, parser.parse_args(argv))
+    assert isinstance(wrapped, VecVLMJudgeReward) and isinstance(callbacks[0], JudgeLogCallback)
+    wrapped.reset()
+    server.default = Reply("[SCORE] 0.5")
+    rewards = [wrapped.step(np.tile(venv.action_space.high, (1, 1)))[1][0] for _ in range(2)]
+    assert rewards == [0.0, 0.5]
+    text = server.completions()[0].body["messages"][0]["content"][0]["text"]
+    assert text == "Task: no zigzag. 2 frames. Score 0.0-1.0: [SCORE] n"
+    with pytest.raises(ValueError, match="--judge-model"):
+        judge_options.make_judge(parser.parse_args(["--judge-url", server.url]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--judge-image-size", "big"])

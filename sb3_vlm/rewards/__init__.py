@@ -6,6 +6,7 @@
 
 from sb3_vlm.rewards.callbacks import JudgeLogCallback
 from sb3_vlm.rewards.judge import FAILURE_KINDS, JudgeResult, JudgeStats, VLMJudge
+from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.scoring import DEFAULT_PROMPT, DEFAULT_TASK, parse_score, sample_frames
 from sb3_vlm.rewards.wrappers import VecVLMJudgeReward, VLMJudgeReward
 
@@ -19,6 +20,7 @@ __all__ = [
     "VLMJudge",
     "VLMJudgeReward",
     "VecVLMJudgeReward",
+    "judge_ftrl_episode",
     "parse_score",
     "sample_frames",
 ]

@@ -1,0 +1,87 @@
+"""``--judge-*`` options: a VLM judge's score added to the training reward (``sb3-vlm train``, ``sb3-vlm collect``).
+
+Only parsing and construction: the judge is :class:`sb3_vlm.rewards.VLMJudge`, the wrappers are in
+:mod:`sb3_vlm.rewards.wrappers`. Without ``--judge-url`` nothing changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "make_judge", "wrap_vec_env"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(t) for t in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be HxW like 224x336, got {text!r}") from None
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--judge-*`` options (a group "VLM judge reward") to ``parser``."""
+    g = parser.add_argument_group("VLM judge reward", "score episodes with a VLM behind an OpenAI-compatible API")
+    g.add_argument("--judge-url", help="API root with /v1, e.g. http://localhost:8000/v1 (vLLM); unset: no judge")
+    g.add_argument("--judge-model", default=None, help="model name the server serves (required with --judge-url)")
+    g.add_argument("--judge-task", default=None, help="task description put into the prompt")
+    g.add_argument("--judge-prompt-file", type=Path, help="prompt template file ({task} {num_frames} {low} {high})")
+    g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
+    g.add_argument("--judge-mode", choices=("terminal", "window"), default="terminal")
+    g.add_argument("--judge-window", type=int, default=16, help="steps per judged window (--judge-mode window)")
+    g.add_argument("--judge-weight", type=float, default=1.0, help="weight of the judge's score")
+    g.add_argument("--judge-env-weight", type=float, default=1.0, help="weight of the env's own reward")
+    g.add_argument("--judge-frames", type=int, default=8, help="frames per request, sampled evenly")
+    g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
+    g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
+    g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")
+    g.add_argument("--judge-retries", type=int, default=2, help="client retries (backoff 0.5 s doubling)")
+    g.add_argument("--judge-concurrency", type=int, default=8, help="requests in flight at most")
+
+
+def make_judge(args: argparse.Namespace) -> Any:
+    """The :class:`~sb3_vlm.rewards.VLMJudge` of the options, or None without ``--judge-url``.
+
+    :raises ValueError: ``--judge-url`` without ``--judge-model``.
+    """
+    if not getattr(args, "judge_url", None):
+        return None
+    if not args.judge_model:
+        raise ValueError("--judge-url needs --judge-model (the name the server serves the model under)")
+    from sb3_vlm.rewards import DEFAULT_PROMPT, DEFAULT_TASK, VLMJudge
+
+    template = Path(args.judge_prompt_file).read_text() if args.judge_prompt_file else DEFAULT_PROMPT
+    return VLMJudge(
+        args.judge_url,
+        args.judge_model,
+        task=args.judge_task or DEFAULT_TASK,
+        prompt_template=template,
+        api_key_env=args.judge_api_key_env,
+        num_frames=args.judge_frames,
+        image_size=tuple(args.judge_image_size) if args.judge_image_size else None,
+        score_range=tuple(args.judge_score_range),
+        timeout=args.judge_timeout,
+        max_retries=args.judge_retries,
+        max_concurrency=args.judge_concurrency,
+    )
+
+
+def wrap_vec_env(venv: Any, args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """``venv`` behind :class:`~sb3_vlm.rewards.VecVLMJudgeReward` and the judge's logging callback, or ``venv``
+    and no callback without ``--judge-url``."""
+    judge = make_judge(args)
+    if judge is None:
+        return venv, []
+    from sb3_vlm.rewards import JudgeLogCallback, VecVLMJudgeReward
+
+    wrapped = VecVLMJudgeReward(
+        venv,
+        judge,
+        mode=args.judge_mode,
+        window=args.judge_window,
+        env_weight=args.judge_env_weight,
+        judge_weight=args.judge_weight,
+    )
+    return wrapped, [JudgeLogCallback(judge)]
