@@ -11,10 +11,17 @@ import numpy as np
 from envs.maps import TRUE_RES, TRUE_SHAPE, X0, Y0
 from envs.worlds import CYLINDER_RADIUS
 
-LENGTH, WIDTH = 0.508, 0.430
-"""Jackal body footprint (m): the collision shape."""
+LENGTH, WIDTH = 0.458, 0.416
+"""Jackal hull including the wheels (m): the collision shape. BARN counts any contact of the model, wheels too."""
 ACC_LINEAR, ACC_ANGULAR = 3.0, 6.0
 """Velocity response of the base (m/s^2, rad/s^2): commands are tracked under these acceleration limits."""
+MAX_LATERAL_ACC = 4.9
+"""Centripetal acceleration the tyres can hold (m/s^2): mu g with the Jackal's wheel friction 0.5 (ODE takes the
+smaller of the wheel's and the ground's coefficient). A sharper turn at speed yaws less than commanded."""
+SLIP_STIFFNESS = 2.0
+"""Cornering stiffness of the skid-steer base as an acceleration (m/s^2): in a turn the body slides outward at a slip
+angle ``centripetal acceleration / SLIP_STIFFNESS`` (rad, the tyres' linear regime), so its lateral velocity grows as
+speed^2 x turn rate. Neither the odometry nor the DWA's rollouts know of it."""
 CONTROL_DT = 0.05
 """move_base controller period (s): 20 Hz."""
 
@@ -42,16 +49,32 @@ def track_velocity(vel: np.ndarray, cmd: np.ndarray, dt: float = CONTROL_DT) -> 
     return vel + np.clip(cmd - vel, -step, step)
 
 
-def integrate(pose: np.ndarray, vel: np.ndarray, dt: float = CONTROL_DT) -> np.ndarray:
-    """Pose ``[N, 3]`` after ``dt`` s at constant velocity ``[N, 2]`` (exact arc)."""
+def skid_steer(vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Body motion of the skid-steer base for the velocity its wheels track ``[N, 2]`` (v m/s, w rad/s).
+
+    :return: Body velocity ``[N, 2]`` (the yaw rate capped where the turn would need more centripetal acceleration
+        than ``MAX_LATERAL_ACC``) and the outward lateral slip velocity ``[N]`` (m/s, robot frame +y = left).
+    """
+    v, w = vel[:, 0], vel[:, 1]
+    w_max = MAX_LATERAL_ACC / np.maximum(np.abs(v), 1e-3)
+    w_body = np.clip(w, -w_max, w_max)
+    return np.stack([v, w_body], axis=1), -v * (v * w_body) / SLIP_STIFFNESS
+
+
+def integrate(pose: np.ndarray, vel: np.ndarray, dt: float = CONTROL_DT, lateral: np.ndarray | float = 0.0):
+    """Pose ``[N, 3]`` after ``dt`` s at constant velocity ``[N, 2]`` (exact arc), plus a lateral (robot-frame +y)
+    velocity ``lateral`` (m/s, ``[N]`` or scalar) along the mid-step heading."""
     x, y, th = pose[:, 0], pose[:, 1], pose[:, 2]
     v, w = vel[:, 0], vel[:, 1]
     dth = w * dt
     # Chord of the arc: length v*dt*sinc(dth/2), direction th + dth/2 (exact for constant v, w).
     chord = v * dt * np.sinc(dth / (2 * np.pi))
     mid = th + dth / 2
+    side = lateral * dt
     th_new = (th + dth + np.pi) % (2 * np.pi) - np.pi
-    return np.stack([x + chord * np.cos(mid), y + chord * np.sin(mid), th_new], axis=1).astype(np.float32)
+    x_new = x + chord * np.cos(mid) - side * np.sin(mid)
+    y_new = y + chord * np.sin(mid) + side * np.cos(mid)
+    return np.stack([x_new, y_new, th_new], axis=1).astype(np.float32)
 
 
 def to_world(pose: np.ndarray, points: np.ndarray) -> np.ndarray:

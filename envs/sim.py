@@ -25,7 +25,18 @@ configuration and the move_base / base_local_planner sources):
   reset (outside a square of 4 circumscribed radii), another rotation; then the goal is aborted (the robot stays
   still until the episode times out).
 - Noise (``noise=True``), from each robot's own generator: laser range noise (Gazebo's ray sensor Gaussian noise),
-  velocity-tracking noise of the skid-steer base (wheel slip), and start-pose jitter (Gazebo's reset).
+  velocity-tracking noise of the skid-steer base (wheel slip), start-pose jitter (Gazebo's reset), and where the
+  costmap puts each cylinder (``MARK_ERROR``).
+
+Why the real stack collides, and so does this one (``../reference/jackal_gazebo_facts.md`` of the project):
+
+- Collisions are checked on the true hull with its wheels (0.458 x 0.416 m) against the true cylinders, every tick;
+  the planners see only the costmap's marks, placed up to a cell (and the odometry's drift) off (``MARK_ERROR``).
+- The skid-steer base slides outward in turns in proportion to the centripetal acceleration and caps the yaw rate at
+  what its tyres hold (``envs.robot.skid_steer``); the DWA's rollouts know neither, so fast, sharp arcs drift into the
+  obstacles they were planned to miss: speed has a price.
+- Footprint clearing (``FOOTPRINT_CLEARING``): obstacles under the padded footprint vanish from the costmap.
+- The DWA's escape backs up without a footprint check into the laser's blind rear 90 degrees (``envs.planners.dwa``).
 """
 
 from __future__ import annotations
@@ -59,6 +70,16 @@ _STALE_AHEAD = 27
 PLAN_MARGIN = (3.0, 2.5, 1.5)
 """Plans are first searched in the box around the robot and the goal widened by these (m): sideways, below, above.
 BARN plans go up through a 4.5 m wide field, so the box nearly always holds the optimum; else the whole map."""
+MARK_ERROR = 0.05
+"""Standard deviation (m, per axis) of where the costmap puts a cylinder, drawn per cylinder and episode: the
+obstacle layer marks the 5 cm cell holding each laser hit (so the marked surface sits up to a cell off the true one),
+in the odom frame, which drifts with the skid-steer's wheel slip. Both planners plan around these marks; collisions
+are checked against the true cylinders."""
+FOOTPRINT_CLEARING = CYLINDER_RADIUS - KNOWN_RES / 2
+"""costmap_2d's obstacle layer sets the cells under the padded footprint free after marking (``footprint_clearing``,
+on by default). A known cylinder whose centre comes within this distance (m) of the padded rectangle has lost all
+but a sliver of its cells, too thin for TrajectoryPlanner's rasterised outline: it vanishes from both planners' map
+(and rotate_recovery's check) until a scan sees it from outside the footprint. The rear 90 degrees are blind."""
 OBSTACLE_RANGE = 2.5
 """Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
@@ -123,12 +144,14 @@ class BatchSim:
         self.n, self.time_step, self.ticks, self.noise = n, time_step, int(round(ticks)), noise
         self.planner = planner or DWAPlanner()
         self.pose = np.zeros((n, 3), dtype=np.float32)
-        self.velocity = np.zeros((n, 2), dtype=np.float32)
+        self.velocity = np.zeros((n, 2), dtype=np.float32)  # body (v, w): what odometry and the IMU report
+        self.wheels = np.zeros((n, 2), dtype=np.float32)  # (v, w) the wheels track, before the skid-steer's slip
         self.goal = np.tile(np.array(GOAL_XY, dtype=np.float32), (n, 1))
         self.time = np.zeros(n, dtype=np.float32)
         self.status = np.zeros(n, dtype=np.int64)
         self.owner = np.zeros((n, 1, 1), dtype=np.int16)
         self.cylinders = np.zeros((n, 1, 2), dtype=np.float32)
+        self.marked = np.zeros((n, 1, 2), dtype=np.float32)  # where the costmap puts each cylinder (see MARK_ERROR)
         self.n_cylinders = np.zeros(n, dtype=np.int64)
         self.seen = np.zeros((n, 1), dtype=bool)
         self.known_dist = np.full((n, *KNOWN_SHAPE), KNOWN_CAP, dtype=np.float32)
@@ -174,9 +197,10 @@ class BatchSim:
         maps = world_maps(world)
         k = len(maps.cylinders)
         if k > self.cylinders.shape[1]:
-            grown = np.full((self.n, k, 2), 1e3, dtype=np.float32)  # padding: far away
-            grown[:, : self.cylinders.shape[1]] = self.cylinders
-            self.cylinders = grown
+            grown = np.full((2, self.n, k, 2), 1e3, dtype=np.float32)  # padding: far away
+            grown[0, :, : self.cylinders.shape[1]] = self.cylinders
+            grown[1, :, : self.marked.shape[1]] = self.marked
+            self.cylinders, self.marked = grown
             seen = np.zeros((self.n, k), dtype=bool)
             seen[:, : self.seen.shape[1]] = self.seen
             self.seen = seen
@@ -184,6 +208,10 @@ class BatchSim:
             self.owner = np.zeros((self.n, *maps.owner.shape), dtype=maps.owner.dtype)
         self.cylinders[i, :k] = maps.cylinders
         self.cylinders[i, k:] = 1e3
+        self.rngs[i] = np.random.default_rng(seed) if self.noise else None
+        self.marked[i] = self.cylinders[i]
+        if self.noise:
+            self.marked[i, :k] += self.rngs[i].normal(0.0, MARK_ERROR, (k, 2)).astype(np.float32)
         self.owner[i] = maps.owner
         self.n_cylinders[i] = k
         self.seen[i] = False
@@ -191,11 +219,11 @@ class BatchSim:
         self.maps[i], self.worlds[i] = maps, world
         self.known_dist[i] = KNOWN_CAP
         self.known_id[i] = -1
-        self.rngs[i] = np.random.default_rng(seed) if self.noise else None
         self.pose[i] = START_POSE
         if self.noise:
             self.pose[i] += self.rngs[i].normal(0.0, START_JITTER).astype(np.float32)
         self.velocity[i] = 0.0
+        self.wheels[i] = 0.0
         self.time[i] = 0.0
         self.status[i] = RUNNING
         self.params[i] = self.planner.params.default
@@ -231,11 +259,12 @@ class BatchSim:
             applied = self.pending[idx, 0]
             self.pending[idx, :-1] = self.pending[idx, 1:]
             self.pending[idx, -1] = cmd
-            vel = robot.track_velocity(self.velocity[idx], applied)
+            vel = robot.track_velocity(self.wheels[idx], applied)
             z = self._velocity_noise[idx, tick - 1]
             slip = np.stack([z[:, 0] * np.abs(vel[:, 0]), z[:, 1] * (np.abs(vel[:, 1]) + np.abs(vel[:, 0]))], axis=1)
-            self.velocity[idx] = vel + SLIP_NOISE * slip
-            self.pose[idx] = robot.integrate(self.pose[idx], self.velocity[idx])
+            self.wheels[idx] = vel + SLIP_NOISE * slip
+            self.velocity[idx], lateral = robot.skid_steer(self.wheels[idx])
+            self.pose[idx] = robot.integrate(self.pose[idx], self.velocity[idx], lateral=lateral)
             self.time[idx] += robot.CONTROL_DT
             hit = robot.in_collision(self.pose[idx], idx, self.owner, self.cylinders)
             reached = np.hypot(*(self.goal[idx] - self.pose[idx, :2]).T) <= SUCCESS_RADIUS
@@ -248,6 +277,7 @@ class BatchSim:
         # Robots that stopped during this step: at rest, with a last scan from where they stopped.
         stopped = np.flatnonzero(started & (self.status != RUNNING))
         self.velocity[stopped] = 0.0
+        self.wheels[stopped] = 0.0
         self._scan(stopped, scans)
         self._replan(np.flatnonzero(self.status == RUNNING))
         goal_after = np.hypot(*(self.goal - self.pose[:, :2]).T)
@@ -313,14 +343,18 @@ class BatchSim:
     def _forget_far(self, i: int, half: float) -> None:
         """Clear robot ``i``'s known map outside the square of half side ``half`` (m) around it."""
         k = self.n_cylinders[i]
-        far = np.any(np.abs(self.cylinders[i, :k] - self.pose[i, :2]) > half, axis=1)
+        far = np.any(np.abs(self.marked[i, :k] - self.pose[i, :2]) > half, axis=1)
         self.seen[i, :k] &= ~far
+        self._restamp(i)
+        self.stale[i] = True
+
+    def _restamp(self, i: int) -> None:
+        """Rebuild robot ``i``'s known map from the cylinders it still counts as seen (after some were forgotten)."""
         self._clearance[i] = np.nan
         self.known_dist[i] = KNOWN_CAP
         self.known_id[i] = -1
-        keep = np.flatnonzero(self.seen[i, :k])
-        stamp_known(self.known_dist, self.known_id, np.full(keep.size, i), self.cylinders[i, keep], keep)
-        self.stale[i] = True
+        keep = np.flatnonzero(self.seen[i, : self.n_cylinders[i]])
+        stamp_known(self.known_dist, self.known_id, np.full(keep.size, i), self.marked[i, keep], keep)
 
     def _known_at(self, idx: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Known-obstacle distance (m) at points ``[len(idx), 2]`` of robots ``idx``."""
@@ -335,16 +369,21 @@ class BatchSim:
         ranges, hit = lidar.scan(self.pose[idx], self.cylinders[idx])
         ranges += self._range_noise[idx, min(k, self._scans_per_step - 1)]
         self.ranges[idx] = ranges
+        # Footprint clearing: marked, then wiped where they lie under the padded footprint.
+        under = self._under_footprint(idx)
+        for i in idx[np.any(under & self.seen[idx], axis=1)]:
+            self.seen[i] &= ~under[np.searchsorted(idx, i)]
+            self._restamp(i)
         row, beam = np.nonzero(ranges <= OBSTACLE_RANGE)
         robots, cyl = idx[row], hit[row, beam]
-        new = ~self.seen[robots, cyl]
+        new = ~self.seen[robots, cyl] & ~under[row, cyl]
         if not new.any():
             return
         key = np.unique(robots[new] * self.seen.shape[1] + cyl[new])
         robots, cyl = np.divmod(key, self.seen.shape[1])
         self.seen[robots, cyl] = True
         self._clearance[robots] = np.nan
-        centres = self.cylinders[robots, cyl]
+        centres = self.marked[robots, cyl]
         stamp_known(self.known_dist, self.known_id, robots, centres, cyl)
         # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
         ahead = self.path_start[robots, None] + np.arange(_STALE_AHEAD)[None, :]
@@ -354,6 +393,16 @@ class BatchSim:
         dx, dy = pts[..., 0] - centres[:, 0, None], pts[..., 1] - centres[:, 1, None]
         near = (dx * dx + dy * dy).min(axis=1) < reach**2
         self.stale[robots[near]] = True
+
+    def _under_footprint(self, idx: np.ndarray) -> np.ndarray:
+        """Which cylinders ``[len(idx), K]`` of robots ``idx`` the obstacle layer's footprint clearing wipes: those
+        whose centre lies within ``FOOTPRINT_CLEARING`` of the padded footprint rectangle."""
+        dx = self.marked[idx, :, 0] - self.pose[idx, 0, None]
+        dy = self.marked[idx, :, 1] - self.pose[idx, 1, None]
+        c, s = np.cos(self.pose[idx, 2])[:, None], np.sin(self.pose[idx, 2])[:, None]
+        qx = np.maximum(np.abs(c * dx + s * dy) - FOOTPRINT_HALF[0], 0.0)
+        qy = np.maximum(np.abs(c * dy - s * dx) - FOOTPRINT_HALF[1], 0.0)
+        return qx * qx + qy * qy < FOOTPRINT_CLEARING**2
 
     def _closest(self, idx: np.ndarray) -> np.ndarray:
         """Index of the plan point closest to each robot, never behind the last one found."""
@@ -409,7 +458,7 @@ class BatchSim:
         # Nearest seen cylinder: measured after each scan, then lowered by the distance moved since (a bound).
         fresh = idx[np.isnan(self._clearance[idx, 0])]
         if fresh.size:
-            c = self.cylinders[fresh]
+            c = self.marked[fresh]
             dx, dy = c[..., 0] - self.pose[fresh, 0, None], c[..., 1] - self.pose[fresh, 1, None]
             nearest = np.sqrt(np.where(self.seen[fresh], dx * dx + dy * dy, np.inf).min(axis=1)) - CYLINDER_RADIUS
             self._clearance[fresh] = np.stack([nearest, self.pose[fresh, 0], self.pose[fresh, 1]], axis=1)
@@ -422,7 +471,7 @@ class BatchSim:
             idx,
             self.known_dist,
             self.known_id,
-            self.cylinders,
+            self.marked,
             local_path,
             local_goal,
             final,

@@ -9,9 +9,9 @@ are in metres; distances of the rollout's end point; ``max_cost`` is the highest
 outline along the rollout). With no valid forward motion it rotates in place to the valid heading that looks
 closest to the local goal; with no valid rotation it escapes: backs up at ``escape_vel`` *without* checking the
 footprint (TrajectoryPlanner: "we'll allow moving backwards slowly even when the static map shows it as blocked")
-and samples no forward motion until it has moved ``escape_reset_dist`` or turned ``escape_reset_theta``; if even
-that path crosses inscribed cells there is no valid command (NaN). All candidates of all robots are one flat
-array: no Python loop per robot or candidate.
+and samples no forward motion until it has moved ``escape_reset_dist`` or turned ``escape_reset_theta``. So the
+DWA always has a command, and move_base's ``controller_patience`` never runs out. All candidates of all robots are
+one flat array: no Python loop per robot or candidate.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 
 from envs.maps import KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
 from envs.planners.dwa_kernels import check_rollouts, score_rollouts
 from envs.planners.global_planner import PLAN_RES
 from envs.planners.params import DWA_PARAMS
@@ -249,7 +248,7 @@ class DWAPlanner(LocalPlanner):
         self, state: PlannerInput, robots: np.ndarray, lo_th: np.ndarray, hi_th: np.ndarray, nth: np.ndarray
     ) -> np.ndarray:
         """Commands ``[S, 2]`` for robots with no valid forward rollout: the valid in-place rotation whose
-        lookahead point is nearest the local goal, else an escape backwards, else NaN (no valid command)."""
+        lookahead point is nearest the local goal, else an escape backwards."""
         # In-place rotations over the same window, at least min_in_place_vel_theta fast.
         counts = nth
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -272,20 +271,11 @@ class DWAPlanner(LocalPlanner):
         cmd = np.zeros((len(robots), 2), dtype=np.float32)
         rotate = np.isfinite(best)
         cmd[rotate, 1] = vth[pick][rotate]
-        back = np.flatnonzero(~rotate)
-        if back.size:
-            escape = robots[back]
-            # Straight back: x0 + escape_vel * t * cos(th0), ...
-            pose = state.pose[escape]
-            t = self._times(int(self._n_points(abs(self.escape_vel), 0.0)))
-            x = pose[None, :, 0] + self.escape_vel * t[:, None] * np.cos(pose[None, :, 2])
-            y = pose[None, :, 1] + self.escape_vel * t[:, None] * np.sin(pose[None, :, 2])
-            # The escape is not footprint-checked, but its centre must not enter inscribed cells beyond the robot's
-            # current footprint (TrajectoryPlanner's "no clear path" cost -2): else there is no valid command.
-            beyond = t * abs(self.escape_vel) > FOOTPRINT_HALF[0]
-            centre = self._lookup(state, state.env[escape], x[beyond], y[beyond])
-            ok = centre.min(axis=0) >= INSCRIBED_RADIUS
-            cmd[back] = np.where(ok[:, None], np.array([self.escape_vel, 0.0], dtype=np.float32), np.nan)
-            fresh = escape[ok & np.isnan(self._escape_from[state.env[escape], 0])]
-            self._escape_from[state.env[fresh]] = state.pose[fresh]
+        back = robots[~rotate]
+        # TrajectoryPlanner backs up even when the backward rollout is predicted to collide: its footprint check
+        # comes first on every rollout pose and returns -1, which the escape turns into cost 1.0 ("we'll allow moving
+        # backwards slowly even when the static map shows it as blocked"). The rear 90 degrees are blind.
+        cmd[~rotate, 0] = self.escape_vel
+        fresh = back[np.isnan(self._escape_from[state.env[back], 0])]
+        self._escape_from[state.env[fresh]] = state.pose[fresh]
         return cmd

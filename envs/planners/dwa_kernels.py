@@ -56,10 +56,15 @@ def _may_come_near(clearance, v, sim_time, inflation) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _rollout(known_dist, known_id, cylinders, s, px, py, v, r, ax, ay, th, times):
+def _rollout(known_dist, known_id, cylinders, s, px, py, v, r, ax, ay, th, times, inflation):
     """Whether the rollout of speed ``v`` along arc column ``r`` from ``(px, py)`` in slot ``s`` is valid, and its
-    least centre clearance (m; partial when invalid). Arguments as :func:`check_rollouts`."""
+    least centre clearance (m; partial when invalid). Arguments as :func:`check_rollouts`.
+
+    Inscribed cells reach ``min(inflation, INSCRIBED_RADIUS)`` from an obstacle: costmap_2d's inflation layer only
+    writes cells within its ``inflation_radius``, so a radius below the inscribed one shrinks the centre's guard.
+    """
     least = _CAP
+    inscribed = min(inflation, _INSCRIBED)
     gx0, gy0 = (px - _X0) * _SCALE, (py - _Y0) * _SCALE
     for t in range(times.shape[0]):
         gx = gx0 + v * (ax[t, r] * _SCALE)
@@ -70,7 +75,7 @@ def _rollout(known_dist, known_id, cylinders, s, px, py, v, r, ax, ay, th, times
         if centre >= _CIRCUMSCRIBED:
             continue
         # The centre in an inscribed cell, beyond the start footprint: TrajectoryPlanner's "no clear path".
-        if centre < _INSCRIBED and abs(v) * times[t] > _HALF_L:
+        if centre < inscribed and abs(v) * times[t] > _HALF_L:
             return False, least
         x, y = gx * _RES + _X0, gy * _RES + _Y0
         c, sn = np.cos(th[t, r]), np.sin(th[t, r])
@@ -105,7 +110,7 @@ def check_rollouts(
     for m in range(slot.shape[0]):
         if _may_come_near(clearance[m], vx[m], sim_time, inflation[m]):
             valid[m], least[m] = _rollout(
-                known_dist, known_id, cylinders, slot[m], px[m], py[m], vx[m], row[m], ax, ay, th, times
+                known_dist, known_id, cylinders, slot[m], px[m], py[m], vx[m], row[m], ax, ay, th, times, inflation[m]
             )
     return valid, least
 
@@ -132,7 +137,7 @@ def score_rollouts(
         px, py, inflation = pose[n, 0], pose[n, 1], params[n, 6]
         valid, least = True, _CAP
         if _may_come_near(clearance[n], v, sim_time, inflation):
-            valid, least = _rollout(known_dist, known_id, cylinders, env[n], px, py, v, r, ax, ay, th, times)
+            valid, least = _rollout(known_dist, known_id, cylinders, env[n], px, py, v, r, ax, ay, th, times, inflation)
         if not valid:
             cost[m] = np.inf
             continue
