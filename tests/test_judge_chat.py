@@ -76,6 +76,7 @@ def test_vlm_judge_round_trip(url):
     assert np.all([f.dtype == np.uint8 for f in frames])
 
 
+@pytest.mark.slow
 def test_local_model_directory_with_a_tokenizer(tmp_path):
     from _tiny_ckpt import build_tiny_model_dir
 
