@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 FAILURE_KINDS = ("timeout", "connection", "http", "unparsable", "deadline", "breaker", "error")
 """Why a judgement failed: the request timed out, could not connect, got an HTTP error status (after the client's
 retries), got an answer without a score, was still running when the caller stopped waiting (``deadline``), was not
-sent because the judge failed too often in a row (``breaker``), or anything else (``error``)."""
+sent because the judge failed too often in a row (``breaker``), or anything else (``error``, also a request to a
+closed judge)."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ class VLMJudge:
             raise ValueError(f"score_range must be (low, high) with low < high, got {score_range!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
-        for name, value in (("max_retries", max_retries), ("cache_size", cache_size), ("breaker", breaker_failures)):
+        counts = {"max_retries": max_retries, "cache_size": cache_size, "breaker_failures": breaker_failures}
+        for name, value in counts.items():
             if not (isinstance(value, int) and value >= 0):
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if not (isinstance(max_concurrency, int) and max_concurrency > 0):
@@ -246,8 +248,9 @@ class VLMJudge:
             if key in self._inflight:
                 return self._inflight[key]
             if self._closed or time.monotonic() < self._off_until:
-                self._count_failure("breaker")
-                return _done(JudgeResult(None, failure="breaker"))
+                kind = "error" if self._closed else "breaker"
+                self._count_failure(kind)
+                return _done(JudgeResult(None, failure=kind))
             future = self._pool.submit(self._judge, key, sampled)
             self._inflight[key] = future
             return future
@@ -279,7 +282,7 @@ class VLMJudge:
             score, failure = None, "connection"
         except openai.APIStatusError as e:
             score, failure = None, "http"
-            text = f"HTTP {e.status_code}"
+            text = f"HTTP {e.status_code}: {e.message}"
         except Exception as e:  # a judge must never take training down: unexpected errors are logged and counted
             logger.warning("judge request failed: %s: %s", type(e).__name__, e)
             score, failure = None, "error"

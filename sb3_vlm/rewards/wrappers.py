@@ -78,7 +78,8 @@ class EpisodeFrames:
         return self.mode == "window" and self.since_judged >= self.window
 
     def frames(self) -> list[np.ndarray]:
-        """The frames to judge now: the kept ones and the latest (``terminal``), or the window (``window``)."""
+        """The frames to judge now: the kept ones and the latest (``terminal``), or the window (``window``); the
+        window count restarts."""
         self.since_judged = 0
         if self.mode == "window":
             return list(self.recent)
