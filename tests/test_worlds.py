@@ -118,13 +118,13 @@ def test_published_statistics():
 
 @pytest.mark.slow
 def test_default_dwa_drives_through_generated_worlds_as_through_published_ones():
-    args = [sys.executable, str(REPO / "benchmarks" / "generated_worlds.py"), "--runs", "1"]
+    args = [sys.executable, str(REPO / "benchmarks" / "generated_worlds.py"), "--runs", "2"]
     if BARN_DIR.is_dir():
         args += ["--barn-dir", str(BARN_DIR)]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600).stdout
     report = json.loads(out.strip().splitlines()[-1])
     generated = report["generated"]["default_dwa"]
-    assert generated["episodes"] == 50 and generated["success"] >= 0.8
+    assert generated["episodes"] == 100 and generated["success"] >= 0.8
     if "real" in report:
         assert abs(generated["success"] - report["real"]["default_dwa"]["success"]) <= 0.1
 
