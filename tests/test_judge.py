@@ -418,6 +418,8 @@ def test_cli_judge_options(server, tmp_path):
     assert rewards == [0.0, 0.5]
     text = server.completions()[0].body["messages"][0]["content"][0]["text"]
     assert text == "Task: no zigzag. 2 frames. Score 0.0-1.0: [SCORE] n"
+    render = parser.parse_args([*argv, "--judge-frame-source", "render"])
+    assert judge_options.wrap_vec_env(venv, render)[0].frame_source == "render"
     with pytest.raises(ValueError, match="--judge-model"):
         judge_options.make_judge(parser.parse_args(["--judge-url", server.url]))
     with pytest.raises(SystemExit):

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--judge-weight", type=float, default=1.0, help="weight of the judge's score")
     g.add_argument("--judge-env-weight", type=float, default=1.0, help="weight of the env's own reward")
     g.add_argument("--judge-frames", type=int, default=8, help="frames per request, sampled evenly")
+    g.add_argument(
+        "--judge-frame-source",
+        choices=("auto", "observation", "render"),
+        default="auto",
+        help="frames judged: the image observation, or the top-down render (auto: observation if it is an image)",
+    )
     g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
     g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
     g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")
@@ -83,5 +89,6 @@ def wrap_vec_env(venv: Any, args: argparse.Namespace) -> tuple[Any, list[Any]]:
         window=args.judge_window,
         env_weight=args.judge_env_weight,
         judge_weight=args.judge_weight,
+        frame_source=args.judge_frame_source,
     )
     return wrapped, [JudgeLogCallback(judge)]
