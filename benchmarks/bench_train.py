@@ -104,7 +104,7 @@ def fill_replay(model: Any, transitions: int, seed: int) -> str:
 
 
 def backbones(model: Any) -> list[th.nn.Module]:
-    from sb3_vlm.backbone import VLMBackbone
+    from sb3_vlm.model.backbone import VLMBackbone
 
     return [m for m in model.policy.modules() if isinstance(m, VLMBackbone)]
 

@@ -10,26 +10,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sb3_vlm.extractor import VLMDPTExtractor
-    from sb3_vlm.heads import DPTHead, HistoryEncoder
+    from sb3_vlm.formats.trajectories import fill_replay_buffer, load_trajectories
     from sb3_vlm.model.config import VLMConfig
+    from sb3_vlm.model.extractor import VLMDPTExtractor
+    from sb3_vlm.model.heads import DPTHead, HistoryEncoder
     from sb3_vlm.policies import load_policy
-    from sb3_vlm.policy import VLMPolicy, VLMTD3Policy
-    from sb3_vlm.replay import fill_replay_buffer, load_trajectories
-    from sb3_vlm.td3 import VLMTD3
+    from sb3_vlm.td3.policies import VLMPolicy, VLMTD3Policy
+    from sb3_vlm.td3.td3 import VLMTD3
 
 # public name -> module that defines it
 _EXPORTS = {
-    "DPTHead": "sb3_vlm.heads",
-    "HistoryEncoder": "sb3_vlm.heads",
-    "VLMDPTExtractor": "sb3_vlm.extractor",
-    "VLMPolicy": "sb3_vlm.policy",
-    "VLMTD3": "sb3_vlm.td3",
-    "VLMTD3Policy": "sb3_vlm.policy",
+    "DPTHead": "sb3_vlm.model.heads",
+    "HistoryEncoder": "sb3_vlm.model.heads",
+    "VLMDPTExtractor": "sb3_vlm.model.extractor",
+    "VLMPolicy": "sb3_vlm.td3.policies",
+    "VLMTD3": "sb3_vlm.td3.td3",
+    "VLMTD3Policy": "sb3_vlm.td3.policies",
     "VLMConfig": "sb3_vlm.model.config",
-    "fill_replay_buffer": "sb3_vlm.replay",
+    "fill_replay_buffer": "sb3_vlm.formats.trajectories",
     "load_policy": "sb3_vlm.policies",
-    "load_trajectories": "sb3_vlm.replay",
+    "load_trajectories": "sb3_vlm.formats.trajectories",
 }
 
 __all__ = [

@@ -17,9 +17,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_vlm.buffer_io import save_replay_buffer
-from sb3_vlm.checkpoint import atomic_directory, recover_directory
-from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.formats.buffer_npz import save_replay_buffer
+from sb3_vlm.formats.checkpoint import atomic_directory, recover_directory
+from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = ["NavMetricsCallback", "SafeCheckpointCallback", "run_episodes", "save_training_checkpoint"]
 

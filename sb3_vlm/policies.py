@@ -29,12 +29,12 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_CONFIG, HEAD_DIR, POLICY_METADATA_KEY, RUN_CONFIG
-from sb3_vlm.applr import APPLR_ACTOR_FILE
-from sb3_vlm.checkpoint import CheckpointError, read_checkpoint
-from sb3_vlm.extractor import VLMDPTExtractor
+from sb3_vlm.formats.applr import APPLR_ACTOR_FILE
+from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.model.config import VLMConfig
-from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.model.extractor import VLMDPTExtractor
+from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = [
     "DirectoryOptions",
@@ -367,7 +367,7 @@ def applr_policy(path: str | os.PathLike, low: np.ndarray, high: np.ndarray, dev
     """The published APPLR actor as an SB3 ``TD3Policy`` (721-d laser -> the planner's parameters)."""
     from stable_baselines3.td3.policies import TD3Policy
 
-    from sb3_vlm.applr import APPLR_NET_ARCH, applr_mu_state
+    from sb3_vlm.formats.applr import APPLR_NET_ARCH, applr_mu_state
 
     mu_state = applr_mu_state(path)
     obs_dim, act_dim = mu_state["0.weight"].shape[1], mu_state["4.weight"].shape[0]
@@ -524,7 +524,7 @@ def _action_space(checkpoint: Path, params: ParamTableLike | None, recorded: Map
     if recorded is None:
         raise ValueError(
             f"{checkpoint}: mode='actor' needs the physical parameter ranges: pass params=<planner table> "
-            "(e.g. envs.planners.DWA_PARAMS) or publish the policy with sb3_vlm.handoff.publish_policy, which "
+            "(e.g. envs.planners.DWA_PARAMS) or publish the policy with sb3_vlm.serving.handoff.publish_policy, which "
             "records them"
         )
     return spaces.Box(np.asarray(recorded["low"], np.float32), np.asarray(recorded["high"], np.float32))

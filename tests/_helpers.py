@@ -62,7 +62,7 @@ def running(app: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (a socket bound to a free port) in a background thread."""
     import uvicorn
 
-    from sb3_vlm.client import QwenClient
+    from sb3_vlm.serving.client import QwenClient
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

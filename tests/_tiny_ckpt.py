@@ -14,8 +14,8 @@ import numpy as np
 import torch as th
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from sb3_vlm.backbone import build_tiny_model
-from sb3_vlm.heads import DPTHead, HistoryEncoder
+from sb3_vlm.model.backbone import build_tiny_model
+from sb3_vlm.model.heads import DPTHead, HistoryEncoder
 
 HISTORY_IMAGE_SIZE = 56  # FTRL uses 224; small keeps the tests fast
 
@@ -100,7 +100,7 @@ def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 
-    from sb3_vlm.backbone import tiny_config
+    from sb3_vlm.model.backbone import tiny_config
 
     path = Path(path)
     byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}

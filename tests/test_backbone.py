@@ -8,7 +8,7 @@ from _tiny_ckpt import build_tiny_model_dir
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from sb3_vlm.backbone import VLMBackbone, build_tiny_model, ftrl_lora_targets, patchify
+from sb3_vlm.model.backbone import VLMBackbone, build_tiny_model, ftrl_lora_targets, patchify
 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
 

@@ -12,7 +12,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_vlm import VLMTD3, VLMDPTExtractor
-from sb3_vlm.cache import ENTRY_OVERHEAD_BYTES, FeatureCache, content_keys, to_storage
+from sb3_vlm.model.cache import ENTRY_OVERHEAD_BYTES, FeatureCache, content_keys, to_storage
 
 IMAGE = spaces.Box(0, 255, (3, 56, 84), np.uint8)
 VELOCITY = spaces.Box(np.array([-0.5, -3.14], np.float32), np.array([2.0, 3.14], np.float32))

@@ -9,7 +9,7 @@ import torch as th
 from _tiny_ckpt import build_tiny_checkpoint
 
 from sb3_vlm import DPTHead, HistoryEncoder
-from sb3_vlm.checkpoint import (
+from sb3_vlm.formats.checkpoint import (
     CheckpointError,
     FTRLCheckpoint,
     is_checkpoint_dir,

@@ -21,9 +21,9 @@ import pytest
 from _helpers import free_port
 from _trajectories import frame_image
 
-import sb3_vlm.client as client_module
+import sb3_vlm.serving.client as client_module
 from envs.planners import DWA_PARAMS
-from sb3_vlm.client import QwenClient
+from sb3_vlm.serving.client import QwenClient
 
 CLIENT_SOURCE = Path(client_module.__file__)
 ALGORITHMS = ["DWA", "TEB", "MPPI", "DDP"]

@@ -21,13 +21,13 @@ from envs import BarnNav, BarnNavVecEnv
 from envs.planners import DWA_PARAMS
 from sb3_vlm.cli import build_parser
 from sb3_vlm.cli.collect import FTRL_IMAGE_SIZE, CollectSummary, collect, spread_tail_reward
-from sb3_vlm.client import QwenClient
-from sb3_vlm.extractor import VLMDPTExtractor
-from sb3_vlm.handoff import publish_policy
-from sb3_vlm.replay import fill_replay_buffer, load_trajectories, resize_image
-from sb3_vlm.safe_pickle import safe_load
-from sb3_vlm.server import build_app
-from sb3_vlm.td3 import VLMTD3
+from sb3_vlm.formats.safe_pickle import safe_load
+from sb3_vlm.formats.trajectories import fill_replay_buffer, load_trajectories, resize_image
+from sb3_vlm.model.extractor import VLMDPTExtractor
+from sb3_vlm.serving.app import build_app
+from sb3_vlm.serving.client import QwenClient
+from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.td3.td3 import VLMTD3
 
 H, W = 56, 84
 DWA_NAMES = list(DWA_PARAMS.names)

@@ -8,8 +8,8 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
-from sb3_vlm.handoff import policy_metadata
 from sb3_vlm.model.config import VLMConfig
+from sb3_vlm.serving.handoff import policy_metadata
 
 IMAGE = spaces.Box(0, 255, (3, 56, 84), np.uint8)
 ACTIONS = spaces.Box(-1, 1, (7,), np.float32)

@@ -11,9 +11,9 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
-from sb3_vlm.checkpoint import CheckpointError
-from sb3_vlm.heads import history_transform
+from sb3_vlm.formats.checkpoint import CheckpointError
 from sb3_vlm.model.config import VLMConfig
+from sb3_vlm.model.heads import history_transform
 
 IMAGE = spaces.Box(0, 255, (3, 56, 84), np.uint8)
 VELOCITY = spaces.Box(np.array([-0.5, -3.14], np.float32), np.array([2.0, 3.14], np.float32))

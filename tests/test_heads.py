@@ -5,7 +5,7 @@ import torch as th
 import torch.nn.functional as F
 
 from sb3_vlm import DPTHead, HistoryEncoder
-from sb3_vlm.heads import history_transform
+from sb3_vlm.model.heads import history_transform
 
 
 def ftrl_head_shapes(h: int, p: int, use_history: bool) -> dict[str, tuple[int, ...]]:

@@ -12,8 +12,8 @@ from stable_baselines3 import TD3
 from envs import BarnNavVecEnv
 from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy, load_policy
-from sb3_vlm.handoff import publish_policy
 from sb3_vlm.policies import FixedParams, SB3Policy, VLMDirectoryPolicy
+from sb3_vlm.serving.handoff import publish_policy
 
 H, W = 56, 84
 

@@ -14,7 +14,7 @@ from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMTD3, VLMDPTExtractor
 from sb3_vlm.cli import main
 from sb3_vlm.cli.pretrain import VELOCITY_NAMES, clone_slot, generate_pairs
-from sb3_vlm.sft import (
+from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,
     SFTDataset,

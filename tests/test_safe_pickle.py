@@ -17,7 +17,7 @@ from _helpers import Payload
 from _paths import APPLR_DIR
 from PIL import Image
 
-from sb3_vlm.safe_pickle import (
+from sb3_vlm.formats.safe_pickle import (
     TRAJECTORY_GLOBALS,
     UnsafePickleError,
     load_applr_actor_state_dict,

@@ -19,11 +19,13 @@ from gymnasium import spaces
 
 from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
-from sb3_vlm.checkpoint import atomic_directory
-from sb3_vlm.client import QwenClient
-from sb3_vlm.handoff import publish_policy
-from sb3_vlm.replay import resize_image
-from sb3_vlm.server import PolicyServer, RequestError, add_serve_arguments, build_app
+from sb3_vlm.cli.serve import add_arguments as add_serve_arguments
+from sb3_vlm.formats.checkpoint import atomic_directory
+from sb3_vlm.formats.trajectories import resize_image
+from sb3_vlm.serving.app import build_app
+from sb3_vlm.serving.client import QwenClient
+from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.serving.server import PolicyServer, RequestError
 
 H, W = 56, 84
 MAX_BODY = 256 * 1024

@@ -12,8 +12,8 @@ from stable_baselines3 import TD3
 from stable_baselines3.td3.policies import TD3Policy
 
 from sb3_vlm import VLMTD3, VLMDPTExtractor, VLMTD3Policy
-from sb3_vlm.backbone import build_tiny_model
-from sb3_vlm.checkpoint import CheckpointError
+from sb3_vlm.formats.checkpoint import CheckpointError
+from sb3_vlm.model.backbone import build_tiny_model
 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
 

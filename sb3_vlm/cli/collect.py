@@ -2,13 +2,13 @@
 
 Each step the planner parameters come from a parameter source, FTRL-style:
 
-* ``--server URL``: the inference server (:mod:`sb3_vlm.server`, or FTRL's own) through the stdlib
-  :class:`~sb3_vlm.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the first
-  ``P`` entries of ``parameters_array`` are the parameters (an SFT head's two extra next-velocity outputs are
+* ``--server URL``: the inference server (:mod:`sb3_vlm.serving.server`, or FTRL's own) through the stdlib
+  :class:`~sb3_vlm.serving.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the
+  first ``P`` entries of ``parameters_array`` are the parameters (an SFT head's two extra next-velocity outputs are
   dropped, as FTRL does);
-* ``--policy PATH``: a local policy, either a directory written by ``VLMTD3Policy.save_pretrained`` /
-  ``publish_policy`` (served in process by :class:`~sb3_vlm.server.PolicyServer`, the same code as the HTTP server;
-  an FTRL SFT checkpoint is served in ``"sft"`` mode) or an SB3 zip (``VLMTD3`` or ``TD3``, deterministic action);
+* ``--policy PATH``: any local policy :func:`sb3_vlm.policies.load_policy` reads (a ``save_pretrained`` /
+  ``publish_policy`` directory, an FTRL SFT checkpoint, an SB3 zip of ``VLMTD3`` or ``TD3``), in process,
+  deterministic;
 * neither: the planner's default parameters (default DWA).
 
 When the source fails (server down, timeout, error, malformed answer) the step uses the default parameters, as FTRL
@@ -56,8 +56,8 @@ from tqdm.auto import tqdm
 from envs import BarnNav
 from envs.nav_env import resolve_world_ids
 from envs.planners import PARAM_TABLES, ParamTable
-from sb3_vlm.client import QwenClient
-from sb3_vlm.replay import resize_image
+from sb3_vlm.formats.trajectories import resize_image
+from sb3_vlm.serving.client import QwenClient
 
 __all__ = [
     "FTRL_IMAGE_SIZE",
@@ -551,7 +551,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CollectSummary:
     """Collect with the options of :func:`add_arguments`; prints a one-line summary and returns the reports."""
-    from sb3_vlm.cli.train import parse_worlds
+    from sb3_vlm.cli._args import parse_worlds
 
     env_kwargs = {"max_steps": args.max_steps, "planner": args.planner}
     planner = args.planner

@@ -21,7 +21,7 @@ from envs.nav_env import resolve_world_ids
 from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm.callbacks import run_episodes
-from sb3_vlm.cli.train import parse_worlds
+from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.policies import LoadedPolicy
 from sb3_vlm.policies import load_policy as _load_policy
 

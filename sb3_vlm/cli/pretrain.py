@@ -10,7 +10,8 @@
    differ by their parameters only; the default slot must end exactly where the episode itself does, which checks
    every copy. As in FTRL the labels end with the velocity after the first step of the chosen branch
    (``next_linear_vel``, ``next_angular_vel``) unless ``--no-velocity-labels``.
-2. :func:`sb3_vlm.sft.train_sft`: DPT head (+ LoRA with ``--lora``) with FTRL's weighted MSE on normalised labels.
+2. :func:`sb3_vlm.sft.training.train_sft`: DPT head (+ LoRA with ``--lora``) with FTRL's weighted MSE on normalised
+   labels.
 3. A checkpoint in the FTRL layout (``--out``) that ``sb3-vlm train --vlm <out>`` starts from; its
    ``sb3_vlm_config.json`` records the base model and, under ``"sft"``, the data, settings and validation metrics.
 """
@@ -33,8 +34,8 @@ from envs import NavBatch
 from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
-from sb3_vlm.cli.train import parse_worlds
-from sb3_vlm.sft import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_extractor, save_sft_checkpoint, train_sft
+from sb3_vlm.cli._args import image_size, parse_worlds
+from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_extractor, save_sft_checkpoint, train_sft
 
 __all__ = ["add_arguments", "clone_slot", "generate_pairs", "run"]
 
@@ -45,13 +46,6 @@ TIE_TOLERANCE = 0.05
 nearest the defaults, and states where every candidate ties (the choice does not matter) are skipped."""
 MAX_EPISODE_STEPS = 100
 """Episode length cap of the rollouts (FTRL drops trajectories longer than 100 steps from its SFT data)."""
-
-
-def _size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 56x84, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--barn-dir", type=Path, help="generate on real BARN worlds from this directory")
     parser.add_argument("--worlds", help="'train' (default: the 250 training worlds), 'test', 'all' or ids like 1,2,3")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rollouts, candidates and training")
-    parser.add_argument("--image-size", type=_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH (as train)")
+    parser.add_argument("--image-size", type=image_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH (as train)")
     parser.add_argument("--candidates", type=int, default=8, help="parameter vectors tried per state (>= 2)")
     parser.add_argument("--horizon", type=int, default=4, help="0.5 s steps each candidate drives (4: DWA's 2 s)")
     parser.add_argument("--n-envs", type=int, default=8, help="episodes rolled out side by side")

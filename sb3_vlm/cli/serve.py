@@ -3,13 +3,70 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from envs.planners import PARAM_TABLES
-from sb3_vlm.server import add_serve_arguments as add_arguments
-from sb3_vlm.server import run_serve
+from sb3_vlm._constants import TINY
+from sb3_vlm.cli._args import image_size
+from sb3_vlm.policies import MODES
+from sb3_vlm.serving.server import DEFAULT_PORT, HISTORY_SOURCES
 
-__all__ = ["add_arguments", "run"]
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the ``serve`` options to ``parser`` (FTRL's ``qwen_server.py`` names are accepted as aliases).
+
+    :param parser: A parser or sub-command parser; run it with :func:`run`.
+    """
+    parser.add_argument("--checkpoint", "--lora_path", required=True, help="checkpoint / policy directory")
+    parser.add_argument("--mode", choices=MODES, default="sft", help="supervised head (FTRL) or TD3 actor")
+    parser.add_argument("--base-model", "--base_model", default=None, help=f"'{TINY}' or a local Qwen2.5-VL dir")
+    parser.add_argument("--algorithm", default="DWA", help="planner served (DWA, TEB, MPPI, DDP)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--noise-std", type=float, default=0.0, help="actor mode: exploration noise std in [-1, 1]")
+    parser.add_argument("--history", choices=HISTORY_SOURCES, default=None, help="history frames: client | current")
+    parser.add_argument("--input-size", type=image_size, default=None, help="resize requests to HEIGHTxWIDTH")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--quantization", choices=("nf4", "int8"), default=None)
+    parser.add_argument("--load_in_4bit", action="store_const", const="nf4", dest="quantization", help="= nf4")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed of the tiny backbone")
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--batch-delay-ms", type=float, default=5.0, help="wait for more requests of a batch")
+    parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (MiB)")
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        type=Path,
+        help="directory image_path requests may read from (repeatable); none: image_path is refused (403)",
+    )
+    parser.add_argument("--log-level", default="info")
 
 
 def run(args: argparse.Namespace) -> None:
-    run_serve(args, PARAM_TABLES)
+    """Serve with the options of :func:`add_arguments` (blocking)."""
+    from envs.planners import PARAM_TABLES
+    from sb3_vlm.serving.app import serve
+
+    algorithm = args.algorithm.upper()
+    params = PARAM_TABLES.get(algorithm)
+    serve(
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        log_level=args.log_level,
+        algorithm=algorithm,
+        params=params,
+        base_model=args.base_model,
+        noise_std=args.noise_std,
+        history=args.history,
+        input_size=args.input_size,
+        dtype=args.dtype,
+        quantization=args.quantization,
+        seed=args.seed,
+        max_batch_size=args.max_batch_size,
+        batch_delay=args.batch_delay_ms / 1000.0,
+        image_roots=args.image_root,
+    )

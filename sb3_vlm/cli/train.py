@@ -14,7 +14,6 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.buffer_io import load_replay_buffer
 from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
@@ -24,10 +23,12 @@ from sb3_vlm.callbacks import (
     SafeCheckpointCallback,
     find_checkpoint,
 )
+from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.cli.envs_factory import make_vec_env
+from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.sb3_zip import load_algorithm
-from sb3_vlm.policy import VLMTD3Policy
-from sb3_vlm.td3 import VLMTD3
+from sb3_vlm.td3.policies import VLMTD3Policy
+from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES, ZooConfig, default_conf, load_zoo_config
 
 
@@ -52,16 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
-
-
-def parse_worlds(text: str | None) -> str | list[int] | None:
-    """``"train"``/``"test"``/``"all"``/None as is; ``"0,6,12"`` -> ``[0, 6, 12]``."""
-    if text is None or text in ("train", "test", "all"):
-        return text
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--worlds must be train, test, all or comma-separated ids, got {text!r}") from None
 
 
 def _is_vlm(policy: Any) -> bool:

@@ -17,7 +17,7 @@ from envs import BarnNavVecEnv  # noqa: E402
 from envs.planners import DWA_PARAMS  # noqa: E402
 from envs.render import DEFAULT_IMAGE_SIZE  # noqa: E402
 from sb3_vlm._constants import TINY  # noqa: E402
-from sb3_vlm.extractor import VLMDPTExtractor  # noqa: E402
+from sb3_vlm.model.extractor import VLMDPTExtractor  # noqa: E402
 from sb3_vlm.policies import VLMDirectoryPolicy, load_policy  # noqa: E402
 
 

@@ -44,7 +44,7 @@ def load_algorithm(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) 
     """
     from stable_baselines3 import TD3
 
-    from sb3_vlm.td3 import VLMTD3
+    from sb3_vlm.td3.td3 import VLMTD3
 
     algo = VLMTD3 if is_vlm_zip(path) else TD3
     custom_objects = {"n_steps": 1, **kwargs.pop("custom_objects", {})}

@@ -30,7 +30,7 @@ from transformers import AutoTokenizer, BitsAndBytesConfig, Qwen2_5_VLConfig, Qw
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from sb3_vlm._constants import ADAPTER_CONFIG, ADAPTER_WEIGHTS, TINY
-from sb3_vlm.checkpoint import CheckpointError
+from sb3_vlm.formats.checkpoint import CheckpointError
 
 __all__ = [
     "FTRL_SYSTEM_PROMPT",

@@ -1,7 +1,7 @@
 """Offline replay: trajectory pickles written by existing collectors -> SB3 replay buffer.
 
 Two on-disk formats are read (one episode per file, a list of per-step records, loaded with the restricted
-unpickler of :mod:`sb3_vlm.safe_pickle`):
+unpickler of :mod:`sb3_vlm.formats.safe_pickle`):
 
 * FTRL (``ftrl_reference.md`` §5.5): ``[obs, act, rew, done, info, opt_time, nav_metric]``; the costmap image is
   ``info["img_PIL"]`` (RGB, 600 x 400), the start-of-step velocity ``info["last_state"] = [v, w]``, the episode's
@@ -41,7 +41,7 @@ from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
-from sb3_vlm.safe_pickle import UnsafePickleError, safe_loads
+from sb3_vlm.formats.safe_pickle import UnsafePickleError, safe_loads
 
 if TYPE_CHECKING:  # type only: sb3_vlm does not import envs at run time
     from envs.planners import ParamTable

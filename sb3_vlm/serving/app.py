@@ -1,26 +1,35 @@
-"""FastAPI routes of :mod:`sb3_vlm.server` (imported only by :func:`sb3_vlm.server.build_app`).
+"""The HTTP app around a :class:`~sb3_vlm.serving.server.PolicyServer`: FastAPI routes, body limit, ``build_app``
+and ``serve`` (uvicorn).
 
-A module of its own because FastAPI reads the request models from the endpoint annotations at run time, which the
-postponed annotations of ``server.py`` would hide; and because FastAPI/pydantic are the optional extra ``serve``.
+FastAPI, pydantic and uvicorn are the optional extra ``serve`` (``pip install "sb3-vlm[serve]"``): only this module
+imports them. No postponed annotations here: FastAPI reads the request models from the endpoint annotations at run
+time.
 """
 
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+try:
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, ValidationError
+except ImportError as e:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "sb3_vlm.serving.app needs FastAPI and uvicorn, which are the optional extra 'serve': "
+        'pip install "sb3-vlm[serve]"'
+    ) from e
 
-from sb3_vlm.server import PolicyServer, RequestError
+from sb3_vlm.serving.server import DEFAULT_PORT, PolicyServer, RequestError
 
-logger = logging.getLogger("sb3_vlm.server")
+logger = logging.getLogger("sb3_vlm.serving.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +117,7 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
     """
     :param server: The loaded model and batch worker.
     :param max_body_bytes: Largest request body accepted.
-    :return: The app (see :func:`sb3_vlm.server.build_app`).
+    :return: The app (see :func:`sb3_vlm.serving.server.build_app`).
     """
 
     @asynccontextmanager
@@ -177,3 +186,72 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
             return JSONResponse(status_code=500, content={"detail": f"reload failed: {e}", "success": False})
 
     return app
+
+
+def _require_serving() -> tuple[Any, Any]:
+    """Import FastAPI and uvicorn lazily, naming the extra that provides them."""
+    try:
+        import fastapi
+        import uvicorn
+    except ImportError as e:
+        raise ImportError(
+            "sb3_vlm.serving.server needs FastAPI and uvicorn, which are the optional extra 'serve': "
+            'pip install "sb3-vlm[serve]"'
+        ) from e
+    return fastapi, uvicorn
+
+
+def build_app(
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    server: PolicyServer | None = None,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    **server_kwargs: Any,
+) -> FastAPI:
+    """
+    The FastAPI app of the inference server. The model is loaded here (errors surface before any port is bound);
+    the batch worker runs while the app does (its lifespan).
+
+    :param checkpoint: Checkpoint directory (see :class:`PolicyServer`); or pass ``server``.
+    :param server: An existing :class:`PolicyServer` instead of ``checkpoint`` + ``server_kwargs``.
+    :param max_body_bytes: Largest request body accepted (413 above it).
+    :param server_kwargs: :class:`PolicyServer` arguments (``mode``, ``algorithm``, ``params``, ``noise_std``, ...).
+    :return: The app; its :class:`PolicyServer` is ``app.state.server``.
+    """
+    _require_serving()
+    if (checkpoint is None) == (server is None):
+        raise ValueError("build_app: pass exactly one of checkpoint and server")
+    if server is not None and server_kwargs:
+        raise ValueError(f"build_app: server_kwargs are for a new server, got {sorted(server_kwargs)} with server=")
+    if max_body_bytes < 1:
+        raise ValueError(f"build_app: max_body_bytes must be >= 1, got {max_body_bytes}")
+    if server is None:
+        server = PolicyServer(checkpoint, **server_kwargs)
+    return create_app(server, max_body_bytes)
+
+
+def serve(
+    checkpoint: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    mode: str = "sft",
+    *,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    log_level: str = "info",
+    **server_kwargs: Any,
+) -> None:
+    """
+    Load the checkpoint and serve it until interrupted (blocking).
+
+    :param checkpoint: Checkpoint directory (see :class:`PolicyServer`).
+    :param host: Interface to bind; ``0.0.0.0`` exposes the server to the network (FTRL's default), so it is not
+        the default here.
+    :param port: TCP port.
+    :param mode: ``"sft"`` or ``"actor"``.
+    :param max_body_bytes: Largest request body accepted.
+    :param log_level: uvicorn log level.
+    :param server_kwargs: Other :class:`PolicyServer` arguments.
+    """
+    _, uvicorn = _require_serving()
+    app = build_app(checkpoint, mode=mode, max_body_bytes=max_body_bytes, **server_kwargs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -18,9 +18,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_vlm._constants import ADAPTER_CONFIG, FEATURE_DIM, TINY
-from sb3_vlm.backbone import BackboneOutput, VLMBackbone
-from sb3_vlm.cache import FeatureCache, content_keys, to_storage
-from sb3_vlm.checkpoint import (
+from sb3_vlm.formats.checkpoint import (
     CheckpointError,
     FTRLCheckpoint,
     is_checkpoint_dir,
@@ -28,8 +26,10 @@ from sb3_vlm.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from sb3_vlm.heads import DPTHead, HistoryEncoder, history_transform
+from sb3_vlm.model.backbone import BackboneOutput, VLMBackbone
+from sb3_vlm.model.cache import FeatureCache, content_keys, to_storage
 from sb3_vlm.model.config import VLMConfig
+from sb3_vlm.model.heads import DPTHead, HistoryEncoder, history_transform
 
 __all__ = ["VLMDPTExtractor"]
 
@@ -58,7 +58,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
 
     Feature cache (``feature_cache_bytes > 0``, off by default): while the VLM is frozen (``freeze_vlm=True``: no LoRA,
     or LoRA merged), each distinct observation passes the backbone once; :attr:`feature_cache` (a
-    :class:`~sb3_vlm.cache.FeatureCache`, LRU under the byte budget, keyed by the image bytes + velocity) then
+    :class:`~sb3_vlm.model.cache.FeatureCache`, LRU under the byte budget, keyed by the image bytes + velocity) then
     serves it to rollouts and replay alike. What is stored (:attr:`cache_mode`):
 
     * ``"hidden"`` -- the last-4 hidden states per image, ``[4, L, H]`` in ``feature_cache_dtype``, while the DPT head

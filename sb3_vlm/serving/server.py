@@ -1,6 +1,6 @@
 """FTRL-compatible HTTP inference server (ftrl_reference §5.1), FastAPI + uvicorn.
 
-Routes and JSON names are FTRL's, so the stdlib :mod:`sb3_vlm.client` and the original ``qwen_client.py`` work
+Routes and JSON names are FTRL's, so the stdlib :mod:`sb3_vlm.serving.client` and the original ``qwen_client.py`` work
 unchanged:
 
 * ``GET /health``: ``status``, ``model_loaded``, ``device``, ``algorithm``, ``policy_name``, ``current_checkpoint``;
@@ -15,10 +15,10 @@ Two serving modes:
 
 * ``"sft"`` (FTRL's behaviour, §5.4): the DPT head including its supervised ``mlp``, de-normalised with
   ``pred * std + mean`` (no clipping); ``P`` outputs (e.g. 7 DWA parameters + next ``v``, ``w``).
-* ``"actor"``: the TD3 actor of a directory written by :meth:`sb3_vlm.policy.VLMTD3Policy.save_pretrained` (or
-  :func:`sb3_vlm.handoff.publish_policy`): ``tanh`` action in [-1, 1], optional Gaussian exploration noise (std in
-  action units, then clipped to [-1, 1], as SB3's TD3 collects), mapped to physical units with the policy's action
-  space ``low + (a + 1) / 2 * (high - low)`` (APPLR's map; SB3 ``unscale_action``).
+* ``"actor"``: the TD3 actor of a directory written by :meth:`sb3_vlm.td3.policies.VLMTD3Policy.save_pretrained`
+  (or :func:`sb3_vlm.serving.handoff.publish_policy`): ``tanh`` action in [-1, 1], optional Gaussian exploration
+  noise (std in action units, then clipped to [-1, 1], as SB3's TD3 collects), mapped to physical units with the
+  policy's action space ``low + (a + 1) / 2 * (high - low)`` (APPLR's map; SB3 ``unscale_action``).
 
 Differences from the original, on purpose: binds 127.0.0.1 by default; a bounded request body (413); decoding
 errors answer 400 and wrong JSON types 422, after which the server keeps serving; concurrent requests are run through
@@ -31,7 +31,7 @@ A request's ``algorithm`` must name the planner the server serves (FTRL zipped a
 History frames (checkpoints with a history encoder): ``history="client"`` (FTRL, default in ``"sft"`` mode) stacks
 the request's ``history_images_base64`` as given (newest first, cut or padded with the last one to the encoder's
 frame count; none given: the current frame repeated); ``history="current"`` (default in ``"actor"`` mode) always
-repeats the current frame, which is what :class:`sb3_vlm.extractor.VLMDPTExtractor` feeds during TD3 training, and
+repeats the current frame, which is what :class:`sb3_vlm.model.extractor.VLMDPTExtractor` feeds during TD3 training, and
 ``/config`` then reports ``num_history_frames = 0`` so clients send none.
 
 FastAPI and uvicorn are the optional extra ``serve`` (``pip install "sb3-vlm[serve]"``) and are imported only when
@@ -40,7 +40,6 @@ an app is built.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import io
@@ -50,33 +49,26 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch as th
 from PIL import Image, UnidentifiedImageError
 
-from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_WEIGHTS, TINY
-from sb3_vlm.checkpoint import CheckpointError, FTRLCheckpoint, check_state, read_checkpoint
+from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
+from sb3_vlm.formats.trajectories import resize_image
 from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
-from sb3_vlm.replay import resize_image
-
-if TYPE_CHECKING:  # type only: FastAPI is an optional extra, imported lazily where the app is built
-    from fastapi import FastAPI
+from sb3_vlm.serving.reload import ArchitectureChanged, dir_identity, prepare_in_place
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_PORT",
-    "ParamTableLike",
     "PolicyServer",
-    "add_serve_arguments",
-    "build_app",
-    "run_serve",
-    "serve",
+    "RequestError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,19 +88,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-
-
-def _require_serving() -> tuple[Any, Any]:
-    """Import FastAPI and uvicorn lazily, naming the extra that provides them."""
-    try:
-        import fastapi
-        import uvicorn
-    except ImportError as e:
-        raise ImportError(
-            "sb3_vlm.server needs FastAPI and uvicorn, which are the optional extra 'serve': "
-            'pip install "sb3-vlm[serve]"'
-        ) from e
-    return fastapi, uvicorn
 
 
 # ---------------------------------------------------------------------------------------------------------------- model
@@ -132,99 +111,6 @@ class _Result:
     batch_size: int
 
 
-# ------------------------------------------------------------------------------------------------------- fast reload
-
-_LORA_FIELDS = (
-    "r",
-    "lora_alpha",
-    "target_modules",
-    "bias",
-    "use_rslora",
-    "use_dora",
-    "fan_in_fan_out",
-    "modules_to_save",
-    "rank_pattern",
-    "alpha_pattern",
-    "layers_to_transform",
-    "layers_pattern",
-    "exclude_modules",
-)
-
-
-def _lora_signature(config: Any) -> dict[str, Any]:
-    """The LoRA config fields that decide the adapter's modules and scaling."""
-    signature = {}
-    for name in _LORA_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, (list, tuple, set, frozenset)):
-            value = sorted(map(str, value))
-        signature[name] = value
-    return signature
-
-
-class _ArchitectureChanged(Exception):
-    """The new checkpoint does not fit the live modules: rebuild instead of loading in place."""
-
-
-def _prepare_in_place(model: VLMDirectoryPolicy, ckpt: FTRLCheckpoint) -> Callable[[], None]:
-    """
-    Check that ``ckpt`` fits the live modules and read everything it needs; return the function that loads it.
-
-    :raises _ArchitectureChanged: When only a rebuild can load ``ckpt``.
-    """
-    from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    ext = model.extractor
-    path = model.checkpoint
-    peft_model = ext.backbone.model if isinstance(ext.backbone.model, PeftModel) else None
-    adapter: dict[str, th.Tensor] | None = None
-    if (ckpt.adapter_dir is not None) != (peft_model is not None):
-        raise _ArchitectureChanged("adapter added or removed")
-    if peft_model is not None:
-        live = peft_model.peft_config["default"]
-        if _lora_signature(LoraConfig.from_pretrained(path)) != _lora_signature(live):
-            raise _ArchitectureChanged("LoRA configuration changed")
-        adapter = {k: v for k, v in load_file(path / ADAPTER_WEIGHTS).items() if v.numel() > 0}
-        expected = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
-        try:
-            check_state(expected, adapter, str(path / ADAPTER_WEIGHTS), "the live LoRA adapter")
-        except CheckpointError as e:
-            raise _ArchitectureChanged(str(e)) from e
-    try:
-        check_state(ext.dpt.state_dict(), ckpt.head_state, f"{path}/regression_head", "DPTHead")
-        if (ckpt.history_state is None) != (ext.history is None):
-            raise _ArchitectureChanged("history encoder added or removed")
-        if ext.history is not None:
-            assert ckpt.history_state is not None
-            check_state(ext.history.state_dict(), ckpt.history_state, f"{path}/history_encoder", "HistoryEncoder")
-        actor_state = None
-        if model.policy is not None:
-            if ACTOR_HEAD_DIR not in ckpt.extras:
-                raise CheckpointError(f"{path}: no {ACTOR_HEAD_DIR}/ (mode='actor')")
-            actor_state = ckpt.extras[ACTOR_HEAD_DIR]
-            live_actor = {k: v for k, v in model.policy.actor.state_dict().items() if not k.startswith("features_")}
-            check_state(live_actor, actor_state, f"{path}/{ACTOR_HEAD_DIR}", "the actor head")
-    except CheckpointError as e:
-        raise _ArchitectureChanged(str(e)) from e
-    history_size = int(ckpt.history_config.get("history_image_size", 224))
-
-    def apply() -> None:
-        if peft_model is not None:
-            result = set_peft_model_state_dict(peft_model, adapter)
-            assert not result.unexpected_keys, result.unexpected_keys
-        ext.dpt.load_state_dict(ckpt.head_state, strict=True)
-        if ext.history is not None:
-            ext.history.load_state_dict(ckpt.history_state, strict=True)
-            ext.history_image_size = history_size
-        ext.param_mean, ext.param_std = ckpt.param_mean, ckpt.param_std
-        if actor_state is not None:
-            assert model.policy is not None
-            model.policy.actor.load_state_dict(actor_state, strict=False)
-
-    return apply
-
-
 # ------------------------------------------------------------------------------------------------------------ server
 
 
@@ -234,7 +120,7 @@ class PolicyServer:
     :func:`build_app` for the FastAPI app around it.
 
     :param checkpoint: Checkpoint directory in the FTRL layout (``"sft"``) or written by
-        :meth:`VLMTD3Policy.save_pretrained` / :func:`sb3_vlm.handoff.publish_policy` (``"actor"``).
+        :meth:`VLMTD3Policy.save_pretrained` / :func:`sb3_vlm.serving.handoff.publish_policy` (``"actor"``).
     :param mode: ``"sft"`` (supervised head, FTRL) or ``"actor"`` (TD3 actor).
     :param algorithm: Planner served (``DWA``, ``TEB``, ``MPPI``, ``DDP``); requests must name it.
     :param params: Planner parameter table (``names``, ``low``, ``high``), e.g. ``envs.planners.DWA_PARAMS``: output
@@ -340,9 +226,9 @@ class PolicyServer:
     def _load(self) -> VLMDirectoryPolicy:
         """Load the checkpoint, retrying when the directory was replaced while it was being read."""
         for _ in range(_RELOAD_ATTEMPTS):
-            before = _dir_identity(self.checkpoint)
+            before = dir_identity(self.checkpoint)
             model = load_directory(self.checkpoint, self._options)
-            if _dir_identity(self.checkpoint) == before:
+            if dir_identity(self.checkpoint) == before:
                 return model
         raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times in a row")
 
@@ -567,14 +453,14 @@ class PolicyServer:
         with self._reload_lock:
             kind = "in_place"
             for _ in range(_RELOAD_ATTEMPTS):
-                before = _dir_identity(self.checkpoint)
+                before = dir_identity(self.checkpoint)
                 ckpt = read_checkpoint(self.checkpoint)
                 try:
-                    apply = _prepare_in_place(self.model, ckpt)
-                except _ArchitectureChanged as e:
+                    apply = prepare_in_place(self.model, ckpt)
+                except ArchitectureChanged as e:
                     logger.info("reload of %s rebuilds the model: %s", self.checkpoint, e)
                     kind, apply = "rebuild", None
-                if _dir_identity(self.checkpoint) == before:
+                if dir_identity(self.checkpoint) == before:
                     break
             else:
                 raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times")
@@ -606,144 +492,3 @@ def _validate_noise(noise_std: Any, mode: str) -> float:
     if noise_std > 0 and mode != "actor":
         raise ValueError(f"noise_std > 0 needs mode='actor' (exploration noise on the TD3 action), got {mode!r}")
     return float(noise_std)
-
-
-def _dir_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a directory: changes when an atomic writer swaps a new directory in."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def build_app(
-    checkpoint: str | os.PathLike | None = None,
-    *,
-    server: PolicyServer | None = None,
-    max_body_bytes: int = 8 * 1024 * 1024,
-    **server_kwargs: Any,
-) -> FastAPI:
-    """
-    The FastAPI app of the inference server. The model is loaded here (errors surface before any port is bound);
-    the batch worker runs while the app does (its lifespan).
-
-    :param checkpoint: Checkpoint directory (see :class:`PolicyServer`); or pass ``server``.
-    :param server: An existing :class:`PolicyServer` instead of ``checkpoint`` + ``server_kwargs``.
-    :param max_body_bytes: Largest request body accepted (413 above it).
-    :param server_kwargs: :class:`PolicyServer` arguments (``mode``, ``algorithm``, ``params``, ``noise_std``, ...).
-    :return: The app; its :class:`PolicyServer` is ``app.state.server``.
-    """
-    _require_serving()
-    from sb3_vlm._http import create_app
-
-    if (checkpoint is None) == (server is None):
-        raise ValueError("build_app: pass exactly one of checkpoint and server")
-    if server is not None and server_kwargs:
-        raise ValueError(f"build_app: server_kwargs are for a new server, got {sorted(server_kwargs)} with server=")
-    if max_body_bytes < 1:
-        raise ValueError(f"build_app: max_body_bytes must be >= 1, got {max_body_bytes}")
-    if server is None:
-        server = PolicyServer(checkpoint, **server_kwargs)
-    return create_app(server, max_body_bytes)
-
-
-def serve(
-    checkpoint: str | os.PathLike,
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    mode: str = "sft",
-    *,
-    max_body_bytes: int = 8 * 1024 * 1024,
-    log_level: str = "info",
-    **server_kwargs: Any,
-) -> None:
-    """
-    Load the checkpoint and serve it until interrupted (blocking).
-
-    :param checkpoint: Checkpoint directory (see :class:`PolicyServer`).
-    :param host: Interface to bind; ``0.0.0.0`` exposes the server to the network (FTRL's default), so it is not
-        the default here.
-    :param port: TCP port.
-    :param mode: ``"sft"`` or ``"actor"``.
-    :param max_body_bytes: Largest request body accepted.
-    :param log_level: uvicorn log level.
-    :param server_kwargs: Other :class:`PolicyServer` arguments.
-    """
-    _, uvicorn = _require_serving()
-    app = build_app(checkpoint, mode=mode, max_body_bytes=max_body_bytes, **server_kwargs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-# ------------------------------------------------------------------------------------------------------------ CLI
-
-
-def _size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 56x84, got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """
-    Add the ``serve`` options to ``parser`` (FTRL's ``qwen_server.py`` names are accepted as aliases).
-
-    :param parser: A parser or sub-command parser; run it with :func:`run_serve`.
-    """
-    parser.add_argument("--checkpoint", "--lora_path", required=True, help="checkpoint / policy directory")
-    parser.add_argument("--mode", choices=MODES, default="sft", help="supervised head (FTRL) or TD3 actor")
-    parser.add_argument("--base-model", "--base_model", default=None, help=f"'{TINY}' or a local Qwen2.5-VL dir")
-    parser.add_argument("--algorithm", default="DWA", help="planner served (DWA, TEB, MPPI, DDP)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--noise-std", type=float, default=0.0, help="actor mode: exploration noise std in [-1, 1]")
-    parser.add_argument("--history", choices=HISTORY_SOURCES, default=None, help="history frames: client | current")
-    parser.add_argument("--input-size", type=_size, default=None, help="resize requests to HEIGHTxWIDTH")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--quantization", choices=("nf4", "int8"), default=None)
-    parser.add_argument("--load_in_4bit", action="store_const", const="nf4", dest="quantization", help="= nf4")
-    parser.add_argument("--seed", type=int, default=0, help="weight seed of the tiny backbone")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-delay-ms", type=float, default=5.0, help="wait for more requests of a batch")
-    parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (MiB)")
-    parser.add_argument(
-        "--image-root",
-        action="append",
-        default=[],
-        type=Path,
-        help="directory image_path requests may read from (repeatable); none: image_path is refused (403)",
-    )
-    parser.add_argument("--log-level", default="info")
-
-
-def run_serve(args: argparse.Namespace, param_tables: Mapping[str, ParamTableLike] | None = None) -> None:
-    """
-    Serve with the options of :func:`add_serve_arguments` (blocking).
-
-    :param args: Parsed arguments.
-    :param param_tables: Planner name -> parameter table (the CLI passes ``envs.planners.PARAM_TABLES``; sb3_vlm
-        itself does not import ``envs``).
-    """
-    algorithm = args.algorithm.upper()
-    params = None if param_tables is None else param_tables.get(algorithm)
-    serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
-        mode=args.mode,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        log_level=args.log_level,
-        algorithm=algorithm,
-        params=params,
-        base_model=args.base_model,
-        noise_std=args.noise_std,
-        history=args.history,
-        input_size=args.input_size,
-        dtype=args.dtype,
-        quantization=args.quantization,
-        seed=args.seed,
-        max_batch_size=args.max_batch_size,
-        batch_delay=args.batch_delay_ms / 1000.0,
-        image_roots=args.image_root,
-    )

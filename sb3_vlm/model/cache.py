@@ -1,7 +1,7 @@
 """Content-keyed LRU cache of frozen-backbone outputs under a byte budget.
 
 With a frozen VLM, an image's backbone output never changes, so each distinct image only needs one backbone pass in its
-life; replay then reads the stored result. :class:`~sb3_vlm.extractor.VLMDPTExtractor` decides WHAT is stored (the
+life; replay then reads the stored result. :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` decides WHAT is stored (the
 last-4 hidden states while the DPT head trains, the pooled 256-d feature when it is frozen too) and when the stored
 values are stale (a "version" that changes with every cached-side parameter); this module only stores, evicts and
 counts.

@@ -1,6 +1,6 @@
 """Supervised stage (FTRL's SFT, ftrl_reference §2.7, §3): regress planner parameters from scene images.
 
-The model is a :class:`~sb3_vlm.extractor.VLMDPTExtractor` whose DPT head keeps its regression ``mlp``: image ->
+The model is a :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` whose DPT head keeps its regression ``mlp``: image ->
 backbone (frozen, or LoRA) -> DPT pooled feature -> ``mlp`` -> ``P`` normalised parameters. Training follows FTRL:
 
 * labels normalised ``(y - mean) / (std + 1e-8)`` with the column mean and population std of the training labels
@@ -35,8 +35,8 @@ from gymnasium import spaces
 from tqdm.auto import tqdm
 
 from sb3_vlm._constants import TINY
-from sb3_vlm.checkpoint import write_checkpoint
-from sb3_vlm.extractor import VLMDPTExtractor
+from sb3_vlm.formats.checkpoint import write_checkpoint
+from sb3_vlm.model.extractor import VLMDPTExtractor
 
 __all__ = [
     "LOSS_WEIGHTS",

@@ -30,8 +30,8 @@ import numpy as np
 from gymnasium import spaces
 
 from sb3_vlm._constants import POLICY_METADATA_KEY, SB3_VLM_CONFIG
-from sb3_vlm.checkpoint import atomic_directory
-from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.formats.checkpoint import atomic_directory
+from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = ["PublishResult", "policy_metadata", "publish_policy", "reload_servers"]
 

@@ -12,8 +12,8 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 from stable_baselines3.td3.td3 import TD3
 from torch.nn import functional as F
 
-from sb3_vlm.cache import CacheStats
-from sb3_vlm.policy import VLMTD3Policy
+from sb3_vlm.model.cache import CacheStats
+from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = ["VLMTD3"]
 

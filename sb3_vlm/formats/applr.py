@@ -16,7 +16,7 @@ import torch as th
 from stable_baselines3 import TD3
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_vlm.safe_pickle import load_applr_actor_state_dict
+from sb3_vlm.formats.safe_pickle import load_applr_actor_state_dict
 
 __all__ = ["APPLR_ACTOR_FILE", "APPLR_NET_ARCH", "applr_td3", "applr_mu_state"]
 

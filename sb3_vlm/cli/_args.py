@@ -1,0 +1,23 @@
+"""Argument helpers shared by the subcommands (one parser per kind of value)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``"56x84"`` (or ``"56,84"``) -> ``(56, 84)``; an ``argparse`` type."""
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 56x84, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_worlds(text: str | None) -> str | list[int] | None:
+    """``"train"``/``"test"``/``"all"``/None as is; ``"0,6,12"`` -> ``[0, 6, 12]``."""
+    if text is None or text in ("train", "test", "all"):
+        return text
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--worlds must be train, test, all or comma-separated ids, got {text!r}") from None

@@ -1,0 +1,368 @@
+"""TD3 policy around one shared VLM + DPT feature extractor (FTRL's actor/critic, ftrl_reference §4.1)."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BaseModel
+from stable_baselines3.common.preprocessing import get_action_dim, preprocess_obs
+from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.td3.policies import Actor, TD3Policy
+from torch import nn
+
+from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR
+from sb3_vlm.formats.checkpoint import check_state, write_checkpoint
+from sb3_vlm.model.config import VLMConfig
+from sb3_vlm.model.extractor import VLMDPTExtractor
+
+__all__ = ["VLMCritic", "VLMPolicy", "VLMTD3Policy"]
+
+# FTRL sizes: actor Linear(256 -> A) + tanh; critic: action encoder A -> 128 -> 64, Q heads 320 -> 512 -> 256 -> 1.
+DEFAULT_NET_ARCH: dict[str, list[int]] = {"pi": [], "qf": [512, 256], "action_encoder": [128, 64]}
+_EXTRACTOR = "features_extractor."
+
+
+def _head_state(module: nn.Module) -> dict[str, th.Tensor]:
+    """State dict of ``module`` without its (shared) features extractor."""
+    return {k: v for k, v in module.state_dict().items() if not k.startswith(_EXTRACTOR)}
+
+
+class _HeadParameters:
+    """``parameters()`` of a network that uses the policy's shared extractor: its own head parameters only.
+
+    The extractor (the backbone) belongs to the policy, which lists it once. SB3's ``TD3.train`` polyak-averages
+    ``critic.parameters()`` into ``critic_target.parameters()`` (and the actor likewise); with the one shared
+    backbone in both lists it would average each backbone tensor with itself in place, shrinking it by
+    ``1 - tau**2`` per update. Listing heads only keeps stock TD3 (e.g. ``rl_zoo3.train --algo td3``) correct.
+    """
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        for name, param in self.named_parameters(recurse=recurse):  # type: ignore[attr-defined]
+            if not name.startswith(_EXTRACTOR):
+                yield param
+
+
+class VLMActor(_HeadParameters, Actor):
+    """SB3's TD3 actor on the shared extractor; ``parameters()`` lists ``mu`` only (see :class:`_HeadParameters`)."""
+
+
+class VLMCritic(_HeadParameters, BaseModel):
+    """
+    Twin-Q critic on the shared, detached 256-d feature (FTRL ``VLM_DPT_Critic``): each head sees
+    ``concat(feature, action_encoder(action))``.
+
+    :param observation_space: Observation space.
+    :param action_space: Action space (actions in [-1, 1]).
+    :param net_arch: Hidden sizes of each Q head (FTRL: ``[512, 256]``).
+    :param features_extractor: The shared extractor.
+    :param features_dim: Feature size (256).
+    :param action_encoder_arch: Action encoder sizes, the last is its output (FTRL: ``[128, 64]``); ``[]`` feeds
+        the raw action, as SB3's ``ContinuousCritic``.
+    :param activation_fn: Activation of the heads.
+    :param normalize_images: SB3's image ``/255``.
+    :param n_critics: Number of Q heads.
+    """
+
+    features_extractor: VLMDPTExtractor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: VLMDPTExtractor,
+        features_dim: int,
+        action_encoder_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_critics: int = 2,
+    ):
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
+        action_dim = get_action_dim(action_space)
+        if action_encoder_arch:
+            layers = create_mlp(action_dim, action_encoder_arch[-1], action_encoder_arch[:-1], activation_fn)
+            self.action_encoder: nn.Module = nn.Sequential(*layers)
+            encoded_dim = action_encoder_arch[-1]
+        else:
+            self.action_encoder = nn.Identity()
+            encoded_dim = action_dim
+        self.n_critics = n_critics
+        self.q_networks: list[nn.Module] = []
+        for idx in range(n_critics):
+            q_net = nn.Sequential(*create_mlp(features_dim + encoded_dim, 1, net_arch, activation_fn))
+            self.add_module(f"qf{idx}", q_net)
+            self.q_networks.append(q_net)
+
+    def q_values(self, features: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """
+        :param features: ``[B, 256]`` (detach them for FTRL's critic).
+        :param actions: ``[B, A]`` in [-1, 1].
+        :return: ``n_critics`` tensors ``[B, 1]``.
+        """
+        x = th.cat([features, self.action_encoder(actions)], dim=1)
+        return tuple(q_net(x) for q_net in self.q_networks)
+
+    def q1(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """First Q head only, ``[B, 1]`` (the actor loss)."""
+        return self.q_networks[0](th.cat([features, self.action_encoder(actions)], dim=1))
+
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        with th.no_grad():
+            features = self.extract_features(obs, self.features_extractor)
+        return self.q_values(features, actions)
+
+    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+        with th.no_grad():
+            features = self.extract_features(obs, self.features_extractor)
+        return self.q1(features, actions)
+
+
+class VLMTD3Policy(TD3Policy):
+    """
+    TD3 policy whose actor, critic and both targets share ONE :class:`VLMDPTExtractor` (one backbone in memory).
+
+    Actor: extractor -> ``Linear(256 -> A)`` + tanh (hidden layers from ``net_arch["pi"]``). Critic: twin Q on the
+    detached feature + an action encoder. Targets copy only these small heads; the extractor has no target copy.
+    The actor optimizer holds the actor head and the trainable extractor parts (LoRA, DPT, history); the critic
+    optimizer only the critic heads. ``state_dict()`` leaves out the base VLM weights (the policy is rebuilt from
+    ``backbone`` on load) but keeps LoRA, the DPT head and the history encoder.
+
+    With a frozen VLM, ``feature_cache_bytes`` turns on the extractor's content-keyed feature cache, so each distinct
+    observation passes the backbone once in its life (rollout or replay), e.g.
+    ``VLMTD3("VLMPolicy", env, policy_kwargs=dict(feature_cache_bytes=2 * 1024**3))``; see :class:`VLMDPTExtractor`.
+
+    :param observation_space: Image Box or Dict (see :class:`VLMDPTExtractor`).
+    :param action_space: Box action space.
+    :param lr_schedule: Initial learning rate schedule (VLMTD3 sets actor/critic rates separately).
+    :param net_arch: ``dict(pi=[...], qf=[...], action_encoder=[...])``; missing keys take FTRL's sizes
+        ``pi=[]``, ``qf=[512, 256]``, ``action_encoder=[128, 64]``; a list sets both ``pi`` and ``qf``.
+    :param activation_fn: Activation of the heads.
+    :param vlm: The extractor's :class:`~sb3_vlm.model.config.VLMConfig` (or a dict of its fields), or None.
+    :param normalize_images: SB3's image ``/255``.
+    :param optimizer_class: Optimizer of actor and critic.
+    :param optimizer_kwargs: Its kwargs, excluding the learning rate.
+    :param n_critics: Number of Q heads.
+    :param vlm_kwargs: :class:`~sb3_vlm.model.config.VLMConfig` fields overriding ``vlm`` (``backbone``,
+        ``freeze_vlm``, ``lora``, ``feature_cache_bytes``, ...), as flat ``policy_kwargs`` (zoo files use these). A
+        ``backbone`` written by :meth:`save_pretrained` also brings its ``actor_head/`` and ``critic/``.
+    """
+
+    actor: VLMActor
+    actor_target: VLMActor
+    critic: VLMCritic
+    critic_target: VLMCritic
+    features_extractor: VLMDPTExtractor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        vlm: VLMConfig | Mapping[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        **vlm_kwargs: Any,
+    ):
+        self.vlm_config = VLMConfig.build(vlm, **vlm_kwargs)
+        extractor_kwargs = {"config": self.vlm_config}
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=_full_net_arch(net_arch),
+            activation_fn=activation_fn,
+            features_extractor_class=VLMDPTExtractor,
+            features_extractor_kwargs=extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            n_critics=n_critics,
+            share_features_extractor=True,
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.features_extractor = self.make_features_extractor()
+        self.actor = self.make_actor(self.features_extractor)
+        self.actor_target = self.make_actor(self.features_extractor)
+        self.critic = self.make_critic(self.features_extractor)
+        self.critic_target = self.make_critic(self.features_extractor)
+        self._load_pretrained_heads()
+        self.actor_target.mu.load_state_dict(self.actor.mu.state_dict())
+        self.critic_target.load_state_dict(_head_state(self.critic), strict=False)
+        # Targets are only ever updated by polyak averaging of the heads.
+        for target in (self.actor_target, self.critic_target):
+            target.requires_grad_(False)  # heads only: their parameters() leave out the shared extractor
+
+        trainable = [p for p in (*self.features_extractor.parameters(), *self.actor.parameters()) if p.requires_grad]
+        self.actor.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        self.critic.optimizer = self.optimizer_class(
+            self.critic.parameters(),
+            lr=lr_schedule(1),  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )
+
+    def _load_pretrained_heads(self) -> None:
+        """Load ``actor_head/`` and ``critic/`` of a checkpoint written by :meth:`save_pretrained`."""
+        extras = self.features_extractor.pretrained_extras
+        source = self.vlm_config.backbone
+        for name, module in ((ACTOR_HEAD_DIR, self.actor), (CRITIC_DIR, self.critic)):
+            if name in extras:
+                check_state(_head_state(module), extras[name], f"{source}/{name}", f"this policy's {name}")
+                module.load_state_dict(extras[name], strict=False)
+        self.features_extractor.pretrained_extras = {}
+
+    def make_actor(self, features_extractor: VLMDPTExtractor | None = None) -> VLMActor:
+        if features_extractor is None:
+            raise ValueError("VLMTD3Policy.make_actor needs the shared extractor, got None")
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return VLMActor(**actor_kwargs).to(self.device)
+
+    def make_critic(self, features_extractor: VLMDPTExtractor | None = None) -> VLMCritic:
+        if features_extractor is None:
+            raise ValueError("VLMTD3Policy.make_critic needs the shared extractor, got None")
+        return VLMCritic(
+            self.observation_space,
+            self.action_space,
+            net_arch=self.net_arch["qf"],
+            features_extractor=features_extractor,
+            features_dim=features_extractor.features_dim,
+            action_encoder_arch=self.net_arch["action_encoder"],
+            activation_fn=self.activation_fn,
+            normalize_images=self.normalize_images,
+            n_critics=self.critic_kwargs["n_critics"],
+        ).to(self.device)
+
+    def features(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        SB3 preprocessing + the shared extractor: ``[B, 256]``.
+
+        uint8 images reach the extractor as uint8: it divides by 255 itself, exactly as SB3's preprocessing would, and
+        its feature cache keys them without a float round trip. Other entries are preprocessed as SB3 does.
+        """
+        if not self.normalize_images:
+            return self.extract_features(obs, self.features_extractor)
+        space = self.observation_space
+        if isinstance(obs, dict):
+            assert isinstance(space, spaces.Dict)
+            obs = {k: _preprocess(v, space[k], is_image=k == "image") for k, v in obs.items()}
+        else:
+            obs = _preprocess(obs, space, is_image=True)
+        return self.features_extractor(obs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor"):
+            data.pop(key)
+        data.update(self.vlm_config.to_dict())  # flat, as policy_kwargs and zoo files give them
+        return data
+
+    def _is_saved_key(self, key: str) -> bool:
+        """Everything but the shared extractor's aliases and the base VLM weights (LoRA is kept)."""
+        if key.startswith(tuple(f"{net}.{_EXTRACTOR}" for net in ("actor", "actor_target", "critic", "critic_target"))):
+            return False
+        backbone = f"{_EXTRACTOR}backbone."
+        if key.startswith(backbone):
+            return key[len(backbone) :] in self.features_extractor.backbone.lora_parameter_names()
+        return True
+
+    def state_dict(self, *, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> dict[str, Any]:
+        """The policy's state without the base VLM weights and without duplicate extractor keys."""
+        full = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        state = OrderedDict((k, v) for k, v in full.items() if self._is_saved_key(k[len(prefix) :]))
+        if destination is not None:
+            destination.update(state)
+            return destination
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a :meth:`state_dict`; with ``strict`` its keys must be exactly this policy's saved keys."""
+        expected = set(self.state_dict())
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}: missing keys {missing[:8]}, "
+                f"unexpected keys {unexpected[:8]}"
+            )
+        result = super().load_state_dict(
+            {k: v for k, v in state_dict.items() if k in expected}, strict=False, assign=assign
+        )
+        result.missing_keys[:] = missing
+        result.unexpected_keys[:] = unexpected
+        return result
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """
+        Write the trainable parts in the FTRL layout (adapter, ``regression_head/``, ``history_encoder/``,
+        ``normalization/``) plus ``actor_head/`` and ``critic/`` (safetensors), atomically.
+
+        :param path: Target directory (replaced if it exists).
+        :return: ``path``.
+        """
+        parts = self.features_extractor.checkpoint_parts()
+        parts.extras = {ACTOR_HEAD_DIR: _head_state(self.actor), CRITIC_DIR: _head_state(self.critic)}
+        backbone = self.features_extractor.backbone
+        return write_checkpoint(path, parts, save_adapter=backbone.save_adapter if backbone.has_adapter else None)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        **kwargs: Any,
+    ) -> VLMTD3Policy:
+        """
+        Rebuild a policy written by :meth:`save_pretrained` (or start from an FTRL SFT checkpoint), with the
+        :class:`~sb3_vlm.model.config.VLMConfig` saved in the directory (see :meth:`VLMConfig.from_checkpoint`).
+
+        :param path: Checkpoint directory.
+        :param observation_space: Observation space of the policy.
+        :param action_space: Action space of the policy.
+        :param kwargs: Other constructor arguments: ``vlm`` (a whole config instead of the saved one), config fields
+            overriding it (``freeze_vlm``, ...), ``net_arch``, ...
+        :return: The policy; its optimizers have learning rate 0 until an algorithm sets them.
+        """
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in VLMConfig.field_names()}
+        vlm = kwargs.pop("vlm", None)
+        if vlm is None:
+            config = VLMConfig.from_checkpoint(path, **overrides)
+        else:
+            config = VLMConfig.build(vlm, **{**overrides, "backbone": os.fspath(path)})
+        return cls(observation_space, action_space, cls._dummy_schedule, vlm=config, **kwargs)
+
+
+def _preprocess(obs: th.Tensor, space: spaces.Space, is_image: bool) -> th.Tensor:
+    """SB3's ``preprocess_obs`` (``normalize_images=True``), except that uint8 images stay uint8."""
+    if is_image and obs.dtype == th.uint8 and isinstance(space, spaces.Box) and space.dtype == np.uint8:
+        return obs
+    return preprocess_obs(obs, space, normalize_images=True)  # type: ignore[return-value]
+
+
+def _full_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> dict[str, list[int]]:
+    if net_arch is None:
+        return dict(DEFAULT_NET_ARCH)
+    if isinstance(net_arch, list):
+        return {**DEFAULT_NET_ARCH, "pi": list(net_arch), "qf": list(net_arch)}
+    if not isinstance(net_arch, dict):
+        raise TypeError(f"net_arch must be a list of ints or a dict, got {type(net_arch).__name__}")
+    unknown = set(net_arch) - set(DEFAULT_NET_ARCH)
+    if unknown:
+        raise ValueError(f"net_arch keys must be among {sorted(DEFAULT_NET_ARCH)}, got {sorted(net_arch)}")
+    return {**DEFAULT_NET_ARCH, **{k: list(v) for k, v in net_arch.items()}}
+
+
+VLMPolicy = VLMTD3Policy
