@@ -10,12 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sb3_vlm.formats.trajectories import fill_replay_buffer, load_trajectories
+    from sb3_vlm.formats.trajectories import load_trajectories
     from sb3_vlm.model.config import VLMConfig
     from sb3_vlm.model.extractor import VLMDPTExtractor
     from sb3_vlm.model.heads import DPTHead, HistoryEncoder
     from sb3_vlm.policies import load_policy
     from sb3_vlm.td3.policies import VLMPolicy, VLMTD3Policy
+    from sb3_vlm.td3.replay import fill_replay_buffer
     from sb3_vlm.td3.td3 import VLMTD3
 
 # public name -> module that defines it
@@ -27,7 +28,7 @@ _EXPORTS = {
     "VLMTD3": "sb3_vlm.td3.td3",
     "VLMTD3Policy": "sb3_vlm.td3.policies",
     "VLMConfig": "sb3_vlm.model.config",
-    "fill_replay_buffer": "sb3_vlm.formats.trajectories",
+    "fill_replay_buffer": "sb3_vlm.td3.replay",
     "load_policy": "sb3_vlm.policies",
     "load_trajectories": "sb3_vlm.formats.trajectories",
 }

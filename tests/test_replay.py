@@ -25,7 +25,8 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.buffers import ReplayBuffer
 
 from envs.planners import DWA_PARAMS
-from sb3_vlm.formats.trajectories import LoadResult, fill_replay_buffer, load_trajectories, resize_image
+from sb3_vlm.formats.trajectories import LoadResult, load_trajectories, resize_image
+from sb3_vlm.td3.replay import fill_replay_buffer
 
 IMAGE_HW = IMAGE_SHAPE[:2]
 

@@ -1,4 +1,5 @@
-"""Offline replay: trajectory pickles written by existing collectors -> SB3 replay buffer.
+"""FTRL / APPLR trajectory files, read and written in one place: names, per-step records, PNG frames, the results
+line (``fill_replay_buffer`` in :mod:`sb3_vlm.td3.replay` puts read transitions into an SB3 buffer).
 
 Two on-disk formats are read (one episode per file, a list of per-step records, loaded with the restricted
 unpickler of :mod:`sb3_vlm.formats.safe_pickle`):
@@ -13,8 +14,10 @@ unpickler of :mod:`sb3_vlm.formats.safe_pickle`):
 Transitions follow the original learners: ``next_obs`` is the next record's observation and the last step reuses
 its own; ``status == "timeout"`` (or ``info["TimeLimit.truncated"]``) marks a truncation, every other ``done`` a
 termination (ros_jackal records carry no status, so their ends are terminations, as in the APPLR learner). Actions
-are stored scaled to [-1, 1] with the planner table's ``to_unit``. :func:`fill_replay_buffer` can delete each file
-and its PNG frames once its transitions are in the buffer (the FTRL trainer's behaviour).
+are stored scaled to [-1, 1] with the planner table's ``to_unit``.
+
+Written (the FTRL collector's layout, §5.3-5.7): ``actor_<id>/FTRL_<k:06d>.png`` frames, ``traj_<n>.pickle`` /
+``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt`` lines.
 
 Which files are read (the rule for files still being written): only names that are exactly ``traj_<n>.pickle``
 inside an ``actor_<id>`` directory (and ``test_<id>_<n>.pickle`` anywhere under the root if asked), last modified at
@@ -25,21 +28,18 @@ globals) and wrong-schema files are skipped and reported; they are never deleted
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import re
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gymnasium import spaces
 from PIL import Image
-from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
 from sb3_vlm.formats.safe_pickle import UnsafePickleError, safe_loads
 
@@ -47,14 +47,22 @@ if TYPE_CHECKING:  # type only: sb3_vlm does not import envs at run time
     from envs.planners import ParamTable
 
 __all__ = [
+    "FTRL_IMAGE_SIZE",
     "LASER_DIM",
     "LoadResult",
     "SkippedFile",
     "Trajectory",
     "Transition",
-    "fill_replay_buffer",
+    "atomic_write",
+    "frame_name",
     "load_trajectories",
+    "next_number",
+    "png_bytes",
     "resize_image",
+    "results_line",
+    "spread_tail_reward",
+    "trajectory_name",
+    "write_trajectory",
 ]
 
 LASER_DIM = 721
@@ -387,120 +395,83 @@ def load_trajectories(
     return result
 
 
-def _target_kind(space: spaces.Space, key: str | None) -> str:
-    """Which transition observation part fills ``space``."""
-    if key is not None:
-        return key
-    if is_image_space(space):
-        return "image"
-    if isinstance(space, spaces.Box) and space.shape == (LASER_DIM,):
-        return "laser"
-    if isinstance(space, spaces.Box) and space.shape == (2,):
-        return "velocity"
-    raise ValueError(
-        f"fill_replay_buffer: cannot map observation space {space} to 'image' (uint8 image), "
-        f"'laser' ({LASER_DIM},) or 'velocity' (2,)"
+# ------------------------------------------------------------------------------------------- writing (FTRL collector)
+
+FTRL_IMAGE_SIZE = (400, 600)
+"""(H, W) of FTRL's rendered frames (§5.6)."""
+METHOD = "FTRL"
+"""Frame name prefix, ``<METHOD>_<k:06d>.png``."""
+RESULTS_FILE = "trajectory_results.txt"
+"""Per actor directory: one :func:`results_line` per episode (§5.7)."""
+TAIL_STEPS = 4
+"""A failed episode's last reward is spread over this many last records, halving each step back (§5.3 step 5)."""
+PICKLE_PROTOCOL = 4
+"""Python 3.8's default protocol, what FTRL's collector wrote (§5.5)."""
+
+
+def frame_name(k: int) -> str:
+    """``FTRL_000123.png``: the name of frame ``k`` of an actor directory."""
+    return f"{METHOD}_{k:06d}.png"
+
+
+def trajectory_name(n: int, test_actor: int | None = None) -> str:
+    """``traj_<n>.pickle`` (train) or ``test_<actor>_<n>.pickle`` (test)."""
+    return f"traj_{n}.pickle" if test_actor is None else f"test_{test_actor}_{n}.pickle"
+
+
+def next_number(directory: Path, pattern: str) -> int:
+    """1 + the largest number captured by ``pattern`` among the names in ``directory`` (0 if none)."""
+    regex = re.compile(pattern)
+    if not directory.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for p in directory.iterdir() if (m := regex.fullmatch(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless PNG file bytes of a uint8 RGB image ``[H, W, 3]``."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (temp file + rename)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_trajectory(path: Path, records: Sequence[list[Any]]) -> Path:
+    """Write one episode's records as FTRL's collector does (pickle protocol 4), atomically."""
+    atomic_write(path, pickle.dumps(list(records), protocol=PICKLE_PROTOCOL))
+    return path
+
+
+def results_line(mode: str, records: Sequence[list[Any]]) -> str:
+    """The ``trajectory_results.txt`` line of an episode (§5.7); ``Reward`` sums the recorded (tail-spread) rewards."""
+    info, last = records[-1][4], records[-1]
+    return (
+        f"{'Train' if mode == 'train' else 'Test'}: Collision: {int(info['collision'])}, "
+        f"Recovery: {info['recovery']:.6f}, Smoothness: {info['smoothness']:.6f}, Status: {info['status']}, "
+        f"Time: {info['time']:.3f}, Reward: {sum(r[2] for r in records):.3f}, Opt_time: {last[5]:.3f}, "
+        f"Nav_Metric: {last[6]:.3f}, World: {info['world']}"
     )
 
 
-def _convert(value: np.ndarray, space: spaces.Box, kind: str) -> np.ndarray:
-    """Transition observation part -> the buffer's layout (channels-first images, space dtype)."""
-    if kind == "image" and is_image_space(space) and is_image_space_channels_first(space):
-        value = np.transpose(value, (2, 0, 1))
-    if value.shape != space.shape:
-        raise ValueError(
-            f"fill_replay_buffer: observation '{kind}' has shape {value.shape}, the buffer expects {space.shape}"
-            + (" (pass load_trajectories(image_size=...) matching the env's image)" if kind == "image" else "")
-        )
-    return value.astype(space.dtype, copy=False)
-
-
-def fill_replay_buffer(
-    model_or_buffer: OffPolicyAlgorithm | ReplayBuffer,
-    data: LoadResult | Sequence[Trajectory] | Sequence[Transition],
-    *,
-    learning_starts: int | None = 0,
-    delete_after_load: bool = False,
-) -> int:
-    """Add loaded transitions to an SB3 replay buffer, adapting them to its observation space.
-
-    Image parts are transposed to channels-first when the buffer's space is (after ``VecTransposeImage``); a
-    ``DictReplayBuffer`` is filled key by key (``image``, ``velocity``, ``laser``); a ``Box`` buffer takes the
-    image, the (721,) laser or the (2,) velocity by its shape. With ``n_envs > 1`` transitions are added
-    ``n_envs`` at a time; the last incomplete group is padded with transitions from the start of ``data``.
-
-    :param model_or_buffer: An off-policy model (its ``replay_buffer`` is filled) or a buffer.
-    :param data: What :func:`load_trajectories` returned, its trajectories, or transitions.
-    :param learning_starts: With a model: value to set ``model.learning_starts`` to, so that ``learn()`` trains
-        right away on the prefilled buffer (SB3 compares it to ``num_timesteps``, not to the buffer size);
-        ``None`` leaves it unchanged.
-    :param delete_after_load: Delete each trajectory file and its PNG frames once all transitions are in the
-        buffer (needs trajectories, not bare transitions).
-    :return: Number of transitions added (padding excluded).
-    """
-    buffer = getattr(model_or_buffer, "replay_buffer", model_or_buffer)
-    if not isinstance(buffer, ReplayBuffer):
-        raise TypeError(f"fill_replay_buffer needs an off-policy model or a (Dict)ReplayBuffer, got {type(buffer)}")
-    if isinstance(data, LoadResult):
-        trajectories: list[Trajectory] | None = data.trajectories
-    elif len(data) > 0 and all(isinstance(d, Trajectory) for d in data):
-        trajectories = list(data)
-    else:
-        trajectories = None
-    transitions = [t for traj in trajectories for t in traj.transitions] if trajectories is not None else list(data)
-    if not all(isinstance(t, Transition) for t in transitions):
-        raise TypeError("fill_replay_buffer: data must be a LoadResult, trajectories or transitions")
-    if delete_after_load and trajectories is None and transitions:
-        raise ValueError("fill_replay_buffer: delete_after_load needs trajectories (or a LoadResult), got transitions")
-    if not transitions:
-        return 0
-    if transitions[0].action.shape != (buffer.action_dim,):
-        raise ValueError(
-            f"fill_replay_buffer: actions have shape {transitions[0].action.shape}, the buffer expects "
-            f"({buffer.action_dim},)"
-        )
-
-    space = buffer.observation_space
-    if isinstance(buffer, DictReplayBuffer):
-        targets = {key: (sub, _target_kind(sub, key)) for key, sub in space.spaces.items()}
-    else:
-        targets = {None: (space, _target_kind(space, None))}
-
-    def layout(parts: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
-        missing = [kind for _sub, kind in targets.values() if kind not in parts]
-        if missing:
-            raise ValueError(
-                f"fill_replay_buffer: the buffer needs observation {missing}, the transitions have {sorted(parts)}"
-            )
-        return {key: _convert(parts[kind], sub, kind) for key, (sub, kind) in targets.items()}
-
-    # Convert (mostly views) and check everything before the buffer changes.
-    converted = [(layout(t.obs), layout(t.next_obs)) for t in transitions]
-    n_envs = buffer.n_envs
-    for start in range(0, len(transitions), n_envs):
-        index = [(start + j) % len(transitions) for j in range(n_envs)]
-        obs = {key: np.stack([converted[i][0][key] for i in index]) for key in targets}
-        next_obs = {key: np.stack([converted[i][1][key] for i in index]) for key in targets}
-        group = [transitions[i] for i in index]
-        buffer.add(
-            obs if isinstance(buffer, DictReplayBuffer) else obs[None],
-            next_obs if isinstance(buffer, DictReplayBuffer) else next_obs[None],
-            np.stack([t.action for t in group]),
-            np.array([t.reward for t in group], dtype=np.float32),
-            np.array([t.done for t in group], dtype=np.float32),
-            [{"TimeLimit.truncated": t.timeout} for t in group],
-        )
-    if len(transitions) % n_envs:
-        warnings.warn(
-            f"fill_replay_buffer: {len(transitions)} transitions for {n_envs} envs; the last group was padded with "
-            f"{n_envs - len(transitions) % n_envs} repeated transitions",
-            stacklevel=2,
-        )
-
-    if learning_starts is not None and isinstance(model_or_buffer, OffPolicyAlgorithm):
-        model_or_buffer.learning_starts = learning_starts
-    if delete_after_load:
-        for traj in trajectories:
-            for file in (traj.path, *traj.frames):
-                file.unlink(missing_ok=True)
-    return len(transitions)
+def spread_tail_reward(records: list[list[Any]]) -> None:
+    """FTRL's rule (§5.3 step 5): if the episode did not end (last record not done) or ended in a collision, the
+    last reward ``R`` overwrites the last ``min(4, T)`` rewards with ``R * 0.5**k``, ``k = 0`` being the last."""
+    last = records[-1]
+    if last[3] and last[4]["collision"] < 1:
+        return
+    reward = last[2]
+    for k in range(min(TAIL_STEPS, len(records))):
+        records[-1 - k][2] = reward * 0.5**k

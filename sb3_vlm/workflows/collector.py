@@ -1,0 +1,474 @@
+"""Collection: run BarnNav episodes and write them in FTRL's collection layout (ftrl_reference §5.3-5.7), as
+``sb3-vlm collect`` does.
+
+Each step the planner parameters come from a parameter source, FTRL-style:
+
+* ``--server URL``: the inference server (:mod:`sb3_vlm.serving.server`, or FTRL's own) through the stdlib
+  :class:`~sb3_vlm.serving.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the
+  first ``P`` entries of ``parameters_array`` are the parameters (an SFT head's two extra next-velocity outputs are
+  dropped, as FTRL does);
+* ``--policy PATH``: any local policy :func:`sb3_vlm.policies.load_policy` reads (a ``save_pretrained`` /
+  ``publish_policy`` directory, an FTRL SFT checkpoint, an SB3 zip of ``VLMTD3`` or ``TD3``), in process,
+  deterministic;
+* neither: the planner's default parameters (default DWA).
+
+When the source fails (server down, timeout, error, malformed answer) the step uses the default parameters, as FTRL
+falls back to ``param_init``. Parameters are clipped to the env's ranges before they are sent.
+
+Files, exactly FTRL's (``<buffer>/actor_<id>/``):
+
+* ``FTRL_<k:06d>.png``: the robot-frame scene (``envs.render``, FTRL's native 400 H x 600 W), one at reset and one
+  after every step (T steps -> T + 1 frames), ``k`` counting on across episodes;
+* ``traj_<n>.pickle`` (``--mode train``) or ``<buffer>/test_sync/test_<id>_<n>.pickle`` (``--mode test``, plus
+  ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
+  nav_metric]`` records (§5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
+* ``trajectory_results.txt``: one line per saved episode (§5.7).
+
+Differences from FTRL, on purpose: ``obs`` is always the start-of-step velocity ``[[v, w]]`` (FTRL's DWA env
+recorded laser values there, §8.8); ``act`` holds the clipped parameters actually sent; history frames sent to the
+server are this episode's earlier frames (FTRL's client read the files before the current one, which at an
+episode's start belong to the previous episode); pickles are written atomically (temporary file + ``os.replace``);
+numbering continues after the files already in the directory instead of overwriting them; the frames of an episode
+that is not saved are deleted.
+
+Per-step ``info`` values of the embedded simulator: ``time`` is simulated seconds since the reset; ``collision``
+counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``recovery`` is
+``(slow + 1e-4) / (steps + 1e-4)`` over the end-of-step velocities so far, slow meaning ``v <= 0.05`` m/s;
+``smoothness`` is minus the sum of the absolute turning angles (rad) between successive per-step displacements.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from envs import BarnNav
+from envs.nav_env import resolve_world_ids
+from envs.planners import ParamTable
+from sb3_vlm.formats.trajectories import (
+    FTRL_IMAGE_SIZE,
+    METHOD,
+    RESULTS_FILE,
+    atomic_write,
+    frame_name,
+    next_number,
+    png_bytes,
+    resize_image,
+    results_line,
+    spread_tail_reward,
+    trajectory_name,
+    write_trajectory,
+)
+from sb3_vlm.serving.client import QwenClient
+
+__all__ = [
+    "FTRL_IMAGE_SIZE",
+    "CollectSummary",
+    "EpisodeReport",
+    "Frame",
+    "LocalPolicySource",
+    "ParameterSource",
+    "ServerSource",
+    "MAX_SAVE_TIME",
+    "collect",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_SAVE_TIME = 70.0
+"""FTRL does not save episodes lasting this long (s) or more (§5.3 step 6)."""
+SLOW_SPEED = 0.05
+"""``recovery`` counts end-of-step linear speeds at or below this (m/s) as slow."""
+_MAX_HISTORY = 8
+"""Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
+_MIN_DISPLACEMENT = 1e-3
+"""Per-step displacements shorter than this (m) have no direction and are left out of ``smoothness``."""
+
+
+# -------------------------------------------------------------------------------------------------- parameter sources
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What a parameter source sees at the start of a step.
+
+    :param image: Scene image, uint8 ``[400, 600, 3]`` RGB.
+    :param png: The same image as PNG file bytes (what is on disk as this step's frame).
+    :param velocity: Measured ``[v (m/s), w (rad/s)]``, float64 ``[2]``.
+    :param laser: APPLR laser observation, float32 ``[721]`` (or longer with the env's goal/last-action options).
+    :param history: PNG bytes of this episode's earlier frames, newest first.
+    """
+
+    image: np.ndarray
+    png: bytes
+    velocity: np.ndarray
+    laser: np.ndarray
+    history: tuple[bytes, ...] = ()
+
+
+class ParameterSource(Protocol):
+    """Chooses planner parameters for a step; ``None`` means a failure the collector falls back from (the default
+    parameters), an exception a bug that stops the collection."""
+
+    def __call__(self, frame: Frame) -> np.ndarray | None:
+        """Physical parameters ``[>= P]`` (only the first ``P`` are used, then clipped), or None."""
+        ...
+
+
+def _history(frame: Frame, n: int) -> list[bytes]:
+    """``n`` history frames, newest first; missing ones repeat the oldest available, else the current frame (§5.2)."""
+    frames: list[bytes] = []
+    for k in range(n):
+        frames.append(frame.history[k] if k < len(frame.history) else (frames[-1] if frames else frame.png))
+    return frames
+
+
+class ServerSource:
+    """Parameters from an inference server's ``/infer`` (FTRL's collector, §5.3 step 1).
+
+    :param url: Server base URL, e.g. ``http://127.0.0.1:7000``.
+    :param planner: Planner name sent with each request.
+    :param timeout: Seconds to wait for each ``/infer`` answer (FTRL: 30).
+    :param retries: Extra attempts after a connection error or a 5xx answer (the client backs off between them).
+    :param wait: Seconds to wait for the server's ``/health`` to report ready before collecting; 0 does not wait.
+        A server still down after that is not an error: steps fall back to the default parameters.
+    """
+
+    def __init__(self, url: str, planner: str = "DWA", timeout: float = 30.0, retries: int = 2, wait: float = 0.0):
+        self.client = QwenClient(url, algorithm=planner, timeout=timeout, num_history_frames=0, max_retries=retries)
+        if wait > 0:
+            try:
+                self.client.wait_for_service(timeout=wait, poll_interval=min(2.0, wait))
+            except TimeoutError as e:
+                logger.warning("%s; collecting with default parameters until it answers", e)
+        self._configured = self._configure()
+
+    def _configure(self) -> bool:
+        """Read how many history frames the server wants (``/config``); False if it did not answer."""
+        config = self.client.get_config()
+        if config is None:
+            return False
+        self.client.num_history_frames = int(config.get("num_history_frames", 0) or 0)
+        return True
+
+    def __call__(self, frame: Frame) -> np.ndarray | None:
+        history = _history(frame, self.client.num_history_frames)
+        v, w = (float(x) for x in frame.velocity)
+        result = self.client.infer_from_image_bytes(frame.png, v, w, history_images=history)
+        try:
+            params = QwenClient.get_parameters_array(result)
+        except (KeyError, TypeError, ValueError) as e:  # a 200 answer without a usable parameters_array
+            logger.warning("%s: malformed /infer answer (%s: %s)", self.client.qwen_url, type(e).__name__, e)
+            return None
+        if params is None:
+            return None
+        if not self._configured:  # the server was down when we started: ask now that it answers
+            self._configured = self._configure()
+        return np.asarray(params, dtype=np.float64)
+
+
+class LocalPolicySource:
+    """Parameters from a local policy, in process, loaded by :func:`sb3_vlm.policies.load_policy`: an SB3 ``.zip``
+    (``VLMTD3`` or ``TD3``), a directory written by ``VLMTD3Policy.save_pretrained`` / ``publish_policy`` (the TD3
+    actor) or an FTRL SFT checkpoint (the DPT head, with this episode's earlier frames as its history, as the FTRL
+    server reads them from a client).
+
+    The scene image is resized (Pillow bilinear, as the replay loader and the server do) to the size the policy
+    records (its observation space, or the hand-off's); otherwise it is used at its own size.
+
+    :param path: Policy directory or ``.zip`` file.
+    :param params: The env's parameter table (output names and, for a directory, the physical ranges).
+    :param base_model: Base Qwen2.5-VL (``"tiny"`` or a local directory) of a checkpoint directory that does not
+        record it.
+    :raises FileNotFoundError: if ``path`` does not exist.
+    """
+
+    def __init__(self, path: str | os.PathLike, params: ParamTable, base_model: str | None = None):
+        from sb3_vlm.policies import load_policy
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"policy {path} not found")
+        self.path = path
+        self.policy = load_policy(path, params=params, base_model=base_model, algorithm=params.planner)
+
+    def __call__(self, frame: Frame) -> np.ndarray | None:
+        policy = self.policy
+        if policy.observation == "laser":
+            return policy.predict(frame.laser).ravel()
+        size = getattr(policy, "input_size", None)
+        image = frame.image if size is None else resize_image(frame.image, size)
+        history = None
+        if policy.kind == "sft" and frame.history:
+            history = [[np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in frame.history]]
+        return policy.predict(image, frame.velocity.astype(np.float32), history=history).ravel()
+
+    def close(self) -> None:
+        """Nothing to release (the policy runs in this process)."""
+
+
+# ----------------------------------------------------------------------------------------------------------- writing
+
+
+# ------------------------------------------------------------------------------------------------------- collection
+
+
+@dataclass
+class EpisodeReport:
+    """One collected episode.
+
+    :param world: World file name, e.g. ``world_12.world``.
+    :param steps: Steps run.
+    :param status: Final status (``success``, ``collision``, ``timeout``).
+    :param time: Episode time (s).
+    :param reward: Sum of the recorded rewards (after tail spreading).
+    :param nav_metric: BARN navigation metric.
+    :param source_steps: Steps whose parameters came from the source.
+    :param fallback_steps: Steps that fell back to the default parameters because the source failed.
+    :param path: The pickle written, or None if the episode was not saved.
+    :param skipped: Why it was not saved, or None.
+    """
+
+    world: str
+    steps: int
+    status: str
+    time: float
+    reward: float
+    nav_metric: float
+    source_steps: int
+    fallback_steps: int
+    path: Path | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class CollectSummary:
+    """What :func:`collect` did: one report per episode, in order."""
+
+    episodes: list[EpisodeReport] = field(default_factory=list)
+
+    @property
+    def saved(self) -> list[Path]:
+        """Pickles written."""
+        return [e.path for e in self.episodes if e.path is not None]
+
+    @property
+    def steps(self) -> int:
+        return sum(e.steps for e in self.episodes)
+
+    @property
+    def fallback_steps(self) -> int:
+        return sum(e.fallback_steps for e in self.episodes)
+
+
+class _Collector:
+    """State of one collecting process: the env, the counters of frames and pickles, the output directories."""
+
+    def __init__(
+        self,
+        buffer: Path,
+        source: ParameterSource | None,
+        actor_id: int,
+        mode: str,
+        env: BarnNav,
+        max_save_time: float,
+    ):
+        self.buffer, self.source, self.actor_id, self.mode, self.env = buffer, source, actor_id, mode, env
+        self.max_save_time = max_save_time
+        self.params: ParamTable = env.batch.params
+        # float64 copies of the table (its arrays are float32): the recorded defaults read 1.57, not 1.5700000524
+        specs = self.params.specs
+        self.low, self.high, self.default = (
+            np.array([getattr(s, attr) for s in specs], dtype=np.float64) for attr in ("low", "high", "default")
+        )
+        self.actor_dir = buffer / f"actor_{actor_id}"
+        self.actor_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "train":
+            self.traj_dir, self.test_actor = self.actor_dir, None
+            self.next_traj = max(next_number(self.actor_dir, r"traj_(\d+)\.pickle"), 1)
+        else:
+            self.traj_dir, self.test_actor = buffer / "test_sync", actor_id
+            self.traj_dir.mkdir(parents=True, exist_ok=True)
+            self.next_traj = max(next_number(self.traj_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1)
+        self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
+
+    def _render(self) -> tuple[np.ndarray, bytes, Path]:
+        """Render the scene now (400 x 600), write it as the next frame; return pixels, PNG bytes and the file."""
+        image = self.env.batch.costmap_obs(FTRL_IMAGE_SIZE)[0]
+        data = png_bytes(image)
+        path = self.actor_dir / frame_name(self.next_frame)
+        atomic_write(path, data)
+        self.next_frame += 1
+        return image, data, path
+
+    def _choose(self, frame: Frame) -> tuple[np.ndarray, bool]:
+        """Clipped parameters ``[P]`` float64 for this step and whether they came from the source."""
+        p = len(self.params)
+        if self.source is not None:
+            raw = self.source(frame)
+            if raw is not None:
+                raw = np.asarray(raw, dtype=np.float64).ravel()
+                if raw.size >= p and np.all(np.isfinite(raw[:p])):
+                    return np.clip(raw[:p], self.low, self.high), True
+                logger.warning("parameter source returned %s; using the default parameters", raw[: p + 2])
+        return self.default.copy(), False
+
+    def episode(self, world_id: int, seed: int | None) -> EpisodeReport:
+        """Run one episode in ``world_id`` and save it if FTRL would (§5.3)."""
+        laser, info = self.env.reset(seed=seed, options={"world_id": world_id})
+        image, data, path = self._render()
+        frames = [path]
+        history: list[bytes] = []
+        velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
+        positions = [np.asarray(info["pose"][:2], dtype=np.float64)]
+        records: list[list[Any]] = []
+        slow = collisions = from_source = 0
+        smoothness = 0.0
+        heading: float | None = None
+        done = False
+        while not done:
+            frame = Frame(image, data, velocity, laser, tuple(history))
+            params, used_source = self._choose(frame)
+            from_source += used_source
+            laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
+            done = terminated or truncated
+            start_image, start_velocity = image, velocity
+            history = [data, *history[: _MAX_HISTORY - 1]]
+            image, data, path = self._render()
+            frames.append(path)
+            velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
+
+            slow += bool(velocity[0] <= SLOW_SPEED)
+            collisions += info["status"] == "collision"
+            positions.append(np.asarray(info["pose"][:2], dtype=np.float64))
+            move = positions[-1] - positions[-2]
+            if np.hypot(*move) >= _MIN_DISPLACEMENT:
+                new_heading = float(np.arctan2(move[1], move[0]))
+                if heading is not None:
+                    smoothness -= abs((new_heading - heading + np.pi) % (2 * np.pi) - np.pi)
+                heading = new_heading
+            steps = len(records) + 1
+            ftrl_info = {
+                "world": info["world"],
+                "time": float(info["time"]),
+                "collision": int(collisions),
+                "status": info["status"],
+                "recovery": (slow + 1e-4) / (steps + 1e-4),
+                "smoothness": float(smoothness),
+                "img_label": path.name,
+                "img_PIL": Image.fromarray(start_image),
+                "last_state": [float(start_velocity[0]), float(start_velocity[1])],
+            }
+            obs = np.array([start_velocity], dtype=np.float64)
+            records.append([obs, params, float(reward), bool(done), ftrl_info, 0.0, 0.0])
+
+        records[-1][5] = float(info["opt_time"])
+        records[-1][6] = float(info["nav_metric"])
+        spread_tail_reward(records)
+        last = records[-1][4]
+        report = EpisodeReport(
+            world=last["world"],
+            steps=len(records),
+            status=last["status"],
+            time=last["time"],
+            reward=float(sum(r[2] for r in records)),
+            nav_metric=records[-1][6],
+            source_steps=from_source,
+            fallback_steps=len(records) - from_source if self.source is not None else 0,
+        )
+        report.skipped = self._skip_reason(records)
+        if report.skipped is None:
+            report.path = self._save(records)
+        else:
+            for frame_path in frames:  # nobody will read them: FTRL left them on disk
+                frame_path.unlink(missing_ok=True)
+        return report
+
+    def _skip_reason(self, records: list[list[Any]]) -> str | None:
+        """FTRL's save rules (§5.3 step 6); the two "stuck" cases are logged to ``actor_error/<id>.txt``."""
+        if len(records) <= 1:
+            return "1 step or less"
+        info = records[-1][4]
+        reason = None
+        if info["recovery"] >= 1.0 - 1e-9 and info["status"] == "timeout":
+            reason = "timeout without moving (recovery 1.0)"
+        elif self.max_save_time > 0 and info["time"] >= self.max_save_time:
+            reason = f"time {info['time']:.1f} s >= {self.max_save_time:g} s"
+        if reason is not None:
+            error_dir = self.buffer / "actor_error"
+            error_dir.mkdir(parents=True, exist_ok=True)
+            with open(error_dir / f"{self.actor_id}.txt", "a") as f:
+                f.write(f"not saved ({reason}): {results_line(self.mode, records)}\n")
+        return reason
+
+    def _save(self, records: list[list[Any]]) -> Path:
+        n = self.next_traj
+        self.next_traj += 1
+        path = self.traj_dir / trajectory_name(n, self.test_actor)
+        write_trajectory(path, records)
+        with open(self.actor_dir / RESULTS_FILE, "a") as f:
+            f.write(results_line(self.mode, records) + "\n")
+        if self.mode == "test":
+            sync = self.buffer / "sync"
+            sync.mkdir(parents=True, exist_ok=True)
+            atomic_write(sync / f"actor_{self.actor_id}.done", f"test:{n}".encode())
+        return path
+
+
+def collect(
+    buffer: str | os.PathLike,
+    source: ParameterSource | None = None,
+    *,
+    actor_id: int = 0,
+    episodes: int = 1,
+    worlds: str | Sequence[int] | None = None,
+    barn_dir: str | os.PathLike | None = None,
+    seed: int | None = 0,
+    mode: str = "train",
+    max_save_time: float = MAX_SAVE_TIME,
+    progress_bar: bool = True,
+    **env_kwargs: Any,
+) -> CollectSummary:
+    """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
+
+    :param buffer: Buffer directory (FTRL: ``buffer/<policy_name>``).
+    :param source: Parameter source (:class:`ServerSource`, :class:`LocalPolicySource`, any callable of a
+        :class:`Frame`), or None for the default parameters.
+    :param actor_id: Actor id: ``actor_<id>/``, ``test_<id>_<n>.pickle``.
+    :param episodes: Episodes to run (saved or not).
+    :param worlds: Worlds run in turn, episode ``e`` in ``worlds[e % len(worlds)]``: a list of ids, ``"train"``,
+        ``"test"`` or ``"all"``; None: world ``actor_id`` (FTRL's actor runs its own world).
+    :param barn_dir: Directory of real BARN worlds, or None for the generated ones.
+    :param seed: Seed of the first reset (the following episodes continue its generator); None: unseeded.
+    :param mode: ``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``).
+    :param max_save_time: Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all.
+    :param progress_bar: Show a tqdm bar over episodes.
+    :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
+    :return: One report per episode.
+    :raises ValueError: for a bad mode, episode count or world set.
+    """
+    if mode not in ("train", "test"):
+        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+    if not (isinstance(episodes, int) and episodes > 0):
+        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+    if not (isinstance(actor_id, int) and actor_id >= 0):
+        raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
+    world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
+    env = BarnNav(barn_dir=barn_dir, worlds=world_ids, **env_kwargs)
+    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time)
+    summary = CollectSummary()
+    bar = tqdm(range(episodes), desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
+    for e in bar:
+        report = collector.episode(world_ids[e % len(world_ids)], seed if e == 0 else None)
+        summary.episodes.append(report)
+        bar.set_postfix(status=report.status, nav=f"{report.nav_metric:.3f}", saved=len(summary.saved))
+    return summary
