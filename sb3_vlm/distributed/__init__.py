@@ -1,0 +1,12 @@
+"""Distributed collection on Ray (optional extra ``ray``: ``pip install 'sb3-vlm[ray]'``).
+
+* :class:`RayVecEnv`: an SB3 ``VecEnv`` whose environments live in Ray actors, restarted when they die.
+* :class:`ActorRestartCallback`: logs ``distributed/actor_restarts``.
+
+Importing this package imports Ray; without it, the ``ImportError`` names the extra.
+"""
+
+from sb3_vlm.distributed.callbacks import ActorRestartCallback
+from sb3_vlm.distributed.vec_env import RayVecEnv
+
+__all__ = ["ActorRestartCallback", "RayVecEnv"]

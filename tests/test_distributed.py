@@ -1,0 +1,279 @@
+"""RayVecEnv on a real local Ray instance (2 CPUs): the same steps as BarnNavVecEnv/DummyVecEnv for the same seeds,
+SB3's VecEnv contract, stock TD3 and VLMTD3 training through it, and actor processes killed by pid mid-run."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+ray = pytest.importorskip("ray")
+
+from stable_baselines3 import TD3  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.logger import configure  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E402
+
+import envs  # noqa: E402
+from envs.planners import DWA_PARAMS  # noqa: E402
+from sb3_vlm.distributed import ActorRestartCallback, RayVecEnv  # noqa: E402
+
+
+class CountingEnv(gym.Env):
+    """Observation ``[tag, pid, episode, t]``: which env, which process, which episode, which step; episodes end by
+    truncation after ``horizon`` steps. ``delay`` seconds per step leave time to kill a process mid-step."""
+
+    def __init__(self, tag: int, horizon: int = 7, delay: float = 0.0) -> None:
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float64)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.tag, self.horizon, self.delay = tag, horizon, delay
+        self.episode, self.t = -1, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.tag, os.getpid(), self.episode, self.t], dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return self._obs(), {"episode": self.episode}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        time.sleep(self.delay)
+        self.t += 1
+        return self._obs(), float(self.t), False, self.t >= self.horizon, {}
+
+
+# The actors unpickle the env factories: ship this module's classes by value (the workers do not import tests/).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def counting_fns(n: int, **kwargs: Any) -> list:
+    return [functools.partial(CountingEnv, tag, **kwargs) for tag in range(n)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def assert_same(got: Any, expected: Any) -> None:
+    """Exact equality of observations, infos and their nested arrays."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys()
+        for key in expected:
+            assert_same(got[key], expected[key])
+    elif isinstance(expected, list | tuple):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert_same(g, e)
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == expected.dtype
+    else:
+        assert got == expected
+
+
+def test_matches_barn_nav_vec_env_for_the_same_seeds():
+    kwargs = dict(observation="costmap", velocity=True, image_size=(40, 60), max_steps=4, worlds="test")
+    expected_env, venv = envs.BarnNavVecEnv(5, **kwargs), RayVecEnv(5, n_actors=2, **kwargs)
+    try:
+        assert list(venv.offsets) == [0, 3, 5] and venv.observation_space == expected_env.observation_space
+        for v in (expected_env, venv):
+            v.seed(11)
+            v.set_options([{"world_id": w} for w in (0, 6, 12, 18, 24)])
+        assert_same(venv.reset(), expected_env.reset())
+        assert_same(venv.reset_infos, expected_env.reset_infos)
+        actions = np.tile(DWA_PARAMS.default, (5, 1))
+        actions[3, 0] = 1.5  # the second actor's episodes differ from the first's: still the same as in one batch
+        ended = 0
+        for _ in range(6):  # through the auto-reset after 4 steps
+            got, expected = venv.step(actions), expected_env.step(actions)
+            assert_same(got, expected)  # obs, rewards, dones, infos (terminal_observation, TimeLimit.truncated)
+            assert_same(venv.reset_infos, expected_env.reset_infos)
+            ended += sum("terminal_observation" in info for info in got[3])
+        assert ended == 5 and venv.actor_restarts == 0
+    finally:
+        venv.close()
+
+
+def test_matches_dummy_vec_env_for_gymnasium_factories():
+    make = functools.partial(gym.make, "Pendulum-v1", max_episode_steps=5)
+    expected_env, venv = DummyVecEnv([make] * 3), RayVecEnv(env_fns=[make] * 3, n_actors=2)
+    try:
+        assert venv.seed(3) == expected_env.seed(3) == [3, 4, 5]
+        assert_same(venv.reset(), expected_env.reset())
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            actions = rng.uniform(-2, 2, size=(3, 1)).astype(np.float32)
+            assert_same(venv.step(actions), expected_env.step(actions))
+            assert_same(venv.reset_infos, expected_env.reset_infos)
+        assert venv.get_attr("spec", indices=[2])[0].id == "Pendulum-v1"
+        assert venv.env_is_wrapped(gym.wrappers.TimeLimit) == [True] * 3
+    finally:
+        venv.close()
+
+
+def test_vec_env_contract():
+    venv = VecMonitor(RayVecEnv(3, n_actors=2, max_steps=3))  # wrappers see an ordinary VecEnv
+    inner: RayVecEnv = venv.unwrapped
+    try:
+        venv.seed(0)
+        obs = venv.reset()
+        assert obs.shape == (3, *venv.observation_space.shape) and obs.dtype == venv.observation_space.dtype
+        assert all(o in venv.observation_space for o in obs)
+        actions = np.tile(DWA_PARAMS.default, (3, 1))
+        for _ in range(3):
+            obs, rewards, dones, infos = venv.step(actions)
+        assert rewards.shape == dones.shape == (3,) and dones.all()  # max_steps 3: every episode ended...
+        assert all("episode" in info and info["TimeLimit.truncated"] for info in infos)  # ...by its time limit
+        assert inner.get_attr("num_envs") == [2, 2, 1]  # each actor's own BarnNavVecEnv
+        ((reset_obs, info),) = inner.env_method("reset", seed=5, options={"world_id": 1}, indices=[2])
+        assert info["world_id"] == 1 and reset_obs.shape == venv.observation_space.shape
+        assert len(inner.get_images()) == 3 and len(set(inner.actor_pids())) == 2
+        with pytest.raises(AttributeError, match="no per-env attributes"):
+            inner.set_attr("max_steps", 5, indices=[0])
+        with pytest.raises(ValueError, match="'max_vel_x' = 20 outside its range"):
+            venv.step(actions * np.array([40, 1, 1, 1, 1, 1, 1], dtype=np.float32))
+        with pytest.raises(RuntimeError, match="without step_async"):
+            inner.step_wait()
+    finally:
+        venv.close()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(inner.actors[0].ping.remote())  # closed: the actors are gone, not restarted
+    with pytest.raises(ValueError, match="n_envs must be an int >= n_actors"):
+        RayVecEnv(1, n_actors=2)
+    with pytest.raises(TypeError, match="exclusive"):
+        RayVecEnv(env_fns=counting_fns(2), max_steps=3)
+
+
+def test_stock_td3_trains_through_ray():
+    venv = RayVecEnv(4, n_actors=2, max_steps=50)
+    model = TD3("MlpPolicy", venv, learning_starts=100, batch_size=32, seed=0, policy_kwargs=dict(net_arch=[32, 32]))
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    model.learn(300)
+    assert model.num_timesteps == 300 and model.replay_buffer.size() == 300 // 4
+    assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.actor.parameters(), strict=True))
+    venv.close()
+
+
+def test_vlm_td3_trains_through_ray():
+    from sb3_vlm import VLMTD3
+
+    venv = RayVecEnv(2, n_actors=2, observation="costmap", image_size=(56, 84), max_steps=40)
+    model = VLMTD3(
+        "VLMPolicy",
+        venv,
+        policy_kwargs={"backbone": "tiny", "freeze_vlm": True},
+        batch_size=8,
+        learning_starts=24,
+        buffer_size=200,
+        seed=0,
+    )
+    head = {k: v.detach().clone() for k, v in model.actor.mu.state_dict().items()}
+    model.learn(40)
+    assert model.num_timesteps == 40 and model.replay_buffer.observations.dtype == np.uint8
+    assert any(not np.array_equal(v, model.actor.mu.state_dict()[k]) for k, v in head.items())
+    venv.close()
+
+
+class KillActor(BaseCallback):
+    """Kill the process of actor ``w`` (SIGKILL, by pid) once ``num_timesteps`` reaches ``at``."""
+
+    def __init__(self, w: int, at: int) -> None:
+        super().__init__()
+        self.w, self.at = w, at
+        self.killed_pid: int | None = None
+
+    def _on_step(self) -> bool:
+        if self.killed_pid is None and self.num_timesteps >= self.at:
+            self.killed_pid = self.training_env.unwrapped.actor_pids()[self.w]
+            os.kill(self.killed_pid, signal.SIGKILL)
+        return True
+
+
+def test_a_killed_actor_restarts_and_training_loses_and_repeats_nothing(tmp_path):
+    venv = RayVecEnv(env_fns=counting_fns(4), n_actors=2)
+    model = TD3("MlpPolicy", venv, learning_starts=40, batch_size=16, buffer_size=1000, train_freq=4, seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    kill = KillActor(w=1, at=80)
+    with pytest.warns(RuntimeWarning, match="actor 1 died"):
+        model.learn(240, callback=[kill, ActorRestartCallback()], log_interval=1)
+    assert model.num_timesteps == 240 and venv.actor_restarts == 1 and venv.restarts_per_actor == [0, 1]
+    new_pid = venv.actor_pids()[1]
+    assert new_pid != kill.killed_pid
+
+    # Every transition returned is in the buffer once: 240 steps = 60 rows of 4 envs, no two observations equal
+    # (each carries env, process, episode, step) and each env's chain is unbroken: the next row starts where the
+    # previous ended, unless that step ended the episode.
+    buffer = model.replay_buffer
+    rows = buffer.pos
+    assert rows == 60 and not buffer.full
+    obs, next_obs = buffer.observations[:rows], buffer.next_observations[:rows]
+    ended = (buffer.dones[:rows] + buffer.timeouts[:rows]) > 0
+    assert len({tuple(o) for o in obs.reshape(-1, 4)}) == rows * 4
+    restart_rows = []
+    for e in range(4):
+        for k in range(rows - 1):
+            if ended[k, e]:
+                assert obs[k + 1, e, 3] == 0  # a new episode starts
+            else:
+                np.testing.assert_array_equal(obs[k + 1, e], next_obs[k, e])
+            if obs[k + 1, e, 1] != obs[k, e, 1]:  # the process changed: actor 1's envs only, once
+                restart_rows.append((e, k))
+                assert buffer.timeouts[k, e] == 1  # a time-limit truncation: SB3 bootstraps through it
+                np.testing.assert_array_equal(next_obs[k, e], obs[k, e])  # terminal = last observation returned
+                assert obs[k + 1, e, 1] == new_pid and obs[k + 1, e, 3] == 0
+    # killed after row 19 (step 80): row 20 is the truncated step, row 21 the fresh episodes of actor 1 (envs 2, 3)
+    assert restart_rows == [(2, 20), (3, 20)]
+
+    model.logger.close()
+    with open(tmp_path / "progress.csv") as file:
+        # (rows without the key: SB3 dumps once per finished episode, several in one step)
+        logged = [
+            row["distributed/actor_restarts"] for row in csv.DictReader(file) if row["distributed/actor_restarts"]
+        ]
+    assert logged[0] == "0" and logged[-1] == "1"
+    venv.close()
+
+
+def test_an_actor_killed_mid_step_reports_its_episodes_truncated():
+    venv = RayVecEnv(env_fns=counting_fns(3, delay=0.5), n_actors=2)
+    try:
+        first = venv.reset()
+        pids = venv.actor_pids()
+        venv.step_async(np.zeros((3, 1), dtype=np.float32))
+        time.sleep(0.2)  # actor 0 is inside its 0.5 s step
+        os.kill(pids[0], signal.SIGKILL)
+        with pytest.warns(RuntimeWarning, match="actor 0 died"):
+            obs, rewards, dones, infos = venv.step_wait()
+        assert dones.tolist() == [True, True, False] and rewards.tolist() == [0.0, 0.0, 1.0]
+        for i in (0, 1):
+            assert infos[i]["TimeLimit.truncated"] and infos[i]["actor_restarted"]
+            np.testing.assert_array_equal(infos[i]["terminal_observation"], first[i])
+            assert obs[i, 1] != pids[0] and obs[i, 3] == 0 and venv.reset_infos[i] == {"episode": 0}
+        assert obs[2].tolist() == [2, pids[1], 0, 1] and "terminal_observation" not in infos[2]
+        obs, _, dones, _ = venv.step(np.zeros((3, 1), dtype=np.float32))
+        assert not dones.any() and obs[:, 3].tolist() == [1, 1, 2]  # training goes on from the fresh episodes
+    finally:
+        venv.close()
+
+
+def test_an_actor_past_max_restarts_raises():
+    venv = RayVecEnv(env_fns=counting_fns(2), n_actors=2, max_restarts=0, restart_timeout=20)
+    venv.reset()
+    os.kill(venv.actor_pids()[0], signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r"actor 0 .* is dead after 1 restarts \(max_restarts=0\)"):
+        with pytest.warns(RuntimeWarning):
+            venv.step(np.zeros((2, 1), dtype=np.float32))
+    venv.close()
