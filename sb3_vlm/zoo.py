@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch as th
 import yaml
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 from torch import nn
 
@@ -42,6 +43,8 @@ class ZooConfig:
     :param n_envs: Parallel environments.
     :param env_kwargs: Keyword arguments of the env.
     :param noise_std: Gaussian exploration noise (in [-1, 1] action units), or None.
+    :param callback_specs: The file's ``callback`` entry as rl-zoo3 reads it: ``"module.Class"`` or a list of those
+        and of ``{"module.Class": kwargs}`` (see :meth:`callbacks`).
     :param algo_kwargs: Everything else: the algorithm's constructor arguments (``policy`` resolved to a class or
         alias, ``policy_kwargs`` evaluated).
     """
@@ -51,7 +54,16 @@ class ZooConfig:
     n_envs: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     noise_std: float | None = None
+    callback_specs: list[Any] = field(default_factory=list)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def callbacks(self) -> list[BaseCallback]:
+        """Fresh instances of the file's callbacks (e.g. the exploration-noise schedule), in file order."""
+        made = []
+        for spec in self.callback_specs:
+            name, kwargs = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
+            made.append(_import(name, "callback")(**(kwargs or {})))
+        return made
 
     def action_noise(self, n_actions: int) -> NormalActionNoise | None:
         """SB3 action noise of this config for ``n_actions`` dimensions."""
@@ -60,14 +72,26 @@ class ZooConfig:
         return NormalActionNoise(np.zeros(n_actions), self.noise_std * np.ones(n_actions))
 
 
-def _policy(name: str) -> Any:
-    if "." not in name:
-        return name
+def _import(name: str, what: str) -> Any:
+    """The object ``module.attr`` named in a zoo file (its ``policy`` or a ``callback``)."""
     module, _, attr = name.rpartition(".")
     try:
         return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"zoo config: policy {name!r} cannot be imported: {e}") from e
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"zoo config: {what} {name!r} cannot be imported: {e}") from e
+
+
+def _policy(name: str) -> Any:
+    return name if "." not in name else _import(name, "policy")
+
+
+def _callback_specs(path: Path, spec: Any) -> list[Any]:
+    """rl-zoo3's ``callback`` entry as a list of ``"module.Class"`` / ``{"module.Class": kwargs}`` items."""
+    specs = [] if spec is None else [spec] if isinstance(spec, str | dict) else list(spec)
+    for item in specs:
+        if not (isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)):
+            raise ValueError(f"{path}: callback entries are 'module.Class' or {{'module.Class': kwargs}}, got {item!r}")
+    return specs
 
 
 def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooConfig:
@@ -97,6 +121,7 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
     noise_std = hp.pop("noise_std", None)
     if noise_type is not None and noise_type.strip() != "normal":
         raise ValueError(f"{path}: only noise_type 'normal' is supported, got {noise_type!r}")
+    callback_specs = _callback_specs(path, hp.pop("callback", None))
     hp["policy"] = _policy(hp.get("policy", "MlpPolicy"))
     if isinstance(hp.get("train_freq"), list):
         hp["train_freq"] = tuple(hp["train_freq"])
@@ -106,5 +131,6 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
         n_envs=int(hp.pop("n_envs", 1)),
         env_kwargs=dict(hp.pop("env_kwargs", None) or {}),
         noise_std=None if noise_type is None else float(noise_std),
+        callback_specs=callback_specs,
         algo_kwargs=hp,
     )

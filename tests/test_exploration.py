@@ -1,0 +1,73 @@
+"""Exploration-noise schedule and actor-saturation monitor on real SB3 TD3 training over the real simulator."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import TD3
+from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
+
+import envs
+from sb3_vlm.td3.exploration import ActorSaturationMonitor, ExplorationNoiseSchedule
+from sb3_vlm.zoo import default_conf, load_zoo_config
+
+
+def _td3(noise_std: float = 0.2, n_envs: int = 2, learning_starts: int = 32) -> TD3:
+    env = envs.BarnNavVecEnv(n_envs, observation="laser")
+    noise = NormalActionNoise(np.zeros(7), noise_std * np.ones(7))
+    return TD3("MlpPolicy", env, action_noise=noise, learning_starts=learning_starts, batch_size=32,
+               policy_kwargs=dict(net_arch=[32, 32]), seed=0)  # fmt: skip
+
+
+def _sigmas(model: TD3) -> np.ndarray:
+    """Standard deviations ``[n_envs, 7]`` of the per-env noises SB3 made from ours."""
+    assert isinstance(model.action_noise, VectorizedActionNoise)
+    return np.stack([noise._sigma for noise in model.action_noise.noises])
+
+
+def test_the_noise_schedule_decays_linearly_to_its_end_value():
+    model = _td3()
+    schedule = ExplorationNoiseSchedule(end=0.05, decay_steps=80)
+    model.learn(40, callback=schedule)
+    assert schedule.start == pytest.approx(0.2)
+    np.testing.assert_allclose(_sigmas(model), 0.2 + (40 / 80) * (0.05 - 0.2), rtol=1e-6)
+    model.learn(60, callback=schedule, reset_num_timesteps=False)
+    np.testing.assert_allclose(_sigmas(model), 0.05)  # reached at step 80, then kept
+    assert model.logger.name_to_value.get("train/Exploration_noise", 0.05) == pytest.approx(0.05)
+
+
+def test_the_schedule_spans_the_learn_budget_by_default():
+    model = _td3(n_envs=2)
+    model.learn(20, callback=ExplorationNoiseSchedule(end=0.0))
+    np.testing.assert_allclose(_sigmas(model), 0.0, atol=1e-12)
+
+
+def test_the_schedule_needs_gaussian_noise():
+    model = _td3()
+    model.action_noise = None
+    with pytest.raises(ValueError, match="needs Gaussian action noise"):
+        model.learn(4, callback=ExplorationNoiseSchedule(end=0.05))
+
+
+def test_a_saturated_actor_is_reported(caplog):
+    model = _td3(learning_starts=10_000)  # no gradient steps: the actor stays as set
+    monitor = ActorSaturationMonitor(log_freq=1, window=8)
+    model.learn(8, callback=monitor)
+    assert monitor.last is not None and monitor.last.mean() < 0.5  # a fresh actor is not at its bounds
+    with th.no_grad():
+        model.actor.mu[-2].bias.fill_(10.0)  # pre-tanh outputs far beyond the bounds: every action at +1
+    with caplog.at_level(logging.WARNING, logger="sb3_vlm.td3.exploration"):
+        model.learn(8, callback=monitor, reset_num_timesteps=False)
+    np.testing.assert_array_equal(monitor.last, np.ones(7))
+    assert model.logger.name_to_value["train/Actor_saturation"] == 1.0
+    assert "actor saturated" in caplog.text
+
+
+def test_zoo_files_carry_the_schedule_and_the_monitor():
+    for policy, end in (("applr", 0.05), ("vlm", 0.01)):
+        cfg = load_zoo_config(default_conf(policy))
+        made = cfg.callbacks()
+        assert [type(c) for c in made] == [ExplorationNoiseSchedule, ActorSaturationMonitor]
+        assert made[0].end == end and made[0].start is None  # starts from the file's noise_std
+        assert "callback" not in cfg.algo_kwargs
