@@ -424,3 +424,25 @@ def test_cli_judge_options(server, tmp_path):
         judge_options.make_judge(parser.parse_args(["--judge-url", server.url]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--judge-image-size", "big"])
+
+
+def test_collect_writes_judge_scores_into_the_pickles(server, tmp_path):
+    from sb3_vlm.cli import main
+    from sb3_vlm.formats.safe_pickle import safe_load
+
+    buffer = tmp_path / "buffer"
+    base = ["collect", "--buffer", str(buffer), "--episodes", "1", "--max-steps", "4", "--max-save-time", "0"]
+    base += ["--no-progress-bar", "--seed", "3"]
+    assert main([*base, "--actor-id", "0"]) == 0  # no judge: the reference rewards
+    assert main([*base, "--actor-id", "1", "--worlds", "0", "--judge-url", server.url, "--judge-model", "m"]) == 0
+    plain, judged = (safe_load(buffer / f"actor_{a}" / "traj_1.pickle") for a in (0, 1))
+    assert [r[2] for r in judged[:-1]] == [r[2] for r in plain[:-1]]
+    assert judged[-1][2] == pytest.approx(plain[-1][2] + 7.0) and judged[-1][4]["judge_score"] == 7.0
+    (request,) = server.completions()
+    images = [_pixels(p) for p in request.body["messages"][0]["content"][1:]]
+    assert len(images) == 5 and images[0].shape == (400, 600, 3)  # reset + 4 steps, FTRL's scene frames
+    server.default = Reply("no idea")
+    argv = [*base, "--actor-id", "2", "--worlds", "0", "--judge-url", server.url, "--judge-model", "m"]
+    assert main([*argv, "--judge-weight", "3"]) == 0
+    failed = safe_load(buffer / "actor_2" / "traj_1.pickle")
+    assert failed[-1][4]["judge_failure"] == "unparsable" and failed[-1][2] == pytest.approx(plain[-1][2])

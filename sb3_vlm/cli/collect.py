@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from envs.planners import PARAM_TABLES
+from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.workflows.collector import (
     MAX_SAVE_TIME,
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed request before falling back")
     parser.add_argument("--wait-server", type=float, default=60.0, help="seconds to wait for the server at start")
     parser.add_argument("--no-progress-bar", action="store_true")
+    judge_options.add_arguments(parser, wrapper=False)
 
 
 def run(args: argparse.Namespace) -> CollectSummary:
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> CollectSummary:
         source = ServerSource(args.server, planner, args.timeout, args.retries, args.wait_server)
     elif args.policy is not None:
         source = LocalPolicySource(args.policy, PARAM_TABLES[planner], base_model=args.base_model)
+    judge = judge_options.make_judge(args)
     try:
         summary = collect(
             args.buffer,
@@ -61,11 +64,15 @@ def run(args: argparse.Namespace) -> CollectSummary:
             mode=args.mode,
             max_save_time=args.max_save_time,
             progress_bar=not args.no_progress_bar,
+            judge=judge,
+            judge_weight=args.judge_weight,
             **env_kwargs,
         )
     finally:
         if isinstance(source, LocalPolicySource):
             source.close()
+        if judge is not None:
+            judge.close()
     print(
         f"collected {len(summary.episodes)} episodes ({summary.steps} steps, {summary.fallback_steps} with default "
         f"parameters after a source failure), saved {len(summary.saved)} -> {args.buffer}"

@@ -21,25 +21,27 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--judge-*`` options (a group "VLM judge reward") to ``parser``."""
+def add_arguments(parser: argparse.ArgumentParser, wrapper: bool = True) -> None:
+    """Add the ``--judge-*`` options (a group "VLM judge reward") to ``parser``; ``wrapper=False`` leaves out the
+    reward wrapper's own (mode, window, env weight, frame source): a collector judges whole episodes."""
     g = parser.add_argument_group("VLM judge reward", "score episodes with a VLM behind an OpenAI-compatible API")
     g.add_argument("--judge-url", help="API root with /v1, e.g. http://localhost:8000/v1 (vLLM); unset: no judge")
     g.add_argument("--judge-model", default=None, help="model name the server serves (required with --judge-url)")
     g.add_argument("--judge-task", default=None, help="task description put into the prompt")
     g.add_argument("--judge-prompt-file", type=Path, help="prompt template file ({task} {num_frames} {low} {high})")
     g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
-    g.add_argument("--judge-mode", choices=("terminal", "window"), default="terminal")
-    g.add_argument("--judge-window", type=int, default=16, help="steps per judged window (--judge-mode window)")
     g.add_argument("--judge-weight", type=float, default=1.0, help="weight of the judge's score")
-    g.add_argument("--judge-env-weight", type=float, default=1.0, help="weight of the env's own reward")
     g.add_argument("--judge-frames", type=int, default=8, help="frames per request, sampled evenly")
-    g.add_argument(
-        "--judge-frame-source",
-        choices=("auto", "observation", "render"),
-        default="auto",
-        help="frames judged: the image observation, or the top-down render (auto: observation if it is an image)",
-    )
+    if wrapper:
+        g.add_argument("--judge-mode", choices=("terminal", "window"), default="terminal")
+        g.add_argument("--judge-window", type=int, default=16, help="steps per judged window (--judge-mode window)")
+        g.add_argument("--judge-env-weight", type=float, default=1.0, help="weight of the env's own reward")
+        g.add_argument(
+            "--judge-frame-source",
+            choices=("auto", "observation", "render"),
+            default="auto",
+            help="frames judged: the image observation, or the top-down render (auto: observation if it is an image)",
+        )
     g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
     g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
     g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")

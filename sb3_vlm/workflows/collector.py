@@ -68,6 +68,8 @@ from sb3_vlm.formats.trajectories import (
     trajectory_name,
     write_trajectory,
 )
+from sb3_vlm.rewards.records import judge_ftrl_episode
+from sb3_vlm.rewards.wrappers import EpisodeFrames
 from sb3_vlm.serving.client import QwenClient
 
 __all__ = [
@@ -281,9 +283,12 @@ class _Collector:
         mode: str,
         env: BarnNav,
         max_save_time: float,
+        judge: Any = None,
+        judge_weight: float = 1.0,
     ):
         self.buffer, self.source, self.actor_id, self.mode, self.env = buffer, source, actor_id, mode, env
         self.max_save_time = max_save_time
+        self.judge, self.judge_weight = judge, judge_weight
         self.params: ParamTable = env.batch.params
         # float64 copies of the table (its arrays are float32): the recorded defaults read 1.57, not 1.5700000524
         specs = self.params.specs
@@ -327,6 +332,9 @@ class _Collector:
         laser, info = self.env.reset(seed=seed, options={"world_id": world_id})
         image, data, path = self._render()
         frames = [path]
+        judged = None if self.judge is None else EpisodeFrames("terminal", 1, 4 * self.judge.num_frames)
+        if judged is not None:
+            judged.reset(image)
         history: list[bytes] = []
         velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
         positions = [np.asarray(info["pose"][:2], dtype=np.float64)]
@@ -345,6 +353,8 @@ class _Collector:
             history = [data, *history[: _MAX_HISTORY - 1]]
             image, data, path = self._render()
             frames.append(path)
+            if judged is not None:
+                judged.add(image)
             velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
 
             slow += bool(velocity[0] <= SLOW_SPEED)
@@ -374,6 +384,8 @@ class _Collector:
         records[-1][5] = float(info["opt_time"])
         records[-1][6] = float(info["nav_metric"])
         spread_tail_reward(records)
+        if judged is not None:  # the judge's score joins the last reward; info says judge_score or judge_failure
+            judge_ftrl_episode(records, judged.frames(), self.judge, self.judge_weight)
         last = records[-1][4]
         report = EpisodeReport(
             world=last["world"],
@@ -436,6 +448,8 @@ def collect(
     mode: str = "train",
     max_save_time: float = MAX_SAVE_TIME,
     progress_bar: bool = True,
+    judge: Any = None,
+    judge_weight: float = 1.0,
     **env_kwargs: Any,
 ) -> CollectSummary:
     """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
@@ -452,6 +466,11 @@ def collect(
     :param mode: ``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``).
     :param max_save_time: Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all.
     :param progress_bar: Show a tqdm bar over episodes.
+    :param judge: A :class:`sb3_vlm.rewards.VLMJudge` scoring each episode from its scene frames (sampled evenly),
+        or None. Its score, times ``judge_weight``, is added to the last record's reward (after FTRL's tail
+        spreading) and written as ``info["judge_score"]``; a failed judgement leaves the reward and writes
+        ``info["judge_failure"]``.
+    :param judge_weight: Weight of the judge's score.
     :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
     :return: One report per episode.
     :raises ValueError: for a bad mode, episode count or world set.
@@ -464,7 +483,7 @@ def collect(
         raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
     world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
     env = BarnNav(barn_dir=barn_dir, worlds=world_ids, **env_kwargs)
-    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time)
+    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight)
     summary = CollectSummary()
     bar = tqdm(range(episodes), desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
     for e in bar:
