@@ -6,7 +6,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from _helpers import b64, png, running  # noqa: E402
+from _helpers import b64, png, post, running  # noqa: E402
 
 from sb3_vlm.rewards import VLMJudge  # noqa: E402
 from sb3_vlm.serving.chat import ChatModel, build_chat_app  # noqa: E402
@@ -89,3 +89,25 @@ def test_local_model_directory_with_a_tokenizer(tmp_path):
     (tmp_path / "bare").mkdir()
     with pytest.raises(ValueError, match="tokenizer"):
         ChatModel.from_source(str(tmp_path / "bare"))
+
+
+@pytest.mark.slow
+def test_serve_judge_adds_the_chat_routes_to_the_inference_server(tmp_path):
+    from _tiny_ckpt import build_tiny_checkpoint
+
+    from sb3_vlm.cli import build_parser
+    from sb3_vlm.cli import serve as serve_cli
+
+    ckpt = build_tiny_checkpoint(tmp_path / "checkpoint", num_params=9)
+    args = build_parser("serve").parse_args(["serve", "--checkpoint", str(ckpt.path), "--judge", "--judge-name", "j"])
+    with running(serve_cli.build_judge_app(args)) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="EMPTY", max_retries=0, timeout=60)
+        parts = [{"type": "text", "text": "Score it."}]
+        parts += [{"type": "image_url", "image_url": {"url": u}} for u in _frames(8)]
+        completion = client.chat.completions.create(
+            model="j", messages=[{"role": "user", "content": parts}], max_tokens=4
+        )
+        assert completion.model == "j" and isinstance(completion.choices[0].message.content, str)
+        assert [m.id for m in client.models.list()] == ["j"]
+        status, answer = post(f"{base}/infer", {"image_base64": b64(png(0)[0]), "linear_vel": 0.5, "angular_vel": 0})
+        assert status == 200 and len(answer["parameters_array"]) == 9  # the policy routes are still there

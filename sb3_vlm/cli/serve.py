@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sb3_vlm._constants import TINY
 from sb3_vlm.cli._args import image_size
@@ -41,24 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory image_path requests may read from (repeatable); none: image_path is refused (403)",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="also serve OpenAI-compatible /v1/chat/completions and /v1/models (a VLM judge for sb3_vlm.rewards)",
+    )
+    parser.add_argument("--judge-model", default=None, help="judge's Qwen2.5-VL dir (default: --base-model or tiny)")
+    parser.add_argument("--judge-name", default=None, help="model name the judge answers to (default: dir name)")
 
 
-def run(args: argparse.Namespace) -> None:
-    """Serve with the options of :func:`add_arguments` (blocking)."""
+def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`sb3_vlm.serving.app.build_app` arguments of the options (all but host, port and log level)."""
     from envs.planners import PARAM_TABLES
-    from sb3_vlm.serving.app import serve
 
     algorithm = args.algorithm.upper()
-    params = PARAM_TABLES.get(algorithm)
-    serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
+    return dict(
         mode=args.mode,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        log_level=args.log_level,
         algorithm=algorithm,
-        params=params,
+        params=PARAM_TABLES.get(algorithm),
         base_model=args.base_model,
         noise_std=args.noise_std,
         history=args.history,
@@ -70,3 +72,26 @@ def run(args: argparse.Namespace) -> None:
         batch_delay=args.batch_delay_ms / 1000.0,
         image_roots=args.image_root,
     )
+
+
+def build_judge_app(args: argparse.Namespace) -> Any:
+    """The inference server's app plus the judge's chat routes (:mod:`sb3_vlm.serving.chat`), for ``--judge``."""
+    from sb3_vlm.serving.app import build_app
+    from sb3_vlm.serving.chat import ChatModel, add_chat_routes
+
+    app = build_app(args.checkpoint, **server_kwargs(args))
+    source = args.judge_model or args.base_model or TINY
+    add_chat_routes(app, ChatModel.from_source(source, name=args.judge_name, seed=args.seed))
+    return app
+
+
+def run(args: argparse.Namespace) -> None:
+    """Serve with the options of :func:`add_arguments` (blocking)."""
+    if args.judge:
+        import uvicorn
+
+        uvicorn.run(build_judge_app(args), host=args.host, port=args.port, log_level=args.log_level)
+        return
+    from sb3_vlm.serving.app import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, log_level=args.log_level, **server_kwargs(args))
