@@ -1,0 +1,200 @@
+"""Training runs on the embedded simulator from an rl-zoo3 file (``sb3-vlm train``): run directory, checkpoints,
+resume, navigation metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from stable_baselines3 import TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.vec_env import VecMonitor
+
+from envs import BarnNavSubprocVecEnv, BarnNavVecEnv
+from sb3_vlm._constants import RUN_CONFIG
+from sb3_vlm.callbacks import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    MODEL_ZIP,
+    REPLAY_BUFFER,
+    NavMetricsCallback,
+    SafeCheckpointCallback,
+    find_checkpoint,
+)
+from sb3_vlm.formats.buffer_npz import load_replay_buffer
+from sb3_vlm.formats.sb3_zip import load_algorithm
+from sb3_vlm.td3.policies import VLMTD3Policy
+from sb3_vlm.td3.td3 import VLMTD3
+from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
+
+__all__ = ["TrainSettings", "build_model", "make_vec_env", "train"]
+
+
+@dataclass
+class TrainSettings:
+    """
+    One training run (the ``sb3-vlm train`` options; saved as ``run_config.json`` in the run directory).
+
+    :param policy: Default zoo file: ``"vlm"`` or ``"applr"``.
+    :param conf_file: rl-zoo3 YAML file (overrides ``policy``).
+    :param env: Env id inside the zoo file (None: its only entry).
+    :param timesteps: Override of ``n_timesteps``.
+    :param n_envs: Override of ``n_envs``.
+    :param barn_dir: Real BARN worlds directory, or None (generated worlds).
+    :param worlds: ``"train"``/``"test"``/``"all"``, world ids, or None (the env's default).
+    :param vlm: Local Qwen2.5-VL or FTRL checkpoint directory as the VLM policy's backbone.
+    :param base_model: Base model of a checkpoint given with ``vlm``.
+    :param seed: Seed of the model and the envs.
+    :param log_dir: Runs are written under this directory.
+    :param resume: Run directory to resume from its last checkpoint (its saved settings are used).
+    :param checkpoint_freq: Env steps between checkpoints.
+    :param save_replay_buffer: Put the replay buffer into the checkpoints.
+    :param eval_freq: Env steps between test-world evaluations (0: none).
+    :param eval_episodes: Episodes per evaluation.
+    :param env_workers: Simulator processes (``BarnNavSubprocVecEnv`` if > 1).
+    :param torch_threads: Torch CPU threads (0: torch's default).
+    :param verbose: SB3 verbosity.
+    :param no_progress_bar: Hide the progress bar.
+    """
+
+    policy: str = "vlm"
+    conf_file: Path | None = None
+    env: str | None = None
+    timesteps: int | None = None
+    n_envs: int | None = None
+    barn_dir: Path | None = None
+    worlds: str | list[int] | None = None
+    vlm: str | None = None
+    base_model: str | None = None
+    seed: int = 0
+    log_dir: Path = Path("runs")
+    resume: Path | None = None
+    checkpoint_freq: int = 1000
+    save_replay_buffer: bool = True
+    eval_freq: int = 0
+    eval_episodes: int = 10
+    env_workers: int = 1
+    torch_threads: int = 0
+    verbose: int = 0
+    no_progress_bar: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}, indent=2
+        )
+
+    @classmethod
+    def from_run(cls, run_dir: Path) -> TrainSettings:
+        """The settings saved in ``run_dir`` (to resume it)."""
+        saved = json.loads((run_dir / RUN_CONFIG).read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in saved.items() if k in names}
+        for key in ("conf_file", "barn_dir", "log_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**{**values, "resume": run_dir})
+
+
+def make_vec_env(
+    env_id: str, n_envs: int, seed: int | None = None, n_workers: int = 1, **env_kwargs: Any
+) -> VecMonitor:
+    """``n_envs`` copies of ``env_id`` in one batched simulator (or split over ``n_workers`` processes), behind
+    SB3's ``VecMonitor``.
+
+    :param env_kwargs: BarnNav arguments (``barn_dir``, ``worlds``, ``reward``, ``image_size``, ``velocity``...).
+    :raises ValueError: for an id that is not a BarnNav id.
+    """
+    if env_id not in OBSERVATIONS:
+        raise ValueError(f"env id must be one of {sorted(OBSERVATIONS)}, got {env_id!r}")
+    if n_workers > 1:
+        venv = BarnNavSubprocVecEnv(n_envs, n_workers=n_workers, observation=OBSERVATIONS[env_id], **env_kwargs)
+    else:
+        venv = BarnNavVecEnv(n_envs, observation=OBSERVATIONS[env_id], **env_kwargs)
+    venv.seed(seed)
+    return VecMonitor(venv, info_keywords=("status", "nav_metric", "time", "world"))
+
+
+def _is_vlm(policy: Any) -> bool:
+    return policy == "VLMPolicy" or (isinstance(policy, type) and issubclass(policy, VLMTD3Policy))
+
+
+def build_model(cfg: ZooConfig, env: Any, seed: int, tensorboard_log: str | None, verbose: int) -> BaseAlgorithm:
+    """VLMTD3 for the VLM policy, SB3's TD3 otherwise, with the zoo file's hyper-parameters."""
+    algo = VLMTD3 if _is_vlm(cfg.algo_kwargs["policy"]) else TD3
+    return algo(
+        env=env,
+        action_noise=cfg.action_noise(env.action_space.shape[0]),
+        seed=seed,
+        tensorboard_log=tensorboard_log,
+        verbose=verbose,
+        **cfg.algo_kwargs,
+    )
+
+
+def train(settings: TrainSettings) -> Path:
+    """Train; returns the run directory (``model.zip``, ``checkpoints/``, TensorBoard logs, ``run_config.json``)."""
+    if settings.resume is not None:
+        settings = TrainSettings.from_run(settings.resume)
+        run_dir = settings.resume
+    if settings.torch_threads > 0:
+        th.set_num_threads(settings.torch_threads)
+    conf_file = settings.conf_file or default_conf(settings.policy)
+    cfg = load_zoo_config(conf_file, settings.env)
+    if settings.timesteps is not None:
+        cfg.n_timesteps = settings.timesteps
+    if settings.n_envs is not None:
+        cfg.n_envs = settings.n_envs
+    if settings.vlm is not None:
+        if not _is_vlm(cfg.algo_kwargs["policy"]):
+            raise ValueError(f"--vlm needs a VLM policy, but {conf_file} uses {cfg.algo_kwargs['policy']}")
+        cfg.algo_kwargs["policy_kwargs"] = {**cfg.algo_kwargs.get("policy_kwargs", {}), "backbone": settings.vlm}
+        if settings.base_model:
+            cfg.algo_kwargs["policy_kwargs"]["base_model"] = settings.base_model
+    env_kwargs = {**cfg.env_kwargs, "barn_dir": settings.barn_dir, "worlds": settings.worlds}
+    if settings.resume is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
+
+    env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
+    last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if settings.resume is not None else None
+    if last is not None:
+        model = load_algorithm(last / MODEL_ZIP, device="auto", env=env, tensorboard_log=str(run_dir / "tb"))
+        if (last / REPLAY_BUFFER).exists():
+            load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
+        print(f"resumed from {last} at {model.num_timesteps} steps")
+    else:
+        model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
+    eval_env = None
+    if settings.eval_freq > 0:
+        eval_kwargs = {**env_kwargs, "worlds": "test"}
+        eval_env = make_vec_env(cfg.env_id, settings.eval_episodes, seed=10_000 + settings.seed, **eval_kwargs)
+    callbacks = [
+        NavMetricsCallback(eval_env, settings.eval_freq, best_path=run_dir / "checkpoints" / CHECKPOINT_BEST),
+        SafeCheckpointCallback(
+            run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
+        ),
+    ]
+    remaining = max(cfg.n_timesteps - model.num_timesteps, 0)
+    model.learn(
+        remaining,
+        callback=CallbackList(callbacks),
+        progress_bar=not settings.no_progress_bar,
+        reset_num_timesteps=settings.resume is None,
+        tb_log_name="td3",
+    )
+    model.save(run_dir / "model.zip")
+    if isinstance(model.policy, VLMTD3Policy):
+        model.policy.save_pretrained(run_dir / "policy")
+    env.close()
+    if eval_env is not None:
+        eval_env.close()
+    print(f"trained {model.num_timesteps} steps -> {run_dir}")
+    return run_dir
