@@ -1,0 +1,51 @@
+"""Flow expert on a real supervised checkpoint (tiny Qwen2.5-VL + DPT): training, reflow on one shared backbone,
+the checkpoint layout, exact reload."""
+
+import logging
+
+import numpy as np
+import torch as th
+from _tiny_ckpt import build_tiny_checkpoint
+from gymnasium import spaces
+
+from sb3_vlm.flow import FitConfig, FlowHeadConfig
+from sb3_vlm.flow.policy import FLOW_DIR, FlowPolicy, distill, train_flow_head
+from sb3_vlm.model.extractor import VLMDPTExtractor
+from sb3_vlm.sft.training import SFTDataset
+
+IMAGE_SHAPE = (3, 56, 84)
+
+
+def test_flow_expert_trains_distils_and_reloads_on_one_backbone(tmp_path, caplog):
+    th.manual_seed(0)
+    ckpt = build_tiny_checkpoint(tmp_path / "sft", num_params=2, use_history=False)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, *IMAGE_SHAPE), dtype=np.uint8)
+    labels = np.stack([rng.choice([0.5, 1.5], 24), rng.uniform(0.3, 0.6, 24)], axis=1)
+    dataset = SFTDataset(images, labels)
+    extractor = VLMDPTExtractor(spaces.Box(0, 255, IMAGE_SHAPE, np.uint8), backbone=str(ckpt.path))
+    head_config = FlowHeadConfig(action_dim=2, hidden=32, time_dim=16, num_steps=8)
+    teacher = train_flow_head(extractor, dataset, head_config, FitConfig(steps=60, batch_size=16), out=ckpt.path)
+    assert (ckpt.path / FLOW_DIR / "flow_head.safetensors").is_file()
+    backbone_ptrs = [p.data_ptr() for p in teacher.extractor.backbone.parameters()]
+
+    with caplog.at_level(logging.INFO, logger="sb3_vlm.flow"):
+        student = distill(teacher, dataset, tmp_path / "student", FitConfig(steps=60, batch_size=16),
+                          teacher_path=ckpt.path)  # fmt: skip
+    assert "teacher loaded and frozen" in caplog.text and "student initialised from the teacher" in caplog.text
+    assert "trainable (the expert" in caplog.text
+    # One backbone: the student's extractor is the teacher's object, its weights the same storage.
+    assert student.extractor is teacher.extractor
+    assert [p.data_ptr() for p in student.extractor.backbone.parameters()] == backbone_ptrs
+    assert student.head.config.num_steps == 1 and teacher.head.config.num_steps == 8
+
+    # The written student is a whole checkpoint (FTRL parts copied from the teacher) that reloads exactly.
+    assert (tmp_path / "student" / "normalization").is_dir()
+    again = FlowPolicy.from_pretrained(tmp_path / "student", IMAGE_SHAPE)
+    expected = student.predict(images[:6])
+    th.testing.assert_close(again.predict(images[:6]), expected, rtol=0, atol=1e-6)
+    assert expected.shape == (6, 2)
+    # Physical units: the statistics of the checkpoint were applied.
+    mean = th.as_tensor(ckpt.param_mean, dtype=th.float32)
+    assert not th.allclose(expected, student.head.act(student.features(images[:6])))
+    assert th.isfinite(expected).all() and (expected - mean).abs().max() < 50
