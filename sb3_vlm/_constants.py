@@ -21,6 +21,9 @@ POLICY_METADATA_KEY = "policy"
 # The settings of a training run, next to its checkpoints (`sb3-vlm train`).
 RUN_CONFIG = "run_config.json"
 
+# FTRL's two extra SFT outputs after the planner parameters (ftrl_reference §4.3, §4.4).
+VELOCITY_OUTPUTS = ("next_linear_vel", "next_angular_vel")
+
 # Source name of the tiny offline Qwen2.5-VL.
 TINY = "tiny"
 

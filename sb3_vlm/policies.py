@@ -28,7 +28,14 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_CONFIG, HEAD_DIR, POLICY_METADATA_KEY, RUN_CONFIG
+from sb3_vlm._constants import (
+    ACTOR_HEAD_DIR,
+    ADAPTER_CONFIG,
+    HEAD_DIR,
+    POLICY_METADATA_KEY,
+    RUN_CONFIG,
+    VELOCITY_OUTPUTS,
+)
 from sb3_vlm.formats.applr import APPLR_ACTOR_FILE
 from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
 from sb3_vlm.formats.sb3_zip import load_algorithm
@@ -50,8 +57,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("sft", "actor")
-# SFT heads of FTRL regress the planner parameters followed by these two (ftrl_reference §4.3).
-VELOCITY_OUTPUTS = ("next_linear_vel", "next_angular_vel")
 # Observation image shape of a policy whose directory records none (only used to build the spaces; any size works).
 _NOMINAL_IMAGE_SHAPE = (3, 56, 84)
 APPLR_ENV = {"time_step": 1.0, "max_steps": 100}

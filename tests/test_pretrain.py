@@ -12,8 +12,9 @@ from envs import NavBatch
 from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW
 from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMTD3, VLMDPTExtractor
+from sb3_vlm._constants import VELOCITY_OUTPUTS as VELOCITY_NAMES
 from sb3_vlm.cli import main
-from sb3_vlm.cli.pretrain import VELOCITY_NAMES, clone_slot, generate_pairs
+from sb3_vlm.sft.labels import clone_slot, generate_pairs
 from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,

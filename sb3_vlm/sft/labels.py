@@ -1,0 +1,201 @@
+"""SFT labels by short-horizon search in the embedded simulator (``sb3-vlm pretrain``, step 1).
+
+Pairs (scene image, good DWA parameters): default-DWA episodes run on training worlds, with the simulator's sensor
+and actuation noise (no two episodes alike). Every ``horizon`` steps (0.5 s each; 4 = the DWA's own 2 s rollout
+time) the state of each episode is copied into ``candidates`` robot slots of the same batched simulator; slot ``k``
+drives the next ``horizon`` steps with vector ``k`` of a fixed library (the defaults and a Latin-hypercube sample of
+the parameter ranges, drawn once from the seed), and the vector with the highest FTRL reward over the horizon
+(progress to the goal, proximity penalty, collision -100, success +50) labels the state's image. The copies replay
+the episode's own noise, so candidates differ by their parameters only; the default slot must end exactly where the
+episode itself does, which checks every copy. As in FTRL the labels end with the velocity after the first step of
+the chosen branch (``next_linear_vel``, ``next_angular_vel``) unless ``velocity_labels=False``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from envs import NavBatch
+from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW
+from envs.render import DEFAULT_IMAGE_SIZE
+from sb3_vlm._constants import VELOCITY_OUTPUTS
+from sb3_vlm.sft.training import SFTDataset
+
+__all__ = ["clone_slot", "generate_pairs"]
+
+TIE_TOLERANCE = 0.05
+"""Horizon returns within this of the best (reward units: 5 mm of progress) count as ties; ties go to the vector
+nearest the defaults, and states where every candidate ties (the choice does not matter) are skipped."""
+MAX_EPISODE_STEPS = 100
+"""Episode length cap of the rollouts (FTRL drops trajectories longer than 100 steps from its SFT data)."""
+
+
+def clone_slot(batch: NavBatch, src: int, dst: Sequence[int] | np.ndarray) -> None:
+    """
+    Copy episode ``src`` of ``batch`` (simulator, planner and env state) into slots ``dst``.
+
+    Every per-robot field (an array whose first axis is the batch, or a list with one entry per robot) of the
+    ``NavBatch``, its ``BatchSim`` and its local planner is copied; noise generators are deep-copied so that the
+    copies replay ``src``'s noise. :func:`generate_pairs` verifies the copy on every use (a slot given the same
+    parameters as ``src`` must follow it exactly).
+
+    :param batch: The batched env.
+    :param src: Source slot.
+    :param dst: Destination slots (not containing ``src``).
+    """
+    dst = [int(d) for d in np.atleast_1d(dst)]
+    if src in dst:
+        raise ValueError(f"clone_slot: the destinations {dst} contain the source slot {src}")
+    n = batch.n
+    for owner in (batch, batch.sim, batch.sim.planner):
+        for value in vars(owner).values():
+            if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == n:
+                value[dst] = value[src]
+            elif isinstance(value, list) and len(value) == n:
+                for d in dst:
+                    value[d] = _copy_entry(value[src])
+
+
+def _copy_entry(value: Any) -> Any:
+    if isinstance(value, np.random.Generator):
+        return copy.deepcopy(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value  # shared read-only objects: worlds, their maps
+
+
+def _latin_hypercube(rng: np.random.Generator, k: int, dims: int) -> np.ndarray:
+    """``k`` points in ``[-1, 1]^dims``, one in each of ``k`` equal strata of every axis."""
+    strata = np.stack([rng.permutation(k) for _ in range(dims)], axis=1)
+    return (strata + rng.uniform(size=(k, dims))) / k * 2.0 - 1.0
+
+
+def generate_pairs(
+    n_samples: int,
+    *,
+    barn_dir: str | Path | None = None,
+    worlds: str | Sequence[int] | None = None,
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    candidates: int = 8,
+    horizon: int = 4,
+    n_envs: int = 8,
+    velocity_labels: bool = True,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> tuple[SFTDataset, dict[str, Any]]:
+    """
+    Build (scene image, good parameters) pairs by short-horizon parameter search (see the module docstring).
+
+    :param n_samples: Pairs to return.
+    :param barn_dir: Real BARN worlds, or None for generated ones.
+    :param worlds: World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the 250 training worlds, generated
+        or of ``barn_dir``).
+    :param image_size: ``(height, width)`` of the scene images.
+    :param candidates: Size ``K`` of the parameter library tried from every state (the defaults + ``K - 1``
+        Latin-hypercube vectors), >= 2.
+    :param horizon: Steps (0.5 s each) every candidate drives, >= 1.
+    :param n_envs: Episodes rolled out side by side (the simulator holds ``n_envs * (K + 1)`` robots).
+    :param velocity_labels: Append the velocity after the first step of the chosen branch (FTRL's 9 outputs).
+    :param seed: Seed of worlds, noise and candidates.
+    :param progress_bar: Show a tqdm bar.
+    :return: The pairs (images ``[N, 3, H, W]`` uint8, labels ``[N, P]`` physical, episode ids) and statistics
+        (``library`` ``[K, 7]``, how often each vector was ``chosen``, ``skipped_ties``, the mean return gain of the
+        chosen vector over the defaults, ``seconds``...).
+    """
+    for name, value, low in (("n_samples", n_samples, 1), ("candidates", candidates, 2), ("horizon", horizon, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"generate_pairs: {name} must be an int >= {low}, got {value!r}")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"generate_pairs: n_envs must be a positive int, got {n_envs!r}")
+    slots = candidates + 1
+    batch = NavBatch(n_envs * slots, barn_dir=barn_dir, worlds=worlds, max_steps=MAX_EPISODE_STEPS, noise=True)
+    table = batch.params
+    default = table.default.astype(np.float32)
+    sources = np.arange(n_envs) * slots
+    branches = sources[:, None] + 1 + np.arange(candidates)[None, :]  # [G, K]; column 0 drives the defaults
+    rng = np.random.default_rng(seed)
+    # The candidates: one fixed library for every state, so a label is a choice among K vectors and every parameter
+    # of it (not only those that mattered in that state) follows from the state.
+    unit = _latin_hypercube(rng, candidates, len(table))
+    unit[0] = table.to_unit(default)
+    library = table.validate(table.from_unit(unit))  # [K, P]: ints rounded, as the env applies them
+    library[0] = default
+    episode = np.zeros(n_envs, dtype=np.int64)
+    next_episode = 0
+
+    def start(g: int) -> None:
+        nonlocal next_episode
+        batch.reset(int(sources[g]), rng)
+        episode[g], next_episode = next_episode, next_episode + 1
+
+    for g in range(n_envs):
+        start(g)
+    images, labels, groups = [], [], []
+    gains, skipped, chosen = [], 0, np.zeros(candidates, dtype=np.int64)
+    t0 = time.perf_counter()
+    bar = tqdm(total=n_samples, desc="pairs", unit="pair", disable=not progress_bar)
+    while len(labels) < n_samples:
+        for g in range(n_envs):
+            clone_slot(batch, int(sources[g]), branches[g])
+        batch.steps[branches.ravel()] = 0  # branches never time out within the horizon
+        frames = batch.costmap_obs(image_size)[sources]
+        actions = np.tile(default, (batch.n, 1))
+        actions[branches] = library
+        alive = ~batch.done
+        returns = np.zeros(batch.n)
+        velocity = batch.sim.velocity
+        for h in range(horizon):
+            rewards, terminated, truncated, _ = batch.step(actions)
+            returns += np.where(alive, rewards, 0.0)
+            alive &= ~(terminated | truncated)
+            if h == 0:
+                velocity = batch.sim.velocity.copy()
+        if not np.array_equal(batch.sim.pose[branches[:, 0]], batch.sim.pose[sources]):
+            raise RuntimeError(
+                "generate_pairs: a copied episode did not replay its source with the same parameters; "
+                "clone_slot misses part of the simulator state (envs changed?)"
+            )
+        for g in range(n_envs):
+            score = returns[branches[g]]
+            best = score.max()
+            if best - score.min() < TIE_TOLERANCE:
+                skipped += 1
+            elif len(labels) < n_samples:
+                ties = np.flatnonzero(score >= best - TIE_TOLERANCE)
+                k = int(ties[np.argmin(np.square(unit[ties] - unit[0]).sum(axis=1))])
+                label = library[k].astype(np.float64)
+                if velocity_labels:
+                    next_velocity = np.clip(velocity[branches[g, k]], VELOCITY_LOW, VELOCITY_HIGH)
+                    label = np.concatenate([label, next_velocity])
+                images.append(frames[g].transpose(2, 0, 1))
+                labels.append(label)
+                groups.append(episode[g])
+                gains.append(best - score[0])
+                chosen[k] += 1
+                bar.update(1)
+            if batch.done[sources[g]]:
+                start(g)
+    bar.close()
+    names = table.names + (VELOCITY_OUTPUTS if velocity_labels else ())
+    data = SFTDataset(np.stack(images), np.stack(labels), np.array(groups), names)
+    stats = {
+        "pairs": len(data),
+        "episodes": int(len(np.unique(data.groups))),
+        "skipped_ties": skipped,
+        "library": library.tolist(),
+        "chosen": chosen.tolist(),
+        "mean_return_gain_over_default": float(np.mean(gains)),
+        "candidates": candidates,
+        "horizon_steps": horizon,
+        "seconds": time.perf_counter() - t0,
+    }
+    return data, stats
