@@ -8,6 +8,7 @@ import torch as th
 from _tiny_ckpt import build_tiny_checkpoint
 from gymnasium import spaces
 
+from sb3_vlm.cli import main
 from sb3_vlm.flow import FitConfig, FlowHeadConfig
 from sb3_vlm.flow.policy import FLOW_DIR, FlowPolicy, distill, train_flow_head
 from sb3_vlm.model.extractor import VLMDPTExtractor
@@ -49,3 +50,19 @@ def test_flow_expert_trains_distils_and_reloads_on_one_backbone(tmp_path, caplog
     mean = th.as_tensor(ckpt.param_mean, dtype=th.float32)
     assert not th.allclose(expected, student.head.act(student.features(images[:6])))
     assert th.isfinite(expected).all() and (expected - mean).abs().max() < 50
+
+
+def test_distill_command_writes_a_one_step_student(tmp_path):
+    th.manual_seed(0)
+    ckpt = build_tiny_checkpoint(tmp_path / "sft", num_params=2, use_history=False)
+    rng = np.random.default_rng(1)
+    dataset = SFTDataset(rng.integers(0, 256, (8, *IMAGE_SHAPE), dtype=np.uint8), rng.uniform(0.2, 1.0, (8, 2)))
+    dataset.save(tmp_path / "pairs.npz")
+    extractor = VLMDPTExtractor(spaces.Box(0, 255, IMAGE_SHAPE, np.uint8), backbone=str(ckpt.path))
+    head_config = FlowHeadConfig(action_dim=2, hidden=16, time_dim=8, num_steps=4)
+    train_flow_head(extractor, dataset, head_config, FitConfig(steps=5, batch_size=8), out=ckpt.path)
+    argv = ["distill", "--teacher", str(ckpt.path), "--data", str(tmp_path / "pairs.npz"), "--out",
+            str(tmp_path / "student"), "--steps", "5", "--batch-size", "8", "--save-freq", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert FlowPolicy.from_pretrained(tmp_path / "student", IMAGE_SHAPE).head.config.num_steps == 1
+    assert (tmp_path / "student" / FLOW_DIR / "step_2" / "flow_head_config.json").is_file()  # --save-freq

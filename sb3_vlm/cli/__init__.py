@@ -24,6 +24,7 @@ COMMANDS = {
     "serve": ("serve", "FTRL-compatible HTTP inference server (SFT head or TD3 actor)"),
     "collect": ("collect", "run BarnNav episodes with server/policy parameters, write FTRL trajectory files"),
     "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
+    "distill": ("distill", "reflow a checkpoint's flow-matching expert into a one-step student (one shared VLM)"),
 }
 
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]

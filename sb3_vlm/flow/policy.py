@@ -10,6 +10,7 @@ one backbone (features computed once, vision encoder frozen), and only the stude
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -114,22 +115,29 @@ def distill(
     fit_config: FitConfig | None = None,
     rounds: int = 1,
     teacher_path: str | os.PathLike | None = None,
+    use_reflow: bool = True,
 ) -> FlowPolicy:
     """Reflow ``teacher``'s expert into a one-step student on the same extractor; write it as a checkpoint.
 
     :param teacher_path: The teacher's checkpoint directory, copied to ``out`` (its adapter, DPT head and
         statistics) before the student's ``flow_head/`` replaces the teacher's.
+    :param use_reflow: False trains the student (still a copy of the teacher) by plain flow matching on the data
+        instead of on the teacher's couplings: the baseline that shows what reflow adds.
     """
     total = sum(p.numel() for p in teacher.parameters())
     expert = sum(p.numel() for p in teacher.head.parameters())
+    out = Path(out)
+    if teacher_path is not None:
+        shutil.copytree(teacher_path, out, dirs_exist_ok=True)
     features = teacher.features(dataset.images)
-    student = FlowPolicy(teacher.extractor, reflow(teacher.head, features, fit_config, rounds))
+    if use_reflow:
+        head = reflow(teacher.head, features, fit_config, rounds, out=out / FLOW_DIR)
+    else:
+        head = copy.deepcopy(teacher.head).requires_grad_(True)
+        fit(head, features, _targets(teacher.extractor, dataset), fit_config, out=out / FLOW_DIR)
     logger.info(
         "student: %d parameters in total, %d trainable (the expert, %.1f %%); one backbone shared with the teacher",
         total, expert, 100 * expert / total,
     )  # fmt: skip
-    out = Path(out)
-    if teacher_path is not None:
-        shutil.copytree(teacher_path, out, dirs_exist_ok=True)
-    student.head.save_pretrained(out / FLOW_DIR)
+    student = FlowPolicy(teacher.extractor, head)
     return student
