@@ -8,6 +8,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E4
 
 import envs  # noqa: E402
 from envs.planners import DWA_PARAMS  # noqa: E402
-from sb3_vlm.distributed import ActorRestartCallback, RayVecEnv  # noqa: E402
+from sb3_vlm.distributed import ActorRestartCallback, AsyncLearner, RayVecEnv  # noqa: E402
 
 
 class CountingEnv(gym.Env):
@@ -277,3 +278,94 @@ def test_an_actor_past_max_restarts_raises():
         with pytest.warns(RuntimeWarning):
             venv.step(np.zeros((2, 1), dtype=np.float32))
     venv.close()
+
+
+# -- asynchronous collection -------------------------------------------------------------------------------------
+def test_async_learner_trains_td3_with_two_collectors_and_versioned_weights(tmp_path):
+    model = TD3(
+        "MlpPolicy",
+        envs.BarnNavVecEnv(2, max_steps=30),
+        learning_starts=64,
+        batch_size=32,
+        seed=0,
+        policy_kwargs=dict(net_arch=[32, 32]),
+    )
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    learner = AsyncLearner(model, n_collectors=2, steps_per_chunk=8, sync_every=8, max_policy_lag=4, max_steps=30)
+    try:
+        learner.learn(400, log_interval=2)
+        assert model.num_timesteps == learner.transitions_added == 400 and model.replay_buffer.size() == 200
+        assert all(n > 0 for n in learner.chunks_per_collector) and sum(learner.chunks_per_collector) == 25
+        assert learner.version > 1 and max(learner.lags) <= 4 and learner.dropped_chunks == 0
+        versions = [version for _, version in learner.collector_versions()]
+        assert all(1 <= v <= learner.version for v in versions)  # the collectors act with published weights
+        assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.actor.parameters(), strict=True))
+    finally:
+        learner.close()
+    model.logger.close()
+    with open(tmp_path / "progress.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert {"distributed/policy_lag_mean", "distributed/weights_version", "train/actor_loss"} <= rows[-1].keys()
+    assert int(rows[-1]["distributed/weights_version"]) == learner.version
+
+
+def test_async_learner_trains_vlm_td3():
+    from sb3_vlm import VLMTD3
+
+    kwargs = dict(observation="costmap", image_size=(56, 84), max_steps=20)
+    model = VLMTD3(
+        "VLMPolicy",
+        envs.BarnNavVecEnv(1, **kwargs),
+        policy_kwargs={"backbone": "tiny", "freeze_vlm": True},
+        batch_size=8,
+        learning_starts=16,
+        buffer_size=100,
+        seed=0,
+    )
+    head = {k: v.detach().clone() for k, v in model.actor.mu.state_dict().items()}
+    learner = AsyncLearner(model, n_collectors=2, steps_per_chunk=4, sync_every=4, **kwargs)
+    try:
+        learner.learn(40)
+        assert model.num_timesteps == 40 and model.replay_buffer.observations.dtype == np.uint8
+        assert model.replay_buffer.observations.shape[-3:] == (3, 56, 84)  # transposed as SB3 does for the learner
+        assert learner.version >= 1 and all(n > 0 for n in learner.chunks_per_collector)
+        assert any(not np.array_equal(v, model.actor.mu.state_dict()[k]) for k, v in head.items())
+    finally:
+        learner.close()
+
+
+def test_async_learner_survives_a_killed_collector():
+    fns = counting_fns(4, delay=0.02)
+    model = TD3(
+        "MlpPolicy",
+        DummyVecEnv(fns[:2]),
+        learning_starts=32,
+        batch_size=16,
+        buffer_size=1000,
+        seed=0,
+        policy_kwargs=dict(net_arch=[32, 32]),
+    )
+    learner = AsyncLearner(model, n_collectors=2, env_fns=fns, steps_per_chunk=5)
+    killed: list[int] = []
+
+    def kill_mid_run() -> None:  # once collector 1 has delivered two chunks, while it runs its third
+        while learner.chunks_per_collector[1] < 2:
+            time.sleep(0.01)
+        killed.append(learner.collector_versions()[1][0])
+        os.kill(killed[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_mid_run)
+    try:
+        killer.start()
+        learner.learn(300)
+        killer.join()
+        assert learner.collector_restarts == 1 and model.num_timesteps == learner.transitions_added >= 300
+        buffer = model.replay_buffer
+        obs = buffer.observations[: buffer.pos].reshape(-1, 4)
+        assert buffer.pos * 2 == model.num_timesteps and len({tuple(o) for o in obs}) == len(obs)  # none twice
+        pids = {o[1] for o in obs}
+        assert len(pids) == 3 and killed[0] in pids  # two collector processes, then the restarted one
+        assert learner.collector_versions()[1][0] not in killed
+    finally:
+        learner.close()

@@ -1,0 +1,237 @@
+"""``AsyncLearner``: collectors on Ray run episodes with versioned policy weights; the learner trains continuously.
+
+The FTRL pattern on Ray: ``n_collectors`` :class:`sb3_vlm.distributed.collectors.Collector` actors each step their
+own env batch with their own copy of the policy and return chunks of transitions; the learner (this process) adds
+every chunk to the model's replay buffer as it arrives, runs the model's own ``train()`` and publishes new weights
+(``ray.put`` once per version, handed only to collectors that have an older one). A chunk's policy lag is the number
+of versions published while it was collected; chunks older than ``max_policy_lag`` are dropped (counted), so the
+data the learner trains on is never staler than that. A collector that dies is restarted by Ray and gets the latest
+weights; its unfinished chunk was never returned, so nothing is added twice.
+
+Logged under ``distributed/``: ``weights_version``, ``policy_lag_mean``, ``policy_lag_max``, ``dropped_chunks``,
+``collector_restarts``, ``chunks``; plus ``rollout/ep_rew_mean``, ``time/fps`` and the model's ``train/`` keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import configure_logger
+
+from sb3_vlm.distributed.collectors import Chunk, Collector
+from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
+
+__all__ = ["AsyncLearner"]
+
+
+def _index(obs: Any, t: int) -> Any:
+    return {k: v[t] for k, v in obs.items()} if isinstance(obs, dict) else obs[t]
+
+
+class AsyncLearner:
+    """
+    Asynchronous collection for an off-policy SB3 model (``VLMTD3``, stock ``TD3``): collectors act, the learner
+    trains.
+
+    :param model: The model to train; its env is used only for the spaces and ``n_envs`` (each collector runs
+        ``model.n_envs`` envs, the replay buffer's width). Its ``learning_starts``, ``batch_size``,
+        ``gradient_steps``, ``seed`` and ``verbose`` apply.
+    :param n_collectors: Collector actors.
+    :param env_fns: Instead of BarnNav: Gymnasium env factories, ``n_collectors * model.n_envs`` of them.
+    :param steps_per_chunk: Vectorised steps per chunk (``steps_per_chunk * model.n_envs`` transitions).
+    :param gradient_steps_per_chunk: Gradient steps after each chunk; default ``steps_per_chunk *
+        model.gradient_steps`` (SB3's ratio with ``train_freq=1``).
+    :param sync_every: Gradient steps between weight publications.
+    :param max_policy_lag: Chunks collected with weights more than this many versions old are dropped.
+    :param action_noise: Std of the Gaussian exploration noise on the scaled action.
+    :param num_cpus_per_collector: Ray CPUs per collector (``num_gpus_per_collector`` for GPU inference).
+    :param num_gpus_per_collector: Ray GPUs per collector (the policy's ``device`` must match).
+    :param max_restarts: Ray restarts per collector.
+    :param restart_timeout: Seconds to wait for a dead collector to come back before raising.
+    :param env_kwargs: ``BarnNavVecEnv`` arguments.
+    """
+
+    def __init__(
+        self,
+        model: OffPolicyAlgorithm,
+        n_collectors: int = 2,
+        *,
+        env_fns: Sequence[Callable[[], gym.Env]] | None = None,
+        steps_per_chunk: int = 8,
+        gradient_steps_per_chunk: int | None = None,
+        sync_every: int = 8,
+        max_policy_lag: int = 4,
+        action_noise: float = 0.1,
+        num_cpus_per_collector: float = 1.0,
+        num_gpus_per_collector: float = 0.0,
+        max_restarts: int = 10,
+        restart_timeout: float = 120.0,
+        **env_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, OffPolicyAlgorithm):
+            raise TypeError(f"AsyncLearner needs an off-policy SB3 model (TD3, VLMTD3), got {type(model).__name__}")
+        if not (isinstance(n_collectors, int) and n_collectors > 0):
+            raise ValueError(f"AsyncLearner: n_collectors must be a positive int, got {n_collectors!r}")
+        k = model.n_envs
+        if env_fns is not None and (env_kwargs or len(env_fns) != n_collectors * k):
+            raise ValueError(
+                f"AsyncLearner: env_fns must hold n_collectors * model.n_envs = {n_collectors * k} factories and "
+                f"come without BarnNav arguments, got {len(env_fns)} and {sorted(env_kwargs)}"
+            )
+        if not ray.is_initialized():
+            ray.init()
+        self.model, self.restart_timeout = model, float(restart_timeout)
+        self.steps_per_chunk, self.sync_every, self.max_policy_lag = steps_per_chunk, sync_every, max_policy_lag
+        self.gradient_steps_per_chunk = gradient_steps_per_chunk or steps_per_chunk * max(1, model.gradient_steps)
+        policy_kwargs = model.policy._get_constructor_parameters()  # BasePolicy.load's recipe
+        device = "cpu" if num_gpus_per_collector == 0 else "cuda"
+        actor_class = ray.remote(Collector).options(
+            num_cpus=num_cpus_per_collector,
+            num_gpus=num_gpus_per_collector,
+            max_restarts=max_restarts,
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",
+        )
+        seed = model.seed if model.seed is not None else int(np.random.randint(2**31))
+        self.collectors = []
+        for c in range(n_collectors):
+            if env_fns is not None:
+                make = functools.partial(_dummy_venv, list(env_fns[c * k : (c + 1) * k]))
+            else:
+                make = functools.partial(_barn_nav_venv, k, env_kwargs)
+            self.collectors.append(
+                actor_class.remote(
+                    c, make, type(model.policy), policy_kwargs, action_noise, seed + 1000 * (c + 1), device
+                )
+            )
+        self.version = 0
+        self.sent = [-1] * n_collectors
+        """Weights version last handed to each collector."""
+        self.collector_restarts = 0
+        self.dropped_chunks = 0
+        self.chunks_per_collector = [0] * n_collectors
+        self.transitions_added = 0
+        self.lags: list[int] = []
+
+    def _publish(self) -> None:
+        self.version += 1
+        self._weights = ray.put({k: v.detach().cpu() for k, v in self.model.policy.state_dict().items()})
+
+    def _submit(self, c: int) -> ray.ObjectRef:
+        """Ask collector ``c`` for a chunk, with the weights if it has an older version."""
+        weights = self._weights if self.sent[c] < self.version else None
+        self.sent[c] = self.version
+        random = self.model.num_timesteps < self.model.learning_starts
+        return self.collectors[c].collect.remote(weights, self.version, self.steps_per_chunk, random)
+
+    def _add(self, chunk: Chunk) -> None:
+        """Add a chunk to the replay buffer, step by step, as SB3's ``_store_transition`` does."""
+        buffer = self.model.replay_buffer
+        for t in range(len(chunk.rewards)):
+            infos = [{"TimeLimit.truncated": bool(x)} for x in chunk.timeouts[t]]
+            buffer.add(
+                _index(chunk.observations, t),
+                _index(chunk.next_observations, t),
+                chunk.actions[t],
+                chunk.rewards[t],
+                chunk.dones[t],
+                infos,
+            )
+        self.transitions_added += chunk.n_transitions
+
+    def learn(self, total_timesteps: int, log_interval: int = 4) -> OffPolicyAlgorithm:
+        """
+        Collect and train until ``total_timesteps`` transitions have been added to the replay buffer.
+
+        :param total_timesteps: Transitions to collect (the model's ``num_timesteps`` counts them).
+        :param log_interval: Dump the logger every this many chunks.
+        :return: The model.
+        """
+        model = self.model
+        if not getattr(model, "_custom_logger", False):
+            model.set_logger(configure_logger(model.verbose, model.tensorboard_log, "AsyncLearner"))
+        self._weights = ray.put({k: v.detach().cpu() for k, v in model.policy.state_dict().items()})
+        returns: deque[float] = deque(maxlen=100)
+        pending = {self._submit(c): c for c in range(len(self.collectors))}
+        waiting: dict[ray.ObjectRef, tuple[int, float]] = {}
+        """Pings to restarting collectors: ref -> (collector, deadline)."""
+        since_publish, chunks, start, start_steps = 0, 0, time.perf_counter(), model.num_timesteps
+        try:
+            while model.num_timesteps < total_timesteps:
+                (ref,), _ = ray.wait([*pending, *waiting], num_returns=1)
+                if ref in waiting:  # a restarting collector: submit again once it answers
+                    c, deadline = waiting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        pending[self._submit(c)] = c
+                    except RayActorError as exc:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"AsyncLearner: collector {c} did not come back") from exc
+                        time.sleep(0.1)
+                        waiting[self.collectors[c].ping.remote()] = c, deadline
+                    continue
+                c = pending.pop(ref)
+                try:
+                    chunk: Chunk = ray.get(ref)
+                except RayActorError:  # died mid-chunk: Ray restarts it; the chunk was never returned
+                    self.collector_restarts += 1
+                    self.sent[c] = -1  # the restarted collector has no weights
+                    waiting[self.collectors[c].ping.remote()] = c, time.monotonic() + self.restart_timeout
+                    continue
+                lag = self.version - chunk.version
+                if lag > self.max_policy_lag:
+                    self.dropped_chunks += 1
+                else:
+                    self._add(chunk)
+                    model.num_timesteps += chunk.n_transitions
+                    self.chunks_per_collector[c] += 1
+                    self.lags.append(lag)
+                    returns.extend(chunk.episode_returns)
+                    if model.num_timesteps >= model.learning_starts:
+                        model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
+                        model.train(gradient_steps=self.gradient_steps_per_chunk, batch_size=model.batch_size)
+                        since_publish += self.gradient_steps_per_chunk
+                        if since_publish >= self.sync_every:
+                            self._publish()
+                            since_publish = 0
+                chunks += 1
+                if model.num_timesteps < total_timesteps:
+                    pending[self._submit(c)] = c
+                if chunks % log_interval == 0 or model.num_timesteps >= total_timesteps:
+                    self._log(returns, (model.num_timesteps - start_steps) / (time.perf_counter() - start))
+        finally:
+            for ref in pending:  # the collectors' unfinished chunks are not wanted any more
+                ray.cancel(ref)
+        return model
+
+    def _log(self, returns: deque[float], fps: float) -> None:
+        logger, recent = self.model.logger, self.lags[-100:]
+        logger.record("distributed/weights_version", self.version)
+        logger.record("distributed/policy_lag_mean", float(np.mean(recent)) if recent else 0.0)
+        logger.record("distributed/policy_lag_max", max(recent, default=0))
+        logger.record("distributed/dropped_chunks", self.dropped_chunks)
+        logger.record("distributed/collector_restarts", self.collector_restarts)
+        logger.record("distributed/chunks", sum(self.chunks_per_collector))
+        if returns:
+            logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
+        logger.record("time/fps", int(fps))
+        logger.record("time/total_timesteps", self.model.num_timesteps, exclude="tensorboard")
+        logger.dump(step=self.model.num_timesteps)
+
+    def collector_versions(self) -> list[tuple[int, int]]:
+        """``(pid, loaded weights version)`` of each collector."""
+        return ray.get([collector.ping.remote() for collector in self.collectors])
+
+    def close(self) -> None:
+        """End the collector actors."""
+        for collector in self.collectors:
+            ray.kill(collector, no_restart=True)
