@@ -397,31 +397,37 @@ def test_judge_ftrl_episode_records(server):
 
 def test_cli_judge_options(server, tmp_path):
     import argparse
+    import json
 
     from envs import BarnNavVecEnv
     from sb3_vlm.cli import judge_options
+    from sb3_vlm.rewards.build import judge_reward
 
     parser = argparse.ArgumentParser()
     judge_options.add_arguments(parser)
     venv = BarnNavVecEnv(1, observation="costmap", max_steps=3)
-    assert judge_options.wrap_vec_env(venv, parser.parse_args([])) == (venv, [])
+    assert judge_options.judge_settings(parser.parse_args([])) is None
+    assert judge_reward(venv, None) == (venv, [])
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Task: {task}. {num_frames} frames. Score {low}-{high}: [SCORE] n")
     argv = ["--judge-url", server.url, "--judge-model", "judge-test", "--judge-task", "no zigzag", "--judge-mode"]
     argv += ["window", "--judge-window", "2", "--judge-env-weight", "0", "--judge-image-size", "28x42"]
     argv += ["--judge-prompt-file", str(prompt), "--judge-score-range", "0", "1", "--judge-frames", "4"]
-    wrapped, callbacks = judge_options.wrap_vec_env(venv, parser.parse_args(argv))
+    settings = judge_options.judge_settings(parser.parse_args(argv))
+    settings = json.loads(json.dumps(settings))  # what run_config.json keeps for a resumed run
+    wrapped, callbacks = judge_reward(venv, settings)
     assert isinstance(wrapped, VecVLMJudgeReward) and isinstance(callbacks[0], JudgeLogCallback)
+    assert wrapped.judge.image_size == (28, 42) and (wrapped.judge.low, wrapped.judge.high) == (0.0, 1.0)
     wrapped.reset()
     server.default = Reply("[SCORE] 0.5")
     rewards = [wrapped.step(np.tile(venv.action_space.high, (1, 1)))[1][0] for _ in range(2)]
     assert rewards == [0.0, 0.5]
     text = server.completions()[0].body["messages"][0]["content"][0]["text"]
     assert text == "Task: no zigzag. 2 frames. Score 0.0-1.0: [SCORE] n"
-    render = parser.parse_args([*argv, "--judge-frame-source", "render"])
-    assert judge_options.wrap_vec_env(venv, render)[0].frame_source == "render"
+    render = judge_options.judge_settings(parser.parse_args([*argv, "--judge-frame-source", "render"]))
+    assert judge_reward(venv, render)[0].frame_source == "render"
     with pytest.raises(ValueError, match="--judge-model"):
-        judge_options.make_judge(parser.parse_args(["--judge-url", server.url]))
+        judge_options.judge_settings(parser.parse_args(["--judge-url", server.url]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--judge-image-size", "big"])
 

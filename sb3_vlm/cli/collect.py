@@ -9,6 +9,7 @@ from pathlib import Path
 from envs.planners import PARAM_TABLES
 from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import parse_worlds
+from sb3_vlm.rewards.build import make_judge
 from sb3_vlm.workflows.collector import (
     MAX_SAVE_TIME,
     CollectSummary,
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> CollectSummary:
         source = ServerSource(args.server, planner, args.timeout, args.retries, args.wait_server)
     elif args.policy is not None:
         source = LocalPolicySource(args.policy, PARAM_TABLES[planner], base_model=args.base_model)
-    judge = judge_options.make_judge(args)
+    settings = judge_options.judge_settings(args)
+    judge = None if settings is None else make_judge(settings)
     try:
         summary = collect(
             args.buffer,

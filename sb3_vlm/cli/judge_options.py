@@ -1,7 +1,9 @@
-"""``--judge-*`` options: a VLM judge's score added to the training reward (``sb3-vlm train``, ``sb3-vlm collect``).
+"""``--judge-*`` options: a VLM judge's score added to the training reward (``sb3-vlm train``) or to the collected
+episodes (``sb3-vlm collect``).
 
-Only parsing and construction: the judge is :class:`sb3_vlm.rewards.VLMJudge`, the wrappers are in
-:mod:`sb3_vlm.rewards.wrappers`. Without ``--judge-url`` nothing changes.
+Only parsing: :func:`judge_settings` turns the options into plain JSON-able settings (saved with a run, so a resumed
+run judges the same way) and :func:`sb3_vlm.rewards.build.judge_reward` builds the judge and the wrapper from them.
+Without ``--judge-url`` nothing changes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "make_judge", "wrap_vec_env"]
+__all__ = ["add_arguments", "judge_settings"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser, wrapper: bool = True) -> None
     g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
     g.add_argument("--judge-weight", type=float, default=1.0, help="weight of the judge's score")
     g.add_argument("--judge-frames", type=int, default=8, help="frames per request, sampled evenly")
+    g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
+    g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
+    g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")
+    g.add_argument("--judge-retries", type=int, default=2, help="client retries (backoff 0.5 s doubling)")
+    g.add_argument("--judge-concurrency", type=int, default=8, help="requests in flight at most")
     if wrapper:
         g.add_argument("--judge-mode", choices=("terminal", "window"), default="terminal")
         g.add_argument("--judge-window", type=int, default=16, help="steps per judged window (--judge-mode window)")
@@ -42,15 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser, wrapper: bool = True) -> None
             default="auto",
             help="frames judged: the image observation, or the top-down render (auto: observation if it is an image)",
         )
-    g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
-    g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
-    g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")
-    g.add_argument("--judge-retries", type=int, default=2, help="client retries (backoff 0.5 s doubling)")
-    g.add_argument("--judge-concurrency", type=int, default=8, help="requests in flight at most")
 
 
-def make_judge(args: argparse.Namespace) -> Any:
-    """The :class:`~sb3_vlm.rewards.VLMJudge` of the options, or None without ``--judge-url``.
+def judge_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``{"judge": VLMJudge kwargs, "reward": wrapper kwargs}`` of the options (JSON-able; the prompt template is
+    read from ``--judge-prompt-file`` now), or None without ``--judge-url``.
 
     :raises ValueError: ``--judge-url`` without ``--judge-model``.
     """
@@ -58,39 +61,27 @@ def make_judge(args: argparse.Namespace) -> Any:
         return None
     if not args.judge_model:
         raise ValueError("--judge-url needs --judge-model (the name the server serves the model under)")
-    from sb3_vlm.rewards import DEFAULT_PROMPT, DEFAULT_TASK, VLMJudge
-
-    template = Path(args.judge_prompt_file).read_text() if args.judge_prompt_file else DEFAULT_PROMPT
-    return VLMJudge(
-        args.judge_url,
-        args.judge_model,
-        task=args.judge_task or DEFAULT_TASK,
-        prompt_template=template,
-        api_key_env=args.judge_api_key_env,
-        num_frames=args.judge_frames,
-        image_size=tuple(args.judge_image_size) if args.judge_image_size else None,
-        score_range=tuple(args.judge_score_range),
-        timeout=args.judge_timeout,
-        max_retries=args.judge_retries,
-        max_concurrency=args.judge_concurrency,
-    )
-
-
-def wrap_vec_env(venv: Any, args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    """``venv`` behind :class:`~sb3_vlm.rewards.VecVLMJudgeReward` and the judge's logging callback, or ``venv``
-    and no callback without ``--judge-url``."""
-    judge = make_judge(args)
-    if judge is None:
-        return venv, []
-    from sb3_vlm.rewards import JudgeLogCallback, VecVLMJudgeReward
-
-    wrapped = VecVLMJudgeReward(
-        venv,
-        judge,
-        mode=args.judge_mode,
-        window=args.judge_window,
-        env_weight=args.judge_env_weight,
-        judge_weight=args.judge_weight,
-        frame_source=args.judge_frame_source,
-    )
-    return wrapped, [JudgeLogCallback(judge)]
+    judge: dict[str, Any] = {
+        "base_url": args.judge_url,
+        "model": args.judge_model,
+        "api_key_env": args.judge_api_key_env,
+        "num_frames": args.judge_frames,
+        "image_size": list(args.judge_image_size) if args.judge_image_size else None,
+        "score_range": list(args.judge_score_range),
+        "timeout": args.judge_timeout,
+        "max_retries": args.judge_retries,
+        "max_concurrency": args.judge_concurrency,
+    }
+    if args.judge_task:
+        judge["task"] = args.judge_task
+    if args.judge_prompt_file:
+        judge["prompt_template"] = Path(args.judge_prompt_file).read_text()
+    reward: dict[str, Any] = {"judge_weight": args.judge_weight}
+    if hasattr(args, "judge_mode"):
+        reward.update(
+            mode=args.judge_mode,
+            window=args.judge_window,
+            env_weight=args.judge_env_weight,
+            frame_source=args.judge_frame_source,
+        )
+    return {"judge": judge, "reward": reward}
