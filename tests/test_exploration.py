@@ -37,6 +37,17 @@ def test_the_noise_schedule_decays_linearly_to_its_end_value():
     assert model.logger.name_to_value.get("train/Exploration_noise", 0.05) == pytest.approx(0.05)
 
 
+def test_a_resumed_model_continues_the_schedule_from_its_start(tmp_path):
+    model = _td3()
+    model.learn(40, callback=ExplorationNoiseSchedule(end=0.05, decay_steps=80))
+    model.save(tmp_path / "model.zip")
+    resumed = TD3.load(tmp_path / "model.zip", env=model.get_env())
+    schedule = ExplorationNoiseSchedule(end=0.05, decay_steps=80)  # as the zoo file builds it again: no start
+    resumed.learn(20, callback=schedule, reset_num_timesteps=False)
+    assert schedule.start == pytest.approx(0.2)  # not the decayed 0.125 the saved noise had
+    np.testing.assert_allclose(_sigmas(resumed), 0.2 + (60 / 80) * (0.05 - 0.2), rtol=1e-6)
+
+
 def test_the_schedule_spans_the_learn_budget_by_default():
     model = _td3(n_envs=2)
     model.learn(20, callback=ExplorationNoiseSchedule(end=0.0))

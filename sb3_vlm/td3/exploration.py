@@ -22,6 +22,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, VectorizedActionNoise
 
 logger = logging.getLogger(__name__)
+_START_ATTR = "exploration_noise_start"
+"""Model attribute recording the schedule's start value, saved in the model's zip for resumes."""
 
 
 def _normal_noises(noise: ActionNoise | None) -> list[NormalActionNoise]:
@@ -35,7 +37,8 @@ class ExplorationNoiseSchedule(BaseCallback):
     """Linear decay of the Gaussian exploration noise's standard deviation (in [-1, 1] action units).
 
     :param end: Standard deviation reached at ``decay_steps`` and kept after.
-    :param start: Standard deviation at step 0; None takes the model's noise as configured (``noise_std``).
+    :param start: Standard deviation at step 0; None takes the model's noise as configured (``noise_std``), or, for
+        a resumed model, the start recorded in it.
     :param decay_steps: Env steps of the decay (over all envs); None: the whole ``learn`` budget.
     Logged as ``train/Exploration_noise`` (FTRL's name). The current value lives in ``model.action_noise``, which
     SB3 saves with the model, and is recomputed from ``num_timesteps`` on resume.
@@ -58,7 +61,9 @@ class ExplorationNoiseSchedule(BaseCallback):
                 f"got {type(self.model.action_noise).__name__}"
             )
         if self.start is None:
-            self.start = float(np.mean(self._noises[0]._sigma))
+            # A resumed model's noise has already decayed: its start value travels with it (SB3 saves attributes).
+            self.start = getattr(self.model, _START_ATTR, None) or float(np.mean(self._noises[0]._sigma))
+        setattr(self.model, _START_ATTR, self.start)
 
     def _on_training_start(self) -> None:
         if self.decay_steps is None:

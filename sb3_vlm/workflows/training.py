@@ -29,6 +29,7 @@ from sb3_vlm.callbacks import (
 )
 from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.sb3_zip import load_algorithm
+from sb3_vlm.rewards.build import judge_reward
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
@@ -61,6 +62,8 @@ class TrainSettings:
     :param torch_threads: Torch CPU threads (0: torch's default).
     :param verbose: SB3 verbosity.
     :param no_progress_bar: Hide the progress bar.
+    :param judge: VLM judge reward settings (``{"judge": VLMJudge kwargs, "reward": VecVLMJudgeReward kwargs}``,
+        from the ``--judge-*`` options, see :func:`sb3_vlm.rewards.build.judge_reward`), or None.
     """
 
     policy: str = "vlm"
@@ -83,6 +86,7 @@ class TrainSettings:
     torch_threads: int = 0
     verbose: int = 0
     no_progress_bar: bool = False
+    judge: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -164,6 +168,7 @@ def train(settings: TrainSettings) -> Path:
         (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
 
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
+    env, judge_callbacks = judge_reward(env, settings.judge)  # unchanged without a judge
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if settings.resume is not None else None
     if last is not None:
         model = load_algorithm(last / MODEL_ZIP, device="auto", env=env, tensorboard_log=str(run_dir / "tb"))
@@ -181,6 +186,8 @@ def train(settings: TrainSettings) -> Path:
         SafeCheckpointCallback(
             run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
         ),
+        *judge_callbacks,
+        *cfg.callbacks(),  # the zoo file's (exploration-noise schedule, actor-saturation monitor)
     ]
     remaining = max(cfg.n_timesteps - model.num_timesteps, 0)
     model.learn(
