@@ -327,7 +327,7 @@ def _train(url, tmp_path, steps=300, **judge_kwargs):
     venv = BarnNavVecEnv(2, observation="laser", max_steps=15)
     env = VecVLMJudgeReward(venv, judge, env_weight=0.0, max_wait=0.5)
     model = TD3("MlpPolicy", env, learning_starts=50, batch_size=16, policy_kwargs={"net_arch": [16]}, seed=0)
-    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.set_logger(configure(str(tmp_path), ["csv", "tensorboard"]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny MLP: extra threads only contend with the other tests' processes
     try:
@@ -349,6 +349,11 @@ def test_td3_trains_with_the_judge_answering(server, tmp_path):
     stats = judge.stats()
     assert stats.failures == 0 and stats.requests + stats.cache_hits == int(dones.sum())
     assert float(logged["judge/failures"]) == 0 and float(logged["judge/requests"]) > 0 and "judge/latency_ms" in logged
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    assert {"judge/failures", "judge/latency_ms", "judge/cache_hits"} <= set(accumulator.Tags()["scalars"])
 
 
 @pytest.mark.parametrize("state", ["dead", "late", "garbage", pytest.param("flaky", marks=pytest.mark.slow)])
@@ -452,3 +457,36 @@ def test_collect_writes_judge_scores_into_the_pickles(server, tmp_path):
     assert main([*argv, "--judge-weight", "3"]) == 0
     failed = safe_load(buffer / "actor_2" / "traj_1.pickle")
     assert failed[-1][4]["judge_failure"] == "unparsable" and failed[-1][2] == pytest.approx(plain[-1][2])
+
+
+@pytest.mark.slow
+def test_train_cli_judge_reward_in_tensorboard_and_run_config(server, tmp_path):
+    import json
+
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sb3_vlm.cli import main
+    from sb3_vlm.zoo import default_conf
+
+    conf = yaml.safe_load(default_conf("applr").read_text())
+    conf["BarnNav-v0"].update(n_timesteps=120, n_envs=2, learning_starts=40, batch_size=16, buffer_size=500)
+    conf["BarnNav-v0"].update(policy_kwargs="dict(net_arch=[16])")
+    conf["BarnNav-v0"]["env_kwargs"]["max_steps"] = 10
+    path = tmp_path / "applr_tiny.yml"
+    path.write_text(yaml.safe_dump(conf))
+    argv = ["train", "--conf-file", str(path), "--log-dir", str(tmp_path / "runs"), "--no-progress-bar"]
+    argv += ["--checkpoint-freq", "1000", "--torch-threads", "1", "--judge-url", server.url, "--judge-model", "m"]
+    assert main(argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    saved = json.loads((run / "run_config.json").read_text())["judge"]
+    assert saved["judge"]["base_url"] == server.url and saved["reward"]["mode"] == "terminal"
+    events = next((run / "tb").rglob("events.out.tfevents*")).parent
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    scalars = accumulator.Tags()["scalars"]
+    assert {"judge/requests", "judge/failures", "judge/cache_hits", "judge/latency_ms", "judge/score_mean"} <= set(
+        scalars
+    )
+    assert accumulator.Scalars("judge/requests")[-1].value >= 2 and accumulator.Scalars("judge/failures")[-1].value == 0
+    assert len(server.completions()) >= 2

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.workflows.training import TrainSettings, train
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
+    judge_options.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -40,4 +42,5 @@ def run(args: argparse.Namespace) -> Path:
     names = {f.name for f in dataclasses.fields(TrainSettings)}
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.worlds = parse_worlds(args.worlds)
+    settings.judge = judge_options.judge_settings(args)
     return train(settings)

@@ -25,8 +25,9 @@ def make_judge(settings: dict[str, Any]) -> VLMJudge:
 
 def judge_reward(venv: VecEnv, settings: dict[str, Any] | None) -> tuple[VecEnv, list[BaseCallback]]:
     """``venv`` behind :class:`VecVLMJudgeReward` (``settings["reward"]``: its keyword arguments) and the judge's
-    :class:`JudgeLogCallback`; ``venv`` and no callback for ``settings=None``."""
+    :class:`JudgeLogCallback`; ``venv`` and no callback for ``settings=None``. Closing the wrapper closes the judge."""
     if settings is None:
         return venv, []
     judge = make_judge(settings)
-    return VecVLMJudgeReward(venv, judge, **settings.get("reward", {})), [JudgeLogCallback(judge)]
+    wrapped = VecVLMJudgeReward(venv, judge, **settings.get("reward", {}), close_judge=True)
+    return wrapped, [JudgeLogCallback(judge)]

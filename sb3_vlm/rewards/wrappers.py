@@ -266,6 +266,7 @@ class VecVLMJudgeReward(VecEnvWrapper):
         or a callable ``f(obs_i) -> image`` of one env's observation.
     :param max_wait: Seconds a step may wait for its judgements (default: the judge's ``timeout``).
     :param max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
+    :param close_judge: ``close()`` also closes the judge (the wrapper owns it).
     """
 
     def __init__(
@@ -280,8 +281,10 @@ class VecVLMJudgeReward(VecEnvWrapper):
         frame_source: str | FrameFn = "auto",
         max_wait: float | None = None,
         max_frames: int = 64,
+        close_judge: bool = False,
     ) -> None:
         super().__init__(venv)
+        self.close_judge = close_judge
         wait = _check(mode, window, max_wait, judge)
         self.blend = _Blend(judge, env_weight, judge_weight, failure_score, wait)
         self.mode, self.window = mode, window
@@ -314,6 +317,11 @@ class VecVLMJudgeReward(VecEnvWrapper):
         if isinstance(obs, dict):
             return [fn({k: v[i] for k, v in obs.items()}) for i in range(self.num_envs)]
         return [fn(obs[i]) for i in range(self.num_envs)]
+
+    def close(self) -> None:
+        self.venv.close()
+        if self.close_judge:
+            self.judge.close()
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
