@@ -187,6 +187,7 @@ def train(settings: TrainSettings) -> Path:
             run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
         ),
         *judge_callbacks,
+        *cfg.callbacks(),  # the zoo file's (exploration-noise schedule, actor-saturation monitor)
     ]
     remaining = max(cfg.n_timesteps - model.num_timesteps, 0)
     model.learn(
