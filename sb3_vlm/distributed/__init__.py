@@ -3,12 +3,15 @@
 * :class:`RayVecEnv`: an SB3 ``VecEnv`` whose environments live in Ray actors, restarted when they die.
 * :class:`ActorRestartCallback`: logs ``distributed/actor_restarts``.
 * :class:`AsyncLearner`: collector actors run episodes with versioned policy weights; the learner trains.
+* :class:`BufferDirectoryBridge`: the learner also reads trajectory files of ROS/Condor collectors and publishes
+  policies for them (FTRL/APPLR file protocol).
 
 Importing this package imports Ray; without it, the ``ImportError`` names the extra.
 """
 
+from sb3_vlm.distributed.bridge import BufferDirectoryBridge
 from sb3_vlm.distributed.callbacks import ActorRestartCallback
 from sb3_vlm.distributed.learner import AsyncLearner
 from sb3_vlm.distributed.vec_env import RayVecEnv
 
-__all__ = ["ActorRestartCallback", "AsyncLearner", "RayVecEnv"]
+__all__ = ["ActorRestartCallback", "AsyncLearner", "BufferDirectoryBridge", "RayVecEnv"]

@@ -27,6 +27,7 @@ from ray.exceptions import RayActorError
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_vlm.distributed.bridge import BufferDirectoryBridge
 from sb3_vlm.distributed.collectors import Chunk, Collector
 from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
 
@@ -57,6 +58,9 @@ class AsyncLearner:
     :param num_gpus_per_collector: Ray GPUs per collector (the policy's ``device`` must match).
     :param max_restarts: Ray restarts per collector.
     :param restart_timeout: Seconds to wait for a dead collector to come back before raising.
+    :param bridge: Also train on the trajectory files external collectors write into a buffer directory, and
+        publish policies for them (:class:`BufferDirectoryBridge`); with a bridge ``n_collectors`` may be 0.
+    :param poll_interval: Seconds between polls of the bridge's directory.
     :param env_kwargs: ``BarnNavVecEnv`` arguments.
     """
 
@@ -75,12 +79,16 @@ class AsyncLearner:
         num_gpus_per_collector: float = 0.0,
         max_restarts: int = 10,
         restart_timeout: float = 120.0,
+        bridge: BufferDirectoryBridge | None = None,
+        poll_interval: float = 5.0,
         **env_kwargs: Any,
     ) -> None:
         if not isinstance(model, OffPolicyAlgorithm):
             raise TypeError(f"AsyncLearner needs an off-policy SB3 model (TD3, VLMTD3), got {type(model).__name__}")
-        if not (isinstance(n_collectors, int) and n_collectors > 0):
-            raise ValueError(f"AsyncLearner: n_collectors must be a positive int, got {n_collectors!r}")
+        if not (isinstance(n_collectors, int) and n_collectors >= (0 if bridge is not None else 1)):
+            raise ValueError(
+                f"AsyncLearner: n_collectors must be a positive int (or 0 with a bridge), got {n_collectors!r}"
+            )
         k = model.n_envs
         if env_fns is not None and (env_kwargs or len(env_fns) != n_collectors * k):
             raise ValueError(
@@ -90,6 +98,7 @@ class AsyncLearner:
         if not ray.is_initialized():
             ray.init()
         self.model, self.restart_timeout = model, float(restart_timeout)
+        self.bridge, self.poll_interval = bridge, float(poll_interval)
         self.steps_per_chunk, self.sync_every, self.max_policy_lag = steps_per_chunk, sync_every, max_policy_lag
         self.gradient_steps_per_chunk = gradient_steps_per_chunk or steps_per_chunk * max(1, model.gradient_steps)
         policy_kwargs = model.policy._get_constructor_parameters()  # BasePolicy.load's recipe
@@ -125,6 +134,8 @@ class AsyncLearner:
     def _publish(self) -> None:
         self.version += 1
         self._weights = ray.put({k: v.detach().cpu() for k, v in self.model.policy.state_dict().items()})
+        if self.bridge is not None:
+            self.bridge.publish(self.model, self.version)
 
     def _submit(self, c: int) -> ray.ObjectRef:
         """Ask collector ``c`` for a chunk, with the weights if it has an older version."""
@@ -148,26 +159,58 @@ class AsyncLearner:
             )
         self.transitions_added += chunk.n_transitions
 
+    def _train(self, n_new: int, total_timesteps: int) -> None:
+        """Train after ``n_new`` transitions arrived (``gradient_steps_per_chunk`` per chunk's worth of them)."""
+        model = self.model
+        if model.num_timesteps < model.learning_starts:
+            return
+        gradient_steps = max(1, round(n_new * self.gradient_steps_per_chunk / (self.steps_per_chunk * model.n_envs)))
+        model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
+        model.train(gradient_steps=gradient_steps, batch_size=model.batch_size)
+        self._since_publish += gradient_steps
+        if self._since_publish >= self.sync_every:
+            self._publish()
+            self._since_publish = 0
+
+    def _poll_bridge(self, total_timesteps: int) -> None:
+        added = self.bridge.poll(self.model)
+        if added:
+            self._train(added, total_timesteps)
+
     def learn(self, total_timesteps: int, log_interval: int = 4) -> OffPolicyAlgorithm:
         """
-        Collect and train until ``total_timesteps`` transitions have been added to the replay buffer.
+        Collect and train until ``total_timesteps`` transitions have been added to the replay buffer (from the
+        collectors and the bridge's buffer directory).
 
         :param total_timesteps: Transitions to collect (the model's ``num_timesteps`` counts them).
-        :param log_interval: Dump the logger every this many chunks.
+        :param log_interval: Dump the logger every this many chunks (or bridge polls that added data).
         :return: The model.
         """
         model = self.model
         if not getattr(model, "_custom_logger", False):
             model.set_logger(configure_logger(model.verbose, model.tensorboard_log, "AsyncLearner"))
         self._weights = ray.put({k: v.detach().cpu() for k, v in model.policy.state_dict().items()})
+        self._since_publish = 0
         returns: deque[float] = deque(maxlen=100)
         pending = {self._submit(c): c for c in range(len(self.collectors))}
-        waiting: dict[ray.ObjectRef, tuple[int, float]] = {}
-        """Pings to restarting collectors: ref -> (collector, deadline)."""
-        since_publish, chunks, start, start_steps = 0, 0, time.perf_counter(), model.num_timesteps
+        waiting: dict[ray.ObjectRef, tuple[int, float]] = {}  # pings to restarting collectors: (collector, deadline)
+        events, start, start_steps, last_poll = 0, time.perf_counter(), model.num_timesteps, -np.inf
         try:
             while model.num_timesteps < total_timesteps:
-                (ref,), _ = ray.wait([*pending, *waiting], num_returns=1)
+                if self.bridge is not None and time.monotonic() - last_poll >= self.poll_interval:
+                    last_poll, before = time.monotonic(), model.num_timesteps
+                    self._poll_bridge(total_timesteps)
+                    events += model.num_timesteps > before
+                    if model.num_timesteps >= total_timesteps:
+                        break
+                if not pending and not waiting:  # bridge only: nothing to wait for but the next poll
+                    time.sleep(max(0.0, self.poll_interval - (time.monotonic() - last_poll)))
+                    continue
+                timeout = None if self.bridge is None else self.poll_interval
+                ready, _ = ray.wait([*pending, *waiting], num_returns=1, timeout=timeout)
+                if not ready:
+                    continue
+                (ref,) = ready
                 if ref in waiting:  # a restarting collector: submit again once it answers
                     c, deadline = waiting.pop(ref)
                     try:
@@ -196,21 +239,16 @@ class AsyncLearner:
                     self.chunks_per_collector[c] += 1
                     self.lags.append(lag)
                     returns.extend(chunk.episode_returns)
-                    if model.num_timesteps >= model.learning_starts:
-                        model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
-                        model.train(gradient_steps=self.gradient_steps_per_chunk, batch_size=model.batch_size)
-                        since_publish += self.gradient_steps_per_chunk
-                        if since_publish >= self.sync_every:
-                            self._publish()
-                            since_publish = 0
-                chunks += 1
+                    self._train(chunk.n_transitions, total_timesteps)
+                events += 1
                 if model.num_timesteps < total_timesteps:
                     pending[self._submit(c)] = c
-                if chunks % log_interval == 0 or model.num_timesteps >= total_timesteps:
+                if events % log_interval == 0 and model.num_timesteps < total_timesteps:
                     self._log(returns, (model.num_timesteps - start_steps) / (time.perf_counter() - start))
         finally:
             for ref in pending:  # the collectors' unfinished chunks are not wanted any more
                 ray.cancel(ref)
+        self._log(returns, (model.num_timesteps - start_steps) / (time.perf_counter() - start))
         return model
 
     def _log(self, returns: deque[float], fps: float) -> None:
@@ -221,6 +259,9 @@ class AsyncLearner:
         logger.record("distributed/dropped_chunks", self.dropped_chunks)
         logger.record("distributed/collector_restarts", self.collector_restarts)
         logger.record("distributed/chunks", sum(self.chunks_per_collector))
+        if self.bridge is not None:
+            logger.record("distributed/bridge_transitions", self.bridge.transitions)
+            logger.record("distributed/bridge_skipped_files", len(self.bridge.skipped_last_poll))
         if returns:
             logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
         logger.record("time/fps", int(fps))

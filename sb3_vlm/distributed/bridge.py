@@ -1,0 +1,115 @@
+"""Bridge to collectors outside Ray: a buffer directory in, policy directories out (the FTRL/APPLR file protocol).
+
+ROS/Gazebo or Condor collectors write ``actor_<id>/traj_<n>.pickle`` files (FTRL or ros_jackal records) into a
+buffer directory and read the policy from a directory the learner replaces atomically, then ``/reload`` the
+inference servers. :class:`BufferDirectoryBridge` does the learner's side for :class:`AsyncLearner`: every poll it
+loads the complete files (:func:`sb3_vlm.formats.trajectories.load_trajectories`), adds them to the replay buffer
+and deletes them (:func:`sb3_vlm.td3.replay.fill_replay_buffer`, so no file is read twice), and every
+``publish_every`` weight versions it publishes the policy (:func:`sb3_vlm.serving.handoff.publish_policy`). A mixed
+fleet (Ray simulator collectors + Gazebo machines) thus trains one policy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+__all__ = ["BufferDirectoryBridge"]
+
+
+def image_size_of(space: spaces.Space) -> tuple[int, int] | None:
+    """``(height, width)`` of the image in an observation space (``Box`` or ``Dict["image"]``), None without one."""
+    if isinstance(space, spaces.Dict):
+        space = space.spaces.get("image")
+    if space is None or not is_image_space(space, check_channels=False):
+        return None
+    shape = space.shape
+    return (shape[1], shape[2]) if is_image_space_channels_first(space) else (shape[0], shape[1])
+
+
+class BufferDirectoryBridge:
+    """
+    Learner-side end of the file protocol.
+
+    :param buffer_dir: Directory the external collectors write trajectory pickles into (created if missing).
+    :param params: Planner parameter table of the actions (default: ``envs.planners.DWA_PARAMS``).
+    :param publish_dir: Policy directory to publish to (``VLMTD3Policy`` only), or None not to publish.
+    :param servers: Inference server URLs to ``/reload`` after each publication.
+    :param publish_every: Publish every this many weight versions.
+    :param min_age_s: Files modified more recently are left for the next poll (still being written).
+    :param include_test: Also read ``test_<id>_<n>.pickle`` files.
+    """
+
+    def __init__(
+        self,
+        buffer_dir: str | os.PathLike,
+        *,
+        params: Any = None,
+        publish_dir: str | os.PathLike | None = None,
+        servers: Sequence[str] = (),
+        publish_every: int = 1,
+        min_age_s: float = 2.0,
+        include_test: bool = False,
+    ) -> None:
+        if not (isinstance(publish_every, int) and publish_every > 0):
+            raise ValueError(f"BufferDirectoryBridge: publish_every must be a positive int, got {publish_every!r}")
+        if params is None:
+            from envs.planners import DWA_PARAMS  # the simulator's table; imported only when none is given
+
+            params = DWA_PARAMS
+        self.buffer_dir = Path(buffer_dir)
+        self.buffer_dir.mkdir(parents=True, exist_ok=True)
+        self.params, self.publish_dir, self.servers = params, publish_dir, list(servers)
+        self.publish_every, self.min_age_s, self.include_test = publish_every, min_age_s, include_test
+        self.transitions = 0
+        """Transitions added from files so far."""
+        self.episodes = 0
+        self.skipped_last_poll: list[Any] = []
+        """``SkippedFile`` entries of the last poll (files still being written, corrupt or of a wrong schema)."""
+        self.published_versions: list[int] = []
+
+    def poll(self, model: OffPolicyAlgorithm) -> int:
+        """
+        Add the complete trajectory files of the buffer directory to ``model``'s replay buffer and delete them.
+
+        :return: Transitions added (``model.num_timesteps`` is advanced by as many).
+        """
+        from sb3_vlm.formats.trajectories import load_trajectories
+        from sb3_vlm.td3.replay import fill_replay_buffer
+
+        result = load_trajectories(
+            self.buffer_dir,
+            params=self.params,
+            image_size=image_size_of(model.observation_space),
+            include_test=self.include_test,
+            min_age_s=self.min_age_s,
+        )
+        self.skipped_last_poll = result.skipped
+        if not result.trajectories:
+            return 0
+        added = fill_replay_buffer(model, result, learning_starts=None, delete_after_load=True)
+        model.num_timesteps += added
+        self.transitions += added
+        self.episodes += result.episodes
+        return added
+
+    def publish(self, model: OffPolicyAlgorithm, version: int) -> Any:
+        """Publish the policy for weight ``version`` if due (every ``publish_every``): the ``PublishResult``."""
+        if self.publish_dir is None or version % self.publish_every != 0:
+            return None
+        from sb3_vlm.serving.handoff import publish_policy
+        from sb3_vlm.td3.policies import VLMTD3Policy
+
+        if not isinstance(model.policy, VLMTD3Policy):
+            raise TypeError(
+                f"BufferDirectoryBridge: publishing needs a VLMTD3Policy, got {type(model.policy).__name__}"
+            )
+        result = publish_policy(model.policy, self.publish_dir, self.servers)
+        self.published_versions.append(version)
+        return result
