@@ -9,6 +9,11 @@
 Importing this package imports Ray; without it, the ``ImportError`` names the extra.
 """
 
+try:
+    import ray  # noqa: F401
+except ImportError as e:
+    raise ImportError("sb3_vlm.distributed needs Ray: pip install 'sb3-vlm[ray]'") from e
+
 from sb3_vlm.distributed.bridge import BufferDirectoryBridge
 from sb3_vlm.distributed.callbacks import ActorRestartCallback
 from sb3_vlm.distributed.learner import AsyncLearner

@@ -25,14 +25,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
-
-try:
-    import ray
-    from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sb3_vlm.distributed needs Ray: pip install 'sb3-vlm[ray]'") from e
 
 from sb3_vlm.distributed.runner import EnvRunner, RunnerStep
 
