@@ -66,3 +66,25 @@ def test_distill_command_writes_a_one_step_student(tmp_path):
     assert main(argv) == 0
     assert FlowPolicy.from_pretrained(tmp_path / "student", IMAGE_SHAPE).head.config.num_steps == 1
     assert (tmp_path / "student" / FLOW_DIR / "step_2" / "flow_head_config.json").is_file()  # --save-freq
+
+
+def test_pretrain_flow_head_is_served_by_load_policy(tmp_path):
+    from envs.planners import DWA_PARAMS
+    from sb3_vlm.policies import load_policy
+
+    rng = np.random.default_rng(2)
+    labels = DWA_PARAMS.low + rng.uniform(0, 1, (12, 7)) * (DWA_PARAMS.high - DWA_PARAMS.low)
+    pairs = SFTDataset(rng.integers(0, 256, (12, *IMAGE_SHAPE), dtype=np.uint8), labels, names=DWA_PARAMS.names)
+    pairs.save(tmp_path / "pairs.npz")
+    out = tmp_path / "ckpt"
+    argv = ["pretrain", "--data", str(tmp_path / "pairs.npz"), "--out", str(out), "--epochs", "1", "--batch-size",
+            "6", "--no-progress-bar", "--head", "flow", "--flow-steps", "3", "--flow-train-steps", "5"]  # fmt: skip
+    assert main(argv) == 0
+    policy = load_policy(out, params=DWA_PARAMS)
+    assert policy.kind == "flow"
+    images = pairs.images[:3].transpose(0, 2, 3, 1)  # the env's HWC frames
+    served = policy.predict(images, velocity=np.zeros((3, 2), np.float32))
+    direct = FlowPolicy.from_pretrained(out, IMAGE_SHAPE).predict(pairs.images[:3]).double().numpy()
+    np.testing.assert_allclose(served, direct, rtol=1e-5, atol=1e-6)
+    sft = load_policy(out, params=DWA_PARAMS, mode="sft").predict(images, velocity=np.zeros((3, 2), np.float32))
+    assert not np.allclose(served, sft)  # the two heads of one checkpoint answer differently

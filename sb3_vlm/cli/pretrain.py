@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-mb", type=float, default=1024, help="hidden-state cache of a frozen VLM (MiB)")
     parser.add_argument("--data", type=Path, help="train on pairs from this .npz instead of generating them")
     parser.add_argument("--save-data", type=Path, help="also write the generated pairs to this .npz")
+    parser.add_argument(
+        "--head", choices=("mse", "flow"), default="mse", help="flow: also a flow-matching expert (flow_head/)"
+    )
+    parser.add_argument("--flow-steps", type=int, default=10, help="Euler steps of the flow expert's sampler")
+    parser.add_argument("--flow-train-steps", type=int, default=2000, help="gradient steps of the flow expert")
     parser.add_argument("--no-progress-bar", action="store_true")
 
 
@@ -122,4 +127,12 @@ def run(args: argparse.Namespace) -> Path:
     }
     out = save_sft_checkpoint(extractor, args.out, metadata)
     print(f"checkpoint -> {out} (start TD3 from it: sb3-vlm train --vlm {out})")
+    if args.head == "flow":
+        from sb3_vlm.flow import FitConfig, FlowHeadConfig
+        from sb3_vlm.flow.policy import FLOW_DIR, train_flow_head
+
+        head_config = FlowHeadConfig(action_dim=data.num_params, num_steps=args.flow_steps)
+        fit_config = FitConfig(steps=args.flow_train_steps, seed=args.seed)
+        train_flow_head(extractor, data, head_config, fit_config, out=out)
+        print(f"flow expert -> {out / FLOW_DIR} ({args.flow_steps} Euler steps; distil it: sb3-vlm distill)")
     return out

@@ -24,7 +24,7 @@ from torch import nn
 from sb3_vlm.flow.head import FlowHeadConfig, FlowMatchingHead
 from sb3_vlm.flow.reflow import FitConfig, fit, reflow
 from sb3_vlm.model.extractor import VLMDPTExtractor
-from sb3_vlm.sft.training import NORM_EPS, SFTDataset, normalize
+from sb3_vlm.sft.training import SFTDataset, normalize
 
 FLOW_DIR = "flow_head"
 """Subfolder of a supervised checkpoint holding its flow-matching expert."""
@@ -53,19 +53,12 @@ class FlowPolicy(nn.Module):
         images = th.as_tensor(images)
         return th.cat([self.extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
-    def denormalize(self, actions: th.Tensor) -> th.Tensor:
-        """Normalised parameters ``[B, P]`` -> physical units with the checkpoint's statistics."""
-        if self.extractor.param_mean is None:
-            return actions
-        std = actions.new_tensor(self.extractor.param_std) + NORM_EPS
-        return actions * std + actions.new_tensor(self.extractor.param_mean)
-
     @th.no_grad()
     def predict(self, images: np.ndarray | th.Tensor, num_steps: int | None = None, deterministic: bool = True):
         """Planner parameters ``[B, P]`` (physical): the flow from the fixed noise, or from fresh noise."""
         features = self.features(images)
         actions = self.head.act(features, num_steps) if deterministic else self.head.sample(features, None, num_steps)
-        return self.denormalize(actions)
+        return self.extractor.denormalize(actions)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, image_shape: tuple[int, int, int]) -> FlowPolicy:

@@ -306,7 +306,10 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         :return: ``[B, P]`` planner parameters in physical units.
         """
         out, history_feat = self._hidden(observations, history)
-        pred = self.dpt(out.hidden_states, history_feat, out.attention_mask)
+        return self.denormalize(self.dpt(out.hidden_states, history_feat, out.attention_mask))
+
+    def denormalize(self, pred: th.Tensor) -> th.Tensor:
+        """Normalised head outputs ``[B, P]`` -> physical units: ``pred * std + mean`` (as is without statistics)."""
         if self.param_mean is None:
             return pred
         return pred * pred.new_tensor(self.param_std) + pred.new_tensor(self.param_mean)

@@ -16,6 +16,8 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_vlm._constants import ACTOR_HEAD_DIR, ADAPTER_CONFIG, POLICY_METADATA_KEY, VELOCITY_OUTPUTS
+from sb3_vlm.flow.head import FlowMatchingHead
+from sb3_vlm.flow.policy import FLOW_DIR
 from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
 from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.model.extractor import VLMDPTExtractor
@@ -26,7 +28,7 @@ __all__ = ["MODES", "DirectoryOptions", "VLMDirectoryPolicy", "load_directory"]
 
 logger = logging.getLogger(__name__)
 
-MODES = ("sft", "actor")
+MODES = ("sft", "actor", "flow")
 # Observation image shape of a policy whose directory records none (only used to build the spaces; any size works).
 _NOMINAL_IMAGE_SHAPE = (3, 56, 84)
 
@@ -36,8 +38,9 @@ class DirectoryOptions:
     """
     How to build a policy from a checkpoint directory (actor or SFT).
 
-    :param mode: ``"actor"`` (TD3 actor of ``actor_head/``), ``"sft"`` (supervised head), or None: actor when the
-        directory has ``actor_head/``.
+    :param mode: ``"actor"`` (TD3 actor of ``actor_head/``), ``"sft"`` (supervised head), ``"flow"`` (the
+        flow-matching expert of ``flow_head/``), or None: actor when the directory has ``actor_head/``, else flow when
+        it has ``flow_head/``, else sft.
     :param algorithm: Planner the policy serves (prompt name when the directory records none).
     :param base_model: Base model (``"tiny"`` or a local directory) if the checkpoint does not name it.
     :param use_velocity: Put the velocity into the prompt (tokenizer backbones); None: as recorded, else True (FTRL).
@@ -72,6 +75,8 @@ class VLMDirectoryPolicy(LoadedPolicy):
     :param use_velocity: Whether the velocity goes into the prompt (Dict observation).
     :param input_size: ``(height, width)`` incoming images should be resized to, or None.
     :param noise_std: Exploration noise std (in [-1, 1] action units) of ``predict(deterministic=False)``.
+    :param flow_head: ``"flow"`` mode: the flow-matching expert on the extractor's feature (deterministic: its
+        fixed noise, with its configured number of steps).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class VLMDirectoryPolicy(LoadedPolicy):
         use_velocity: bool,
         input_size: tuple[int, int] | None,
         noise_std: float = 0.0,
+        flow_head: FlowMatchingHead | None = None,
     ):
         env_kwargs: dict[str, Any] = {"velocity": use_velocity}
         if input_size is not None:
@@ -92,6 +98,7 @@ class VLMDirectoryPolicy(LoadedPolicy):
         super().__init__(name, mode, "costmap", names, env_kwargs)
         self.extractor, self.policy, self.checkpoint = extractor, policy, checkpoint
         self.use_velocity, self.input_size, self.noise_std = use_velocity, input_size, noise_std
+        self.flow_head = flow_head
         self.rng = np.random.default_rng()
 
     @property
@@ -112,12 +119,15 @@ class VLMDirectoryPolicy(LoadedPolicy):
         :param velocity: ``[B, 2]`` float32 ``[v (m/s), w (rad/s)]``.
         :param history: Per image earlier frames (uint8 ``[3, h, w]``, newest first) or None; None: the current frame
             repeated (what TD3 training feeds).
-        :return: ``"sft"``: the de-normalised head outputs ``[B, P]`` float64 (physical units) and None;
+        :return: ``"sft"`` / ``"flow"``: the de-normalised head outputs ``[B, P]`` float64 (physical units) and None;
             ``"actor"``: None and the deterministic action ``[B, A]`` float32 in [-1, 1] (see :meth:`to_physical`).
         """
         obs: th.Tensor | dict[str, th.Tensor] = {"image": images, "velocity": velocity} if self.use_velocity else images
         if self.extractor.history is None:
             history = None
+        if self.flow_head is not None:
+            actions = self.flow_head.act(self.extractor(obs, history))
+            return self.extractor.denormalize(actions).double().numpy(), None
         if self.policy is None:
             return self.extractor.predict_parameters(obs, history).double().numpy(), None
         return None, self.policy.actor.mu(self.extractor(obs, history)).float().numpy()
@@ -183,7 +193,8 @@ def load_directory(
         image_size=_tuple_or_none(recorded.get("image_size"), options.vlm_image_size),
         feature_cache_bytes=0,
     )
-    mode = options.mode or ("actor" if ACTOR_HEAD_DIR in ckpt.extras else "sft")
+    has_flow = (checkpoint / FLOW_DIR).is_dir()
+    mode = options.mode or ("actor" if ACTOR_HEAD_DIR in ckpt.extras else "flow" if has_flow else "sft")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} or None, got {options.mode!r}")
     obs_meta = meta.get("observation_space") or {}
@@ -196,10 +207,18 @@ def load_directory(
         input_size = (int(image_shape[1]), int(image_shape[2]))
     obs_space = _image_space(image_shape, use_velocity)
 
-    if mode == "sft":
+    flow_head = None
+    if mode in ("sft", "flow"):
         extractor = VLMDPTExtractor(obs_space, vlm)
         policy = None
         num_outputs = ckpt.num_params
+        if mode == "flow":
+            if not has_flow:
+                raise CheckpointError(
+                    f"{checkpoint}: no {FLOW_DIR}/ (mode='flow' needs `sb3-vlm pretrain --head flow`)"
+                )
+            flow_head = FlowMatchingHead.from_pretrained(checkpoint / FLOW_DIR).eval()
+            num_outputs = flow_head.config.action_dim
     else:
         if ACTOR_HEAD_DIR not in ckpt.extras:
             raise CheckpointError(
@@ -221,7 +240,9 @@ def load_directory(
     extractor.requires_grad_(False)
     extractor.train(False)
     names = _output_names(num_outputs, options.params, meta.get("parameter_names"))
-    return VLMDirectoryPolicy(name, mode, extractor, policy, checkpoint, names, use_velocity, input_size)
+    return VLMDirectoryPolicy(
+        name, mode, extractor, policy, checkpoint, names, use_velocity, input_size, flow_head=flow_head
+    )
 
 
 def _output_names(num_outputs: int, params: ParamTableLike | None, recorded: Sequence[str] | None) -> tuple[str, ...]:
