@@ -19,7 +19,7 @@ from gymnasium import spaces
 
 ray = pytest.importorskip("ray")
 
-from stable_baselines3 import TD3  # noqa: E402
+from stable_baselines3 import PPO, TD3  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.logger import configure  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E402
@@ -158,13 +158,18 @@ def test_vec_env_contract():
         RayVecEnv(env_fns=counting_fns(2), max_steps=3)
 
 
-def test_stock_td3_trains_through_ray():
+@pytest.mark.parametrize("algo", ["td3", "ppo"])
+def test_stock_sb3_trains_through_ray(algo):
     venv = RayVecEnv(4, n_actors=2, max_steps=50)
-    model = TD3("MlpPolicy", venv, learning_starts=100, batch_size=32, seed=0, policy_kwargs=dict(net_arch=[32, 32]))
-    before = [p.detach().clone() for p in model.actor.parameters()]
-    model.learn(300)
-    assert model.num_timesteps == 300 and model.replay_buffer.size() == 300 // 4
-    assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.actor.parameters(), strict=True))
+    small = dict(seed=0, batch_size=32, policy_kwargs=dict(net_arch=[32, 32]))
+    if algo == "td3":
+        model = TD3("MlpPolicy", venv, learning_starts=100, **small)
+    else:
+        model = PPO("MlpPolicy", venv, n_steps=32, n_epochs=2, **small)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(256 if algo == "ppo" else 300)
+    assert model.num_timesteps == (256 if algo == "ppo" else 300)
+    assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.policy.parameters(), strict=True))
     venv.close()
 
 
