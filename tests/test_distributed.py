@@ -306,6 +306,8 @@ def test_async_learner_trains_td3_with_two_collectors_and_versioned_weights(tmp_
         assert learner.version > 1 and max(learner.lags) <= 4 and len(learner.lags) == 25
         versions = [version for _, version in learner.collector_versions()]
         assert max(versions) >= 1 and all(0 <= v <= learner.version for v in versions)  # published weights act
+        buffer = model.replay_buffer  # 8-row chunks: each ends done or truncated, so n-step returns stay in a chunk
+        assert ((buffer.dones[7:200:8] + buffer.timeouts[7:200:8]) > 0).all()
         assert any(not np.array_equal(b, p.detach()) for b, p in zip(before, model.actor.parameters(), strict=True))
     finally:
         learner.close()

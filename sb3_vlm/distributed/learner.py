@@ -146,9 +146,13 @@ class AsyncLearner:
 
     def _add(self, chunk: Chunk) -> None:
         """Add a chunk to the replay buffer, step by step, as SB3's ``_store_transition`` does."""
-        buffer = self.model.replay_buffer
-        for t in range(len(chunk.rewards)):
-            infos = [{"TimeLimit.truncated": bool(x)} for x in chunk.timeouts[t]]
+        buffer, last = self.model.replay_buffer, len(chunk.rewards) - 1
+        for t in range(last + 1):
+            # The chunk's last row is marked truncated where its episode goes on: the next rows of the buffer belong
+            # to another chunk, so n-step returns (NStepReplayBuffer) must stop there; 1-step targets are unchanged
+            # (SB3 discounts with dones * (1 - timeouts) and those rows are not done).
+            truncated = chunk.timeouts[t] | ((t == last) & ~chunk.dones[t])
+            infos = [{"TimeLimit.truncated": bool(x)} for x in truncated]
             buffer.add(
                 _index(chunk.observations, t),
                 _index(chunk.next_observations, t),
