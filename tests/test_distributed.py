@@ -443,3 +443,16 @@ def test_bridge_alone_trains_vlm_td3_and_publishes_versioned_policies(tmp_path):
     assert (tmp_path / "policy" / "sb3_vlm_config.json").is_file()
     with pytest.raises(ValueError, match="n_collectors must be a positive int"):
         AsyncLearner(model, n_collectors=0)
+
+
+def test_cli_train_with_ray_collectors(tmp_path):
+    import json
+
+    from sb3_vlm.cli import main
+
+    base = ["train", "--policy", "applr", "--timesteps", "64", "--n-envs", "2", "--log-dir", str(tmp_path)]
+    assert main([*base, "--ray-address", "auto", "--collectors", "2", "--no-progress-bar"]) == 0
+    (run,) = tmp_path.glob("BarnNav-v0__*__ray")
+    assert (run / "model.zip").stat().st_size > 0
+    assert json.loads((run / "run_config.json").read_text())["ray"]["collectors"] == 2
+    assert main([*base, "--ray-address", "auto", "--eval-freq", "10"]) == 2  # not in this mode: an input error

@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument(
+        "--ray-address",
+        help="collect with Ray: 'auto' or HOST:PORT of a cluster ('local' starts one here); needs sb3-vlm[ray]",
+    )
+    parser.add_argument("--collectors", type=int, default=2, help="Ray collector actors (with --ray-address)")
     judge_options.add_arguments(parser)
 
 
@@ -43,4 +48,8 @@ def run(args: argparse.Namespace) -> Path:
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.worlds = parse_worlds(args.worlds)
     settings.judge = judge_options.judge_settings(args)
+    if args.ray_address is not None:
+        from sb3_vlm.distributed.training import train_async  # Ray is an optional extra
+
+        return train_async(settings, None if args.ray_address == "local" else args.ray_address, args.collectors)
     return train(settings)
