@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
     parser.add_argument(
+        "--final-eval", type=int, default=10, help="test worlds of the closing check against default DWA (0: off)"
+    )
+    parser.add_argument(
         "--ray-address",
         help="collect with Ray: 'auto' or HOST:PORT of a cluster ('local' starts one here); needs sb3-vlm[ray]",
     )

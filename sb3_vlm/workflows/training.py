@@ -62,6 +62,8 @@ class TrainSettings:
     :param torch_threads: Torch CPU threads (0: torch's default).
     :param verbose: SB3 verbosity.
     :param no_progress_bar: Hide the progress bar.
+    :param final_eval: Held-out test worlds (1 run each) on which the trained policy and default DWA are compared at
+        the end, printed as one line (0: skip).
     :param judge: VLM judge reward settings (``{"judge": VLMJudge kwargs, "reward": VecVLMJudgeReward kwargs}``,
         from the ``--judge-*`` options, see :func:`sb3_vlm.rewards.build.judge_reward`), or None.
     """
@@ -86,6 +88,7 @@ class TrainSettings:
     torch_threads: int = 0
     verbose: int = 0
     no_progress_bar: bool = False
+    final_eval: int = 10
     judge: dict[str, Any] | None = None
 
     def to_json(self) -> str:
@@ -204,4 +207,27 @@ def train(settings: TrainSettings) -> Path:
     if eval_env is not None:
         eval_env.close()
     print(f"trained {model.num_timesteps} steps -> {run_dir}")
+    if settings.final_eval > 0:
+        print(held_out_check(run_dir / "model.zip", settings.barn_dir, settings.final_eval, settings.seed))
     return run_dir
+
+
+def held_out_check(model_zip: Path, barn_dir: Path | None, n_worlds: int, seed: int = 0) -> str:
+    """One line: nav metric and success of the saved policy and of default DWA on the first ``n_worlds`` test worlds
+    (real with ``barn_dir``, else generated), one run each, the same seeds for both."""
+    from envs.planners import DWA_PARAMS
+    from envs.worlds import TEST_IDS
+    from sb3_vlm.policies import load_policy
+    from sb3_vlm.workflows.evaluation import evaluate, summary
+
+    worlds = list(TEST_IDS[:n_worlds])
+    rows = [
+        summary(evaluate(load_policy(spec, params=DWA_PARAMS), worlds, 1, barn_dir, seed=10_000 + seed, progress=False))
+        for spec in (str(model_zip), "dwa")
+    ]
+    kind = "real BARN" if barn_dir is not None else "generated"
+    return (
+        f"held-out check on {len(worlds)} {kind} test worlds (same seeds): this policy nav metric "
+        f"{rows[0]['nav_metric']:.3f} (success {rows[0]['success_rate']:.0%}), default DWA {rows[1]['nav_metric']:.3f} "
+        f"(success {rows[1]['success_rate']:.0%})"
+    )
