@@ -150,8 +150,11 @@ def test_vec_env_contract():
             inner.step_wait()
     finally:
         venv.close()
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(inner.actors[0].ping.remote())  # closed: the actors are gone, not restarted
+    deadline = time.monotonic() + 30
+    with pytest.raises(ray.exceptions.RayActorError):  # closed: the actors are gone, not restarted
+        while time.monotonic() < deadline:  # (ray.kill is asynchronous)
+            ray.get(inner.actors[0].ping.remote())
+            time.sleep(0.1)
     with pytest.raises(ValueError, match="n_envs must be an int >= n_actors"):
         RayVecEnv(1, n_actors=2)
     with pytest.raises(TypeError, match="exclusive"):
