@@ -125,6 +125,21 @@ def test_matches_dummy_vec_env_for_gymnasium_factories():
         venv.close()
 
 
+def test_actors_step_in_parallel():
+    venv = RayVecEnv(env_fns=counting_fns(2, delay=0.5), n_actors=2)  # one env per actor, 0.5 s per step
+    try:
+        venv.reset()
+        t0 = time.perf_counter()
+        venv.step_async(np.zeros((2, 1), dtype=np.float32))
+        sent = time.perf_counter() - t0
+        obs, _, _, _ = venv.step_wait()
+        elapsed = time.perf_counter() - t0
+        assert sent < 0.25 and 0.5 <= elapsed < 0.9  # step_async returns at once; both actors slept together
+        assert obs[:, 3].tolist() == [1, 1]
+    finally:
+        venv.close()
+
+
 def test_vec_env_contract():
     venv = VecMonitor(RayVecEnv(3, n_actors=2, max_steps=3))  # wrappers see an ordinary VecEnv
     inner: RayVecEnv = venv.unwrapped
