@@ -121,7 +121,7 @@ def _batch_size(observation: Any, kind: str) -> tuple[int, bool]:
 
 def _channels_first(images: Any) -> th.Tensor:
     """``[B, H, W, 3]`` (numpy or tensor) or ``[B, 3, H, W]`` -> a ``[B, 3, H, W]`` tensor (dtype kept)."""
-    tensor = th.as_tensor(np.ascontiguousarray(images)) if not isinstance(images, th.Tensor) else images
+    tensor = images if isinstance(images, th.Tensor) else th.from_numpy(np.array(images))  # a copy: may be read-only
     if tensor.shape[1] != 3 and tensor.shape[-1] == 3:
         tensor = tensor.permute(0, 3, 1, 2).contiguous()
     return tensor

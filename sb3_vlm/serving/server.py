@@ -40,13 +40,9 @@ an app is built.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import logging
 import math
 import os
-import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -57,12 +53,12 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from PIL import Image, UnidentifiedImageError
 
 from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
-from sb3_vlm.formats.trajectories import resize_image
 from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
+from sb3_vlm.serving.batching import Batcher
 from sb3_vlm.serving.reload import ArchitectureChanged, dir_identity, prepare_in_place
+from sb3_vlm.serving.requests import RequestError, b64_bytes, decode_image, read_image_path
 
 __all__ = [
     "ALGORITHMS",
@@ -79,18 +75,6 @@ DEFAULT_PORT = 5000
 """FTRL's ``--port`` default."""
 HISTORY_SOURCES = ("client", "current")
 _RELOAD_ATTEMPTS = 3
-
-
-class RequestError(Exception):
-    """A client error: answered with ``status_code`` and ``message``; the server keeps serving."""
-
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-
-
-# ---------------------------------------------------------------------------------------------------------------- model
 
 
 @dataclass
@@ -206,8 +190,7 @@ class PolicyServer:
         self._rng = np.random.default_rng(noise_seed)
         self._model_lock = threading.Lock()  # held while the model runs or is modified
         self._reload_lock = threading.Lock()  # one reload at a time
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._batcher = Batcher(self._predict, lambda item: tuple(item.image.shape), max_batch_size, batch_delay)
         self.model_version = 0
         self.model = self._load()
         planner = self.model.extractor.backbone.planner
@@ -285,66 +268,32 @@ class PolicyServer:
                 400, f"this server serves {self.algorithm} parameters, got algorithm {body.get('algorithm')!r}"
             )
         if body.get("image_base64") is not None:
-            data = self._b64(body["image_base64"], "image_base64")
+            data = b64_bytes(body["image_base64"], "image_base64")
         elif body.get("image_path") is not None:
-            data = self._read_path(body["image_path"])
+            data = read_image_path(body["image_path"], self.image_roots)
         else:
             raise RequestError(400, "need image_base64 (base64 of an image file) or image_path, got neither")
         model = self.model
-        image = self._decode_image(data, "image", model.input_size)
-        history = None
+        image = decode_image(data, "image", model.input_size, self.max_image_pixels)
+        history, limit = None, self.max_image_pixels
         if self.history_source == "client" and model.history_frames > 0 and body.get("history_images_base64"):
             history = [
-                self._decode_image(self._b64(s, f"history_images_base64[{i}]"), f"history_images_base64[{i}]", None)
+                decode_image(b64_bytes(s, f"history_images_base64[{i}]"), f"history_images_base64[{i}]", None, limit)
                 for i, s in enumerate(body["history_images_base64"][: model.history_frames])
             ]
         return _Item(image, (float(body.get("linear_vel", 0.0)), float(body.get("angular_vel", 0.0))), history)
 
-    @staticmethod
-    def _b64(text: str, what: str) -> bytes:
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise RequestError(400, f"{what}: not valid base64 ({e})") from e
-
-    def _read_path(self, path: str) -> bytes:
-        if not self.image_roots:
-            raise RequestError(
-                403, "image_path is refused: this server has no image root (--image-root); send image_base64"
-            )
-        real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(root) for root in self.image_roots):
-            raise RequestError(403, f"image_path {path!r} is outside the server's image roots")
-        try:
-            with open(real, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise RequestError(400, f"image_path {path!r}: cannot be read ({e.strerror or e})") from e
-
-    def _decode_image(self, data: bytes, what: str, size: tuple[int, int] | None) -> th.Tensor:
-        """File bytes -> uint8 ``[3, H, W]`` (RGB; resized to ``size`` if given)."""
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > self.max_image_pixels:
-                    raise RequestError(
-                        400,
-                        f"{what}: {image.width}x{image.height} pixels is more than max_image_pixels "
-                        f"({self.max_image_pixels})",
-                    )
-                image.load()
-                array = resize_image(image, size) if size is not None else np.asarray(image.convert("RGB"))
-        except RequestError:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise RequestError(400, f"{what}: not a decodable image ({type(e).__name__}: {e})") from e
-        return th.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
     def submit(self, item: _Item) -> Future:
         """Queue a decoded request; the future resolves to a ``_Result``."""
-        if self._worker is None or not self._worker.is_alive():
-            raise RuntimeError("PolicyServer: the batch worker is not running (call start())")
-        self._queue.put(item)
-        return item.future
+        return self._batcher.submit(item)
+
+    def start(self) -> None:
+        """Start the batch worker thread (idempotent)."""
+        self._batcher.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the batch worker after the queued requests; requests queued later fail."""
+        self._batcher.stop(timeout)
 
     def answer(self, result: _Result, started: float) -> dict[str, Any]:
         """The ``/infer`` JSON of a result."""
@@ -360,64 +309,6 @@ class PolicyServer:
         if result.action is not None:
             answer["action"] = [float(v) for v in result.action]
         return answer
-
-    def start(self) -> None:
-        """Start the batch worker thread (idempotent)."""
-        if self._worker is not None and self._worker.is_alive():
-            return
-        self._worker = threading.Thread(target=self._work, name="sb3-vlm-batcher", daemon=True)
-        self._worker.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the batch worker after the queued requests; requests queued later fail."""
-        if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join(timeout)
-            self._worker = None
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(RuntimeError("the server is shutting down"))
-
-    def _work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            deadline = time.monotonic() + self.batch_delay
-            while len(batch) < self.max_batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run(batch)
-            if stop:
-                return
-
-    def _run(self, batch: list[_Item]) -> None:
-        """Run the live items of ``batch``, grouped by image size; every future gets a result or an exception."""
-        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
-        groups: dict[tuple[int, ...], list[_Item]] = {}
-        for item in live:
-            groups.setdefault(tuple(item.image.shape), []).append(item)
-        for items in groups.values():
-            try:
-                results = self._predict(items)
-            except Exception as e:  # noqa: BLE001 - reported to each waiting request as a 500
-                logger.exception("inference failed for a batch of %d", len(items))
-                for item in items:
-                    item.future.set_exception(e)
-                continue
-            for item, result in zip(items, results, strict=True):
-                item.future.set_result(result)
 
     def _predict(self, items: list[_Item]) -> list[_Result]:
         images = th.stack([item.image for item in items])
