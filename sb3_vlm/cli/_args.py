@@ -13,6 +13,11 @@ def image_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def options(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    """``{name: args.<name>}`` for options passed on unchanged to a library call."""
+    return {name: getattr(args, name) for name in names}
+
+
 def parse_worlds(text: str | None) -> str | list[int] | None:
     """``"train"``/``"test"``/``"all"``/None as is; ``"0,6,12"`` -> ``[0, 6, 12]``."""
     if text is None or text in ("train", "test", "all"):

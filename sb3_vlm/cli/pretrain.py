@@ -18,7 +18,7 @@ import torch as th
 
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
-from sb3_vlm.cli._args import image_size, parse_worlds
+from sb3_vlm.cli._args import image_size, options, parse_worlds
 from sb3_vlm.sft.labels import generate_pairs
 from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_extractor, save_sft_checkpoint, train_sft
 
@@ -59,17 +59,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.data is not None:
         data, data_stats = SFTDataset.load(args.data), {"source": str(args.data)}
     else:
+        passed = options(args, "barn_dir", "image_size", "candidates", "horizon", "n_envs", "velocity_labels", "seed")
         data, data_stats = generate_pairs(
-            args.samples,
-            barn_dir=args.barn_dir,
-            worlds=parse_worlds(args.worlds),
-            image_size=args.image_size,
-            candidates=args.candidates,
-            horizon=args.horizon,
-            n_envs=args.n_envs,
-            velocity_labels=args.velocity_labels,
-            seed=args.seed,
-            progress_bar=progress,
+            args.samples, worlds=parse_worlds(args.worlds), progress_bar=progress, **passed
         )
         data_stats.update(worlds=args.worlds, barn_dir=None if args.barn_dir is None else str(args.barn_dir))
         print(
@@ -90,14 +82,7 @@ def run(args: argparse.Namespace) -> Path:
         feature_cache_bytes=int(args.cache_mb * 2**20),  # each image passes a frozen VLM once
         planner=planner,
     )
-    config = SFTConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        progress_bar=progress,
-    )
+    config = SFTConfig(progress_bar=progress, **options(args, "epochs", "batch_size", "lr", "val_fraction", "seed"))
     result = train_sft(extractor, data, weights, config)
     metrics = result.to_dict()
     print(
