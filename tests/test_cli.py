@@ -196,6 +196,19 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert time.perf_counter() - started < 3.0
 
 
+@pytest.mark.parametrize("command", ["train", "eval", "compare", "viz", "serve", "collect", "pretrain"])
+def test_commands_import_no_optional_quantization_stack(command):
+    # peft pulls in bitsandbytes (its "Failed to load CPU gemm_4bit_forward" line and seconds of import time):
+    # only LoRA/adapter and quantized backbones need them, and they import them when used.
+    probe = (
+        "import sys; from sb3_vlm.cli import build_parser; build_parser(sys.argv[1]); "
+        "print([m for m in ('peft', 'bitsandbytes') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]" and "gemm_4bit" not in out.stderr
+
+
 def test_cli_errors_are_clear(capsys):
     assert main(["eval", "nonsense-policy", "--worlds", "0", "--runs", "1"]) == 2
     assert "expected 'dwa'" in capsys.readouterr().err

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch as th
-from transformers import get_cosine_schedule_with_warmup
 
 from sb3_vlm.flow.head import FlowMatchingHead
 
@@ -69,6 +68,10 @@ def fit(
         )
     generator = th.Generator().manual_seed(config.seed)
     optimizer = th.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # Imported here: transformers' optimization module pulls in peft and bitsandbytes (seconds, and a warning line
+    # in every sb3-vlm command that loads a policy).
+    from transformers import get_cosine_schedule_with_warmup
+
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, config.steps // 20), config.steps)
     head.train()
     losses = []
