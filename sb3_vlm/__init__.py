@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sb3_vlm.flow.head import FlowMatchingHead
     from sb3_vlm.formats.trajectories import load_trajectories
     from sb3_vlm.model.config import VLMConfig
     from sb3_vlm.model.extractor import VLMDPTExtractor
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 # public name -> module that defines it
 _EXPORTS = {
     "DPTHead": "sb3_vlm.model.heads",
+    "FlowMatchingHead": "sb3_vlm.flow.head",
     "HistoryEncoder": "sb3_vlm.model.heads",
     "VLMDPTExtractor": "sb3_vlm.model.extractor",
     "VLMPolicy": "sb3_vlm.td3.policies",
@@ -35,6 +37,7 @@ _EXPORTS = {
 
 __all__ = [
     "DPTHead",
+    "FlowMatchingHead",
     "HistoryEncoder",
     "VLMConfig",
     "VLMDPTExtractor",
