@@ -92,7 +92,8 @@ class ActorSaturationMonitor(BaseCallback):
 
     Every ``log_freq`` env steps the actor is run on the observations of the last ``window`` transitions in the
     replay buffer; the fraction of entries with ``|a| >= threshold`` is logged as ``train/Actor_saturation`` (and
-    per dimension as ``train/Actor_saturation_<i>``). Above ``warn_above`` a warning names the saturated dimensions.
+    per dimension as ``train/Actor_saturation_<i>``). The first time it exceeds ``warn_above`` a warning names the
+    saturated dimensions.
 
     :param window: Transitions (rows of the buffer, each ``n_envs`` observations) looked at.
     """
@@ -112,6 +113,7 @@ class ActorSaturationMonitor(BaseCallback):
         self.last: np.ndarray | None = None
         """Per-dimension saturation ``[P]`` of the last measurement."""
         self._next = 0
+        self._warned = False
 
     def _on_step(self) -> bool:
         return True
@@ -130,11 +132,13 @@ class ActorSaturationMonitor(BaseCallback):
         self.logger.record("train/Actor_saturation", overall)
         for i, value in enumerate(self.last):
             self.logger.record(f"train/Actor_saturation_{i}", float(value))
-        if overall > self.warn_above:
+        if overall > self.warn_above and not self._warned:
+            self._warned = True
             dims = [i for i, value in enumerate(self.last) if value > self.warn_above]
             logger.warning(
                 "actor saturated: %.0f %% of action entries at +-1 at step %d (dimensions %s): it has stopped "
-                "responding to its observations; lower the actor learning rate or check the reward",
+                "responding to its observations; lower the actor learning rate or check the reward (warned once; "
+                "train/Actor_saturation keeps the record)",
                 100 * overall, self.num_timesteps, dims,
             )  # fmt: skip
 
