@@ -19,8 +19,8 @@ import ray
 from sb3_vlm._constants import RUN_CONFIG
 from sb3_vlm.distributed.learner import AsyncLearner
 from sb3_vlm.td3.policies import VLMTD3Policy
-from sb3_vlm.workflows.training import TrainSettings, build_model, make_vec_env
-from sb3_vlm.zoo import OBSERVATIONS, default_conf, load_zoo_config
+from sb3_vlm.workflows.training import TrainSettings, build_model, make_vec_env, zoo_config
+from sb3_vlm.zoo import OBSERVATIONS
 
 __all__ = ["train_async"]
 
@@ -46,18 +46,7 @@ def train_async(settings: TrainSettings, address: str | None, collectors: int, s
             raise ValueError(f"sb3-vlm train --ray-address: {name!r} is not supported with Ray collectors yet")
     if not ray.is_initialized():
         ray.init(address=address)
-    conf_file = settings.conf_file or default_conf(settings.policy)
-    cfg = load_zoo_config(conf_file, settings.env)
-    if settings.timesteps is not None:
-        cfg.n_timesteps = settings.timesteps
-    if settings.n_envs is not None:
-        cfg.n_envs = settings.n_envs
-    if settings.vlm is not None:
-        policy_kwargs = {**cfg.algo_kwargs.get("policy_kwargs", {}), "backbone": settings.vlm}
-        if settings.base_model:
-            policy_kwargs["base_model"] = settings.base_model
-        cfg.algo_kwargs["policy_kwargs"] = policy_kwargs
-    env_kwargs = {**cfg.env_kwargs, "barn_dir": settings.barn_dir, "worlds": settings.worlds}
+    conf_file, cfg, env_kwargs = zoo_config(settings)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}__ray"
     run_dir.mkdir(parents=True, exist_ok=True)

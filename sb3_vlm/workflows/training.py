@@ -144,14 +144,10 @@ def build_model(cfg: ZooConfig, env: Any, seed: int, tensorboard_log: str | None
     )
 
 
-def train(settings: TrainSettings) -> Path:
-    """Train; returns the run directory (``model.zip``, ``checkpoints/``, TensorBoard logs, ``run_config.json``)."""
-    if settings.resume is not None:
-        settings = TrainSettings.from_run(settings.resume)
-        run_dir = settings.resume
-    if settings.torch_threads > 0:
-        th.set_num_threads(settings.torch_threads)
-    conf_file = settings.conf_file or default_conf(settings.policy)
+def zoo_config(settings: TrainSettings) -> tuple[Path, ZooConfig, dict[str, Any]]:
+    """The run's zoo file, its entry with the settings' overrides (budget, envs, ``--vlm`` backbone) and the env
+    keyword arguments (worlds included)."""
+    conf_file = Path(settings.conf_file or default_conf(settings.policy))
     cfg = load_zoo_config(conf_file, settings.env)
     if settings.timesteps is not None:
         cfg.n_timesteps = settings.timesteps
@@ -163,7 +159,17 @@ def train(settings: TrainSettings) -> Path:
         cfg.algo_kwargs["policy_kwargs"] = {**cfg.algo_kwargs.get("policy_kwargs", {}), "backbone": settings.vlm}
         if settings.base_model:
             cfg.algo_kwargs["policy_kwargs"]["base_model"] = settings.base_model
-    env_kwargs = {**cfg.env_kwargs, "barn_dir": settings.barn_dir, "worlds": settings.worlds}
+    return conf_file, cfg, {**cfg.env_kwargs, "barn_dir": settings.barn_dir, "worlds": settings.worlds}
+
+
+def train(settings: TrainSettings) -> Path:
+    """Train; returns the run directory (``model.zip``, ``checkpoints/``, TensorBoard logs, ``run_config.json``)."""
+    if settings.resume is not None:
+        settings = TrainSettings.from_run(settings.resume)
+        run_dir = settings.resume
+    if settings.torch_threads > 0:
+        th.set_num_threads(settings.torch_threads)
+    conf_file, cfg, env_kwargs = zoo_config(settings)
     if settings.resume is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}"
