@@ -61,7 +61,9 @@ def skid_steer(vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([v, w_body], axis=1), -v * (v * w_body) / SLIP_STIFFNESS
 
 
-def integrate(pose: np.ndarray, vel: np.ndarray, dt: float = CONTROL_DT, lateral: np.ndarray | float = 0.0):
+def integrate(
+    pose: np.ndarray, vel: np.ndarray, dt: float = CONTROL_DT, lateral: np.ndarray | float = 0.0
+) -> np.ndarray:
     """Pose ``[N, 3]`` after ``dt`` s at constant velocity ``[N, 2]`` (exact arc), plus a lateral (robot-frame +y)
     velocity ``lateral`` (m/s, ``[N]`` or scalar) along the mid-step heading."""
     x, y, th = pose[:, 0], pose[:, 1], pose[:, 2]
