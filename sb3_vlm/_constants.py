@@ -33,3 +33,14 @@ FEATURE_DIM = 256
 # History encoder input normalisation (ImageNet statistics, FTRL §1.4).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+"""Qwen's special tokens the chat path needs (a byte-level tokenizer's ids 256..262, after the 256 bytes)."""

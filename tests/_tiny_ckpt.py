@@ -14,6 +14,7 @@ import numpy as np
 import torch as th
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from sb3_vlm._constants import QWEN_SPECIAL_TOKENS
 from sb3_vlm.model.backbone import build_tiny_model
 from sb3_vlm.model.heads import DPTHead, HistoryEncoder
 
@@ -77,15 +78,7 @@ def build_tiny_checkpoint(
     return TinyCheckpoint(path, peft_model.eval(), head.eval(), None if history is None else history.eval(), mean, std)
 
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
+SPECIAL_TOKENS = list(QWEN_SPECIAL_TOKENS)
 
 
 def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:

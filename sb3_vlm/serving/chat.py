@@ -27,18 +27,11 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
+from sb3_vlm._constants import QWEN_SPECIAL_TOKENS
+
 __all__ = ["CHAT_TEMPLATE", "ChatModel", "ChatRequestError", "add_chat_routes", "build_chat_app", "tiny_chat_model"]
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-"""Qwen's special tokens the chat path needs (the tiny tokenizer's ids 256..262, after the 256 bytes)."""
+SPECIAL_TOKENS = list(QWEN_SPECIAL_TOKENS)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
