@@ -52,6 +52,7 @@ from envs.planners.base import LocalPlanner, PlannerInput
 from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
 from envs.planners.dwa import DWAPlanner
 from envs.planners.global_planner import extract_path, navigation_function, path_costs
+from envs.recovery import CONTROLLER_PATIENCE, PLANNER_PATIENCE, RecoveryBehaviours
 from envs.worlds import CYLINDER_RADIUS, GOAL_XY, START_POSE, SUCCESS_RADIUS, World
 
 MAX_PATH = 1024
@@ -80,19 +81,6 @@ SCAN_EVERY = 10
 simulator fast, and obstacles still appear >= 1.5 m ahead of a robot at <= 2 m/s (marking starts at 2.5 m)."""
 LATENCY_TICKS = 2
 """Control ticks (0.1 s) between computing a command and the base acting on it."""
-PLANNER_PATIENCE = 5.0
-"""move_base ``planner_patience`` (s): time without a plan before the recovery behaviours run."""
-CONTROLLER_PATIENCE = 15.0
-"""move_base ``controller_patience`` (s): time without a valid command before the recovery behaviours run."""
-RESET_SQUARES = (3.0, 4 * float(np.hypot(*FOOTPRINT_HALF)))
-"""Sides (m) of the squares around the robot outside which the conservative and aggressive resets forget obstacles
-(``conservative_reset_dist`` 3.0; aggressive: 4 x the circumscribed radius)."""
-ROTATE_ACC, ROTATE_MIN_SPEED = 20.0, 0.314
-"""rotate_recovery reads the local planner's ``acc_lim_theta`` (rad/s^2) and ``min_in_place_vel_theta`` (rad/s);
-it turns at most at ``max_vel_theta`` (the action's value)."""
-ROTATE_CLEARANCE = float(np.hypot(*FOOTPRINT_HALF))
-"""rotate_recovery stops when its footprint check fails; here: when a known obstacle lies within the circle the
-padded footprint sweeps (m)."""
 RANGE_NOISE = 0.01
 """Standard deviation (m) of the laser's Gaussian range noise (Gazebo ray-sensor plugin of the Jackal's laser)."""
 SLIP_NOISE = 0.05
@@ -102,8 +90,7 @@ START_JITTER = (0.03, 0.03, 0.03)
 """Standard deviation of the start pose (m, m, rad): Gazebo's reset accepts the robot within 0.1 m of the start."""
 
 RUNNING, SUCCESS, COLLISION = 0, 1, 2
-_ROTATIONS = (1, 3)
-"""Recovery stages that rotate in place (0 and 2 reset the map); stage 4 aborts."""
+"""Episode status codes."""
 
 
 @dataclass
@@ -118,7 +105,7 @@ class StepOutcome:
     progress: np.ndarray
 
 
-class BatchSim(PlanTracking):
+class BatchSim(PlanTracking, RecoveryBehaviours):
     """N robots in N worlds.
 
     :param n: Number of robots.
@@ -308,38 +295,6 @@ class BatchSim(PlanTracking):
         for i in idx[(waited >= limit) & ~rotating & ~self.aborted[idx]]:
             self._recover(i)
         return cmd
-
-    def _rotate(self, idx: np.ndarray) -> np.ndarray:
-        """rotate_recovery's command for robots ``idx``: turn left until 2 pi is done or an obstacle is in reach."""
-        dtheta = np.abs(self.velocity[idx, 1]) * robot.CONTROL_DT
-        self.rotate_left[idx] = np.maximum(self.rotate_left[idx] - dtheta, 0.0)
-        blocked = self._known_at(idx, self.pose[idx, :2]) < ROTATE_CLEARANCE
-        self.rotate_left[idx[blocked]] = 0.0
-        done = idx[self.rotate_left[idx] == 0]
-        self.stale[done] = True  # move_base plans again after each recovery behaviour
-        self.last_valid[done] = np.minimum(self.last_valid[done], self.time[done] - CONTROLLER_PATIENCE)
-        speed = np.clip(np.sqrt(2 * ROTATE_ACC * self.rotate_left[idx]), ROTATE_MIN_SPEED, self.params[idx, 1])
-        return np.stack([np.zeros_like(speed), np.where(self.rotate_left[idx] > 0, speed, 0.0)], axis=1)
-
-    def _recover(self, i: int) -> None:
-        """Run robot ``i``'s next recovery behaviour (move_base's default list), or abort after the last."""
-        stage = self.recovery[i]
-        self.recovery[i] += 1
-        if stage in _ROTATIONS:
-            self.rotate_left[i] = 2 * np.pi
-        elif stage < 4:
-            self._forget_far(i, RESET_SQUARES[stage // 2] / 2)
-            self._replan(np.array([i]))
-        else:
-            self.aborted[i] = True
-
-    def _forget_far(self, i: int, half: float) -> None:
-        """Clear robot ``i``'s known map outside the square of half side ``half`` (m) around it."""
-        k = self.n_cylinders[i]
-        far = np.any(np.abs(self.marked[i, :k] - self.pose[i, :2]) > half, axis=1)
-        self.seen[i, :k] &= ~far
-        self._restamp(i)
-        self.stale[i] = True
 
     def _restamp(self, i: int) -> None:
         """Rebuild robot ``i``'s known map from the cylinders it still counts as seen (after some were forgotten)."""
