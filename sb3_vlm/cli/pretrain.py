@@ -1,7 +1,7 @@
 """``sb3-vlm pretrain``: FTRL's supervised stage on the embedded simulator.
 
-1. :func:`sb3_vlm.sft.labels.generate_pairs`: pairs (scene image, good DWA parameters) by short-horizon search over
-   ``--candidates`` parameter vectors every ``--horizon`` steps of ``--n-envs`` default-DWA episodes.
+1. :func:`sb3_vlm.sft.labels.generate_pairs`: pairs (scene image, good DWA parameters) by receding-horizon search
+   over ``--candidates`` parameter vectors every ``--horizon`` steps of ``--n-envs`` episodes that follow the search.
 2. :func:`sb3_vlm.sft.training.train_sft`: DPT head (+ LoRA with ``--lora``) with FTRL's weighted MSE on normalised
    labels.
 3. A checkpoint in the FTRL layout (``--out``) that ``sb3-vlm train --vlm <out>`` starts from; its
@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worlds", help="'train' (default: the 250 training worlds), 'test', 'all' or ids like 1,2,3")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rollouts, candidates and training")
     parser.add_argument("--image-size", type=image_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH (as train)")
-    parser.add_argument("--candidates", type=int, default=8, help="parameter vectors tried per state (>= 2)")
-    parser.add_argument("--horizon", type=int, default=4, help="0.5 s steps each candidate drives (4: DWA's 2 s)")
+    parser.add_argument("--candidates", type=int, default=24, help="parameter vectors tried per window (>= 2)")
+    parser.add_argument("--horizon", type=int, default=12, help="0.5 s steps of a search window (12: 6 s)")
     parser.add_argument("--n-envs", type=int, default=8, help="episodes rolled out side by side")
     parser.add_argument("--velocity-labels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
