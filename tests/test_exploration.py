@@ -9,6 +9,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
 
 import envs
+from sb3_vlm.td3.clipping import GradientClipping
 from sb3_vlm.td3.exploration import ActorSaturationMonitor, ExplorationNoiseSchedule
 from sb3_vlm.zoo import default_conf, load_zoo_config
 
@@ -76,9 +77,37 @@ def test_a_saturated_actor_is_reported(caplog):
 
 
 def test_zoo_files_carry_the_schedule_and_the_monitor():
-    for policy, end in (("applr", 0.05), ("vlm", 0.01)):
+    for policy, end, kinds in (
+        ("applr", 0.05, [ExplorationNoiseSchedule, ActorSaturationMonitor]),
+        ("vlm", 0.01, [ExplorationNoiseSchedule, GradientClipping, ActorSaturationMonitor]),  # FTRL clips at 0.5
+    ):
         cfg = load_zoo_config(default_conf(policy))
         made = cfg.callbacks()
-        assert [type(c) for c in made] == [ExplorationNoiseSchedule, ActorSaturationMonitor]
+        assert [type(c) for c in made] == kinds
         assert made[0].end == end and made[0].start is None  # starts from the file's noise_std
         assert "callback" not in cfg.algo_kwargs
+
+
+def test_gradient_clipping_bounds_every_optimizer_step_of_stock_td3():
+    model = _td3(learning_starts=16)
+    norms: list[float] = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(th.nn.utils.get_total_norm(grads)))
+
+    class ClipThenRecord(GradientClipping):
+        def _on_training_start(self) -> None:
+            super()._on_training_start()  # the clipping hooks first, then the recorders
+            for module in (self.model.policy.actor, self.model.policy.critic):
+                self._handles.append(module.optimizer.register_step_pre_hook(record))
+
+    model.learn(48, callback=ClipThenRecord(max_norm=1e-3))
+    assert len(norms) > 10 and max(norms) <= 1e-3 * (1 + 1e-4)
+    # The hooks go with the callback: a later learn without it steps unclipped.
+    norms.clear()
+    model.policy.critic.optimizer.register_step_pre_hook(record)
+    model.learn(32, reset_num_timesteps=False)
+    assert norms and max(norms) > 1e-2
+    with pytest.raises(ValueError, match="max_norm"):
+        GradientClipping(max_norm=0.0)
