@@ -169,3 +169,28 @@ def test_cli_end_to_end(tmp_path):
     assert main([*common, "--data", str(pairs_file)]) == 0
     assert not (out / "adapter_config.json").exists()
     assert main([*common, "--data", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_td3_from_a_supervised_checkpoint_starts_at_its_policy(pairs, tmp_path):
+    """The actor of ``train --vlm <sft checkpoint>`` is the supervised policy at step 0 (not a fresh random head),
+    and stays so through a save/load round trip; only its correction is polyak-averaged."""
+    data, _ = pairs
+    th.manual_seed(0)
+    extractor = make_sft_extractor((3, 56, 84), 9)
+    train_sft(extractor, data, LOSS_WEIGHTS["DWA"], SFTConfig(epochs=1, batch_size=16, progress_bar=False))
+    path = save_sft_checkpoint(extractor, tmp_path / "sft")
+    images = data.images[:6]
+    expected = DWA_PARAMS.to_unit(extractor.predict_parameters(th.from_numpy(images)).numpy()[:, :7])
+    expected = DWA_PARAMS.from_unit(np.clip(expected, -1 + 1e-3, 1 - 1e-3))  # the env's physical action space
+
+    model = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(backbone=str(path)), buffer_size=64, seed=0)
+    actions, _ = model.predict(images, deterministic=True)
+    np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)
+    head = {id(p) for p in model.policy.features_extractor.parameters()}
+    assert not any(id(p) in head for p in model.actor.parameters())  # polyak never touches the shared head
+    fresh = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(backbone=str(path), actor_prior=False), seed=0)
+    assert not np.allclose(fresh.predict(images, deterministic=True)[0], expected, rtol=1e-2)
+
+    model.save(tmp_path / "model.zip")
+    loaded = VLMTD3.load(tmp_path / "model.zip", env=image_env())
+    np.testing.assert_allclose(loaded.predict(images, deterministic=True)[0], expected, rtol=1e-4, atol=1e-4)

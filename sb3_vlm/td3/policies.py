@@ -18,10 +18,12 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.td3.policies import Actor, TD3Policy
 from torch import nn
 
+from envs.planners import PARAM_TABLES
 from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR
 from sb3_vlm.formats.checkpoint import check_state, write_checkpoint
 from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.model.extractor import VLMDPTExtractor
+from sb3_vlm.td3.prior import SupervisedPrior, has_supervised_head
 
 __all__ = ["VLMCritic", "VLMPolicy", "VLMTD3Policy"]
 
@@ -152,6 +154,9 @@ class VLMTD3Policy(TD3Policy):
     :param optimizer_class: Optimizer of actor and critic.
     :param optimizer_kwargs: Its kwargs, excluding the learning rate.
     :param n_critics: Number of Q heads.
+    :param actor_prior: With a backbone that is a supervised checkpoint (``sb3-vlm pretrain``), start the actor at
+        its policy: :class:`~sb3_vlm.td3.prior.SupervisedPrior` (False: a fresh actor, the supervised head only
+        initialises the features).
     :param vlm_kwargs: :class:`~sb3_vlm.model.config.VLMConfig` fields overriding ``vlm`` (``backbone``,
         ``freeze_vlm``, ``lora``, ``feature_cache_bytes``, ...), as flat ``policy_kwargs`` (zoo files use these). A
         ``backbone`` written by :meth:`save_pretrained` also brings its ``actor_head/`` and ``critic/``.
@@ -175,9 +180,11 @@ class VLMTD3Policy(TD3Policy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        actor_prior: bool = True,
         **vlm_kwargs: Any,
     ):
         self.vlm_config = VLMConfig.build(vlm, **vlm_kwargs)
+        self.actor_prior = actor_prior
         extractor_kwargs = {"config": self.vlm_config}
         super().__init__(
             observation_space,
@@ -229,7 +236,12 @@ class VLMTD3Policy(TD3Policy):
         if features_extractor is None:
             raise ValueError("VLMTD3Policy.make_actor needs the shared extractor, got None")
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return VLMActor(**actor_kwargs).to(self.device)
+        actor = VLMActor(**actor_kwargs)
+        if self.actor_prior and has_supervised_head(features_extractor, get_action_dim(self.action_space)):
+            table = PARAM_TABLES[self.vlm_config.planner.upper()]
+            n = get_action_dim(self.action_space)
+            actor.mu = SupervisedPrior(actor.mu, features_extractor, table.low[:n], table.high[:n])
+        return actor.to(self.device)
 
     def make_critic(self, features_extractor: VLMDPTExtractor | None = None) -> VLMCritic:
         if features_extractor is None:
@@ -268,6 +280,7 @@ class VLMTD3Policy(TD3Policy):
         for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor"):
             data.pop(key)
         data.update(self.vlm_config.to_dict())  # flat, as policy_kwargs and zoo files give them
+        data["actor_prior"] = self.actor_prior
         return data
 
     def _is_saved_key(self, key: str) -> bool:
