@@ -97,6 +97,21 @@ def test_generated_pairs_are_valid_and_differ_across_states(pairs):
     assert stats["env_steps"] >= 4 * 2 * sum(stats["chosen"])
 
 
+def test_soft_labels_weight_the_candidates_by_return(pairs):
+    """Soft labels: a huge temperature gives the library's plain mean, a tiny one a vector of the library (the best
+    one; hard labels break near-ties towards the defaults instead); the episodes (and so the images) are the same,
+    since they follow the best vector either way."""
+    hard, stats = pairs
+    kwargs = dict(worlds=WORLDS, candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
+    flat, _ = generate_pairs(40, temperature=1e9, **kwargs)
+    sharp, _ = generate_pairs(40, temperature=1e-9, **kwargs)
+    np.testing.assert_array_equal(flat.images, hard.images)
+    np.testing.assert_allclose(flat.labels[:, :7], np.tile(np.mean(stats["library"], axis=0), (40, 1)), rtol=1e-5)
+    library = np.array(stats["library"])
+    assert all(np.abs(library - row).max(axis=1).min() < 1e-5 for row in sharp.labels[:, :7])
+    assert np.mean(np.all(np.isclose(sharp.labels, hard.labels), axis=1)) > 0.5
+
+
 def test_weighted_mse_normalisation_and_split():
     pred, target = th.tensor([[1.0, 2.0]]), th.tensor([[0.0, 0.0]])
     assert float(weighted_mse(pred, target, th.tensor([1.0, 0.5]))) == pytest.approx((1 + 0.5 * 4) / 2)

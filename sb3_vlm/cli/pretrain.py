@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, default=12, help="0.5 s steps of a search window (12: 6 s)")
     parser.add_argument("--n-envs", type=int, default=8, help="episodes rolled out side by side")
     parser.add_argument("--velocity-labels", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--temperature", type=float, help="soft labels: softmax(return / T)-weighted mean of the candidates"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
     parser.add_argument("--cache-mb", type=float, default=1024, help="hidden-state cache of a frozen VLM (MiB)")
     parser.add_argument("--data", type=Path, help="train on pairs from this .npz instead of generating them")
@@ -59,7 +62,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.data is not None:
         data, data_stats = SFTDataset.load(args.data), {"source": str(args.data)}
     else:
-        passed = options(args, "barn_dir", "image_size", "candidates", "horizon", "n_envs", "velocity_labels", "seed")
+        passed = options(
+            args, "barn_dir", "image_size", "candidates", "horizon", "n_envs", "velocity_labels", "seed", "temperature"
+        )
         data, data_stats = generate_pairs(
             args.samples, worlds=parse_worlds(args.worlds), progress_bar=progress, **passed
         )

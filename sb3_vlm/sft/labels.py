@@ -96,6 +96,7 @@ def generate_pairs(
     horizon: int = 12,
     n_envs: int = 8,
     velocity_labels: bool = True,
+    temperature: float | None = None,
     seed: int = 0,
     progress_bar: bool = True,
 ) -> tuple[SFTDataset, dict[str, Any]]:
@@ -111,7 +112,10 @@ def generate_pairs(
         Latin-hypercube vectors), >= 2.
     :param horizon: Steps (0.5 s each) every candidate drives: the window of one label, >= 1.
     :param n_envs: Episodes rolled out side by side (the simulator holds ``n_envs * (K + 1)`` robots).
-    :param velocity_labels: Append the velocity after the first step of the chosen branch (FTRL's 9 outputs).
+    :param velocity_labels: Append the velocity after the state's step on the chosen branch (FTRL's 9 outputs).
+    :param temperature: None: the label is the best vector; a float ``T`` (reward units; 10 = 1 m of progress): the
+        softmax(return / T)-weighted mean of the library (soft labels: what an MSE head can fit when several
+        vectors are about as good). The episode follows the best vector either way.
     :param seed: Seed of worlds, noise and candidates.
     :param progress_bar: Show a tqdm bar.
     :return: The pairs (images ``[N, 3, H, W]`` uint8, labels ``[N, P]`` physical, episode ids) and statistics
@@ -186,10 +190,15 @@ def generate_pairs(
             if best - score.min() < TIE_TOLERANCE:
                 skipped += 1
             else:
+                if temperature is None:
+                    target = library[k].astype(np.float64)
+                else:
+                    weights = np.exp((score - best) / temperature)
+                    target = weights @ library.astype(np.float64) / weights.sum()
                 for h in range(horizon):
                     if len(labels) == n_samples or not alives[h][branch]:
                         break
-                    label = library[k].astype(np.float64)
+                    label = target
                     if velocity_labels:
                         next_velocity = np.clip(velocities[h][branch], VELOCITY_LOW, VELOCITY_HIGH)
                         label = np.concatenate([label, next_velocity])
@@ -218,6 +227,7 @@ def generate_pairs(
         "mean_return_gain_over_default": float(np.mean(gains)),
         "candidates": candidates,
         "horizon_steps": horizon,
+        "temperature": temperature,
         "env_steps": env_steps,
         "search_episodes": len(metrics),
         "search_nav_metric": float(np.mean(metrics)) if metrics else None,
