@@ -25,10 +25,10 @@ from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (FTRL layout)")
-    parser.add_argument("--samples", type=int, default=1000, help="(image, parameters) pairs to generate")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate (cosine schedule)")
+    parser.add_argument("--samples", type=int, default=6000, help="(image, parameters) pairs to generate")
+    parser.add_argument("--epochs", type=int, default=SFTConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=SFTConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=SFTConfig.lr, help="peak AdamW learning rate (cosine schedule)")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=False, help="train LoRA too")
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = rank)")
     parser.add_argument("--backbone", default=TINY, help="'tiny', a local Qwen2.5-VL dir or an FTRL checkpoint")

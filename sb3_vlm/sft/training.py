@@ -141,9 +141,9 @@ class SFTDataset:
 class SFTConfig:
     """Hyper-parameters of :func:`train_sft` (FTRL's values where they fit a CPU run, see the module docstring)."""
 
-    epochs: int = field(default=10, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=32, metadata={"help": "pairs per optimiser step (FTRL: 8)"})
-    lr: float = field(default=3e-4, metadata={"help": "peak AdamW learning rate (FTRL: 2e-5)"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per optimiser step (FTRL: 8)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (FTRL: 2e-5)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (FTRL: 0)"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of the steps with a linear warm-up"})
     label_noise_std: float = field(default=0.01, metadata={"help": "Gaussian noise on normalised labels (FTRL)"})
