@@ -14,7 +14,7 @@ from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMTD3, VLMDPTExtractor
 from sb3_vlm._constants import VELOCITY_OUTPUTS as VELOCITY_NAMES
 from sb3_vlm.cli import main
-from sb3_vlm.sft.labels import clone_slot, generate_pairs
+from sb3_vlm.sft.labels import GRID, clone_slot, generate_pairs
 from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,
@@ -44,7 +44,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def pairs():
-    return generate_pairs(40, worlds=WORLDS, candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
+    return generate_pairs(
+        40, worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False
+    )
 
 
 def synthetic(n: int, seed: int = 0) -> SFTDataset:
@@ -97,12 +99,37 @@ def test_generated_pairs_are_valid_and_differ_across_states(pairs):
     assert stats["env_steps"] >= 4 * 2 * sum(stats["chosen"])
 
 
+def test_the_grid_library_varies_speed_turning_and_inflation_only():
+    data, stats = generate_pairs(24, worlds=[1], library="grid", horizon=2, n_envs=1, seed=0, progress_bar=False)
+    library = np.array(stats["library"])
+    assert library.shape == (24, 7) and len(np.unique(library, axis=0)) == 24
+    np.testing.assert_allclose(library[0], DWA_PARAMS.default, atol=1e-6)
+    varied = [DWA_PARAMS.index(name) for name in GRID]
+    fixed = [j for j in range(7) if j not in varied]
+    np.testing.assert_allclose(data.labels[:, fixed], np.tile(DWA_PARAMS.default[fixed], (24, 1)), atol=1e-6)
+    assert set(np.round(library[:, DWA_PARAMS.index("max_vel_x")], 3)) == set(GRID["max_vel_x"])
+    with pytest.raises(ValueError, match="library"):
+        generate_pairs(4, worlds=[1], library="random", n_envs=1)
+
+
+def test_noise_replicas_score_each_candidate_under_fresh_noise():
+    kwargs = dict(worlds=[1], library="lhs", candidates=3, horizon=2, n_envs=2, seed=0, progress_bar=False)
+    one, single = generate_pairs(12, noise_replicas=1, **kwargs)
+    three, triple = generate_pairs(12, noise_replicas=3, **kwargs)
+    # Each window simulates the episode plus 3 copies of 3 candidates instead of 3 (the replay check passed inside).
+    windows = sum(triple["chosen"]) + triple["skipped_ties"]
+    assert triple["env_steps"] <= windows * 2 * 2 * (1 + 9) and triple["env_steps"] > 2 * single["env_steps"]
+    assert three.labels.shape == one.labels.shape
+    with pytest.raises(ValueError, match="noise_replicas"):
+        generate_pairs(4, noise_replicas=0, **kwargs)
+
+
 def test_soft_labels_weight_the_candidates_by_return(pairs):
     """Soft labels: a huge temperature gives the library's plain mean, a tiny one a vector of the library (the best
     one; hard labels break near-ties towards the defaults instead); the episodes (and so the images) are the same,
     since they follow the best vector either way."""
     hard, stats = pairs
-    kwargs = dict(worlds=WORLDS, candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
+    kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
     flat, _ = generate_pairs(40, temperature=1e9, **kwargs)
     sharp, _ = generate_pairs(40, temperature=1e-9, **kwargs)
     np.testing.assert_array_equal(flat.images, hard.images)
@@ -168,7 +195,8 @@ def test_checkpoint_loads_with_the_same_predictions(pairs, lora, tmp_path):
 def test_cli_end_to_end(tmp_path):
     out, pairs_file = tmp_path / "ckpt", tmp_path / "pairs.npz"
     common = ["pretrain", "--epochs", "1", "--batch-size", "8", "--no-progress-bar", "--out", str(out)]
-    args = ["--samples", "16", "--worlds", "1,2,3", "--candidates", "3", "--horizon", "1", "--n-envs", "4"]
+    args = ["--samples", "16", "--worlds", "1,2,3", "--library", "lhs", "--candidates", "3", "--horizon", "1"]
+    args += ["--n-envs", "4"]
     assert main([*common, *args, "--lora", "--lora-r", "2", "--save-data", str(pairs_file)]) == 0
     saved = json.loads((out / "sb3_vlm_config.json").read_text())
     sft = saved["sft"]

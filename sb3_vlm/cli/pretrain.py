@@ -36,10 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worlds", help="'train' (default: the 250 training worlds), 'test', 'all' or ids like 1,2,3")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rollouts, candidates and training")
     parser.add_argument("--image-size", type=image_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH (as train)")
-    parser.add_argument("--candidates", type=int, default=24, help="parameter vectors tried per window (>= 2)")
+    parser.add_argument(
+        "--library", choices=("grid", "lhs"), default="lhs", help="grid: speed x turning x inflation; lhs: random"
+    )
+    parser.add_argument("--candidates", type=int, default=24, help="vectors of the lhs library (>= 2)")
     parser.add_argument("--horizon", type=int, default=12, help="0.5 s steps of a search window (12: 6 s)")
     parser.add_argument("--n-envs", type=int, default=8, help="episodes rolled out side by side")
     parser.add_argument("--velocity-labels", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--noise-replicas", type=int, default=3, help="copies of each candidate under fresh noise (mean return)"
+    )
     parser.add_argument(
         "--temperature", type=float, help="soft labels: softmax(return / T)-weighted mean of the candidates"
     )
@@ -63,7 +69,9 @@ def run(args: argparse.Namespace) -> Path:
         data, data_stats = SFTDataset.load(args.data), {"source": str(args.data)}
     else:
         passed = options(
-            args, "barn_dir", "image_size", "candidates", "horizon", "n_envs", "velocity_labels", "seed", "temperature"
+            args,
+            *("barn_dir", "image_size", "library", "candidates", "horizon", "n_envs", "velocity_labels", "seed"),
+            *("temperature", "noise_replicas"),
         )
         data, data_stats = generate_pairs(
             args.samples, worlds=parse_worlds(args.worlds), progress_bar=progress, **passed

@@ -2,16 +2,17 @@
 
 Pairs (scene image, good DWA parameters) from episodes on training worlds, with the simulator's sensor and actuation
 noise (no two episodes alike). At the start of every window of ``horizon`` steps (0.5 s each; 12 = 6 s) the state of
-each episode is copied into ``candidates`` robot slots of the same batched simulator; slot ``k`` drives the window
-with vector ``k`` of a fixed library (the defaults and a Latin-hypercube sample of the parameter ranges, drawn once
-from the seed), and the vector with the highest FTRL reward over the window (progress to the goal, proximity penalty,
-collision -100, success +50) labels the images of every state of the chosen branch (the vector the episode drives
-there: ``horizon`` pairs per window for the same simulated steps). The episode then continues from the end of the
-chosen branch (the copies replay the episode's own noise, so that branch *is* the episode driven by the
-label): the labelled states are those a policy that follows the labels visits, not those of default DWA, whose slow
-and cautious states a fast policy never sees. The episode itself also drives the defaults during the window, like
-slot 0, and must end exactly where slot 0 does, which checks every copy. As in FTRL the labels end with the velocity
-after the state's step (``next_linear_vel``, ``next_angular_vel``) unless ``velocity_labels=False``.
+each episode is copied into ``K`` robot slots of the same batched simulator; slot ``k`` drives the window with
+vector ``k`` of a fixed library (:data:`GRID`: speed x turning rate x inflation, the rest at the defaults; or the
+defaults and a Latin-hypercube sample of every parameter's range, drawn once from the seed), and the vector with the
+highest FTRL reward over the window (progress to the goal, proximity penalty, collision -100, success +50) labels
+the images of every state of the chosen branch (the vector the episode drives there: ``horizon`` pairs per window
+for the same simulated steps). The episode then continues from the end of the chosen branch (the copies replay the
+episode's own noise, so that branch *is* the episode driven by the label): the labelled states are those a policy
+that follows the labels visits, not those of default DWA, whose slow and cautious states a fast policy never sees.
+The episode itself also drives the defaults during the window, like slot 0, and must end exactly where slot 0 does,
+which checks every copy. As in FTRL the labels end with the velocity after the state's step (``next_linear_vel``,
+``next_angular_vel``) unless ``velocity_labels=False``.
 
 Why 6 s: over 2 s (the DWA's own rollout) the fastest vector always wins, and the collision it heads into comes
 after the window; measured on the training worlds, following the search scores BARN's nav metric 0.33 with 2 s
@@ -21,6 +22,7 @@ windows and 0.42 with 6 s ones (the best constant vector: 0.32-0.37).
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 
 from envs import NavBatch
 from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW
+from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import VELOCITY_OUTPUTS
 from sb3_vlm.sft.training import SFTDataset
@@ -40,6 +43,14 @@ __all__ = ["clone_slot", "generate_pairs"]
 TIE_TOLERANCE = 0.05
 """Horizon returns within this of the best (reward units: 5 mm of progress) count as ties; ties go to the vector
 nearest the defaults, and states where every candidate ties (the choice does not matter) are skipped."""
+GRID: dict[str, tuple[float, ...]] = {
+    "max_vel_x": (0.5, 1.0, 1.5, 2.0),
+    "max_vel_theta": (1.57, 3.14),
+    "inflation_radius": (0.1, 0.3, 0.6),
+}
+"""The ``"grid"`` library: every combination of these values, the other parameters at their defaults (24 vectors, the
+defaults among them). Labels then vary only where the scene can tell (speed, turning rate, clearance); a library
+over all seven parameters labels the other four with noise (whichever random vector happened to win)."""
 MAX_EPISODE_STEPS = 100
 """Episode length cap of the rollouts (FTRL drops trajectories longer than 100 steps from its SFT data)."""
 
@@ -86,17 +97,38 @@ def _latin_hypercube(rng: np.random.Generator, k: int, dims: int) -> np.ndarray:
     return (strata + rng.uniform(size=(k, dims))) / k * 2.0 - 1.0
 
 
+def _library(kind: str, table: Any, default: np.ndarray, candidates: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``[K, P]`` candidate vectors of :func:`generate_pairs`, the defaults first."""
+    if kind == "grid":
+        vectors = [default.copy()]
+        for values in itertools.product(*GRID.values()):
+            vector = default.copy()
+            vector[[table.index(name) for name in GRID]] = values
+            if not np.allclose(vector, default):
+                vectors.append(vector)
+        return table.validate(np.stack(vectors))
+    if kind == "lhs":
+        unit = _latin_hypercube(rng, candidates, len(table))
+        unit[0] = table.to_unit(default)
+        vectors = table.validate(table.from_unit(unit))
+        vectors[0] = default
+        return vectors
+    raise ValueError(f"generate_pairs: library must be 'grid' or 'lhs', got {kind!r}")
+
+
 def generate_pairs(
     n_samples: int,
     *,
     barn_dir: str | Path | None = None,
     worlds: str | Sequence[int] | None = None,
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    library: str = "lhs",
     candidates: int = 24,
     horizon: int = 12,
     n_envs: int = 8,
     velocity_labels: bool = True,
     temperature: float | None = None,
+    noise_replicas: int = 3,
     seed: int = 0,
     progress_bar: bool = True,
 ) -> tuple[SFTDataset, dict[str, Any]]:
@@ -108,14 +140,19 @@ def generate_pairs(
     :param worlds: World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the 250 training worlds, generated
         or of ``barn_dir``).
     :param image_size: ``(height, width)`` of the scene images.
-    :param candidates: Size ``K`` of the parameter library tried from every state (the defaults + ``K - 1``
-        Latin-hypercube vectors), >= 2.
+    :param library: The ``K`` vectors tried from every state: ``"grid"`` (:data:`GRID`, ``K = 24``) or ``"lhs"``
+        (the defaults + ``candidates - 1`` Latin-hypercube vectors over every parameter's range).
+    :param candidates: ``K`` of the ``"lhs"`` library, >= 2.
     :param horizon: Steps (0.5 s each) every candidate drives: the window of one label, >= 1.
     :param n_envs: Episodes rolled out side by side (the simulator holds ``n_envs * (K + 1)`` robots).
     :param velocity_labels: Append the velocity after the state's step on the chosen branch (FTRL's 9 outputs).
     :param temperature: None: the label is the best vector; a float ``T`` (reward units; 10 = 1 m of progress): the
         softmax(return / T)-weighted mean of the library (soft labels: what an MSE head can fit when several
         vectors are about as good). The episode follows the best vector either way.
+    :param noise_replicas: ``R``: each candidate drives the window ``R`` times, the first copy with the episode's own
+        noise, the others with fresh sensor and actuation noise, and scores the mean return. With ``R = 1`` the
+        search knows the episode's future noise (it picks the fast vector that happens not to crash); ``R > 1``
+        prefers vectors that work whatever the noise, which an image policy (that cannot see the noise) can follow.
     :param seed: Seed of worlds, noise and candidates.
     :param progress_bar: Show a tqdm bar.
     :return: The pairs (images ``[N, 3, H, W]`` uint8, labels ``[N, P]`` physical, episode ids) and statistics
@@ -123,24 +160,25 @@ def generate_pairs(
         chosen vector over the defaults, the simulated ``env_steps`` of every slot, the nav metric of the episodes
         that followed the search, ``seconds``...).
     """
-    for name, value, low in (("n_samples", n_samples, 1), ("candidates", candidates, 2), ("horizon", horizon, 1)):
+    checks = (("n_samples", n_samples, 1), ("candidates", candidates, 2), ("horizon", horizon, 1))
+    for name, value, low in (*checks, ("noise_replicas", noise_replicas, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"generate_pairs: {name} must be an int >= {low}, got {value!r}")
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"generate_pairs: n_envs must be a positive int, got {n_envs!r}")
-    slots = candidates + 1
-    batch = NavBatch(n_envs * slots, barn_dir=barn_dir, worlds=worlds, max_steps=MAX_EPISODE_STEPS, noise=True)
-    table = batch.params
+    table = DWA_PARAMS
     default = table.default.astype(np.float32)
-    sources = np.arange(n_envs) * slots
-    branches = sources[:, None] + 1 + np.arange(candidates)[None, :]  # [G, K]; column 0 drives the defaults
     rng = np.random.default_rng(seed)
-    # The candidates: one fixed library for every state, so a label is a choice among K vectors and every parameter
-    # of it (not only those that mattered in that state) follows from the state.
-    unit = _latin_hypercube(rng, candidates, len(table))
-    unit[0] = table.to_unit(default)
-    library = table.validate(table.from_unit(unit))  # [K, P]: ints rounded, as the env applies them
-    library[0] = default
+    # One fixed library for every state, defaults first, so a label is a choice among K vectors.
+    vectors = _library(library, table, default, candidates, rng)  # [K, P]: ints rounded, as the env applies them
+    unit = table.to_unit(vectors)
+    candidates = len(vectors)
+    slots = candidates * noise_replicas + 1
+    batch = NavBatch(n_envs * slots, barn_dir=barn_dir, worlds=worlds, max_steps=MAX_EPISODE_STEPS, noise=True)
+    sources = np.arange(n_envs) * slots
+    # [G, R * K]: replica r of candidate k at r * K + k; column 0 drives the defaults with the episode's own noise.
+    copies = sources[:, None] + 1 + np.arange(candidates * noise_replicas)[None, :]
+    branches = copies[:, :candidates]  # replica 0: the episode's own noise
     episode = np.zeros(n_envs, dtype=np.int64)
     next_episode = 0
 
@@ -158,11 +196,13 @@ def generate_pairs(
     env_steps, metrics = 0, []
     while len(labels) < n_samples:
         for g in range(n_envs):
-            clone_slot(batch, int(sources[g]), branches[g])
+            clone_slot(batch, int(sources[g]), copies[g])
+            for d in copies[g, candidates:]:  # the other replicas: fresh sensor and actuation noise
+                batch.sim.rngs[d] = np.random.default_rng(rng.integers(2**63))
         elapsed = batch.steps[sources].copy()
-        batch.steps[branches.ravel()] = 0  # branches never time out within the window
+        batch.steps[copies.ravel()] = 0  # copies never time out within the window
         actions = np.tile(default, (batch.n, 1))
-        actions[branches] = library
+        actions[copies] = np.tile(vectors, (noise_replicas, 1))
         alive = ~batch.done
         returns = np.zeros(batch.n)
         ends: dict[int, dict[str, Any]] = {}
@@ -182,7 +222,7 @@ def generate_pairs(
                 "clone_slot misses part of the simulator state (envs changed?)"
             )
         for g in range(n_envs):
-            score = returns[branches[g]]
+            score = returns[copies[g]].reshape(noise_replicas, candidates).mean(axis=0)
             best = score.max()
             ties = np.flatnonzero(score >= best - TIE_TOLERANCE)
             k = int(ties[np.argmin(np.square(unit[ties] - unit[0]).sum(axis=1))])
@@ -191,10 +231,10 @@ def generate_pairs(
                 skipped += 1
             else:
                 if temperature is None:
-                    target = library[k].astype(np.float64)
+                    target = vectors[k].astype(np.float64)
                 else:
                     weights = np.exp((score - best) / temperature)
-                    target = weights @ library.astype(np.float64) / weights.sum()
+                    target = weights @ vectors.astype(np.float64) / weights.sum()
                 for h in range(horizon):
                     if len(labels) == n_samples or not alives[h][branch]:
                         break
@@ -222,7 +262,7 @@ def generate_pairs(
         "pairs": len(data),
         "episodes": int(len(np.unique(data.groups))),
         "skipped_ties": skipped,
-        "library": library.tolist(),
+        "library": vectors.tolist(),
         "chosen": chosen.tolist(),
         "mean_return_gain_over_default": float(np.mean(gains)),
         "candidates": candidates,
