@@ -66,6 +66,8 @@ def test_distill_command_writes_a_one_step_student(tmp_path):
     assert main(argv) == 0
     assert FlowPolicy.from_pretrained(tmp_path / "student", IMAGE_SHAPE).head.config.num_steps == 1
     assert (tmp_path / "student" / FLOW_DIR / "step_2" / "flow_head_config.json").is_file()  # --save-freq
+    assert main([*argv, "--freeze-vision-encoder"]) == 0
+    assert main([*argv, "--no-freeze-vision-encoder"]) == 2  # a clear error, nothing trained
 
 
 def test_pretrain_flow_head_is_served_by_load_policy(tmp_path):

@@ -23,10 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (cosine schedule)")
     parser.add_argument("--save-freq", type=int, default=0, help="steps between saves (0: at the end only)")
+    parser.add_argument("--freeze-vision-encoder", action=argparse.BooleanOptionalAction, default=True,
+                        help="the VLM stays frozen (the only mode: teacher and student share it)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> Path:
+    if not args.freeze_vision_encoder:
+        raise ValueError(
+            "--no-freeze-vision-encoder is not supported: teacher and student share one frozen VLM and only the flow "
+            "expert trains (train the VLM in `sb3-vlm pretrain --lora` first, then distil its expert)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = SFTDataset.load(args.data)
     teacher = FlowPolicy.from_pretrained(args.teacher, dataset.images.shape[1:])
