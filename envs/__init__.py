@@ -1,6 +1,7 @@
 """Embedded BARN-style navigation simulator. ``import envs`` registers the Gymnasium ids.
 
-* ``BarnNav-v0``: APPLR's laser observation, DWA parameters as the action (:class:`envs.nav_env.BarnNav`).
+* ``BarnNav-v0``: APPLR's laser observation, the local planner's parameters as the action (``planner="dwa"``,
+  ``"teb"``, ``"mppi"`` or ``"ddp"``; :class:`envs.nav_env.BarnNav`).
 * ``BarnNavCostmap-v0``: the same env behind :class:`envs.wrappers.CostmapObservation` (FTRL scene image).
 """
 

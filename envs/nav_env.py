@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import lidar, render, robot
-from envs.planners import PARAM_TABLES, ParamTable
+from envs.planners import ParamTable, param_table
 from envs.sim import COLLISION, RUNNING, SUCCESS, BatchSim
 from envs.worlds import SPLITS, World, barn_world_ids, check_world_id, get_world, nav_metric, split_of
 
@@ -115,7 +115,8 @@ class NavBatch:
     :param barn_dir: Directory of real BARN worlds (``world_N.world`` + ``path_files/``), or None for generated ones.
     :param worlds: World set (see :func:`resolve_world_ids`); resetting into any other world is refused, so an env
         of the ``"test"`` split never runs a training world and the reverse.
-    :param planner: Local planner name (a key of ``PARAM_TABLES``).
+    :param planner: Local planner: ``"dwa"`` (default), ``"teb"``, ``"mppi"`` or ``"ddp"`` (any case); its parameter
+        table (``envs.planners.PARAMS``) is the action space.
     :param time_step: Simulated seconds per step (0.5: FTRL; 1.0: APPLR).
     :param max_steps: Steps before a timeout (200 x 0.5 s = BARN's 100 s).
     :param reward: A preset name of ``REWARD_PRESETS`` or a :class:`RewardConfig`.
@@ -130,7 +131,7 @@ class NavBatch:
         n: int,
         barn_dir: str | Path | None = None,
         worlds: str | Sequence[int] | None = "train",
-        planner: str = "DWA",
+        planner: str = "dwa",
         time_step: float = 0.5,
         max_steps: int = 200,
         reward: str | RewardConfig = "ftrl",
@@ -139,8 +140,7 @@ class NavBatch:
         last_action_in_obs: bool = False,
         noise: bool = True,
     ) -> None:
-        if planner not in PARAM_TABLES:
-            raise ValueError(f"planner must be one of {sorted(PARAM_TABLES)}, got {planner!r}")
+        table = param_table(planner)
         if isinstance(reward, str):
             if reward not in REWARD_PRESETS:
                 raise ValueError(f"reward must be one of {sorted(REWARD_PRESETS)} or a RewardConfig, got {reward!r}")
@@ -154,8 +154,9 @@ class NavBatch:
         self.barn_dir = None if barn_dir is None else Path(barn_dir)
         self.world_ids = resolve_world_ids(worlds, barn_dir)
         self.split = "train" if worlds is None else worlds if isinstance(worlds, str) else None
-        self.params: ParamTable = PARAM_TABLES[planner]
-        self.sim = BatchSim(n, time_step=time_step, noise=noise)
+        self.params: ParamTable = table
+        self.planner = table.planner.lower()
+        self.sim = BatchSim(n, time_step=time_step, planner=self.planner, noise=noise)
         self.n, self.max_steps, self.reward_config = n, max_steps, reward
         self.laser_clip, self.goal_in_obs, self.last_action_in_obs = float(laser_clip), goal_in_obs, last_action_in_obs
         self.steps = np.zeros(n, dtype=np.int64)
@@ -298,12 +299,17 @@ class BarnNav(gym.Env):
     """
     ## Description
     A Jackal-like robot crosses a BARN world (a 4.5 m x 4.5 m field of 0.15 m cylinders) from (-2.25, 3) to the goal
-    10 m ahead, driven by move_base-style planners: a global planner on the inflated known map and a DWA local
-    planner at 20 Hz. Each step the agent sets the DWA parameters for the next ``time_step`` seconds (APPLR).
+    10 m ahead, driven by move_base-style planners: a global planner on the inflated known map and a local planner
+    (``planner``: DWA at 20 Hz, or the TEB, MPPI or DDP optimiser at 10 Hz). Each step the agent sets the local
+    planner's parameters for the next ``time_step`` seconds (APPLR, FTRL).
 
     ## Action space
-    ``Box(low, high, (7,))`` in physical units: max_vel_x, max_vel_theta, vx_samples, vtheta_samples,
-    path_distance_bias, goal_distance_bias, inflation_radius (APPLR ranges; ints are rounded here).
+    ``Box(low, high, (P,))`` in physical units, the planner's table ``envs.planners.PARAMS[planner]`` (ints are
+    rounded here): DWA (P = 7, APPLR ranges) max_vel_x, max_vel_theta, vx_samples, vtheta_samples,
+    path_distance_bias, goal_distance_bias, inflation_radius; TEB (7) max_vel_x, max_vel_x_backwards,
+    max_vel_theta, dt_ref, min_obstacle_dist, inflation_dist, inflation_radius; MPPI (8) max_vel_x, max_vel_theta,
+    nr_pairs_, nr_steps_, linear_stddev, angular_stddev, lambda, inflation_radius; DDP (6) max_vel_x,
+    max_vel_theta, nr_pairs_, distance, robot_radius, inflation_radius (FTRL's env ranges).
 
     ## Observation space
     APPLR's 721 values: 720 laser ranges (270 deg) clipped at ``laser_clip`` and scaled ``(r - clip/2) / clip``, and
@@ -318,11 +324,11 @@ class BarnNav(gym.Env):
     ``max_steps`` steps (``status == "timeout"``). ``info["nav_metric"]`` is BARN's metric at the last step.
 
     ## Arguments
-    ``gymnasium.make("BarnNav-v0", barn_dir=None, worlds="train", reward="ftrl", time_step=0.5, max_steps=200,
-    ...)``: see :class:`NavBatch`. ``reset(options={"world_id": k})`` runs world k of the env's worlds.
+    ``gymnasium.make("BarnNav-v0", planner="dwa", barn_dir=None, worlds="train", reward="ftrl", time_step=0.5,
+    max_steps=200, ...)``: see :class:`NavBatch`. ``reset(options={"world_id": k})`` runs world k of the env's worlds.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version (``planner`` selects DWA, TEB, MPPI or DDP).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}

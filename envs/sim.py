@@ -46,21 +46,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import lidar, robot
-from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0, WorldMaps, stamp_known, world_maps
+from envs.maps import KNOWN_CAP, KNOWN_SHAPE, WorldMaps, world_maps
+from envs.obstacle_layer import ObstacleLayer
 from envs.plan_tracking import PlanTracking
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.costmap import FOOTPRINT_HALF, INSCRIBED_RADIUS
-from envs.planners.dwa import DWAPlanner
+from envs.planners.registry import make_planner
 from envs.planners.global_planner import extract_path, navigation_function, path_costs
 from envs.recovery import CONTROLLER_PATIENCE, PLANNER_PATIENCE, RecoveryBehaviours
-from envs.worlds import CYLINDER_RADIUS, GOAL_XY, START_POSE, SUCCESS_RADIUS, World
+from envs.worlds import GOAL_XY, START_POSE, SUCCESS_RADIUS, World
 
 MAX_PATH = 1024
 """Plan points kept per robot (0.15 m cells: > 150 m of path)."""
 LOCAL_PATH_POINTS = 32
 """Plan points ahead of the robot handed to the local planner (~5-6 m)."""
-_STALE_AHEAD = 27
-"""Plan points ahead (>= 4 m) that a newly seen obstacle must come near to make the plan stale."""
 PLAN_MARGIN = (3.0, 2.5, 1.5)
 """Plans are first searched in the box around the robot and the goal widened by these (m): sideways, below, above.
 BARN plans go up through a 4.5 m wide field, so the box nearly always holds the optimum; else the whole map."""
@@ -69,13 +67,6 @@ MARK_ERROR = 0.05
 obstacle layer marks the 5 cm cell holding each laser hit (so the marked surface sits up to a cell off the true one),
 in the odom frame, which drifts with the skid-steer's wheel slip. Both planners plan around these marks; collisions
 are checked against the true cylinders."""
-FOOTPRINT_CLEARING = CYLINDER_RADIUS - KNOWN_RES / 2
-"""costmap_2d's obstacle layer sets the cells under the padded footprint free after marking (``footprint_clearing``,
-on by default). A known cylinder whose centre comes within this distance (m) of the padded rectangle has lost all
-but a sliver of its cells, too thin for TrajectoryPlanner's rasterised outline: it vanishes from both planners' map
-(and rotate_recovery's check) until a scan sees it from outside the footprint. The rear 90 degrees are blind."""
-OBSTACLE_RANGE = 2.5
-"""Laser returns farther than this do not mark the costmap (costmap_2d ``obstacle_range``)."""
 SCAN_EVERY = 10
 """Control ticks between laser scans (0.5 s). move_base's costmaps update at 10-20 Hz; marking at 2 Hz keeps the
 simulator fast, and obstacles still appear >= 1.5 m ahead of a robot at <= 2 m/s (marking starts at 2.5 m)."""
@@ -105,24 +96,30 @@ class StepOutcome:
     progress: np.ndarray
 
 
-class BatchSim(PlanTracking, RecoveryBehaviours):
+class BatchSim(PlanTracking, RecoveryBehaviours, ObstacleLayer):
     """N robots in N worlds.
 
     :param n: Number of robots.
     :param time_step: Simulated seconds per ``step`` (a multiple of the 0.05 s control period).
-    :param planner: Local planner (default: ``DWAPlanner()``).
+    :param planner: Local planner, or its name (``"dwa"``, ``"teb"``, ``"mppi"``, ``"ddp"``; default ``"dwa"``). Its
+        parameter table must name ``inflation_radius`` (the costmap's and global planner's) and ``max_vel_theta``
+        (rotate_recovery's top speed).
     :param noise: Laser, actuation and start-pose noise (see the module docstring); ``False`` makes every episode
         a deterministic function of its world and parameters.
     """
 
-    def __init__(self, n: int, time_step: float = 0.5, planner: LocalPlanner | None = None, noise: bool = True) -> None:
+    def __init__(
+        self, n: int, time_step: float = 0.5, planner: LocalPlanner | str = "dwa", noise: bool = True
+    ) -> None:
         ticks = time_step / robot.CONTROL_DT
         if n < 1:
             raise ValueError(f"BatchSim needs at least one robot, got n={n}")
         if time_step <= 0 or abs(ticks - round(ticks)) > 1e-6:
             raise ValueError(f"time_step must be a positive multiple of {robot.CONTROL_DT} s, got {time_step}")
         self.n, self.time_step, self.ticks, self.noise = n, time_step, int(round(ticks)), noise
-        self.planner = planner or DWAPlanner()
+        self.planner = make_planner(planner) if isinstance(planner, str) else planner
+        self.inflation_col = self.planner.params.index("inflation_radius")
+        self.turn_col = self.planner.params.index("max_vel_theta")
         self.pose = np.zeros((n, 3), dtype=np.float32)
         self.velocity = np.zeros((n, 2), dtype=np.float32)  # body (v, w): what odometry and the IMU report
         self.wheels = np.zeros((n, 2), dtype=np.float32)  # (v, w) the wheels track, before the skid-steer's slip
@@ -296,76 +293,11 @@ class BatchSim(PlanTracking, RecoveryBehaviours):
             self._recover(i)
         return cmd
 
-    def _restamp(self, i: int) -> None:
-        """Rebuild robot ``i``'s known map from the cylinders it still counts as seen (after some were forgotten)."""
-        self._clearance[i] = np.nan
-        self.known_dist[i] = KNOWN_CAP
-        self.known_id[i] = -1
-        keep = np.flatnonzero(self.seen[i, : self.n_cylinders[i]])
-        stamp_known(self.known_dist, self.known_id, np.full(keep.size, i), self.marked[i, keep], keep)
-
-    def _known_at(self, idx: np.ndarray, xy: np.ndarray) -> np.ndarray:
-        """Known-obstacle distance (m) at points ``[len(idx), 2]`` of robots ``idx``."""
-        ix = np.clip(((xy[:, 0] - X0) / KNOWN_RES).astype(np.int64), 0, KNOWN_SHAPE[1] - 1)
-        iy = np.clip(((xy[:, 1] - Y0) / KNOWN_RES).astype(np.int64), 0, KNOWN_SHAPE[0] - 1)
-        return self.known_dist[idx, iy, ix]
-
-    def _scan(self, idx: np.ndarray, k: int) -> None:
-        """Laser scan ``k`` of this step for robots ``idx``; mark newly seen cylinders into their known maps."""
-        if idx.size == 0:
-            return
-        ranges, hit = lidar.scan(self.pose[idx], self.cylinders[idx])
-        ranges += self._range_noise[idx, min(k, self._scans_per_step - 1)]
-        self.ranges[idx] = ranges
-        # Footprint clearing: marked, then wiped where they lie under the padded footprint.
-        under = self._under_footprint(idx)
-        for i in idx[np.any(under & self.seen[idx], axis=1)]:
-            self.seen[i] &= ~under[np.searchsorted(idx, i)]
-            self._restamp(i)
-        row, beam = np.nonzero(ranges <= OBSTACLE_RANGE)
-        robots, cyl = idx[row], hit[row, beam]
-        new = ~self.seen[robots, cyl] & ~under[row, cyl]
-        if not new.any():
-            return
-        key = np.unique(robots[new] * self.seen.shape[1] + cyl[new])
-        robots, cyl = np.divmod(key, self.seen.shape[1])
-        self.seen[robots, cyl] = True
-        self._clearance[robots] = np.nan
-        centres = self.marked[robots, cyl]
-        stamp_known(self.known_dist, self.known_id, robots, centres, cyl)
-        # Stale plans: a new obstacle within the inflated reach of the next ~4 m of plan.
-        ahead = self.path_start[robots, None] + np.arange(_STALE_AHEAD)[None, :]
-        ahead = np.minimum(ahead, self.path_len[robots, None] - 1)
-        pts = self.path[robots[:, None], ahead]
-        reach = np.maximum(self.params[robots, 6], INSCRIBED_RADIUS) + CYLINDER_RADIUS
-        dx, dy = pts[..., 0] - centres[:, 0, None], pts[..., 1] - centres[:, 1, None]
-        near = (dx * dx + dy * dy).min(axis=1) < reach**2
-        self.stale[robots[near]] = True
-
-    def _under_footprint(self, idx: np.ndarray) -> np.ndarray:
-        """Which cylinders ``[len(idx), K]`` of robots ``idx`` the obstacle layer's footprint clearing wipes: those
-        whose centre lies within ``FOOTPRINT_CLEARING`` of the padded footprint rectangle."""
-        dx = self.marked[idx, :, 0] - self.pose[idx, 0, None]
-        dy = self.marked[idx, :, 1] - self.pose[idx, 1, None]
-        c, s = np.cos(self.pose[idx, 2])[:, None], np.sin(self.pose[idx, 2])[:, None]
-        qx = np.maximum(np.abs(c * dx + s * dy) - FOOTPRINT_HALF[0], 0.0)
-        qy = np.maximum(np.abs(c * dy - s * dx) - FOOTPRINT_HALF[1], 0.0)
-        return qx * qx + qy * qy < FOOTPRINT_CLEARING**2
-
     def _planner_input(self, idx: np.ndarray) -> PlannerInput:
         local_goal, final = self._local_goal(idx)
         closest, last = self.path_start[idx], self.path_len[idx] - 1
         take = np.minimum(closest[:, None] + np.arange(LOCAL_PATH_POINTS)[None, :], last[:, None])
         local_path = self.path[idx[:, None], take]
-        # Nearest seen cylinder: measured after each scan, then lowered by the distance moved since (a bound).
-        fresh = idx[np.isnan(self._clearance[idx, 0])]
-        if fresh.size:
-            c = self.marked[fresh]
-            dx, dy = c[..., 0] - self.pose[fresh, 0, None], c[..., 1] - self.pose[fresh, 1, None]
-            nearest = np.sqrt(np.where(self.seen[fresh], dx * dx + dy * dy, np.inf).min(axis=1)) - CYLINDER_RADIUS
-            self._clearance[fresh] = np.stack([nearest, self.pose[fresh, 0], self.pose[fresh, 1]], axis=1)
-        at = self._clearance[idx]
-        clearance = at[:, 0] - np.hypot(self.pose[idx, 0] - at[:, 1], self.pose[idx, 1] - at[:, 2])
         return PlannerInput(
             self.pose[idx],
             self.velocity[idx],
@@ -377,7 +309,7 @@ class BatchSim(PlanTracking, RecoveryBehaviours):
             local_path,
             local_goal,
             final,
-            clearance.astype(np.float32),
+            self._nearest_clearance(idx),
         )
 
     def _replan(self, idx: np.ndarray) -> None:
@@ -391,7 +323,7 @@ class BatchSim(PlanTracking, RecoveryBehaviours):
             return
         closest = self._closest(idx)
         off_path = np.hypot(*(self.path[idx, closest] - self.pose[idx, :2]).T) > 1.0
-        moved = np.abs(self.params[idx, 6] - self.planned_inflation[idx]) > 0.05
+        moved = np.abs(self.params[idx, self.inflation_col] - self.planned_inflation[idx]) > 0.05
         for i in idx[self.stale[idx] | off_path | moved | ~self.has_plan[idx]]:
             if self.aborted[i]:
                 continue
@@ -405,7 +337,7 @@ class BatchSim(PlanTracking, RecoveryBehaviours):
             self.path_len[i] = len(path)
             self.path_start[i] = 0
             self._goal_at[i] = -1
-            self.planned_inflation[i] = self.params[i, 6]
+            self.planned_inflation[i] = self.params[i, self.inflation_col]
             self.stale[i] = False
             if not self.has_plan[i]:
                 self.has_plan[i] = True
@@ -419,7 +351,7 @@ class BatchSim(PlanTracking, RecoveryBehaviours):
         is still passable, stopped just beyond its cost on the new map (which bounds the new plan's); the whole map
         is searched only if those miss the robot.
         """
-        start, goal, infl = self.pose[i, :2], self.goal[i], float(self.params[i, 6])
+        start, goal, infl = self.pose[i, :2], self.goal[i], float(self.params[i, self.inflation_col])
         (x0, y0), (x1, y1) = np.minimum(start, goal), np.maximum(start, goal)
         box = (x0 - PLAN_MARGIN[0], x1 + PLAN_MARGIN[0], y0 - PLAN_MARGIN[1], y1 + PLAN_MARGIN[2])
         limits = [np.inf]

@@ -26,7 +26,7 @@ class BarnNavVecEnv(VecEnv):
     :param observation: ``"laser"`` (APPLR vector) or ``"costmap"`` (FTRL scene image).
     :param image_size: ``(height, width)`` of the costmap image.
     :param velocity: With ``"costmap"``: Dict observation with the robot velocity.
-    :param kwargs: :class:`envs.nav_env.NavBatch` arguments (``barn_dir``, ``worlds``, ``reward``, ...).
+    :param kwargs: :class:`envs.nav_env.NavBatch` arguments (``planner``, ``barn_dir``, ``worlds``, ``reward``, ...).
     """
 
     def __init__(

@@ -58,3 +58,58 @@ class LocalPlanner(ABC):
 
     def reset(self, i: int) -> None:  # noqa: B027 - optional hook, stateless planners need nothing
         """Forget any per-robot state kept for world slot ``i`` (a new episode starts there)."""
+
+
+class PeriodicPlanner(LocalPlanner):
+    """A local planner that optimises every ``period`` control ticks and holds its command in between (the
+    optimisers run at 10 Hz inside move_base's 20 Hz loop), with per-slot state grown on demand.
+
+    Subclasses implement :meth:`plan` (commands of the robots due) and may keep per-slot arrays (e.g. warm starts)
+    listed in ``slot_state`` (attribute name -> trailing shape), reset to NaN with the slot.
+
+    :param period: Control ticks between optimisations.
+    """
+
+    slot_state: dict[str, tuple[int, ...]] = {}
+
+    def __init__(self, period: int = 2) -> None:
+        if period < 1:
+            raise ValueError(f"{type(self).__name__}: period must be >= 1 control tick, got {period}")
+        self.period = period
+        self._tick = np.zeros(0, dtype=np.int64)
+        self._command = np.zeros((0, 2), dtype=np.float32)
+        for name, shape in self.slot_state.items():
+            setattr(self, name, np.full((0, *shape), np.nan, dtype=np.float32))
+
+    @abstractmethod
+    def plan(self, state: PlannerInput) -> np.ndarray:
+        """Commands ``[N, 2]`` (v m/s, w rad/s; NaN rows: no valid command) of the robots of ``state``."""
+
+    def compute_velocity(self, state: PlannerInput) -> np.ndarray:
+        self._grow(len(state.known_dist))
+        slot = state.env
+        due = (self._tick[slot] % self.period == 0) | np.isnan(self._command[slot, 0])
+        if due.any():
+            rows = np.flatnonzero(due)
+            self._command[slot[rows]] = self.plan(state.rows(rows) if len(rows) < len(slot) else state)
+        self._tick[slot] += 1
+        return self._command[slot].copy()
+
+    def reset(self, i: int) -> None:
+        """Forget slot ``i``'s command, tick count and warm start."""
+        if i < len(self._tick):
+            self._tick[i] = 0
+            self._command[i] = np.nan
+            for name in self.slot_state:
+                getattr(self, name)[i] = np.nan
+
+    def _grow(self, n: int) -> None:
+        old = len(self._tick)
+        if n <= old:
+            return
+        self._tick = np.concatenate([self._tick, np.zeros(n - old, dtype=np.int64)])
+        self._command = np.concatenate([self._command, np.full((n - old, 2), np.nan, dtype=np.float32)])
+        for name, shape in self.slot_state.items():
+            grown = np.full((n, *shape), np.nan, dtype=np.float32)
+            grown[:old] = getattr(self, name)
+            setattr(self, name, grown)

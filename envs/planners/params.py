@@ -1,7 +1,11 @@
 """Planner parameter tables: names, physical ranges, defaults, integer flags.
 
 One table per planner; every conversion between the policy's [-1, 1] action and physical units goes through it.
-Ranges and defaults of DWA are APPLR's (ros_jackal ``RANGE_DICT``).
+Ranges and defaults of DWA are APPLR's (ros_jackal ``RANGE_DICT``). TEB, MPPI and DDP follow FTRL (ftrl_reference
+§4.4): names and order of the SFT/server tables, ranges of the env ``RANGE_DICT`` ("env" columns), defaults the RL
+yaml's ``param_init`` clipped into those ranges (FTRL's TEB ``dt_ref`` 0.5 and MPPI stddevs 0.2 lie outside them),
+except ``max_vel_x``: 0.5 m/s, the DWA's move_base default, not FTRL's 1.5 (at 1.5 m/s every planner collides in
+about half the test worlds of the simulator, as the DWA does in Gazebo at full speed: see ``benchmarks/fidelity_barn.py``).
 """
 
 from __future__ import annotations
@@ -126,5 +130,57 @@ DWA_PARAMS = ParamTable(
 )
 """APPLR's 7 DWA parameters (ros_jackal ``RANGE_DICT`` ranges, move_base defaults)."""
 
-PARAM_TABLES: dict[str, ParamTable] = {"DWA": DWA_PARAMS}
-"""Parameter table per planner name (upper case)."""
+TEB_PARAMS = ParamTable(
+    planner="TEB",
+    specs=(
+        ParamSpec("max_vel_x", 0.2, 2.0, 0.5, unit="m/s"),
+        ParamSpec("max_vel_x_backwards", 0.1, 0.7, 0.5, unit="m/s"),
+        ParamSpec("max_vel_theta", 0.314, 3.14, 3.0, unit="rad/s"),
+        ParamSpec("dt_ref", 0.1, 0.35, 0.35, unit="s"),
+        ParamSpec("min_obstacle_dist", 0.05, 0.2, 0.2, unit="m"),
+        ParamSpec("inflation_dist", 0.01, 0.2, 0.2, unit="m"),
+        ParamSpec("inflation_radius", 0.1, 0.6, 0.25, unit="m"),
+    ),
+)
+"""FTRL's 7 TEB parameters (teb_local_planner names)."""
+
+MPPI_PARAMS = ParamTable(
+    planner="MPPI",
+    specs=(
+        ParamSpec("max_vel_x", -0.5, 2.0, 0.5, unit="m/s"),
+        ParamSpec("max_vel_theta", 0.314, 3.14, 3.0, unit="rad/s"),
+        ParamSpec("nr_pairs_", 400, 800, 600, is_int=True),
+        ParamSpec("nr_steps_", 20, 40, 20, is_int=True),
+        ParamSpec("linear_stddev", 0.05, 0.15, 0.15, unit="m/s"),
+        ParamSpec("angular_stddev", 0.02, 0.15, 0.15, unit="rad/s"),
+        ParamSpec("lambda", 0.5, 5.0, 1.0),
+        ParamSpec("inflation_radius", 0.1, 0.6, 0.25, unit="m"),
+    ),
+)
+"""FTRL's 8 MPPI parameters (samples ``nr_pairs_`` x steps ``nr_steps_``, noise, temperature)."""
+
+DDP_PARAMS = ParamTable(
+    planner="DDP",
+    specs=(
+        ParamSpec("max_vel_x", 0.0, 2.0, 0.5, unit="m/s"),
+        ParamSpec("max_vel_theta", 0.314, 3.14, 3.0, unit="rad/s"),
+        ParamSpec("nr_pairs_", 400, 800, 600, is_int=True),
+        ParamSpec("distance", 0.01, 0.4, 0.1, unit="m"),
+        ParamSpec("robot_radius", 0.01, 0.15, 0.02, unit="m"),
+        ParamSpec("inflation_radius", 0.1, 0.6, 0.25, unit="m"),
+    ),
+)
+"""FTRL's 6 DDP parameters (FTRL's DDP collection is the coherent one, ftrl_reference §5.5)."""
+
+PARAMS: dict[str, ParamTable] = {"dwa": DWA_PARAMS, "teb": TEB_PARAMS, "mppi": MPPI_PARAMS, "ddp": DDP_PARAMS}
+"""Parameter table per planner name as ``gym.make(..., planner=...)`` takes it (lower case)."""
+PARAM_TABLES: dict[str, ParamTable] = {table.planner: table for table in PARAMS.values()}
+"""Parameter table per upper-case planner name, the FTRL server's ``algorithm`` field (``"DWA"``, ``"DDP"``, ...)."""
+
+
+def param_table(planner: str) -> ParamTable:
+    """The table of ``planner`` (any case: ``"ddp"``, ``"DDP"``); ``ValueError`` naming the known ones otherwise."""
+    table = PARAMS.get(str(planner).lower())
+    if table is None:
+        raise ValueError(f"planner must be one of {sorted(PARAMS)} (any case), got {planner!r}")
+    return table

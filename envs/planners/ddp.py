@@ -1,0 +1,199 @@
+"""Vectorised DDP local planner: an iLQR (differential dynamic programming with Gauss-Newton cost Hessians)
+trajectory optimiser over the unicycle, driven by FTRL's 6 DDP parameters.
+
+State ``(x, y, heading)``, control ``(v, w)``, ``HORIZON`` steps of ``STEP`` s. Stage cost:
+``W_REF |p - ref_t|^2 + W_OBS max(0, distance + robot_radius - d)^2 + W_TURN w^2`` with ``ref_t`` the plan point
+``max_vel_x * t`` ahead along the local plan (so tracking it asks for full speed) and ``d`` the clearance of the
+hull from the nearest known cylinder (the costmap's marks). As in FTRL's sampling DDP, ``nr_pairs_`` constant
+``(v, w)`` pairs over the velocity window are scored with the same cost and the best (or the previous solution,
+shifted, if cheaper) initialises ``ITERATIONS`` iLQR iterations (backward pass, then a line search over the
+step size), controls clipped to the limits. A solution whose hull comes closer than ``robot_radius`` to a known
+obstacle is no valid command (move_base then stops and recovers). ``inflation_radius`` is the costmap's (global
+plan) and weighs the cell cost under the centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from envs import robot
+from envs.planners.base import PeriodicPlanner, PlannerInput
+from envs.planners.kernels import HULL_CIRCLES, centre_cost, path_arclength, point_at, project, body_clearance, unicycle
+from envs.planners.params import DDP_PARAMS
+
+STEP, HORIZON = 0.1, 15
+"""Step (s) and number of steps of the optimised control sequence (1.5 s)."""
+ITERATIONS = 2
+"""iLQR iterations per optimisation (warm-started, so few are needed)."""
+W_REF, W_OBS, W_TURN, W_COST = 1.0, 200.0, 0.02, 0.5
+"""Cost weights: plan tracking (/m^2), obstacle margin (/m^2), turning (/(rad/s)^2), costmap cell cost."""
+_ALPHAS = (1.0, 0.5, 0.25, 0.1)
+
+
+@njit(cache=True, nogil=True)
+def _project(u, v0, w0, lim):
+    """Clip controls ``u [H, 2]`` in place to the velocity limits ``lim`` (v low, v high, |w| high) and to the
+    base's acceleration limits from the measured velocity ``(v0, w0)``."""
+    dv, dw = robot.ACC_LINEAR * STEP, robot.ACC_ANGULAR * STEP
+    v, w = v0, w0
+    for t in range(u.shape[0]):
+        v = min(max(u[t, 0], v - dv, lim[0]), v + dv, lim[1])
+        w = min(max(u[t, 1], w - dw, -lim[2]), w + dw, lim[2])
+        u[t, 0], u[t, 1] = v, w
+
+
+@njit(cache=True, nogil=True)
+def _stage(known_dist, known_id, cylinders, s, x, y, th, w, rx, ry, margin, inflation):
+    """Stage cost and its position gradient ``(gx, gy)`` and obstacle Gauss-Newton direction ``(ox, oy)``."""
+    d, gx, gy = body_clearance(known_dist, known_id, cylinders, s, x, y, th, HULL_CIRCLES)
+    ex, ey = x - rx, y - ry
+    cost = W_REF * (ex * ex + ey * ey) + W_TURN * w * w + W_COST * centre_cost(known_dist, s, x, y, inflation)
+    hinge = max(margin - d, 0.0)
+    cost += W_OBS * hinge * hinge
+    # d(hinge^2)/dp = -2 hinge grad(d)
+    return cost, 2 * W_REF * ex - 2 * W_OBS * hinge * gx, 2 * W_REF * ey - 2 * W_OBS * hinge * gy, hinge, gx, gy, d
+
+
+@njit(cache=True, nogil=True)
+def _cost(known_dist, known_id, cylinders, s, pose, u, ref, margin, inflation):
+    """Total cost of controls ``u [H, 2]`` from ``pose`` and the least hull clearance (m) along the rollout."""
+    x, y, th = pose[0], pose[1], pose[2]
+    total, least = 0.0, np.inf
+    for t in range(u.shape[0]):
+        x, y, th = unicycle(x, y, th, u[t, 0], u[t, 1], STEP)
+        c, _, _, _, _, _, d = _stage(known_dist, known_id, cylinders, s, x, y, th, u[t, 1], ref[t, 0], ref[t, 1],
+                                     margin, inflation)  # fmt: skip
+        total += c
+        least = min(least, d)
+    return total, least
+
+
+@njit(cache=True, nogil=True)
+def _ilqr_step(known_dist, known_id, cylinders, s, pose, vel, u, ref, margin, inflation, lim):
+    """One iLQR iteration on ``u [H, 2]`` (in place when it lowers the cost); returns the cost."""
+    h = u.shape[0]
+    xs = np.empty((h + 1, 3))
+    xs[0] = pose
+    for t in range(h):
+        xs[t + 1, 0], xs[t + 1, 1], xs[t + 1, 2] = unicycle(xs[t, 0], xs[t, 1], xs[t, 2], u[t, 0], u[t, 1], STEP)
+    vx, vxx = np.zeros(3), np.zeros((3, 3))
+    kff, kfb = np.zeros((h, 2)), np.zeros((h, 2, 3))
+    fx, fu = np.eye(3), np.zeros((3, 2))
+    for t in range(h - 1, -1, -1):
+        x, y, th = xs[t + 1]
+        _, lx, ly, hinge, ox, oy, _ = _stage(known_dist, known_id, cylinders, s, x, y, th, u[t, 1], ref[t, 0],
+                                             ref[t, 1], margin, inflation)  # fmt: skip
+        # The cost of step t is a function of x_{t+1} = f(x_t, u_t): fold it into V before differentiating f.
+        vx[0] += lx
+        vx[1] += ly
+        vxx[0, 0] += 2 * W_REF
+        vxx[1, 1] += 2 * W_REF
+        if hinge > 0:
+            vxx[0, 0] += 2 * W_OBS * ox * ox
+            vxx[0, 1] += 2 * W_OBS * ox * oy
+            vxx[1, 0] += 2 * W_OBS * ox * oy
+            vxx[1, 1] += 2 * W_OBS * oy * oy
+        th0, v, w = xs[t, 2], u[t, 0], u[t, 1]
+        mid = th0 + 0.5 * w * STEP
+        c, sn = np.cos(mid), np.sin(mid)
+        fx[0, 2], fx[1, 2] = -v * STEP * sn, v * STEP * c
+        fu[0, 0], fu[1, 0], fu[2, 0] = STEP * c, STEP * sn, 0.0
+        fu[0, 1], fu[1, 1], fu[2, 1] = -0.5 * v * STEP * STEP * sn, 0.5 * v * STEP * STEP * c, STEP
+        qx, qu = fx.T @ vx, fu.T @ vx
+        qu[1] += 2 * W_TURN * w
+        qxx, quu, qux = fx.T @ vxx @ fx, fu.T @ vxx @ fu, fu.T @ vxx @ fx
+        quu[0, 0] += 1e-3
+        quu[1, 1] += 2 * W_TURN + 1e-3
+        det = quu[0, 0] * quu[1, 1] - quu[0, 1] * quu[1, 0]
+        inv = np.array([[quu[1, 1], -quu[0, 1]], [-quu[1, 0], quu[0, 0]]]) / det
+        kff[t] = -inv @ qu
+        kfb[t] = -inv @ qux
+        vx = qx + kfb[t].T @ quu @ kff[t] + kfb[t].T @ qu + qux.T @ kff[t]
+        vxx = qxx + kfb[t].T @ quu @ kfb[t] + kfb[t].T @ qux + qux.T @ kfb[t]
+        vxx = 0.5 * (vxx + vxx.T)
+    base, _ = _cost(known_dist, known_id, cylinders, s, pose, u, ref, margin, inflation)
+    trial = np.empty_like(u)
+    for alpha in _ALPHAS:
+        x = pose.copy()
+        for t in range(h):
+            du = alpha * kff[t] + kfb[t] @ (x - xs[t])
+            trial[t, 0], trial[t, 1] = u[t, 0] + du[0], u[t, 1] + du[1]
+            x[0], x[1], x[2] = unicycle(x[0], x[1], x[2], trial[t, 0], trial[t, 1], STEP)
+        _project(trial, vel[0], vel[1], lim)
+        cost, _ = _cost(known_dist, known_id, cylinders, s, pose, trial, ref, margin, inflation)
+        if cost < base:
+            u[:] = trial
+            return cost
+    return base
+
+
+@njit(cache=True, nogil=True)
+def ddp_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path, warm):
+    """Commands ``[N, 2]`` (NaN rows: no valid command); updates the warm start ``warm [N, HORIZON, 2]`` in place.
+
+    Per robot ``[N, ...]``: world slot ``env``, ``pose`` (m, rad), measured ``velocity`` (m/s, rad/s), DDP
+    ``params`` (physical), local ``path``
+    ``[N, KP, 2]`` (m). ``warm`` rows with NaN have no previous solution.
+    """
+    n = pose.shape[0]
+    out = np.full((n, 2), np.nan, dtype=np.float32)
+    for r in range(n):
+        s = env[r]
+        max_v, max_w, pairs = params[r, 0], params[r, 1], int(params[r, 2])
+        margin, pad, inflation = params[r, 3] + params[r, 4], params[r, 4], params[r, 5]
+        lim = np.array([0.0, max_v, max_w])
+        arc = path_arclength(path[r])
+        along = project(path[r], arc, pose[r, 0], pose[r, 1])
+        ref = np.empty((HORIZON, 2))
+        for t in range(HORIZON):
+            ref[t, 0], ref[t, 1], _ = point_at(path[r], arc, along + max_v * STEP * (t + 1))
+        # Initial guess: the cheapest of the nr_pairs_ constant (v, w) pairs (a 2-D low-discrepancy set over the
+        # window) and the previous solution shifted by one optimisation period.
+        best = np.empty((HORIZON, 2))
+        best_cost = np.inf
+        trial = np.empty((HORIZON, 2))
+        for k in range(pairs + 1):
+            if k == pairs:
+                if np.isnan(warm[r, 0, 0]):
+                    break
+                trial[:] = warm[r]
+            else:
+                trial[:, 0] = max_v * ((k + 0.5) / pairs)
+                trial[:, 1] = max_w * (2.0 * ((k * 0.6180339887498949) % 1.0) - 1.0)
+            _project(trial, velocity[r, 0], velocity[r, 1], lim)
+            cost, _ = _cost(known_dist, known_id, cylinders, s, pose[r], trial, ref, margin, inflation)
+            if cost < best_cost:
+                best_cost = cost
+                best[:] = trial
+        for _ in range(ITERATIONS):
+            _ilqr_step(known_dist, known_id, cylinders, s, pose[r], velocity[r], best, ref, margin, inflation, lim)
+        _, least = _cost(known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation)
+        if least < pad:
+            warm[r] = np.nan
+            continue
+        out[r, 0], out[r, 1] = best[0, 0], best[0, 1]
+        warm[r, :-1] = best[1:]
+        warm[r, -1] = best[-1]
+    return out
+
+
+class DDPPlanner(PeriodicPlanner):
+    """DDP (iLQR) driven by FTRL's 6 parameters (``DDP_PARAMS`` order: ``max_vel_x, max_vel_theta, nr_pairs_,
+    distance, robot_radius, inflation_radius``); see the module docstring.
+
+    :param period: Control ticks between optimisations (2: 10 Hz).
+    """
+
+    params = DDP_PARAMS
+    slot_state = {"_warm": (HORIZON, 2)}
+
+    def plan(self, state: PlannerInput) -> np.ndarray:
+        slot = state.env
+        warm = self._warm[slot].astype(np.float64)
+        cmd = ddp_plan(
+            state.known_dist, state.known_id, state.cylinders, slot, state.pose.astype(np.float64),
+            state.velocity.astype(np.float64), state.params.astype(np.float64), state.local_path.astype(np.float64), warm,
+        )  # fmt: skip
+        self._warm[slot] = warm
+        return cmd
