@@ -5,8 +5,8 @@ State ``(x, y, heading)``, control ``(v, w)``, ``HORIZON`` steps of ``STEP`` s. 
 ``W_REF |p - ref_t|^2 + W_OBS max(0, distance + robot_radius - d)^2 + W_TURN w^2`` with ``ref_t`` the plan point
 ``max_vel_x * t`` ahead along the local plan (so tracking it asks for full speed) and ``d`` the clearance of the
 hull from the nearest known cylinder (the costmap's marks). As in FTRL's sampling DDP, ``nr_pairs_`` constant
-``(v, w)`` pairs over the velocity window are scored with the same cost and the best (or the previous solution,
-shifted, if cheaper) initialises ``ITERATIONS`` iLQR iterations (backward pass, then a line search over the
+``(v, w)`` pairs over the velocity window are scored with the same cost (exact arcs, every ``PAIR_STRIDE``-th step);
+the best, acceleration-limited, or the previous solution shifted if cheaper, initialises ``ITERATIONS`` iLQR iterations (backward pass, then a line search over the
 step size), controls clipped to the limits. A solution whose hull comes closer than ``robot_radius`` to a known
 obstacle is no valid command (move_base then stops and recovers). ``inflation_radius`` is the costmap's (global
 plan) and weighs the cell cost under the centre.
@@ -28,6 +28,8 @@ ITERATIONS = 2
 """iLQR iterations per optimisation (warm-started, so few are needed)."""
 W_REF, W_OBS, W_TURN, W_COST = 1.0, 200.0, 0.02, 0.5
 """Cost weights: plan tracking (/m^2), obstacle margin (/m^2), turning (/(rad/s)^2), costmap cell cost."""
+PAIR_STRIDE = 5
+"""The initial pairs are scored on every fifth step (0.5 s apart) of their rollouts."""
 _ALPHAS = (1.0, 0.5, 0.25, 0.1)
 
 
@@ -67,6 +69,25 @@ def _cost(known_dist, known_id, cylinders, s, pose, u, ref, margin, inflation):
         total += c
         least = min(least, d)
     return total, least
+
+
+@njit(cache=True, nogil=True)
+def _pair_cost(known_dist, known_id, cylinders, s, pose, v, w, ref, margin, inflation):
+    """Cost of holding ``(v, w)`` over the horizon from ``pose`` (exact arcs), the stage costs of every
+    ``PAIR_STRIDE``-th step only, times ``PAIR_STRIDE``."""
+    total = 0.0
+    x0, y0, th0 = pose[0], pose[1], pose[2]
+    for t in range(PAIR_STRIDE - 1, HORIZON, PAIR_STRIDE):
+        tt = (t + 1) * STEP
+        if abs(w) < 1e-6:
+            x, y = x0 + v * tt * np.cos(th0), y0 + v * tt * np.sin(th0)
+        else:
+            x = x0 + v / w * (np.sin(th0 + w * tt) - np.sin(th0))
+            y = y0 - v / w * (np.cos(th0 + w * tt) - np.cos(th0))
+        th = th0 + w * tt
+        c = _stage(known_dist, known_id, cylinders, s, x, y, th, w, ref[t, 0], ref[t, 1], margin, inflation)[0]
+        total += PAIR_STRIDE * c
+    return total
 
 
 @njit(cache=True, nogil=True)
@@ -151,20 +172,21 @@ def ddp_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path,
         # Initial guess: the cheapest of the nr_pairs_ constant (v, w) pairs (a 2-D low-discrepancy set over the
         # window) and the previous solution shifted by one optimisation period.
         best = np.empty((HORIZON, 2))
-        best_cost = np.inf
-        trial = np.empty((HORIZON, 2))
-        for k in range(pairs + 1):
-            if k == pairs:
-                if np.isnan(warm[r, 0, 0]):
-                    break
-                trial[:] = warm[r]
-            else:
-                trial[:, 0] = max_v * ((k + 0.5) / pairs)
-                trial[:, 1] = max_w * (2.0 * ((k * 0.6180339887498949) % 1.0) - 1.0)
-            _project(trial, velocity[r, 0], velocity[r, 1], lim)
-            cost, _ = _cost(known_dist, known_id, cylinders, s, pose[r], trial, ref, margin, inflation)
+        best_cost, best_pair = np.inf, 0
+        for k in range(pairs):
+            v, w = max_v * ((k + 0.5) / pairs), max_w * (2.0 * ((k * 0.6180339887498949) % 1.0) - 1.0)
+            cost = _pair_cost(known_dist, known_id, cylinders, s, pose[r], v, w, ref, margin, inflation)
             if cost < best_cost:
-                best_cost = cost
+                best_cost, best_pair = cost, k
+        best[:, 0] = max_v * ((best_pair + 0.5) / pairs)
+        best[:, 1] = max_w * (2.0 * ((best_pair * 0.6180339887498949) % 1.0) - 1.0)
+        _project(best, velocity[r, 0], velocity[r, 1], lim)
+        if not np.isnan(warm[r, 0, 0]):
+            trial = warm[r].copy()
+            _project(trial, velocity[r, 0], velocity[r, 1], lim)
+            if _cost(known_dist, known_id, cylinders, s, pose[r], trial, ref, margin, inflation)[0] < _cost(
+                known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation
+            )[0]:
                 best[:] = trial
         for _ in range(ITERATIONS):
             _ilqr_step(known_dist, known_id, cylinders, s, pose[r], velocity[r], best, ref, margin, inflation, lim)

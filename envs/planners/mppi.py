@@ -38,6 +38,8 @@ from envs.planners.params import MPPI_PARAMS
 
 STEP = 0.1
 """Duration (s) of one step of the sampled control sequences."""
+STRIDE = 2
+"""Rollouts are checked and costed every ``STRIDE`` steps (0.2 s: 10 cm at the default speed) and at their end."""
 COLLIDE = 1e4
 """Cost of a rollout whose padded footprint touches a known obstacle."""
 WEIGHTS = (20.0, 10.0, 5.0, 10.0)
@@ -51,17 +53,20 @@ _MAX_STEPS = int(MPPI_PARAMS.high[MPPI_PARAMS.index("nr_steps_")])
 
 
 @njit(cache=True, nogil=True)
-def _rollout(known_dist, known_id, cylinders, s, x, y, th, seq, steps, path, goal, inflation, check_only):
-    """Cost of the control sequence ``seq [steps, 2]`` from ``(x, y, th)`` (``COLLIDE`` or more if it touches);
-    ``goal``: the horizon's goal ``(x, y)``."""
+def _rollout(known_dist, known_id, cylinders, s, x, y, th, seq, steps, path, tangent, goal, inflation, check_only):
+    """Cost of the control sequence ``seq [steps, 2]`` from ``(x, y, th)`` (``COLLIDE`` or more if it touches),
+    its costs taken every ``STRIDE`` steps; ``tangent [KP, 2]``: unit direction of the plan at each point, ``goal``:
+    the horizon's goal ``(x, y)``."""
     cost, j, last = 0.0, 0, path.shape[0] - 1
     for t in range(steps):
         x, y, th = unicycle(x, y, th, seq[t, 0], seq[t, 1], STEP)
+        if (t + 1) % STRIDE != 0 and t != steps - 1:
+            continue
         if body_clearance(known_dist, known_id, cylinders, s, x, y, th, PADDED_CIRCLES)[0] < 0.0:
             cost += COLLIDE
             if check_only:
                 return cost
-        cost += WEIGHTS[0] * STEP * centre_cost(known_dist, s, x, y, inflation)
+        cost += WEIGHTS[0] * STRIDE * STEP * centre_cost(known_dist, s, x, y, inflation)
         # Nearest plan point: the rollout moves along the plan, so the search only moves forward.
         d = np.hypot(path[j, 0] - x, path[j, 1] - y)
         while j < last:
@@ -69,9 +74,8 @@ def _rollout(known_dist, known_id, cylinders, s, x, y, th, seq, steps, path, goa
             if nxt > d:
                 break
             j, d = j + 1, nxt
-        k = min(j + 1, last)
-        along = np.arctan2(path[k, 1] - path[k - 1, 1], path[k, 0] - path[k - 1, 0]) if k > 0 else th
-        cost += STEP * (WEIGHTS[1] * d + WEIGHTS[2] * (1.0 - np.cos(th - along)))
+        misalign = 1.0 - np.cos(th) * tangent[j, 0] - np.sin(th) * tangent[j, 1]
+        cost += STRIDE * STEP * (WEIGHTS[1] * d + WEIGHTS[2] * misalign)
     return cost + WEIGHTS[3] * np.hypot(goal[0] - x, goal[1] - y)
 
 
@@ -92,6 +96,14 @@ def mppi_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path
         sig_v, sig_w, lam, inflation = params[r, 4], params[r, 5], params[r, 6], params[r, 7]
         v_lo, v_hi = min(0.0, max_v), max(0.0, max_v)
         arc = path_arclength(path[r])
+        tangent = np.zeros((path.shape[1], 2))
+        for k in range(path.shape[1] - 1):
+            seg = arc[k + 1] - arc[k]
+            if seg > 1e-9:
+                tangent[k] = (path[r, k + 1] - path[r, k]) / seg
+            elif k > 0:
+                tangent[k] = tangent[k - 1]
+        tangent[-1] = tangent[-2]
         goal = np.empty(2)
         reach = project(path[r], arc, pose[r, 0], pose[r, 1]) + max(abs(max_v), 0.2) * steps * STEP
         goal[0], goal[1], _ = point_at(path[r], arc, reach)
@@ -114,7 +126,7 @@ def mppi_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path
                 seqs[k, t, 0], seqs[k, t, 1] = v, w
             costs[k] = _rollout(
                 known_dist, known_id, cylinders, s, pose[r, 0], pose[r, 1], pose[r, 2], seqs[k], steps, path[r],
-                goal, inflation, False,
+                tangent, goal, inflation, False,
             )  # fmt: skip
         best = np.argmin(costs)
         if costs[best] >= COLLIDE:
@@ -126,7 +138,7 @@ def mppi_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path
             new += weights[k] * seqs[k]
         new /= weights.sum()
         x, y, th = pose[r, 0], pose[r, 1], pose[r, 2]
-        if _rollout(known_dist, known_id, cylinders, s, x, y, th, new, steps, path[r], goal, inflation, True) >= COLLIDE:
+        if _rollout(known_dist, known_id, cylinders, s, x, y, th, new, steps, path[r], tangent, goal, inflation, True) >= COLLIDE:
             new[:] = seqs[best]
         out[r, 0], out[r, 1] = new[0, 0], new[0, 1]
         mean[r, : steps - 1] = new[1:]

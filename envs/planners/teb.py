@@ -1,20 +1,22 @@
 """Vectorised TEB local planner (timed elastic band) driven by FTRL's 7 TEB parameters.
 
-The band: poses ``P_0 .. P_n`` (``P_0`` the robot, ``P_n`` the plan point ``LOOKAHEAD`` m ahead, both fixed) and
-time intervals ``dT_0 .. dT_{n-1}``, initialised along the local plan with ``n`` such that segments take about
-``dt_ref`` s at ``max_vel_x`` (at most ``MAX_SEGMENTS``). Each optimisation runs ``ITERATIONS`` Levenberg-Marquardt
+The band: poses ``P_0 .. P_n`` (``P_0`` the robot, ``P_n`` a plan point ahead, both fixed) and time intervals
+``dT_0 .. dT_{n-1}``, initialised along the local plan with segments that take ``dt_ref`` s at ``max_vel_x``: at
+most ``MAX_SEGMENTS`` of them, so the band reaches ``min(LOOKAHEAD, MAX_SEGMENTS * max_vel_x * dt_ref)`` m ahead. Each optimisation runs ``ITERATIONS`` Levenberg-Marquardt
 iterations (Jacobian by finite differences) on teb_local_planner's soft terms with its default weights:
 
 - non-holonomic kinematics (``weight_kinematics_nh`` 1000) and forward drive (``weight_kinematics_forward_drive``);
 - speed above ``max_vel_x`` forwards, ``max_vel_x_backwards`` backwards (``weight_max_vel_x`` 2), turn rate above
-  ``max_vel_theta`` (``weight_max_vel_theta``), acceleration above the base's (``weight_acc_lim_x``);
+  ``max_vel_theta`` (``weight_max_vel_theta``), linear and angular acceleration above the base's, from the
+  measured velocity on (``weight_acc_lim_x``, ``weight_acc_lim_theta``);
 - time optimality, ``dT`` (``weight_optimaltime``);
 - obstacles: hull clearance (from the costmap's marks) below ``min_obstacle_dist`` (``weight_obstacle`` 50) and
   below ``inflation_dist`` (``weight_inflation`` 0.1: active only when it exceeds ``min_obstacle_dist``).
 
 The command is the first segment's velocity and turn rate (clipped to the limits). As teb_local_planner's
-feasibility check, the first two segments, interpolated, must keep the hull off every known obstacle; otherwise
-there is no valid command (move_base stops and recovers). ``inflation_radius`` is the costmap's (global plan).
+feasibility check, the first two segments, interpolated, must keep the hull ``FEASIBILITY_MARGIN`` off every known obstacle; otherwise
+there is no valid command (move_base stops and recovers); so also when the command's own arc, held for
+``COMMAND_CHECK`` s, would touch one. ``inflation_radius`` is the costmap's (global plan).
 """
 
 from __future__ import annotations
@@ -24,50 +26,101 @@ from numba import njit
 
 from envs import robot
 from envs.planners.base import PeriodicPlanner, PlannerInput
-from envs.planners.kernels import HULL_CIRCLES, body_clearance, path_arclength, point_at, project, wrap
+from envs.planners.kernels import HULL_CIRCLES, body_clearance, path_arclength, point_at, project, unicycle, wrap
 from envs.planners.params import TEB_PARAMS
 
 LOOKAHEAD = 3.0
 """teb ``max_global_plan_lookahead_dist`` (m): the band ends at the plan point this far ahead."""
-MAX_SEGMENTS = 10
+MAX_SEGMENTS = 12
 """Most band segments (teb resizes the band to ``dt_ref``; a cap keeps the optimisation small)."""
-ITERATIONS = 3
+ITERATIONS = 6
 """Levenberg-Marquardt iterations per optimisation."""
 WEIGHTS = np.sqrt(np.array([1000.0, 2.0, 1.0, 1.0, 1.0, 1.0, 50.0, 0.1]))
 """Square roots of teb's weights: nh kinematics, max_vel_x, max_vel_theta, optimal time, forward drive,
-acceleration, obstacle, inflation."""
+acceleration (linear and angular), obstacle, inflation."""
+FEASIBILITY_MARGIN = 0.0
+"""Hull clearance (m) the feasibility check demands of the known obstacles."""
+COMMAND_CHECK = 0.5
+"""Time (s) the command's own arc is checked for: latency and braking at the base's deceleration."""
 _CHECK_SPACING = 0.1
 """Spacing (m, rad / 4) of the interpolated poses of the feasibility check."""
 
 
+_BLOCK = 9
+"""Residuals per band segment: 7 motion terms and the 2 obstacle terms of its end pose."""
+
+
 @njit(cache=True, nogil=True)
-def _residuals(z, n, start, end, v0, lim, known_dist, known_id, cylinders, s, out):
-    """teb's weighted errors of band ``z`` (free poses ``3 (n - 1)`` then ``n`` time intervals) into ``out``."""
+def _pose(z, n, start, end, i):
+    """Pose ``i`` (0: the robot, ``n``: the band's end) of band ``z``."""
+    if i == 0:
+        return start[0], start[1], start[2]
+    if i == n:
+        return end[0], end[1], end[2]
+    return z[3 * i - 3], z[3 * i - 2], z[3 * i - 1]
+
+
+@njit(cache=True, nogil=True)
+def _motion(z, n, start, end, i, v0, w0):
+    """Speed (m/s, signed along the heading), turn rate (rad/s), the advance (m) and ``dT`` of segment ``i``
+    (segment -1: the measured velocity ``v0, w0``)."""
+    if i < 0:
+        return v0, w0, 0.0, -1.0
+    xa, ya, ta = _pose(z, n, start, end, i)
+    xb, yb, tb = _pose(z, n, start, end, i + 1)
+    dt = max(z[3 * (n - 1) + i], 1e-3)
+    ahead = (xb - xa) * np.cos(ta) + (yb - ya) * np.sin(ta)
+    return ahead / dt, wrap(tb - ta) / dt, ahead, dt
+
+
+@njit(cache=True, nogil=True)
+def _block(z, n, start, end, i, vel0, lim, known_dist, known_id, cylinders, s, out):
+    """teb's weighted errors of band segment ``i`` into ``out [_BLOCK]`` (band ``z``: free poses ``3 (n - 1)``, then
+    ``n`` time intervals)."""
     max_v, max_back, max_w, min_obst, infl = lim[0], lim[1], lim[2], lim[3], lim[4]
-    k = 0
-    v_prev, dt_prev = v0, -1.0
+    xa, ya, ta = _pose(z, n, start, end, i)
+    xb, yb, tb = _pose(z, n, start, end, i + 1)
+    v, w, ahead, dt = _motion(z, n, start, end, i, vel0[0], vel0[1])
+    v_prev, w_prev, _, dt_prev = _motion(z, n, start, end, i - 1, vel0[0], vel0[1])
+    dx, dy = xb - xa, yb - ya
+    out[0] = WEIGHTS[0] * ((np.cos(ta) + np.cos(tb)) * dy - (np.sin(ta) + np.sin(tb)) * dx)
+    out[1] = WEIGHTS[1] * (max(v - max_v, 0.0) if v >= 0 else max(-v - max_back, 0.0))
+    out[2] = WEIGHTS[2] * max(abs(w) - max_w, 0.0)
+    out[3] = WEIGHTS[3] * dt
+    out[4] = WEIGHTS[4] * max(-ahead, 0.0)
+    mean_dt = 0.5 * (dt + (dt if dt_prev < 0 else dt_prev))
+    out[5] = WEIGHTS[5] * max(abs(v - v_prev) / mean_dt - robot.ACC_LINEAR, 0.0)
+    out[6] = WEIGHTS[5] * max(abs(w - w_prev) / mean_dt - robot.ACC_ANGULAR, 0.0)
+    if i < n - 1:
+        d = body_clearance(known_dist, known_id, cylinders, s, xb, yb, tb, HULL_CIRCLES)[0]
+        out[7] = WEIGHTS[6] * max(min_obst - d, 0.0)
+        out[8] = WEIGHTS[7] * max(infl - d, 0.0)
+    else:
+        out[7] = out[8] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _residuals(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, out):
+    """All ``n`` segment blocks of band ``z`` into ``out [n * _BLOCK]``."""
     for i in range(n):
-        xa, ya, ta = (start[0], start[1], start[2]) if i == 0 else (z[3 * i - 3], z[3 * i - 2], z[3 * i - 1])
-        xb, yb, tb = (end[0], end[1], end[2]) if i == n - 1 else (z[3 * i], z[3 * i + 1], z[3 * i + 2])
-        dt = max(z[3 * (n - 1) + i], 1e-3)
-        dx, dy = xb - xa, yb - ya
-        ca, sa, cb, sb = np.cos(ta), np.sin(ta), np.cos(tb), np.sin(tb)
-        ahead = dx * ca + dy * sa
-        v = ahead / dt
-        out[k] = WEIGHTS[0] * ((ca + cb) * dy - (sa + sb) * dx)
-        out[k + 1] = WEIGHTS[1] * (max(v - max_v, 0.0) if v >= 0 else max(-v - max_back, 0.0))
-        out[k + 2] = WEIGHTS[2] * max(abs(wrap(tb - ta)) / dt - max_w, 0.0)
-        out[k + 3] = WEIGHTS[3] * dt
-        out[k + 4] = WEIGHTS[4] * max(-ahead, 0.0)
-        mean_dt = 0.5 * (dt + (dt if dt_prev < 0 else dt_prev))
-        out[k + 5] = WEIGHTS[5] * max(abs(v - v_prev) / mean_dt - robot.ACC_LINEAR, 0.0)
-        v_prev, dt_prev = v, dt
-        k += 6
-        if i < n - 1:
-            d = body_clearance(known_dist, known_id, cylinders, s, xb, yb, tb, HULL_CIRCLES)[0]
-            out[k] = WEIGHTS[6] * max(min_obst - d, 0.0)
-            out[k + 1] = WEIGHTS[7] * max(infl - d, 0.0)
-            k += 2
+        _block(z, n, start, end, i, vel0, lim, known_dist, known_id, cylinders, s, out[i * _BLOCK : (i + 1) * _BLOCK])
+
+
+@njit(cache=True, nogil=True)
+def _jacobian(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, res, jac):
+    """Forward-difference Jacobian ``jac [n * _BLOCK, len(z)]`` of the residuals ``res`` at ``z``: a variable of pose
+    ``p`` moves the blocks of segments ``p - 1 .. p + 1``, an interval ``dT_i`` those of ``i, i + 1``."""
+    jac[:] = 0.0
+    block = np.empty(_BLOCK)
+    free = 3 * (n - 1)
+    for j in range(z.shape[0]):
+        lo, hi = (j // 3, j // 3 + 3) if j < free else (j - free, j - free + 2)
+        keep = z[j]
+        z[j] = keep + 1e-4
+        for i in range(lo, min(hi, n)):
+            _block(z, n, start, end, i, vel0, lim, known_dist, known_id, cylinders, s, block)
+            jac[i * _BLOCK : (i + 1) * _BLOCK, j] = (block - res[i * _BLOCK : (i + 1) * _BLOCK]) / 1e-4
+        z[j] = keep
 
 
 @njit(cache=True, nogil=True)
@@ -81,7 +134,7 @@ def _feasible(known_dist, known_id, cylinders, s, start, z, n) -> bool:
             f = j / steps
             th = ta + f * wrap(tb - ta)
             xf, yf = xa + f * (xb - xa), ya + f * (yb - ya)
-            if body_clearance(known_dist, known_id, cylinders, s, xf, yf, th, HULL_CIRCLES)[0] < 0.0:
+            if body_clearance(known_dist, known_id, cylinders, s, xf, yf, th, HULL_CIRCLES)[0] < FEASIBILITY_MARGIN:
                 return False
         xa, ya, ta = xb, yb, tb
     return True
@@ -102,8 +155,8 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
         lim = np.array([max_v, params[r, 1], params[r, 2], params[r, 4], params[r, 5]])
         arc = path_arclength(path[r])
         along = project(path[r], arc, pose[r, 0], pose[r, 1])
-        length = max(min(LOOKAHEAD, arc[-1] - along), 1e-2)
-        n = min(max(int(np.ceil(length / (max_v * dt_ref))), 2), MAX_SEGMENTS)
+        length = max(min(LOOKAHEAD, MAX_SEGMENTS * max_v * dt_ref, arc[-1] - along), 1e-2)
+        n = min(max(int(np.ceil(length / (max_v * dt_ref) - 1e-6)), 2), MAX_SEGMENTS)
         start = pose[r]
         end = np.empty(3)
         end[0], end[1], end[2] = point_at(path[r], arc, along + length)
@@ -114,19 +167,13 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
             z[3 * i - 1] = start[2] + wrap(z[3 * i - 1] - start[2])
         end[2] = start[2] + wrap(end[2] - start[2])
         z[3 * (n - 1) :] = max(length / n / max_v, 1e-2)
-        n_res = 8 * n - 2
-        res, trial_res = np.empty(n_res), np.empty(n_res)
-        jac = np.empty((n_res, m))
-        _residuals(z, n, start, end, velocity[r, 0], lim, known_dist, known_id, cylinders, s, res)
+        vel0 = velocity[r]
+        res, trial_res = np.empty(n * _BLOCK), np.empty(n * _BLOCK)
+        jac = np.empty((n * _BLOCK, m))
+        _residuals(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, res)
         cost, damping = res @ res, 1e-2
         for _ in range(ITERATIONS):
-            for j in range(m):
-                h = 1e-4
-                keep = z[j]
-                z[j] = keep + h
-                _residuals(z, n, start, end, velocity[r, 0], lim, known_dist, known_id, cylinders, s, trial_res)
-                jac[:, j] = (trial_res - res) / h
-                z[j] = keep
+            _jacobian(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, res, jac)
             jtj, jtr = jac.T @ jac, jac.T @ res
             for _attempt in range(4):
                 a = jtj.copy()
@@ -135,7 +182,7 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
                 trial = z - np.linalg.solve(a, jtr)
                 for j in range(3 * (n - 1), m):
                     trial[j] = max(trial[j], 1e-2)
-                _residuals(trial, n, start, end, velocity[r, 0], lim, known_dist, known_id, cylinders, s, trial_res)
+                _residuals(trial, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, trial_res)
                 trial_cost = trial_res @ trial_res
                 if trial_cost < cost:
                     z[:], res[:], cost = trial, trial_res, trial_cost
@@ -147,8 +194,16 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
         x1, y1, t1 = (z[0], z[1], z[2]) if n > 1 else (end[0], end[1], end[2])
         dt = z[3 * (n - 1)]
         v = ((x1 - start[0]) * np.cos(start[2]) + (y1 - start[1]) * np.sin(start[2])) / dt
-        out[r, 0] = min(max(v, -lim[1]), max_v)
-        out[r, 1] = min(max(wrap(t1 - start[2]) / dt, -lim[2]), lim[2])
+        v = min(max(v, -lim[1]), max_v)
+        w = min(max(wrap(t1 - start[2]) / dt, -lim[2]), lim[2])
+        # The command itself, held for COMMAND_CHECK s, must keep the hull off the known obstacles too.
+        x, y, th = start[0], start[1], start[2]
+        for _ in range(int(COMMAND_CHECK / 0.05)):
+            x, y, th = unicycle(x, y, th, v, w, 0.05)
+            if body_clearance(known_dist, known_id, cylinders, s, x, y, th, HULL_CIRCLES)[0] < FEASIBILITY_MARGIN:
+                v = np.nan
+                break
+        out[r, 0], out[r, 1] = v, w
     return out
 
 
