@@ -11,9 +11,13 @@ would. Episode (world w, run r) has the same noise seed for every setting.
 Reported per setting: success / collision / timeout rates, mean time of the successful runs (s), mean BARN navigation
 metric with its 95 % interval (t interval over per-world means), and simulated env-steps/s (CPU time of the run).
 
+``--planners teb mppi ddp`` adds each of those planners' defaults (key ``planner_defaults``: the same figures per
+planner, same worlds and seeds; no published Gazebo figures exist for them).
+
 Prints one JSON line. Usage::
 
     python benchmarks/fidelity_barn.py --barn-dir /path/to/worlds/BARN [--runs 10] [--constant-grid] [--worlds test]
+        [--planners teb mppi ddp] [--settings default]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from envs.planners.params import DWA_PARAMS
+from envs.planners.params import DWA_PARAMS, PARAMS, ParamTable
 from envs.sim import COLLISION, RUNNING, SUCCESS, BatchSim
 from envs.worlds import SPLITS, load_barn_world, nav_metric
 
@@ -54,18 +58,25 @@ def grid_settings() -> dict[str, dict[str, float]]:
 
 
 def run_episodes(
-    worlds: dict, settings: dict[str, dict[str, float]], runs: int, batch: int, noise: bool, seed: int
+    worlds: dict,
+    settings: dict[str, dict[str, float]],
+    runs: int,
+    batch: int,
+    noise: bool,
+    seed: int,
+    table: ParamTable = DWA_PARAMS,
 ) -> tuple[list[tuple[str, int, int, float]], float, int]:
-    """Every (setting, world, run) episode; ``[(setting, world id, status, time)]``, CPU seconds and env steps."""
+    """Every (setting, world, run) episode of ``table``'s planner; ``[(setting, world id, status, time)]``, CPU
+    seconds and env steps."""
     params = {}
     for name, overrides in settings.items():
-        params[name] = DWA_PARAMS.default.copy()
+        params[name] = table.default.copy()
         for key, value in overrides.items():
-            params[name][DWA_PARAMS.index(key)] = value
+            params[name][table.index(key)] = value
     episodes = [(s, w, r) for s in settings for r in range(runs) for w in worlds]
-    sim = BatchSim(min(batch, len(episodes)), noise=noise)
+    sim = BatchSim(min(batch, len(episodes)), planner=table.planner.lower(), noise=noise)
     slot: list[tuple[str, int, int] | None] = [None] * sim.n
-    table = np.tile(DWA_PARAMS.default, (sim.n, 1))
+    params_now = np.tile(table.default, (sim.n, 1))
     queue = iter(episodes)
     results: list[tuple[str, int, int, float]] = []
 
@@ -74,7 +85,7 @@ def run_episodes(
         if slot[i] is not None:
             name, world, run = slot[i]
             sim.reset(i, worlds[world], seed=seed * 1_000_000 + world * 1_000 + run)
-            table[i] = params[name]
+            params_now[i] = params[name]
 
     for i in range(sim.n):
         start(i)
@@ -82,7 +93,7 @@ def run_episodes(
     while any(e is not None for e in slot):
         active = np.array([e is not None for e in slot])
         steps += int((active & (sim.status == RUNNING)).sum())
-        sim.step(table)
+        sim.step(params_now)
         for i in np.flatnonzero(active & ((sim.status != RUNNING) | (sim.time >= TIMEOUT - 1e-3))):
             results.append((slot[i][0], slot[i][1], int(sim.status[i]), float(sim.time[i])))
             start(i)
@@ -128,6 +139,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--constant-grid", action="store_true", help="also run the 24-constant grid")
     parser.add_argument("--grid-runs", type=int, default=2, help="runs per world of each grid constant")
+    parser.add_argument("--planners", nargs="*", default=[], choices=[p for p in PARAMS if p != "dwa"],
+                        help="also run these planners' defaults")  # fmt: skip
     args = parser.parse_args()
     worlds = {i: load_barn_world(args.barn_dir, i) for i in SPLITS[args.worlds]}
     noise = not args.no_noise
@@ -151,7 +164,16 @@ def main() -> None:
             "oracle_nav_metric": round(float(oracle.mean()), 4),
             "all": {name: g["nav_metric"] for name, g in grid.items()},
         }
-    for summary in report.values():
+    if args.planners:
+        report["planner_defaults"] = {}
+        for planner in args.planners:
+            planner_results, planner_cpu, planner_steps = run_episodes(
+                worlds, {"default": {}}, args.runs, args.batch, noise, args.seed, PARAMS[planner]
+            )
+            summary = summarise(planner_results, worlds)["default"]
+            summary["env_steps_per_s_cpu"] = round(planner_steps / planner_cpu, 1)
+            report["planner_defaults"][planner] = summary
+    for summary in [*report.values(), *report.get("planner_defaults", {}).values()]:
         summary.pop("per_world", None)
     print(
         json.dumps(

@@ -1,8 +1,9 @@
 """Vectorised TEB local planner (timed elastic band) driven by FTRL's 7 TEB parameters.
 
-The band: poses ``P_0 .. P_n`` (``P_0`` the robot, ``P_n`` a plan point ahead, both fixed) and time intervals
-``dT_0 .. dT_{n-1}``, initialised along the local plan with segments that take ``dt_ref`` s at ``max_vel_x``: at
-most ``MAX_SEGMENTS`` of them, so the band reaches ``min(LOOKAHEAD, MAX_SEGMENTS * max_vel_x * dt_ref)`` m ahead. Each optimisation runs ``ITERATIONS`` Levenberg-Marquardt
+The band: poses ``P_0 .. P_n`` (``P_0`` the robot, ``P_n`` the plan point ``LOOKAHEAD`` m ahead, both fixed) and
+time intervals ``dT_0 .. dT_{n-1}``, initialised along the local plan with segments that take ``dt_ref`` s at
+``max_vel_x`` (teb's band resolution), at most ``MAX_SEGMENTS`` of them: ``dt_ref`` acts where
+``LOOKAHEAD / (max_vel_x * dt_ref) < MAX_SEGMENTS``, i.e. above ~0.5 m/s. Each optimisation runs ``ITERATIONS`` Levenberg-Marquardt
 iterations (Jacobian by finite differences) on teb_local_planner's soft terms with its default weights:
 
 - non-holonomic kinematics (``weight_kinematics_nh`` 1000) and forward drive (``weight_kinematics_forward_drive``);
@@ -15,8 +16,8 @@ iterations (Jacobian by finite differences) on teb_local_planner's soft terms wi
 
 The command is the first segment's velocity and turn rate (clipped to the limits). As teb_local_planner's
 feasibility check, the first two segments, interpolated, must keep the hull ``FEASIBILITY_MARGIN`` off every known obstacle; otherwise
-there is no valid command (move_base stops and recovers); so also when the command's own arc, held for
-``COMMAND_CHECK`` s, would touch one. ``inflation_radius`` is the costmap's (global plan).
+there is no valid command (move_base stops and recovers). The command's own arc, held for ``COMMAND_CHECK`` s,
+must keep clear too: else it is tried at half the speed, then turning in place, before giving up. ``inflation_radius`` is the costmap's (global plan).
 """
 
 from __future__ import annotations
@@ -141,6 +142,17 @@ def _feasible(known_dist, known_id, cylinders, s, start, z, n) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def _arc_clear(known_dist, known_id, cylinders, s, start, v, w) -> bool:
+    """Whether holding ``(v, w)`` for ``COMMAND_CHECK`` s from ``start`` keeps the hull off the known obstacles."""
+    x, y, th = start[0], start[1], start[2]
+    for _ in range(int(round(COMMAND_CHECK / 0.05))):
+        x, y, th = unicycle(x, y, th, v, w, 0.05)
+        if body_clearance(known_dist, known_id, cylinders, s, x, y, th, HULL_CIRCLES)[0] < FEASIBILITY_MARGIN:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path):
     """Commands ``[N, 2]`` (NaN rows: the band is infeasible).
 
@@ -155,7 +167,7 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
         lim = np.array([max_v, params[r, 1], params[r, 2], params[r, 4], params[r, 5]])
         arc = path_arclength(path[r])
         along = project(path[r], arc, pose[r, 0], pose[r, 1])
-        length = max(min(LOOKAHEAD, MAX_SEGMENTS * max_v * dt_ref, arc[-1] - along), 1e-2)
+        length = max(min(LOOKAHEAD, arc[-1] - along), 1e-2)
         n = min(max(int(np.ceil(length / (max_v * dt_ref) - 1e-6)), 2), MAX_SEGMENTS)
         start = pose[r]
         end = np.empty(3)
@@ -196,13 +208,14 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
         v = ((x1 - start[0]) * np.cos(start[2]) + (y1 - start[1]) * np.sin(start[2])) / dt
         v = min(max(v, -lim[1]), max_v)
         w = min(max(wrap(t1 - start[2]) / dt, -lim[2]), lim[2])
-        # The command itself, held for COMMAND_CHECK s, must keep the hull off the known obstacles too.
-        x, y, th = start[0], start[1], start[2]
-        for _ in range(int(COMMAND_CHECK / 0.05)):
-            x, y, th = unicycle(x, y, th, v, w, 0.05)
-            if body_clearance(known_dist, known_id, cylinders, s, x, y, th, HULL_CIRCLES)[0] < FEASIBILITY_MARGIN:
-                v = np.nan
+        # The command itself, held for COMMAND_CHECK s, must keep the hull off the known obstacles too; if it does
+        # not, at half the speed, then turning in place (teb's fallback when its trajectory is infeasible).
+        for scale in (1.0, 0.5, 0.0):
+            if _arc_clear(known_dist, known_id, cylinders, s, start, scale * v, w):
+                v *= scale
                 break
+        else:
+            v = np.nan
         out[r, 0], out[r, 1] = v, w
     return out
 
