@@ -27,7 +27,7 @@ from numba import njit
 
 from envs import robot
 from envs.planners.base import PeriodicPlanner, PlannerInput
-from envs.planners.kernels import HULL_CIRCLES, body_clearance, path_arclength, point_at, project, unicycle, wrap
+from envs.planners.kernels import HULL_CIRCLES, PADDED_CIRCLES, body_clearance, path_arclength, point_at, project, unicycle, wrap
 from envs.planners.params import TEB_PARAMS
 
 LOOKAHEAD = 3.0
@@ -93,7 +93,7 @@ def _block(z, n, start, end, i, vel0, lim, known_dist, known_id, cylinders, s, o
     out[5] = WEIGHTS[5] * max(abs(v - v_prev) / mean_dt - robot.ACC_LINEAR, 0.0)
     out[6] = WEIGHTS[5] * max(abs(w - w_prev) / mean_dt - robot.ACC_ANGULAR, 0.0)
     if i < n - 1:
-        d = body_clearance(known_dist, known_id, cylinders, s, xb, yb, tb, HULL_CIRCLES)[0]
+        d = body_clearance(known_dist, known_id, cylinders, s, xb, yb, tb, PADDED_CIRCLES)[0]
         out[7] = WEIGHTS[6] * max(min_obst - d, 0.0)
         out[8] = WEIGHTS[7] * max(infl - d, 0.0)
     else:
@@ -122,6 +122,33 @@ def _jacobian(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, r
             _block(z, n, start, end, i, vel0, lim, known_dist, known_id, cylinders, s, block)
             jac[i * _BLOCK : (i + 1) * _BLOCK, j] = (block - res[i * _BLOCK : (i + 1) * _BLOCK]) / 1e-4
         z[j] = keep
+
+
+@njit(cache=True, nogil=True)
+def _normal_equations(jac, res, n, jtj, jtr):
+    """``J^T J`` and ``J^T r`` from the band's block-sparse Jacobian: block ``i`` depends only on poses
+    ``i - 1 .. i + 1`` and intervals ``i - 1, i``."""
+    jtj[:] = 0.0
+    jtr[:] = 0.0
+    free = 3 * (n - 1)
+    cols = np.empty(11, dtype=np.int64)
+    for i in range(n):
+        k = 0
+        for p in range(max(i - 1, 1), min(i + 1, n - 1) + 1):
+            for c in range(3):
+                cols[k] = 3 * (p - 1) + c
+                k += 1
+        for t in range(max(i - 1, 0), i + 1):
+            cols[k] = free + t
+            k += 1
+        for row in range(i * _BLOCK, (i + 1) * _BLOCK):
+            for a in range(k):
+                ja = jac[row, cols[a]]
+                if ja == 0.0:
+                    continue
+                jtr[cols[a]] += ja * res[row]
+                for b in range(k):
+                    jtj[cols[a], cols[b]] += ja * jac[row, cols[b]]
 
 
 @njit(cache=True, nogil=True)
@@ -182,11 +209,12 @@ def teb_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path)
         vel0 = velocity[r]
         res, trial_res = np.empty(n * _BLOCK), np.empty(n * _BLOCK)
         jac = np.empty((n * _BLOCK, m))
+        jtj, jtr = np.empty((m, m)), np.empty(m)
         _residuals(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, res)
         cost, damping = res @ res, 1e-2
         for _ in range(ITERATIONS):
             _jacobian(z, n, start, end, vel0, lim, known_dist, known_id, cylinders, s, res, jac)
-            jtj, jtr = jac.T @ jac, jac.T @ res
+            _normal_equations(jac, res, n, jtj, jtr)
             for _attempt in range(4):
                 a = jtj.copy()
                 for j in range(m):
