@@ -77,18 +77,22 @@ def main() -> None:
         for planner in dict.fromkeys(["dwa", *args.planners])
     }
     vec = per_planner["dwa"]
-    print(json.dumps({
-        "single_steps_per_s": round(single, 1),
-        "vec_one_process_steps_per_s": round(one_process, 1),
-        "vec_steps_per_s": round(vec, 1),
-        **{f"vec_steps_per_s_{planner}": round(rate, 1) for planner, rate in per_planner.items()},
-        "n_envs": n_total,
-        "workers": args.workers,
-        "single_sim_seconds_per_wall_second": round(0.5 * single, 1),
-        "vec_sim_seconds_per_wall_second": round(0.5 * vec, 1),
-        "vec_vs_one_gazebo": round(vec / GAZEBO_STEPS_PER_S, 1),
-        "worlds": "BARN test worlds" if args.barn_dir else "generated test worlds",
-    }))
+    print(
+        json.dumps(
+            {
+                "single_steps_per_s": round(single, 1),
+                "vec_one_process_steps_per_s": round(one_process, 1),
+                "vec_steps_per_s": round(vec, 1),
+                **{f"vec_steps_per_s_{planner}": round(rate, 1) for planner, rate in per_planner.items()},
+                "n_envs": n_total,
+                "workers": args.workers,
+                "single_sim_seconds_per_wall_second": round(0.5 * single, 1),
+                "vec_sim_seconds_per_wall_second": round(0.5 * vec, 1),
+                "vec_vs_one_gazebo": round(vec / GAZEBO_STEPS_PER_S, 1),
+                "worlds": "BARN test worlds" if args.barn_dir else "generated test worlds",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """move_base's recovery behaviours (its default list), run when a robot has had no plan for ``planner_patience`` or
 no valid command for ``controller_patience``: conservative reset, in-place rotation, aggressive reset, rotation, abort.
 
-A mixin of :class:`envs.sim.BatchSim`: it uses the robots' state arrays (``pose``, ``velocity``, ``params`` (column
-``turn_col``: ``max_vel_theta``), ``recovery``, ``rotate_left``, ``aborted``, ``stale``, ``last_valid``, ``time``, ``seen``, ``marked``) and the
-simulator's ``_known_at``, ``_restamp`` and ``_replan``.
+A mixin of :class:`envs.sim.BatchSim`: it uses the robots' state arrays (``pose``, ``velocity``, ``params`` with
+column ``turn_col`` = ``max_vel_theta``, ``recovery``, ``rotate_left``, ``aborted``, ``stale``, ``last_valid``,
+``time``, ``seen``, ``marked``) and the simulator's ``_known_at``, ``_restamp`` and ``_replan``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class RecoveryBehaviours:
         done = idx[self.rotate_left[idx] == 0]
         self.stale[done] = True  # move_base plans again after each recovery behaviour
         self.last_valid[done] = np.minimum(self.last_valid[done], self.time[done] - CONTROLLER_PATIENCE)
-        speed = np.clip(np.sqrt(2 * ROTATE_ACC * self.rotate_left[idx]), ROTATE_MIN_SPEED, self.params[idx, self.turn_col])
+        speed = np.clip(
+            np.sqrt(2 * ROTATE_ACC * self.rotate_left[idx]), ROTATE_MIN_SPEED, self.params[idx, self.turn_col]
+        )
         return np.stack([np.zeros_like(speed), np.where(self.rotate_left[idx] > 0, speed, 0.0)], axis=1)
 
     def _recover(self, i: int) -> None:

@@ -1,6 +1,7 @@
 """Batched navigation simulator: N robots, each in its own world, stepped together with numpy.
 
-One ``step`` = ``time_step`` s of simulated time. Each 0.05 s control tick the local planner computes a command
+One ``step`` = ``time_step`` s of simulated time. Each 0.05 s control tick the local planner (pluggable, one
+interface: :class:`envs.planners.base.LocalPlanner`; DWA, TEB, MPPI or DDP) computes a command
 (move_base's 20 Hz controller), the base tracks the command issued ``LATENCY_TICKS`` ticks earlier under its
 acceleration limits, and the body is checked for collision. The laser marks the obstacles it sees into each robot's
 known map every ``SCAN_EVERY`` ticks, and the global plan is recomputed when the known map makes it stale.
@@ -50,8 +51,8 @@ from envs.maps import KNOWN_CAP, KNOWN_SHAPE, WorldMaps, world_maps
 from envs.obstacle_layer import ObstacleLayer
 from envs.plan_tracking import PlanTracking
 from envs.planners.base import LocalPlanner, PlannerInput
-from envs.planners.registry import make_planner
 from envs.planners.global_planner import extract_path, navigation_function, path_costs
+from envs.planners.registry import make_planner
 from envs.recovery import CONTROLLER_PATIENCE, PLANNER_PATIENCE, RecoveryBehaviours
 from envs.worlds import GOAL_XY, START_POSE, SUCCESS_RADIUS, World
 
@@ -108,9 +109,7 @@ class BatchSim(PlanTracking, RecoveryBehaviours, ObstacleLayer):
         a deterministic function of its world and parameters.
     """
 
-    def __init__(
-        self, n: int, time_step: float = 0.5, planner: LocalPlanner | str = "dwa", noise: bool = True
-    ) -> None:
+    def __init__(self, n: int, time_step: float = 0.5, planner: LocalPlanner | str = "dwa", noise: bool = True) -> None:
         ticks = time_step / robot.CONTROL_DT
         if n < 1:
             raise ValueError(f"BatchSim needs at least one robot, got n={n}")

@@ -134,7 +134,7 @@ def test_rewards_follow_the_presets():
         (dict(worlds="val"), ValueError, r"worlds must be 'train', 'test', 'all'"),
         (dict(worlds=[]), ValueError, r"no world to run: worlds=\[\]"),
         (dict(reward="sparse"), ValueError, r"reward must be one of \['applr', 'ftrl'\]"),
-        (dict(planner="TEB"), ValueError, r"planner must be one of \['DWA'\]"),
+        (dict(planner="RRT"), ValueError, r"planner must be one of \['ddp', 'dwa', 'mppi', 'teb'\]"),
         (dict(max_steps=0), ValueError, r"max_steps must be a positive int, got 0"),
         (dict(time_step=0.33), ValueError, r"time_step must be a positive multiple of 0.05 s, got 0.33"),
         (dict(barn_dir="/nonexistent/BARN"), FileNotFoundError, r"BARN directory /nonexistent/BARN not found"),

@@ -108,9 +108,13 @@ def test_max_vel_x_sets_the_pace(planner):
 
 
 _PARAMETERS = [(p, name) for p in sorted(PARAMS) for name in PARAMS[p].names]
-_CONTEXT = {("teb", "inflation_dist"): {"min_obstacle_dist": 0.05}, ("teb", "dt_ref"): {"max_vel_x": 1.0}}
+_CONTEXT = {
+    ("teb", "inflation_dist"): {"min_obstacle_dist": 0.05, "max_vel_x": 1.0},
+    ("teb", "dt_ref"): {"max_vel_x": 1.0},
+}
 """Settings a parameter needs to act: teb's inflation term matters only beyond ``min_obstacle_dist`` (whose default,
-0.2, is the top of ``inflation_dist``'s range); the band's resolution ``dt_ref`` only below its segment cap."""
+0.2, is the top of ``inflation_dist``'s range) and weighs little (0.1), so it shows where the band is pressed
+(faster); the band's resolution ``dt_ref`` acts only below its segment cap (faster)."""
 
 
 @pytest.mark.parametrize("planner, name", _PARAMETERS, ids=[f"{p}-{n}" for p, n in _PARAMETERS])

@@ -6,8 +6,9 @@ import pytest
 from _paths import BARN_DIR, needs_barn
 
 from envs import robot
+from envs.obstacle_layer import FOOTPRINT_CLEARING
 from envs.planners.params import DWA_PARAMS
-from envs.sim import COLLISION, FOOTPRINT_CLEARING, RUNNING, SUCCESS, BatchSim
+from envs.sim import COLLISION, RUNNING, SUCCESS, BatchSim
 from envs.worlds import START_POSE, TEST_IDS, World, generate_world, load_barn_world, nav_metric
 
 

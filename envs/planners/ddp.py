@@ -3,12 +3,14 @@ trajectory optimiser over the unicycle, driven by FTRL's 6 DDP parameters.
 
 State ``(x, y, heading)``, control ``(v, w)``, ``HORIZON`` steps of ``STEP`` s. Stage cost:
 ``W_REF |p - ref_t|^2 + W_OBS max(0, distance + robot_radius - d)^2 + W_TURN w^2`` with ``ref_t`` the plan point
-``max_vel_x * t`` ahead along the local plan (so tracking it asks for full speed) and ``d`` the clearance of the
-hull from the nearest known cylinder (the costmap's marks). As in FTRL's sampling DDP, ``nr_pairs_`` constant
-``(v, w)`` pairs over the velocity window are scored with the same cost (exact arcs, every ``PAIR_STRIDE``-th step);
-the best, acceleration-limited, or the previous solution shifted if cheaper, initialises ``ITERATIONS`` iLQR iterations (backward pass, then a line search over the
-step size), controls clipped to the limits. A solution whose hull comes closer than ``robot_radius`` to a known
-obstacle is no valid command (move_base then stops and recovers). ``inflation_radius`` is the costmap's (global
+``REF_LEAD + max_vel_x * t`` ahead of the robot along the local plan (so tracking it asks for full speed) and ``d`` the clearance of the
+hull (two circles) from the nearest known cylinder (the costmap's marks). As in FTRL's sampling DDP,
+``nr_pairs_`` constant ``(v, w)`` pairs over the velocity window are scored with the same cost (exact arcs, every
+``PAIR_STRIDE``-th step); the best, acceleration-limited, or the previous solution shifted if cheaper, initialises
+``ITERATIONS`` iLQR iterations (backward pass, then a line search over the step size), controls clipped to the
+velocity and acceleration limits. A solution whose hull comes closer than ``robot_radius`` to a known
+obstacle, or that stalls (``STALLED``), is not sent: the robot turns in place towards the plan (``RECOVERY_TURN``)
+if that keeps clear, else has no valid command (move_base then stops and recovers). ``inflation_radius`` is the costmap's (global
 plan) and weighs the cell cost under the centre.
 """
 
@@ -19,15 +21,30 @@ from numba import njit
 
 from envs import robot
 from envs.planners.base import PeriodicPlanner, PlannerInput
-from envs.planners.kernels import HULL_CIRCLES, centre_cost, path_arclength, point_at, project, body_clearance, unicycle
+from envs.planners.kernels import (
+    HULL_CIRCLES,
+    body_clearance,
+    centre_cost,
+    path_arclength,
+    point_at,
+    project,
+    unicycle,
+    wrap,
+)
 from envs.planners.params import DDP_PARAMS
 
 STEP, HORIZON = 0.1, 15
 """Step (s) and number of steps of the optimised control sequence (1.5 s)."""
 ITERATIONS = 2
 """iLQR iterations per optimisation (warm-started, so few are needed)."""
-W_REF, W_OBS, W_TURN, W_COST = 1.0, 200.0, 0.02, 0.5
+W_REF, W_OBS, W_TURN, W_COST = 1.0, 50.0, 0.02, 0.5
 """Cost weights: plan tracking (/m^2), obstacle margin (/m^2), turning (/(rad/s)^2), costmap cell cost."""
+REF_LEAD = 0.25
+"""The reference starts this far (m) ahead of the robot's projection on the plan: standing still never tracks it."""
+RECOVERY_TURN = 1.0
+"""Turn rate (rad/s) of the in-place turn towards the plan when no solution keeps clear or the solution stalls."""
+STALLED = (0.05, 0.1)
+"""A first control slower than this (m/s, rad/s) is a stall (a local minimum of the optimiser)."""
 PAIR_STRIDE = 5
 """The initial pairs are scored on every fifth step (0.5 s apart) of their rollouts."""
 _ALPHAS = (1.0, 0.5, 0.25, 0.1)
@@ -168,7 +185,7 @@ def ddp_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path,
         along = project(path[r], arc, pose[r, 0], pose[r, 1])
         ref = np.empty((HORIZON, 2))
         for t in range(HORIZON):
-            ref[t, 0], ref[t, 1], _ = point_at(path[r], arc, along + max_v * STEP * (t + 1))
+            ref[t, 0], ref[t, 1], _ = point_at(path[r], arc, along + REF_LEAD + max_v * STEP * (t + 1))
         # Initial guess: the cheapest of the nr_pairs_ constant (v, w) pairs (a 2-D low-discrepancy set over the
         # window) and the previous solution shifted by one optimisation period.
         best = np.empty((HORIZON, 2))
@@ -184,15 +201,22 @@ def ddp_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path,
         if not np.isnan(warm[r, 0, 0]):
             trial = warm[r].copy()
             _project(trial, velocity[r, 0], velocity[r, 1], lim)
-            if _cost(known_dist, known_id, cylinders, s, pose[r], trial, ref, margin, inflation)[0] < _cost(
-                known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation
-            )[0]:
+            if (
+                _cost(known_dist, known_id, cylinders, s, pose[r], trial, ref, margin, inflation)[0]
+                < _cost(known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation)[0]
+            ):
                 best[:] = trial
         for _ in range(ITERATIONS):
             _ilqr_step(known_dist, known_id, cylinders, s, pose[r], velocity[r], best, ref, margin, inflation, lim)
         _, least = _cost(known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation)
-        if least < pad:
+        if least < pad or (abs(best[0, 0]) < STALLED[0] and abs(best[0, 1]) < STALLED[1]):
+            # FTRL's DDP recovers by turning in place: towards the plan, if that keeps clear.
             warm[r] = np.nan
+            turn = wrap(np.arctan2(ref[-1, 1] - pose[r, 1], ref[-1, 0] - pose[r, 0]) - pose[r, 2])
+            best[:, 0], best[:, 1] = 0.0, np.sign(turn) * min(max_w, RECOVERY_TURN)
+            _project(best, velocity[r, 0], velocity[r, 1], lim)
+            if _cost(known_dist, known_id, cylinders, s, pose[r], best, ref, margin, inflation)[1] >= pad:
+                out[r, 0], out[r, 1] = best[0, 0], best[0, 1]
             continue
         out[r, 0], out[r, 1] = best[0, 0], best[0, 1]
         warm[r, :-1] = best[1:]
@@ -213,9 +237,10 @@ class DDPPlanner(PeriodicPlanner):
     def plan(self, state: PlannerInput) -> np.ndarray:
         slot = state.env
         warm = self._warm[slot].astype(np.float64)
+        f64 = {name: getattr(state, name).astype(np.float64) for name in ("pose", "velocity", "params", "local_path")}
         cmd = ddp_plan(
-            state.known_dist, state.known_id, state.cylinders, slot, state.pose.astype(np.float64),
-            state.velocity.astype(np.float64), state.params.astype(np.float64), state.local_path.astype(np.float64), warm,
+            state.known_dist, state.known_id, state.cylinders, slot, f64["pose"], f64["velocity"], f64["params"],
+            f64["local_path"], warm,
         )  # fmt: skip
         self._warm[slot] = warm
         return cmd

@@ -1,6 +1,6 @@
 """Compiled helpers shared by the trajectory optimisers (MPPI, DDP, TEB): obstacle clearance of the robot's
-two-circle body from the costmap's nearest known cylinders, costmap cell cost at a point, unicycle steps and points along
-the local plan. All distances in metres, angles in radians; grids as :class:`envs.planners.base.PlannerInput`.
+two-circle body from the costmap's nearest known cylinders, costmap cell cost at a point, unicycle steps and points
+along the local plan. All distances in metres, angles in radians; grids as :class:`envs.planners.base.PlannerInput`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from envs import robot
 from envs.maps import KNOWN_CAP, KNOWN_RES, KNOWN_SHAPE, X0, Y0
 from envs.planners.costmap import FOOTPRINT_HALF, cell_cost
 from envs.worlds import CYLINDER_RADIUS
+
 
 def _two_circles(half_l: float, half_w: float) -> tuple[float, float]:
     """Centre offset and radius (m) of two circles on the axis covering a ``2 half_l x 2 half_w`` rectangle (each

@@ -138,7 +138,10 @@ def mppi_plan(known_dist, known_id, cylinders, env, pose, velocity, params, path
             new += weights[k] * seqs[k]
         new /= weights.sum()
         x, y, th = pose[r, 0], pose[r, 1], pose[r, 2]
-        if _rollout(known_dist, known_id, cylinders, s, x, y, th, new, steps, path[r], tangent, goal, inflation, True) >= COLLIDE:
+        if (
+            _rollout(known_dist, known_id, cylinders, s, x, y, th, new, steps, path[r], tangent, goal, inflation, True)
+            >= COLLIDE
+        ):
             new[:] = seqs[best]
         out[r, 0], out[r, 1] = new[0, 0], new[0, 1]
         mean[r, : steps - 1] = new[1:]
