@@ -4,7 +4,8 @@ Per robot and optimisation: ``nr_pairs_`` control sequences of ``nr_steps_`` ste
 ``EXPLORATION`` of them constant ``(v, w)`` drawn uniformly over the velocity window (FTRL's MPPI explores so),
 the others around the warm-started mean sequence with Gaussian noise (``linear_stddev``, ``angular_stddev``); all
 clipped to the velocity limits (``max_vel_x``, ``max_vel_theta``; a negative ``max_vel_x`` drives backwards
-only) and the base's acceleration limits, and rolled out on the unicycle. Each rollout's cost, from the same costmap as the DWA's:
+only) and the base's acceleration limits, and rolled out on the unicycle. Each rollout's cost, from the same
+costmap as the DWA's:
 
 - ``COLLIDE`` once its padded footprint touches a known (marked) cylinder;
 - the costmap cell cost under the centre (``inflation_radius`` sets where it falls to 0), per second;
