@@ -17,12 +17,22 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 import torch as th
+from torch import nn
 
-__all__ = ["ENTRY_OVERHEAD_BYTES", "CacheStats", "FeatureCache", "content_keys", "to_storage"]
+__all__ = [
+    "ENTRY_OVERHEAD_BYTES",
+    "CacheStats",
+    "FeatureCache",
+    "content_keys",
+    "module_tensors",
+    "stack_hidden",
+    "to_storage",
+]
 
 # Python/torch bookkeeping per entry (tensor object, storage, key bytes, dict slot), measured with torch 2.13 and
 # CPython 3.11 on 20,000 entries: ~576 bytes. Counted against the budget so that it approximates real memory.
@@ -252,3 +262,30 @@ def to_storage(tensor: th.Tensor, dtype: th.dtype) -> th.Tensor:
             _warned_overflow = True
         stored = tensor.detach().to(dtype=th.float32, memory_format=th.contiguous_format, copy=True)
     return stored
+
+
+def module_tensors(module: nn.Module) -> list[th.Tensor]:
+    """Every parameter and buffer of ``module`` and its submodules, in one walk of the module tree."""
+    # The modules' own dicts: ``parameters(recurse=False)`` per module costs ~10x more, on every cached forward.
+    return [t for m in module.modules() for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
+
+
+def stack_hidden(values: Sequence[th.Tensor]) -> tuple[list[th.Tensor], th.Tensor | None]:
+    """
+    Batch per-image hidden states ``[4, L_i, H]`` (any float dtype) as the backbone would return them.
+
+    :return: 4 float32 tensors ``[B, L, H]`` (right-padded with zeros) and the ``[B, L]`` long mask, or None when all
+        ``L_i`` are equal.
+    """
+    if len({v.dtype for v in values}) > 1:
+        values = [v.float() for v in values]
+    lengths = [v.shape[1] for v in values]
+    if len(set(lengths)) == 1:
+        return list(th.stack(values).float().unbind(1)), None
+    first = values[0]
+    batch = first.new_zeros((len(values), first.shape[0], max(lengths), first.shape[2]))
+    mask = th.zeros((len(values), max(lengths)), dtype=th.long, device=first.device)
+    for i, (value, n) in enumerate(zip(values, lengths, strict=True)):
+        batch[i, :, :n] = value
+        mask[i, :n] = 1
+    return list(batch.float().unbind(1)), mask

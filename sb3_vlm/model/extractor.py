@@ -6,16 +6,13 @@ import json
 import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from torch import nn
 
 from sb3_vlm._constants import ADAPTER_CONFIG, FEATURE_DIM, TINY
 from sb3_vlm.formats.checkpoint import (
@@ -27,13 +24,13 @@ from sb3_vlm.formats.checkpoint import (
     write_checkpoint,
 )
 from sb3_vlm.model.backbone import BackboneOutput, VLMBackbone
-from sb3_vlm.model.cache import FeatureCache, content_keys, to_storage
+from sb3_vlm.model.cache import FeatureCache, content_keys, module_tensors, stack_hidden, to_storage
 from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.model.heads import DPTHead, HistoryEncoder, history_transform
+from sb3_vlm.model.observations import ObsType, as_float, check_space, image_subspace, split
 
 __all__ = ["VLMDPTExtractor"]
 
-ObsType = th.Tensor | Mapping[str, th.Tensor]
 HistoryType = Sequence[Sequence[th.Tensor] | None] | None
 
 _CACHE_DTYPES = {"float16": th.float16, "bfloat16": th.bfloat16, "float32": th.float32}
@@ -89,7 +86,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     ):
         super().__init__(observation_space, features_dim=FEATURE_DIM)
         self.config = config = VLMConfig.build(config, **kwargs)
-        self.has_velocity = _check_space(observation_space)
+        self.has_velocity = check_space(observation_space)
         if config.feature_cache_bytes and not config.freeze_vlm:
             warnings.warn(
                 "VLMDPTExtractor: the feature cache stays inactive while the VLM trains (freeze_vlm=False)",
@@ -97,7 +94,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             )
         self.feature_cache = FeatureCache(config.feature_cache_bytes) if config.feature_cache_bytes else None
         self.feature_cache_dtype = _CACHE_DTYPES[config.feature_cache_dtype]
-        self._uint8_images = _image_space(observation_space).dtype == np.uint8
+        self._uint8_images = image_subspace(observation_space).dtype == np.uint8
         backbone = config.backbone
         ckpt = read_checkpoint(backbone) if is_checkpoint_dir(backbone) else None
         adapter = None if ckpt is None else ckpt.adapter_dir
@@ -173,8 +170,8 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
 
     def _inputs(self, observations: ObsType) -> tuple[th.Tensor, th.Tensor | None]:
         """Images ``[B, 3, H, W]`` float in [0, 1] and velocity ``[B, 2]`` or None."""
-        images, velocity = _split(observations)
-        return _as_float(images), velocity
+        images, velocity = split(observations)
+        return as_float(images), velocity
 
     def history_input(self, images: th.Tensor, history: HistoryType = None) -> th.Tensor:
         """
@@ -196,7 +193,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
                 rows.append(history_transform(current, size)[None].expand(t, -1, -1, -1))
                 continue
             frames = list(frames[:t]) + [frames[min(len(frames), t) - 1]] * max(0, t - len(frames))
-            rows.append(th.stack([history_transform(_as_float(f), size) for f in frames]))
+            rows.append(th.stack([history_transform(as_float(f), size) for f in frames]))
         return th.stack(rows)
 
     def _history(self, images: th.Tensor, history: HistoryType = None) -> th.Tensor | None:
@@ -250,11 +247,11 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         """
         if self.feature_cache is None or not self.freeze_vlm:
             return None
-        backbone = _tensors(self.backbone)
+        backbone = module_tensors(self.backbone)
         if any(t.requires_grad for t in backbone):
             return None
         heads = [self.dpt] + ([] if self.history is None else [self.history])
-        head_tensors = [t for module in heads for t in _tensors(module)]
+        head_tensors = [t for module in heads for t in module_tensors(module)]
         heads_frozen = self.freeze_dpt and (self.history is None or self.freeze_history)
         if heads_frozen and not any(t.requires_grad for t in head_tensors):
             mode, modules, tensors = "features", [self.backbone, *heads], backbone + head_tensors
@@ -271,15 +268,15 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     def _cached_forward(self, observations: ObsType, mode: str, version: Hashable) -> th.Tensor:
         """:meth:`forward` through :attr:`feature_cache` (see the class docstring)."""
         assert self.feature_cache is not None
-        raw, velocity = _split(observations)
+        raw, velocity = split(observations)
         if raw.dtype != th.uint8:
-            _as_float(raw)  # validates the value range
+            as_float(raw)  # validates the value range
         self.feature_cache.sync(version)
         keys = content_keys(raw, velocity, uint8_images=self._uint8_images)
 
         def compute(rows: list[int]) -> list[th.Tensor]:
             index = th.as_tensor(rows, device=raw.device)
-            images = _as_float(raw[index])
+            images = as_float(raw[index])
             with th.no_grad():
                 out = self.backbone(images, None if velocity is None else velocity[index])
                 if mode == "features":
@@ -292,8 +289,8 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         values = self.feature_cache.get_or_compute(keys, compute)
         if mode == "features":
             return th.stack(values)
-        hidden, attention_mask = _stack_hidden(values)
-        history_feat = self._history(_as_float(raw)) if self.history is not None else None
+        hidden, attention_mask = stack_hidden(values)
+        history_feat = self._history(as_float(raw)) if self.history is not None else None
         with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(hidden, history_feat, attention_mask)
 
@@ -346,79 +343,6 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         """Write the adapter (if any), DPT head, history encoder and normalisation in the FTRL layout, atomically."""
         save_adapter = self.backbone.save_adapter if self.backbone.has_adapter else None
         return write_checkpoint(path, self.checkpoint_parts(), save_adapter=save_adapter)
-
-
-def _split(observations: ObsType) -> tuple[th.Tensor, th.Tensor | None]:
-    """Images as given and velocity ``[B, 2]`` or None."""
-    if isinstance(observations, Mapping):
-        return observations["image"], observations.get("velocity")
-    return observations, None
-
-
-def _as_float(images: th.Tensor) -> th.Tensor:
-    """uint8 -> float / 255; float images must already be in [0, 1]."""
-    if images.dtype == th.uint8:
-        return images.float() / 255.0
-    if images.numel() and float(images.max()) > 1.0:
-        raise ValueError(
-            "VLMDPTExtractor expects uint8 images or float images in [0, 1] (SB3 normalize_images=True), "
-            f"got float values up to {float(images.max()):.1f}"
-        )
-    return images
-
-
-def _tensors(module: nn.Module) -> list[th.Tensor]:
-    """Every parameter and buffer of ``module`` and its submodules, in one walk of the module tree."""
-    # The modules' own dicts: ``parameters(recurse=False)`` per module costs ~10x more, on every cached forward.
-    return [t for m in module.modules() for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
-
-
-def _stack_hidden(values: Sequence[th.Tensor]) -> tuple[list[th.Tensor], th.Tensor | None]:
-    """
-    Batch per-image hidden states ``[4, L_i, H]`` (any float dtype) as the backbone would return them.
-
-    :return: 4 float32 tensors ``[B, L, H]`` (right-padded with zeros) and the ``[B, L]`` long mask, or None when all
-        ``L_i`` are equal.
-    """
-    if len({v.dtype for v in values}) > 1:
-        values = [v.float() for v in values]
-    lengths = [v.shape[1] for v in values]
-    if len(set(lengths)) == 1:
-        return list(th.stack(values).float().unbind(1)), None
-    first = values[0]
-    batch = first.new_zeros((len(values), first.shape[0], max(lengths), first.shape[2]))
-    mask = th.zeros((len(values), max(lengths)), dtype=th.long, device=first.device)
-    for i, (value, n) in enumerate(zip(values, lengths, strict=True)):
-        batch[i, :, :n] = value
-        mask[i, :n] = 1
-    return list(batch.float().unbind(1)), mask
-
-
-def _image_space(observation_space: spaces.Space) -> spaces.Space:
-    return observation_space["image"] if isinstance(observation_space, spaces.Dict) else observation_space
-
-
-def _check_space(observation_space: spaces.Space) -> bool:
-    """Validate the observation space; return whether it carries a velocity."""
-    image_space, has_velocity = observation_space, False
-    if isinstance(observation_space, spaces.Dict):
-        if "image" not in observation_space.spaces:
-            raise ValueError(f"VLMDPTExtractor: Dict observation needs an 'image' key, got {list(observation_space)}")
-        image_space = observation_space["image"]
-        velocity = observation_space.spaces.get("velocity")
-        if velocity is not None and (not isinstance(velocity, spaces.Box) or velocity.shape != (2,)):
-            raise ValueError(f"VLMDPTExtractor: 'velocity' must be a Box of shape (2,), got {velocity}")
-        has_velocity = velocity is not None
-    if not isinstance(image_space, spaces.Box) or len(image_space.shape) != 3:
-        raise TypeError(f"VLMDPTExtractor needs an image Box observation [3, H, W], got {image_space}")
-    if not is_image_space(image_space, check_channels=True, normalized_image=image_space.dtype != np.uint8):
-        raise ValueError(f"VLMDPTExtractor: {image_space} is not an image space")
-    if image_space.shape[0] != 3:
-        raise ValueError(
-            "VLMDPTExtractor needs channel-first RGB images [3, H, W] (SB3's VecTransposeImage), "
-            f"got {image_space.shape}"
-        )
-    return has_velocity
 
 
 def _base_of_checkpoint(path: str, ckpt: FTRLCheckpoint, base_model: str | os.PathLike | None) -> str:
