@@ -25,6 +25,8 @@ COMMANDS = {
     "collect": ("collect", "run BarnNav episodes with server/policy parameters, write FTRL trajectory files"),
     "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
     "distill": ("distill", "reflow a checkpoint's flow-matching expert into a one-step student (one shared VLM)"),
+    "reward-net": ("reward_net", "train / evaluate the learned reward of prompt selection (RewardNet)"),
+    "select-prompt": ("select_prompt", "MaskablePPO chooses the prompt of a frozen VLM policy per window"),
 }
 
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]

@@ -204,24 +204,30 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
             return self.history(frames)
 
-    def _hidden(self, observations: ObsType, history: HistoryType = None) -> tuple[BackboneOutput, th.Tensor | None]:
+    def _hidden(
+        self, observations: ObsType, history: HistoryType = None, prompts: Sequence[str] | None = None
+    ) -> tuple[BackboneOutput, th.Tensor | None]:
         images, velocity = self._inputs(observations)
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_vlm):
-            out = self.backbone(images, velocity)
+            out = self.backbone(images, velocity, prompts)
         return out, self._history(images, history)
 
-    def forward(self, observations: ObsType, history: HistoryType = None) -> th.Tensor:
+    def forward(
+        self, observations: ObsType, history: HistoryType = None, prompts: Sequence[str] | None = None
+    ) -> th.Tensor:
         """
         :param observations: Image batch ``[B, 3, H, W]`` (uint8, or float in [0, 1]) or Dict with ``"image"``
             (+ ``"velocity"`` ``[B, 2]``).
         :param history: Earlier frames per image for the history encoder (see :meth:`history_input`); None: the
             current frame repeated (what SB3 training feeds). Given frames bypass the feature cache.
+        :param prompts: ``B`` instruction texts for the VLM's input (see :meth:`VLMBackbone.build_inputs`), or None;
+            prompted batches bypass the feature cache.
         :return: DPT pooled features ``[B, 256]`` float32.
         """
-        state = self._cache_state() if history is None else None
+        state = self._cache_state() if history is None and prompts is None else None
         if state is not None:
             return self._cached_forward(observations, *state)
-        out, history_feat = self._hidden(observations, history)
+        out, history_feat = self._hidden(observations, history, prompts)
         with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
 
@@ -295,14 +301,18 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             return self.dpt.pool(hidden, history_feat, attention_mask)
 
     @th.no_grad()
-    def predict_parameters(self, observations: ObsType, history: HistoryType = None) -> th.Tensor:
+    def predict_parameters(
+        self, observations: ObsType, history: HistoryType = None, prompts: Sequence[str] | None = None
+    ) -> th.Tensor:
         """
         The supervised (SFT) prediction: DPT head incl. its ``mlp``, de-normalised with the checkpoint statistics
         (``pred * std + mean``, no epsilon, no clipping; raw outputs without statistics), as FTRL's server returns.
 
+        :param prompts: ``B`` instruction texts (a prompt-conditioned checkpoint, ``sb3-vlm pretrain --prompts``), or
+            None.
         :return: ``[B, P]`` planner parameters in physical units.
         """
-        out, history_feat = self._hidden(observations, history)
+        out, history_feat = self._hidden(observations, history, prompts)
         return self.denormalize(self.dpt(out.hidden_states, history_feat, out.attention_mask))
 
     def denormalize(self, pred: th.Tensor) -> th.Tensor:
