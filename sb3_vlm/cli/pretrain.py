@@ -20,6 +20,7 @@ from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
 from sb3_vlm.cli._args import image_size, options, parse_worlds
 from sb3_vlm.sft.labels import generate_pairs
+from sb3_vlm.sft.prompts import generate_prompt_pairs, load_prompts, report_prompts
 from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_extractor, save_sft_checkpoint, train_sft
 
 
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--flow-steps", type=int, default=10, help="Euler steps of the flow expert's sampler")
     parser.add_argument("--flow-train-steps", type=int, default=2000, help="gradient steps of the flow expert")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="prompt file (sb3_vlm.sft.prompts): one checkpoint on several prompts, --samples pairs per prompt, "
+        "each labelled under its prompt's objective",
+    )
     parser.add_argument("--no-progress-bar", action="store_true")
 
 
@@ -73,9 +80,11 @@ def run(args: argparse.Namespace) -> Path:
             *("barn_dir", "image_size", "library", "candidates", "horizon", "n_envs", "velocity_labels", "seed"),
             *("temperature", "noise_replicas"),
         )
-        data, data_stats = generate_pairs(
-            args.samples, worlds=parse_worlds(args.worlds), progress_bar=progress, **passed
-        )
+        passed.update(worlds=parse_worlds(args.worlds), progress_bar=progress)
+        if args.prompts is not None:  # prompt-conditioned policy (issue 15)
+            data, data_stats = generate_prompt_pairs(load_prompts(args.prompts), args.samples, **passed)
+        else:
+            data, data_stats = generate_pairs(args.samples, **passed)
         data_stats.update(worlds=args.worlds, barn_dir=None if args.barn_dir is None else str(args.barn_dir))
         print(
             f"generated {len(data)} pairs from {data_stats['episodes']} episodes in {data_stats['seconds']:.1f} s "
@@ -124,6 +133,8 @@ def run(args: argparse.Namespace) -> Path:
         "metrics": metrics,
     }
     out = save_sft_checkpoint(extractor, args.out, metadata)
+    if data.prompts is not None:  # prompt-conditioned policy (issue 15)
+        report_prompts(extractor, data, args.prompts, out)
     print(f"checkpoint -> {out} (start TD3 from it: sb3-vlm train --vlm {out})")
     if args.head == "flow":
         from sb3_vlm.flow import FitConfig, FlowHeadConfig

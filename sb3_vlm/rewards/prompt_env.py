@@ -25,10 +25,9 @@ from envs.render import DEFAULT_IMAGE_SIZE
 from envs.wrappers import make_costmap_env
 from sb3_vlm._constants import FEATURE_DIM, TINY
 from sb3_vlm.model.extractor import VLMDPTExtractor
-from sb3_vlm.sft.prompts import DEFAULT_PROMPTS, PromptSpec, load_prompts, prompt_mask
+from sb3_vlm.sft.prompts import DEFAULT_PROMPTS, PROMPTS_FILE, PromptSpec, load_prompts, prompt_mask
 
 __all__ = [
-    "PROMPTS_FILE",
     "REWARD_KINDS",
     "FrozenPromptPolicy",
     "PromptSelection",
@@ -36,8 +35,6 @@ __all__ = [
     "resolve_prompts",
 ]
 
-PROMPTS_FILE = "prompts.yaml"
-"""The prompt file a prompt-conditioned checkpoint carries (written by ``sb3-vlm pretrain --prompts``)."""
 REWARD_KINDS = ("true", "learned")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs import NavBatch
-from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW
+from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW, RewardConfig
 from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import VELOCITY_OUTPUTS
@@ -131,6 +131,7 @@ def generate_pairs(
     noise_replicas: int = 3,
     seed: int = 0,
     progress_bar: bool = True,
+    reward: str | RewardConfig = "ftrl",
 ) -> tuple[SFTDataset, dict[str, Any]]:
     """
     Build (scene image, good parameters) pairs by short-horizon parameter search (see the module docstring).
@@ -155,6 +156,8 @@ def generate_pairs(
         prefers vectors that work whatever the noise, which an image policy (that cannot see the noise) can follow.
     :param seed: Seed of worlds, noise and candidates.
     :param progress_bar: Show a tqdm bar.
+    :param reward: The objective candidates are scored by: a preset of ``envs.nav_env.REWARD_PRESETS`` or a
+        :class:`~envs.nav_env.RewardConfig` (a prompt's objective, :mod:`sb3_vlm.sft.prompts`).
     :return: The pairs (images ``[N, 3, H, W]`` uint8, labels ``[N, P]`` physical, episode ids) and statistics
         (``library`` ``[K, 7]``, how often each vector was ``chosen``, ``skipped_ties``, the mean return gain of the
         chosen vector over the defaults, the simulated ``env_steps`` of every slot, the nav metric of the episodes
@@ -174,7 +177,9 @@ def generate_pairs(
     unit = table.to_unit(vectors)
     candidates = len(vectors)
     slots = candidates * noise_replicas + 1
-    batch = NavBatch(n_envs * slots, barn_dir=barn_dir, worlds=worlds, max_steps=MAX_EPISODE_STEPS, noise=True)
+    batch = NavBatch(
+        n_envs * slots, barn_dir=barn_dir, worlds=worlds, max_steps=MAX_EPISODE_STEPS, noise=True, reward=reward
+    )
     sources = np.arange(n_envs) * slots
     # [G, R * K]: replica r of candidate k at r * K + k; column 0 drives the defaults with the episode's own noise.
     copies = sources[:, None] + 1 + np.arange(candidates * noise_replicas)[None, :]

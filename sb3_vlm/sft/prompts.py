@@ -22,11 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 import yaml
 
 from envs.nav_env import RewardConfig
+from sb3_vlm.sft.training import SFTDataset
 
-__all__ = ["DEFAULT_PROMPTS", "PromptSpec", "load_prompts", "prompt_mask", "save_prompts"]
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "PROMPTS_FILE",
+    "PromptSpec",
+    "generate_prompt_pairs",
+    "load_prompts",
+    "prompt_mask",
+    "prompt_parameters",
+    "report_prompts",
+    "save_prompts",
+]
+
+PROMPTS_FILE = "prompts.yaml"
+"""The prompt file a prompt-conditioned checkpoint carries (written by ``sb3-vlm pretrain --prompts``)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +89,14 @@ class PromptSpec:
 
 DEFAULT_PROMPTS: tuple[PromptSpec, ...] = (
     PromptSpec("Drive to the goal at a balanced pace."),
-    # Progress pays twice FTRL's; being near obstacles costs a quarter: labels favour speed. Not valid close to them.
-    PromptSpec("Move fast toward the goal.", reward=dict(progress=20.0, collision=-0.25), min_clearance=0.3),
-    # Proximity costs ten times FTRL's: labels favour clearance over progress.
-    PromptSpec("Keep clear of obstacles.", reward=dict(progress=5.0, collision=-10.0)),
+    # Progress pays twice FTRL's and a collision costs a tenth: labels take risks for speed. Not valid near obstacles.
+    PromptSpec(
+        "Move fast toward the goal.", reward=dict(progress=20.0, failure=-10.0, collision=0.0), min_clearance=0.3
+    ),
+    # Progress pays a fifth of FTRL's and a collision three times: labels give up progress for safety.
+    PromptSpec("Keep clear of obstacles.", reward=dict(progress=2.0, failure=-300.0)),
 )
-"""Three prompts whose objectives differ by progress vs clearance (FTRL's reward terms)."""
+"""Three prompts whose objectives trade progress against collision risk (FTRL's reward terms)."""
 
 
 def load_prompts(path: str | os.PathLike) -> list[PromptSpec]:
@@ -130,3 +147,85 @@ def prompt_mask(specs: Sequence[PromptSpec], planner: str, clearance: float) -> 
     :return: ``[K]`` bool.
     """
     return np.array([s.supports(planner) and clearance >= s.min_clearance for s in specs], dtype=bool)
+
+
+def generate_prompt_pairs(
+    specs: Sequence[PromptSpec], samples_per_prompt: int, **kwargs: Any
+) -> tuple[SFTDataset, dict[str, Any]]:
+    """
+    Label pairs for every prompt under its own objective (:func:`sb3_vlm.sft.labels.generate_pairs` with the
+    prompt's ``reward``). The same ``seed`` gives every prompt the same default-DWA episodes, so the images repeat
+    across prompts (bar states skipped as ties) and the prompt is what tells their labels apart; episode ids are
+    shared, so a validation split by episode keeps an episode's images out of training under every prompt.
+
+    :param specs: The prompts.
+    :param samples_per_prompt: Pairs per prompt.
+    :param kwargs: Other :func:`~sb3_vlm.sft.labels.generate_pairs` arguments (``barn_dir``, ``worlds``, ``seed``...).
+    :return: The pairs with their ``prompts`` column, and per-prompt statistics under ``"per_prompt"``.
+    """
+    from sb3_vlm.sft.labels import generate_pairs  # the simulator, only when labels are made
+
+    if not specs:
+        raise ValueError("generate_prompt_pairs: needs at least one prompt, got none")
+    parts, per_prompt = [], {}
+    for spec in specs:
+        data, stats = generate_pairs(samples_per_prompt, reward=spec.reward_config(), **kwargs)
+        parts.append(data)
+        per_prompt[spec.text] = stats
+    merged = SFTDataset(
+        images=np.concatenate([d.images for d in parts]),
+        labels=np.concatenate([d.labels for d in parts]),
+        groups=np.concatenate([d.groups for d in parts]),
+        names=parts[0].names,
+        prompts=np.concatenate([[s.text] * len(d) for s, d in zip(specs, parts, strict=True)]),
+    )
+    stats = {
+        "pairs": len(merged),
+        "episodes": int(len(np.unique(merged.groups))),
+        "seconds": float(sum(s["seconds"] for s in per_prompt.values())),
+        # The library is drawn from the seed: the same vectors for every prompt; choices and ties add up.
+        "chosen": np.sum([s["chosen"] for s in per_prompt.values()], axis=0).tolist(),
+        "skipped_ties": int(sum(s["skipped_ties"] for s in per_prompt.values())),
+        "per_prompt": per_prompt,
+    }
+    return merged, stats
+
+
+@th.no_grad()
+def prompt_parameters(extractor: Any, images: np.ndarray, specs: Sequence[PromptSpec]) -> dict[str, list[float]]:
+    """
+    How a prompt-conditioned model's answers differ by prompt: the mean predicted parameters (physical units) over
+    the same ``images`` ``[N, 3, H, W]`` uint8 under each prompt.
+
+    :param extractor: A :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` with an SFT head.
+    :return: ``{prompt text: [P] mean parameters}``.
+    """
+    tensor = th.from_numpy(np.asarray(images))
+    return {
+        s.text: extractor.predict_parameters(tensor, prompts=[s.text] * len(tensor)).double().mean(0).tolist()
+        for s in specs
+    }
+
+
+def report_prompts(
+    extractor: Any, data: SFTDataset, prompts_file: str | os.PathLike | None, out: str | os.PathLike
+) -> dict[str, dict[str, list[float]]]:
+    """
+    After prompt-conditioned SFT: write the checkpoint's ``prompts.yaml`` and print, per prompt, the mean label and
+    the mean prediction (physical units) on the same images (those of the first prompt's pairs, at most 256).
+
+    :param prompts_file: The prompt file trained on, or None (``--data`` with a prompts column: plain entries).
+    :return: ``{"labels": {text: [P]}, "predicted": {text: [P]}}``.
+    """
+    texts = list(dict.fromkeys(data.prompts.tolist()))
+    specs = load_prompts(prompts_file) if prompts_file is not None else [PromptSpec(t) for t in texts]
+    save_prompts(specs, Path(out) / PROMPTS_FILE)
+    labels = {t: data.labels[data.prompts == t].mean(0)[: extractor.dpt.num_params].tolist() for t in texts}
+    images = data.images[data.prompts == texts[0]][:256]
+    predicted = prompt_parameters(extractor, images, specs)
+    names = data.names or tuple(f"param_{j}" for j in range(data.num_params))
+    for text in texts:
+        rows = zip(names, labels[text], predicted[text], strict=False)  # labels may carry velocity columns
+        pairs = ", ".join(f"{n} {lab:.3g}/{pred:.3g}" for n, lab, pred in rows)
+        print(f"prompt {text!r}: mean label/prediction {pairs}")
+    return {"labels": labels, "predicted": predicted}

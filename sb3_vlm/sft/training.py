@@ -76,12 +76,14 @@ class SFTDataset:
     :param labels: ``[N, P]`` targets in physical units (float).
     :param groups: ``[N]`` int episode id of each pair, or None; the validation split keeps episodes whole.
     :param names: The ``P`` parameter names, or None.
+    :param prompts: ``[N]`` str: the prompt each label was searched for (:mod:`sb3_vlm.sft.prompts`), or None.
     """
 
     images: np.ndarray
     labels: np.ndarray
     groups: np.ndarray | None = None
     names: tuple[str, ...] | None = None
+    prompts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -100,6 +102,10 @@ class SFTDataset:
             self.groups = np.asarray(self.groups, dtype=np.int64)
             if self.groups.shape != (len(self.images),):
                 raise ValueError(f"SFTDataset: groups must be [N] = [{len(self.images)}], got {self.groups.shape}")
+        if self.prompts is not None:
+            self.prompts = np.asarray(self.prompts, dtype=np.str_)
+            if self.prompts.shape != (len(self.images),):
+                raise ValueError(f"SFTDataset: prompts must be [N] = [{len(self.images)}], got {self.prompts.shape}")
         if self.names is not None:
             self.names = tuple(str(n) for n in self.names)
             if len(self.names) != self.labels.shape[1]:
@@ -124,6 +130,8 @@ class SFTDataset:
             arrays["groups"] = self.groups
         if self.names is not None:
             arrays["names"] = np.array(self.names, dtype=np.str_)
+        if self.prompts is not None:
+            arrays["prompts"] = self.prompts
         with open(path, "wb") as file:
             np.savez_compressed(file, **arrays)
         return path
@@ -134,7 +142,8 @@ class SFTDataset:
         with np.load(path, allow_pickle=False) as data:
             names = tuple(data["names"].tolist()) if "names" in data else None
             groups = data["groups"] if "groups" in data else None
-            return cls(data["images"], data["labels"], groups, names)
+            prompts = data["prompts"] if "prompts" in data else None
+            return cls(data["images"], data["labels"], groups, names, prompts)
 
 
 @dataclass
@@ -311,9 +320,10 @@ def make_sft_extractor(
     )
 
 
-def _predict(extractor: VLMDPTExtractor, images: th.Tensor) -> th.Tensor:
-    """Normalised SFT predictions ``[B, P]``: the extractor's pooled feature through the head's ``mlp``."""
-    return extractor.dpt.mlp(extractor(images))
+def _predict(extractor: VLMDPTExtractor, images: th.Tensor, prompts: np.ndarray | None = None) -> th.Tensor:
+    """Normalised SFT predictions ``[B, P]``: the extractor's pooled feature (of the images with their prompts, if
+    any) through the head's ``mlp``."""
+    return extractor.dpt.mlp(extractor(images, prompts=None if prompts is None else prompts.tolist()))
 
 
 @th.no_grad()
@@ -323,6 +333,7 @@ def evaluate(
     targets: np.ndarray,
     weights: th.Tensor | None = None,
     batch_size: int = 64,
+    prompts: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """
     Weighted MSE of the extractor's SFT head on normalised targets, in eval mode (its mode is restored).
@@ -332,13 +343,14 @@ def evaluate(
     :param targets: ``[N, P]`` normalised labels.
     :param weights: ``[P]`` loss weights or None.
     :param batch_size: Images per forward pass.
+    :param prompts: ``[N]`` prompt texts of a prompt-conditioned model, or None.
     :return: The loss (mean over pairs and parameters) and the predictions ``[N, P]`` (normalised, float32).
     """
     was_training = extractor.training
     extractor.train(False)
     try:
         preds = [
-            _predict(extractor, th.from_numpy(images[i : i + batch_size])).numpy()
+            _predict(extractor, th.from_numpy(images[i : i + batch_size]), _rows(prompts, i, batch_size)).numpy()
             for i in range(0, len(images), batch_size)
         ]
     finally:
@@ -346,6 +358,10 @@ def evaluate(
     pred = np.concatenate(preds).astype(np.float32)
     loss = weighted_mse(th.from_numpy(pred), th.from_numpy(np.asarray(targets, dtype=np.float32)), weights)
     return float(loss), pred
+
+
+def _rows(prompts: np.ndarray | None, start: int, size: int) -> np.ndarray | None:
+    return None if prompts is None else prompts[start : start + size]
 
 
 def _loss_weights(weights: Sequence[float] | None, num_params: int) -> th.Tensor | None:
@@ -409,8 +425,9 @@ def train_sft(
     mean, std = normalization_stats(data.labels[train_idx])
     targets = normalize(data.labels, mean, std)
     val_images, val_targets = data.images[val_idx], targets[val_idx]
+    val_prompts = None if data.prompts is None else data.prompts[val_idx]
     baseline = float(weighted_mse(th.zeros(len(val_idx), data.num_params), th.from_numpy(val_targets), weights))
-    before, _ = evaluate(extractor, val_images, val_targets, weights, config.batch_size)
+    before, _ = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
 
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -434,7 +451,9 @@ def train_sft(
                     target = th.from_numpy(targets[batch])
                     if config.label_noise_std > 0:
                         target = target + config.label_noise_std * th.randn(target.shape, generator=generator)
-                    loss = weighted_mse(_predict(extractor, th.from_numpy(data.images[batch])), target, weights)
+                    prompts = None if data.prompts is None else data.prompts[batch]
+                    pred = _predict(extractor, th.from_numpy(data.images[batch]), prompts)
+                    loss = weighted_mse(pred, target, weights)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.max_grad_norm is not None:
@@ -445,7 +464,7 @@ def train_sft(
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 train_loss.append(float(np.mean(losses)))
-                val_loss, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size)
+                val_loss, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
                 val_curve.append(val_loss)
                 bar.set_postfix(loss=f"{train_loss[-1]:.4f}", val=f"{val_curve[-1]:.4f}")
         finally:
