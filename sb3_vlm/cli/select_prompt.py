@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,10 @@ import torch as th
 
 from sb3_vlm.cli.reward_net import add_env_arguments, env_kwargs
 
-ENV_ID = "BarnNavPromptSelection-v0"
-MODES = {"quick": dict(worlds=20, steps=2_000, n_envs=2), "full": dict(worlds=100, steps=10_000, n_envs=4)}
-"""The seed's modes: 20 / 100 "images" (here: training worlds), 2,000 / 10,000 steps, 2 / 4 parallel envs."""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, worlds=None)  # type: ignore[arg-type]
-    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--mode", choices=("quick", "full"), default="quick")
     parser.add_argument("--reward", choices=("learned", "true"), default="learned")
     parser.add_argument("--reward-net", type=Path, help="reward-net train directory (needed for --reward learned)")
     parser.add_argument("--conf", type=Path, help="rl-zoo3 file (default: the installed ppo_mask_prompt_selection)")
@@ -38,18 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for the model and results.json")
 
 
-def default_conf() -> Path:
-    return Path(str(resources.files("zoo_configs").joinpath("ppo_mask_prompt_selection.yml")))
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate, save; returns the results."""
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.env_util import make_vec_env
-
     from envs.worlds import SPLITS
     from sb3_vlm.rewards.prompt_env import make_prompt_selection_env
-    from sb3_vlm.rewards.prompt_eval import compare_choosers, fixed_prompt, model_chooser, random_prompt
+    from sb3_vlm.rewards.prompt_eval import (
+        ENV_ID,
+        MODES,
+        compare_choosers,
+        default_conf,
+        fixed_prompt,
+        model_chooser,
+        random_prompt,
+        train_selector,
+    )
     from sb3_vlm.zoo import load_zoo_config
 
     th.set_num_threads(args.threads)
@@ -63,9 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.worlds = ",".join(str(w) for w in SPLITS["train"][: mode["worlds"]])
     reward_net = None if args.reward == "true" else str(args.reward_net)
     kwargs = {**conf.env_kwargs, **env_kwargs(args, reward=args.reward, reward_net=reward_net)}
-    vec_env = make_vec_env(make_prompt_selection_env, n_envs=n_envs, seed=args.seed, env_kwargs=kwargs)
-    model = MaskablePPO(env=vec_env, seed=args.seed, verbose=0, **conf.algo_kwargs)
-    model.learn(steps, progress_bar=not args.no_progress_bar)
+    model = train_selector(kwargs, conf.algo_kwargs, steps, n_envs, args.seed, progress_bar=not args.no_progress_bar)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(args.out / "model.zip")
     results: dict[str, Any] = {"mode": args.mode, "reward": args.reward, "steps": steps, "n_envs": n_envs}

@@ -1,4 +1,5 @@
-"""Evaluate prompt choosers side by side: each fixed prompt, a random valid prompt per window, a trained agent.
+"""Train a prompt chooser (MaskablePPO) and evaluate choosers side by side: each fixed prompt, a random valid prompt
+per window, a trained agent.
 
 Every chooser runs the same worlds with the same reset seeds (the simulator's noise follows the seed), so the
 differences come from the prompts. Results are BARN metrics per episode with a mean and a 95 % t-interval.
@@ -7,15 +8,59 @@ differences come from the prompts. Results are BARN metrics per episode with a m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Chooser", "compare_choosers", "fixed_prompt", "mean_ci", "model_chooser", "random_prompt", "run_episodes"]
+__all__ = [
+    "ENV_ID",
+    "MODES",
+    "Chooser",
+    "compare_choosers",
+    "fixed_prompt",
+    "mean_ci",
+    "model_chooser",
+    "random_prompt",
+    "run_episodes",
+    "default_conf",
+    "train_selector",
+]
+
+ENV_ID = "BarnNavPromptSelection-v0"
+MODES = {"quick": dict(worlds=20, steps=2_000, n_envs=2), "full": dict(worlds=100, steps=10_000, n_envs=4)}
+"""The seed system's modes: 20 / 100 "images" (here: the first training worlds), 2,000 / 10,000 steps, 2 / 4 envs."""
 
 Chooser = Callable[[np.ndarray, np.ndarray], int]
 """``(observation [256], action mask [K]) -> prompt index``."""
+
+
+def default_conf() -> Path:
+    """The installed rl-zoo3 file of MaskablePPO prompt selection (``zoo_configs/ppo_mask_prompt_selection.yml``)."""
+    return Path(str(resources.files("zoo_configs").joinpath("ppo_mask_prompt_selection.yml")))
+
+
+def train_selector(
+    env_kwargs: dict[str, Any], algo_kwargs: dict[str, Any], steps: int, n_envs: int, seed: int = 0, **learn_kwargs: Any
+) -> Any:
+    """
+    Train ``MaskablePPO`` on ``n_envs`` prompt-selection envs (``BarnNavPromptSelection-v0(**env_kwargs)``, each
+    behind SB3's ``Monitor``) for ``steps`` windows.
+
+    :param algo_kwargs: ``MaskablePPO`` arguments (a zoo file's ``algo_kwargs``: ``policy``, ``learning_rate``...).
+    :param learn_kwargs: ``learn`` arguments (``progress_bar``, ``callback``).
+    :return: The trained model.
+    """
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_vlm.rewards.prompt_env import make_prompt_selection_env
+
+    vec_env = make_vec_env(make_prompt_selection_env, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    model = MaskablePPO(env=vec_env, seed=seed, verbose=0, **algo_kwargs)
+    return model.learn(steps, **learn_kwargs)
 
 
 def fixed_prompt(k: int) -> Chooser:
