@@ -59,3 +59,15 @@ def test_tokenizer_model_appends_the_prompt_to_the_user_turn(tmp_path):
     assert "Target local planner: DWA" in text
     assert text.index("Instruction: Keep clear.") > text.index("<|vision_end|>")
     assert text.endswith("<|im_end|>\n")
+
+
+def test_feature_cache_keys_images_with_their_prompts(images):
+    space = spaces.Box(0, 255, (3, 56, 84), np.uint8)
+    cached = VLMDPTExtractor(space, num_params=7, feature_cache_bytes=2**24)
+    plain = VLMDPTExtractor(space, num_params=7)
+    cached.dpt.load_state_dict(plain.dpt.state_dict())
+    with th.no_grad():
+        for prompts in (PROMPTS, PROMPTS[::-1], None, PROMPTS):
+            th.testing.assert_close(cached(images, prompts=prompts), plain(images, prompts=prompts))
+    stats = cached.feature_cache.stats()
+    assert (stats.misses, stats.hits) == (6, 2)  # 2 images x 3 (prompt) keys; the repeated batch hits

@@ -52,12 +52,20 @@ __all__ = [
     "BackboneOutput",
     "VLMBackbone",
     "build_tiny_model",
+    "check_prompts",
     "ftrl_lora_targets",
     "patchify",
     "tiny_config",
 ]
 
 NUM_TAPS = 4
+
+
+def check_prompts(prompts: Sequence[str], batch: int) -> None:
+    """Raise ``ValueError`` unless ``prompts`` is a sequence of ``batch`` strings."""
+    if isinstance(prompts, str) or len(prompts) != batch or not all(isinstance(p, str) for p in prompts):
+        got = "a str" if isinstance(prompts, str) else f"{len(prompts)} items"
+        raise ValueError(f"VLMBackbone: prompts must be a sequence of {batch} texts (one per image), got {got}")
 
 
 class BackboneOutput(NamedTuple):
@@ -211,9 +219,8 @@ class VLMBackbone(nn.Module):
             ``mm_token_type_ids [B, L]`` (required by transformers 5 for 3-D mRoPE positions).
         """
         batch = images.shape[0]
-        if prompts is not None and (isinstance(prompts, str) or len(prompts) != batch):
-            got = "a str" if isinstance(prompts, str) else f"{len(prompts)}"
-            raise ValueError(f"VLMBackbone: prompts must be a sequence of {batch} texts (one per image), got {got}")
+        if prompts is not None:
+            check_prompts(prompts, batch)
         vision = self.config.vision_config
         pixel_values, grid = patchify(
             images,

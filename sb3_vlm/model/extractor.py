@@ -23,7 +23,7 @@ from sb3_vlm.formats.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from sb3_vlm.model.backbone import BackboneOutput, VLMBackbone
+from sb3_vlm.model.backbone import BackboneOutput, VLMBackbone, check_prompts
 from sb3_vlm.model.cache import FeatureCache, content_keys, module_tensors, stack_hidden, to_storage
 from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.model.heads import DPTHead, HistoryEncoder, history_transform
@@ -221,12 +221,12 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         :param history: Earlier frames per image for the history encoder (see :meth:`history_input`); None: the
             current frame repeated (what SB3 training feeds). Given frames bypass the feature cache.
         :param prompts: ``B`` instruction texts for the VLM's input (see :meth:`VLMBackbone.build_inputs`), or None;
-            prompted batches bypass the feature cache.
+            the feature cache keys each image with its prompt.
         :return: DPT pooled features ``[B, 256]`` float32.
         """
-        state = self._cache_state() if history is None and prompts is None else None
+        state = self._cache_state() if history is None else None
         if state is not None:
-            return self._cached_forward(observations, *state)
+            return self._cached_forward(observations, *state, prompts=prompts)
         out, history_feat = self._hidden(observations, history, prompts)
         with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
@@ -271,7 +271,9 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         )
         return mode, version
 
-    def _cached_forward(self, observations: ObsType, mode: str, version: Hashable) -> th.Tensor:
+    def _cached_forward(
+        self, observations: ObsType, mode: str, version: Hashable, prompts: Sequence[str] | None = None
+    ) -> th.Tensor:
         """:meth:`forward` through :attr:`feature_cache` (see the class docstring)."""
         assert self.feature_cache is not None
         raw, velocity = split(observations)
@@ -279,12 +281,16 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             as_float(raw)  # validates the value range
         self.feature_cache.sync(version)
         keys = content_keys(raw, velocity, uint8_images=self._uint8_images)
+        if prompts is not None:
+            check_prompts(prompts, len(raw))
+            keys = [key + text.encode() for key, text in zip(keys, prompts, strict=True)]  # key: fixed-size digest
 
         def compute(rows: list[int]) -> list[th.Tensor]:
             index = th.as_tensor(rows, device=raw.device)
             images = as_float(raw[index])
             with th.no_grad():
-                out = self.backbone(images, None if velocity is None else velocity[index])
+                texts = None if prompts is None else [prompts[r] for r in rows]
+                out = self.backbone(images, None if velocity is None else velocity[index], texts)
                 if mode == "features":
                     pooled = self.dpt.pool(out.hidden_states, self._history(images), out.attention_mask)
                     return list(to_storage(pooled, th.float32).unbind(0))
