@@ -42,8 +42,11 @@ def policy():
     return FrozenPromptPolicy.from_pretrained("tiny", MASKED)
 
 
+WORLDS = [1, 2, 3]  # few generated worlds: generating them is the slow part of a first reset
+
+
 def make_env(policy, **kwargs):
-    return PromptSelection(make_costmap_env(max_steps=16), policy, **kwargs)
+    return PromptSelection(make_costmap_env(max_steps=16, worlds=WORLDS), policy, **kwargs)
 
 
 def test_prompt_file_round_trip_and_errors(tmp_path):
@@ -154,14 +157,14 @@ def test_mean_ci():
 def test_registered_id_builds_the_env():
     import sb3_vlm.rewards  # noqa: F401  (registers the id)
 
-    env = gym.make("BarnNavPromptSelection-v0", max_steps=8, window=2)
+    env = gym.make("BarnNavPromptSelection-v0", max_steps=8, window=2, worlds=WORLDS)
     assert env.action_space.n == len(DEFAULT_PROMPTS)
     assert env.unwrapped.batch.max_steps == 8
 
 
 def test_cli_reward_net_and_select_prompt(tmp_path, capsys):
     prompts = save_prompts(MASKED, tmp_path / "prompts.yaml")
-    common = ["--prompts", str(prompts), "--max-steps", "12", "--window", "3", "--no-progress-bar"]
+    common = ["--prompts", str(prompts), "--max-steps", "12", "--window", "3", "--worlds", "1,2,3", "--no-progress-bar"]
     assert (
         main(
             [
