@@ -20,12 +20,13 @@ from sb3_vlm._constants import TINY
 from sb3_vlm.cli._args import image_size, parse_worlds
 
 
-def add_env_arguments(parser: argparse.ArgumentParser, worlds: str = "train") -> None:
+def add_env_arguments(parser: argparse.ArgumentParser, worlds: str | None = "train") -> None:
     """Options of the prompt-selection env (shared with ``select-prompt``)."""
     parser.add_argument("--policy", default=TINY, help="prompt-conditioned checkpoint (sb3-vlm pretrain --prompts)")
     parser.add_argument("--prompts", type=Path, help="prompt file (default: the checkpoint's prompts.yaml)")
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds (default: generated ones)")
-    parser.add_argument("--worlds", default=worlds, help="'train', 'test', 'all' or ids like 1,2,3")
+    default = "the mode's first training worlds" if worlds is None else worlds
+    parser.add_argument("--worlds", default=worlds, help=f"'train', 'test', 'all' or ids 1,2,3 (default: {default})")
     parser.add_argument("--window", type=int, default=4, help="BarnNav steps (0.5 s) per prompt choice")
     parser.add_argument("--max-steps", type=int, default=200, help="BarnNav steps before a timeout")
     parser.add_argument("--image-size", type=image_size, default=DEFAULT_IMAGE_SIZE, help="HEIGHTxWIDTH")

@@ -22,7 +22,7 @@ from sb3_vlm.cli.reward_net import add_env_arguments, env_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_env_arguments(parser, worlds=None)  # type: ignore[arg-type]
+    add_env_arguments(parser, worlds=None)
     parser.add_argument("--mode", choices=("quick", "full"), default="quick")
     parser.add_argument("--reward", choices=("learned", "true"), default="learned")
     parser.add_argument("--reward-net", type=Path, help="reward-net train directory (needed for --reward learned)")
