@@ -154,9 +154,9 @@ def generate_prompt_pairs(
 ) -> tuple[SFTDataset, dict[str, Any]]:
     """
     Label pairs for every prompt under its own objective (:func:`sb3_vlm.sft.labels.generate_pairs` with the
-    prompt's ``reward``). The same ``seed`` gives every prompt the same default-DWA episodes, so the images repeat
-    across prompts (bar states skipped as ties) and the prompt is what tells their labels apart; episode ids are
-    shared, so a validation split by episode keeps an episode's images out of training under every prompt.
+    prompt's ``reward``). The same ``seed`` starts every prompt's episodes in the same worlds with the same noise;
+    the episodes then follow that prompt's labels, so each prompt's images are the states its own behaviour visits.
+    Episode ids are shared, so a validation split by episode holds a start out under every prompt.
 
     :param specs: The prompts.
     :param samples_per_prompt: Pairs per prompt.
