@@ -185,17 +185,20 @@ def fit_reward_net(
     seed: int = 0,
 ) -> tuple[RewardNet, dict[str, Any]]:
     """
-    Train a :class:`RewardNet` (Adam; MSE on the standardised window return + BCE on success), keeping the epoch
-    with the lowest held-out loss.
+    Train a :class:`RewardNet` (Adam; MSE on the standardised window return + BCE on success). A fraction
+    ``val_fraction`` of the episodes is held out for the reported metrics; the same fraction of the remaining ones
+    picks the epoch (lowest loss), so the held-out numbers are not tuned on.
 
     :return: The network (eval mode) and metrics: held-out ones of :func:`evaluate_reward_net` under ``"val"``,
-        the same on the training windows under ``"train"``, ``best_epoch``, ``seconds``.
+        the same on the training windows under ``"train"``, ``best_epoch`` and its ``stop_loss``, ``seconds``.
     """
     if len(np.unique(data.prompts)) and int(data.prompts.max()) >= len(prompts):
         raise ValueError(f"fit_reward_net: prompt index {int(data.prompts.max())} but only {len(prompts)} prompts")
     t0 = time.perf_counter()
-    train_idx, val_idx = split_by_episode(data, val_fraction, seed)
-    train, val = data.subset(train_idx), data.subset(val_idx)
+    rest_idx, val_idx = split_by_episode(data, val_fraction, seed)
+    rest, val = data.subset(rest_idx), data.subset(val_idx)
+    train_idx, stop_idx = split_by_episode(rest, val_fraction, seed + 1)
+    train, stop = rest.subset(train_idx), rest.subset(stop_idx)
     config = RewardNetConfig(
         prompts=prompts,
         param_names=param_names,
@@ -227,7 +230,7 @@ def fit_reward_net(
         return nn_f.mse_loss(out[:, 0], batch[3]) + nn_f.binary_cross_entropy_with_logits(out[:, 1], batch[4])
 
     nn_f = th.nn.functional
-    train_t, val_t = tensors(train), tensors(val)
+    train_t, stop_t = tensors(train), tensors(stop)
     optimizer = th.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     generator = th.Generator().manual_seed(seed)
     best = (float("inf"), 0, {k: v.clone() for k, v in net.state_dict().items()})
@@ -239,16 +242,16 @@ def fit_reward_net(
             optimizer.step()
         net.eval()
         with th.no_grad():
-            val_loss = float(loss_of(val_t))
-        if val_loss < best[0]:
-            best = (val_loss, epoch, {k: v.clone() for k, v in net.state_dict().items()})
+            stop_loss = float(loss_of(stop_t))
+        if stop_loss < best[0]:
+            best = (stop_loss, epoch, {k: v.clone() for k, v in net.state_dict().items()})
     net.load_state_dict(best[2])
     net.eval()
     metrics = {
         "val": evaluate_reward_net(net, val),
         "train": evaluate_reward_net(net, train),
         "best_epoch": best[1],
-        "val_loss": best[0],
+        "stop_loss": best[0],
         "seconds": time.perf_counter() - t0,
     }
     return net, metrics
