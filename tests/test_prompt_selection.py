@@ -231,3 +231,27 @@ def test_cli_reward_net_and_select_prompt(tmp_path, capsys):
     assert MaskablePPO.load(out / "model.zip").policy.mlp_extractor.policy_net[0].out_features == 128
     assert main(["select-prompt", "--reward", "learned", "--out", str(out), *common]) == 2
     assert "needs --reward-net" in capsys.readouterr().err
+
+
+def test_prompt_pairs_train_a_prompt_conditioned_checkpoint(tmp_path, capsys):
+    from sb3_vlm.sft.prompts import generate_prompt_pairs, report_prompts
+    from sb3_vlm.sft.training import SFTConfig, SFTDataset, make_sft_extractor, train_sft
+
+    specs = [DEFAULT_PROMPTS[0], DEFAULT_PROMPTS[2]]
+    kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=2, noise_replicas=1, progress_bar=False)
+    data, stats = generate_prompt_pairs(specs, 12, **kwargs)
+    assert len(data) == 24 and data.prompts.tolist() == [specs[0].text] * 12 + [specs[1].text] * 12
+    assert set(stats["per_prompt"]) == {s.text for s in specs} and len(stats["chosen"]) == 4
+    # Same seed, same starts: the two prompts' episode ids are the same set (a split by episode holds out both).
+    assert set(data.groups[:12]) & set(data.groups[12:])
+    loaded = SFTDataset.load(data.save(tmp_path / "pairs.npz"))
+    assert loaded.prompts.tolist() == data.prompts.tolist()
+    extractor = make_sft_extractor(data.images.shape[1:], data.num_params, feature_cache_bytes=2**24)
+    train_sft(extractor, data, None, SFTConfig(epochs=1, batch_size=8, progress_bar=False))
+    distinct = {(image.tobytes(), text) for image, text in zip(data.images, data.prompts, strict=True)}
+    assert extractor.feature_cache.stats().misses == len(distinct)  # one backbone pass per (image, prompt)
+    (tmp_path / "ckpt").mkdir()
+    report = report_prompts(extractor, data, None, tmp_path / "ckpt")
+    assert [s.text for s in load_prompts(tmp_path / "ckpt" / "prompts.yaml")] == [s.text for s in specs]
+    assert set(report["predicted"]) == {s.text for s in specs}
+    assert "mean label/prediction" in capsys.readouterr().out
