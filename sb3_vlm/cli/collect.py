@@ -10,14 +10,8 @@ from envs.planners import PARAM_TABLES
 from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.rewards.build import make_judge
-from sb3_vlm.workflows.collector import (
-    MAX_SAVE_TIME,
-    CollectSummary,
-    LocalPolicySource,
-    ParameterSource,
-    ServerSource,
-    collect,
-)
+from sb3_vlm.workflows.collector import MAX_SAVE_TIME, CollectSummary, collect
+from sb3_vlm.workflows.sources import LocalPolicySource, ParameterSource, ServerSource
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
