@@ -50,6 +50,7 @@ __all__ = [
     "Trajectory",
     "Transition",
     "load_trajectories",
+    "natural_key",
     "resize_image",
 ]
 
@@ -181,7 +182,8 @@ class _SchemaError(ValueError):
     """A record does not match the expected format."""
 
 
-def _natural_key(path: Path) -> list[Any]:
+def natural_key(path: Path) -> list[Any]:
+    """Sort key ordering ``traj_2`` before ``traj_10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
@@ -189,7 +191,7 @@ def _candidates(root: Path, include_test: bool) -> list[Path]:
     found = [p for p in root.rglob("traj_*.pickle*") if _ACTOR_DIR.fullmatch(p.parent.name)]
     if include_test:
         found += root.rglob("test_*.pickle*")
-    return sorted((p for p in found if p.is_file()), key=_natural_key)
+    return sorted((p for p in found if p.is_file()), key=natural_key)
 
 
 def _as_float(value: Any, where: str) -> float:

@@ -66,6 +66,7 @@ from sb3_vlm.formats.ftrl_files import (
     trajectory_name,
     write_trajectory,
 )
+from sb3_vlm.formats.ftrl_sft import SFTWriter, write_sft_json
 from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.wrappers import EpisodeFrames
 from sb3_vlm.workflows.sources import Frame, ParameterSource
@@ -148,6 +149,7 @@ class _Collector:
         max_save_time: float,
         judge: Any = None,
         judge_weight: float = 1.0,
+        sft: bool = False,
     ):
         self.buffer, self.source, self.actor_id, self.mode, self.env = buffer, source, actor_id, mode, env
         self.max_save_time = max_save_time
@@ -168,6 +170,7 @@ class _Collector:
             self.traj_dir.mkdir(parents=True, exist_ok=True)
             self.next_traj = max(next_number(self.traj_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1)
         self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
+        self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if sft else None
 
     def _render(self) -> tuple[np.ndarray, bytes, Path]:
         """Render the scene now (400 x 600), write it as the next frame; return pixels, PNG bytes and the file."""
@@ -202,6 +205,7 @@ class _Collector:
         velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
         positions = [np.asarray(info["pose"][:2], dtype=np.float64)]
         records: list[list[Any]] = []
+        sft_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # frame, params, start/end velocity
         slow = collisions = from_source = 0
         smoothness = 0.0
         heading: float | None = None
@@ -212,13 +216,14 @@ class _Collector:
             from_source += used_source
             laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
             done = terminated or truncated
-            start_image, start_velocity = image, velocity
+            start_image, start_velocity, start_frame = image, velocity, self.next_frame - 1
             history = [data, *history[: _MAX_HISTORY - 1]]
             image, data, path = self._render()
             frames.append(path)
             if judged is not None:
                 judged.add(image)
             velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
+            sft_rows.append((start_frame, params, start_velocity, velocity))
 
             slow += bool(velocity[0] <= SLOW_SPEED)
             collisions += info["status"] == "collision"
@@ -263,6 +268,9 @@ class _Collector:
         report.skipped = self._skip_reason(records)
         if report.skipped is None:
             report.path = self._save(records)
+            if self.sft is not None:
+                for row in sft_rows:
+                    self.sft.add(*row)
         else:
             for frame_path in frames:  # nobody will read them: FTRL left them on disk
                 frame_path.unlink(missing_ok=True)
@@ -313,6 +321,7 @@ def collect(
     progress_bar: bool = True,
     judge: Any = None,
     judge_weight: float = 1.0,
+    sft: bool = False,
     **env_kwargs: Any,
 ) -> CollectSummary:
     """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
@@ -334,6 +343,9 @@ def collect(
         spreading) and written as ``info["judge_score"]``; a failed judgement leaves the reward and writes
         ``info["judge_failure"]``.
     :param judge_weight: Weight of the judge's score.
+    :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
+        step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
+        image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
     :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
     :return: One report per episode.
     :raises ValueError: for a bad mode, episode count or world set.
@@ -346,11 +358,13 @@ def collect(
         raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
     world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
     env = BarnNav(barn_dir=barn_dir, worlds=world_ids, **env_kwargs)
-    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight)
+    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight, sft)
     summary = CollectSummary()
     bar = tqdm(range(episodes), desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
     for e in bar:
         report = collector.episode(world_ids[e % len(world_ids)], seed if e == 0 else None)
         summary.episodes.append(report)
         bar.set_postfix(status=report.status, nav=f"{report.nav_metric:.3f}", saved=len(summary.saved))
+    if sft:
+        write_sft_json(buffer, collector.params.planner, collector.params.names)
     return summary
