@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, help="run directory to resume from its last checkpoint")
     parser.add_argument("--checkpoint-freq", type=int, default=1000, help="env steps between checkpoints")
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--eval-freq", type=int, default=0, help="env steps between test-world evaluations (0: off)")
+    parser.add_argument(
+        "--eval-freq", type=int, help="env steps between test-world evaluations (default: 5 per run; 0: off)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--env-workers", type=int, default=1, help="simulator processes (BarnNavSubprocVecEnv if > 1)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

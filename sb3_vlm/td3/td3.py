@@ -98,11 +98,12 @@ class VLMTD3(TD3):
             self.logger.record(f"train/{name}_learning_rate", lr)
             update_learning_rate(optimizer, lr)
 
-    def _step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> bool:
-        """Backward + (clipped) step, unless the loss or the gradient norm is not finite. Returns whether it stepped."""
+    def _step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> float | None:
+        """Backward + (clipped) step, unless the loss or the gradient norm is not finite. Returns the gradient norm
+        before clipping, or None if it did not step."""
         if not th.isfinite(loss):
             self.skipped_updates += 1
-            return False
+            return None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         optimizer.zero_grad()
         loss.backward()
@@ -111,12 +112,12 @@ class VLMTD3(TD3):
         if not th.isfinite(norm):
             optimizer.zero_grad()
             self.skipped_updates += 1
-            return False
+            return None
         if self.max_grad_norm is not None and norm > self.max_grad_norm:
             # Only ever scale down: before torch 2.9 clip_grads_with_norm_ does not clamp max_norm / norm at 1.
             th.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
         optimizer.step()
-        return True
+        return float(norm)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
@@ -125,6 +126,7 @@ class VLMTD3(TD3):
         cache_before = None if cache is None else cache.stats()
 
         actor_losses, critic_losses = [], []
+        norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
             self._n_updates += 1
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -148,12 +150,12 @@ class VLMTD3(TD3):
             critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
             critic_losses.append(critic_loss.item())
-            self._step(self.critic.optimizer, critic_loss)
+            norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
 
             if update_actor:
                 actor_loss = -self.critic.q1(features.detach(), self.actor.mu(features)).mean()
                 actor_losses.append(actor_loss.item())
-                self._step(self.actor.optimizer, actor_loss)
+                norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.actor.mu.parameters(), self.actor_target.mu.parameters(), self.tau)
 
@@ -162,6 +164,10 @@ class VLMTD3(TD3):
         if len(actor_losses) > 0:
             self.logger.record("train/actor_loss", np.mean(actor_losses))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
+        for name, values in norms.items():  # gradient norms before clipping, of the updates that stepped
+            stepped = [v for v in values if v is not None]
+            if stepped:
+                self.logger.record(f"train/{name}_grad_norm", float(np.mean(stepped)))
         if cache is not None and cache_before is not None:
             self._log_cache(cache_before, cache.stats())
 

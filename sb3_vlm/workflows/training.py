@@ -24,10 +24,12 @@ from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     MODEL_ZIP,
+    POLICY_DIR,
     REPLAY_BUFFER,
     NavMetricsCallback,
     SafeCheckpointCallback,
     find_checkpoint,
+    save_policy_folder,
 )
 from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.ftrl_config import apply_ftrl_config, read_ftrl_config
@@ -39,6 +41,8 @@ from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 
 __all__ = ["TrainSettings", "build_model", "make_vec_env", "train"]
 
+EVALS_PER_RUN = 5
+"""Test-world evaluations of a run when ``eval_freq`` is not given."""
 FTRL_CONFIG_COPY = "config.yaml"
 """The merged ``--ftrl-config`` file, copied into the run directory as FTRL does."""
 
@@ -62,8 +66,10 @@ class TrainSettings:
     :param resume: Run directory to resume from its last checkpoint (its saved settings are used).
     :param checkpoint_freq: Env steps between checkpoints.
     :param save_replay_buffer: Put the replay buffer into the checkpoints.
-    :param eval_freq: Env steps between test-world evaluations (0: none).
-    :param eval_episodes: Episodes per evaluation.
+    :param eval_freq: Env steps between test-world evaluations (0: none; None: 5 per run, every
+        ``n_timesteps // 5`` steps). Each logs FTRL's ``Test_*`` keys, prints its summary and, on a better test nav
+        metric, writes ``policy_step_<k>/`` and ``best_model/`` into the run directory.
+    :param eval_episodes: Episodes per evaluation (one per test world, in turn).
     :param env_workers: Simulator processes (``BarnNavSubprocVecEnv`` if > 1).
     :param torch_threads: Torch CPU threads (0: torch's default).
     :param verbose: SB3 verbosity.
@@ -91,7 +97,7 @@ class TrainSettings:
     resume: Path | None = None
     checkpoint_freq: int = 1000
     save_replay_buffer: bool = True
-    eval_freq: int = 0
+    eval_freq: int | None = None
     eval_episodes: int = 10
     env_workers: int = 1
     torch_threads: int = 0
@@ -212,11 +218,18 @@ def train(settings: TrainSettings) -> Path:
     else:
         model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
     eval_env = None
-    if settings.eval_freq > 0:
+    eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
+    if eval_freq > 0:
         eval_kwargs = {**env_kwargs, "worlds": "test"}
         eval_env = make_vec_env(cfg.env_id, settings.eval_episodes, seed=10_000 + settings.seed, **eval_kwargs)
     callbacks = [
-        NavMetricsCallback(eval_env, settings.eval_freq, best_path=run_dir / "checkpoints" / CHECKPOINT_BEST),
+        NavMetricsCallback(
+            eval_env,
+            eval_freq,
+            best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
+            policy_dir=run_dir,
+            summary=True,
+        ),
         SafeCheckpointCallback(
             run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
         ),
@@ -233,7 +246,7 @@ def train(settings: TrainSettings) -> Path:
     )
     model.save(run_dir / "model.zip")
     if isinstance(model.policy, VLMTD3Policy):
-        model.policy.save_pretrained(run_dir / "policy")
+        save_policy_folder(model, run_dir / POLICY_DIR)
     env.close()
     if eval_env is not None:
         eval_env.close()
