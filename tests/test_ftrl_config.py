@@ -5,11 +5,14 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch as th
 import yaml
+from _laser_env import image_env
 
 from sb3_vlm.cli import main
 from sb3_vlm.formats.ftrl_config import apply_ftrl_config, deep_merge, read_ftrl_config
 from sb3_vlm.formats.sb3_zip import load_algorithm
+from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import default_conf, load_zoo_config
 
 # §4.3, DWA column (buffer/<policy>/config.yaml underneath, the VLM file over it), shrunk to a test budget.
@@ -120,17 +123,12 @@ def test_bad_values_name_the_key(tmp_path):
         read_ftrl_config(tmp_path / "nope.yaml")
 
 
-def test_freeze_dpt_critic_false_is_reported_not_dropped():
-    cfg = load_zoo_config(default_conf("vlm"))
-    report = apply_ftrl_config({"training_config": {"freeze_dpt_critic": False}}, cfg)
-    assert [key for key, _ in report.unsupported] == ["training_config.freeze_dpt_critic"]
-
-
 def test_ftrl_yaml_trains_through_the_cli(tmp_path):
     vlm = write(tmp_path / "ftrl_vlm_dwa.yaml", VLM)
     base = write(tmp_path / "config.yaml", BASE)
     argv = ["train", "--ftrl-config", str(vlm), "--ftrl-base", str(base), "--n-envs", "2", "--log-dir",
-            str(tmp_path / "runs"), "--final-eval", "0", "--no-progress-bar", "--torch-threads", "1"]  # fmt: skip
+            str(tmp_path / "runs"), "--final-eval", "0", "--eval-freq", "0", "--no-progress-bar",
+            "--torch-threads", "1"]  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(argv) == 0
@@ -145,3 +143,42 @@ def test_ftrl_yaml_trains_through_the_cli(tmp_path):
     assert (model.actor_lr, model.critic_lr, model.learning_starts) == (2e-5, 2e-5, 16)
     assert model.policy.features_extractor.freeze_vlm and not model.policy.features_extractor.freeze_dpt
     assert model.exploration_noise_start == pytest.approx(0.05)
+
+
+def test_freeze_dpt_critic_false_trains_the_critics_own_dpt_copy(tmp_path):
+    """FTRL's `freeze_dpt_critic: false`: the critic pools the hidden states with its own trainable DPT copy."""
+    cfg = load_zoo_config(default_conf("vlm"))
+    apply_ftrl_config({"training_config": {"freeze_dpt_critic": False, "freeze_dpt_actor": True}}, cfg)
+    assert cfg.algo_kwargs["policy_kwargs"]["critic_dpt"] is True
+    model = VLMTD3(
+        "VLMPolicy",
+        image_env(),
+        policy_kwargs={"backbone": "tiny", "freeze_vlm": True, "freeze_dpt": True, "critic_dpt": True},
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        batch_size=4,
+        learning_starts=8,
+        buffer_size=200,
+        seed=0,
+    )
+    extractor, critic = model.policy.features_extractor, model.critic
+    assert critic.dpt is not None and critic.dpt is not extractor.dpt and model.critic_target.dpt is not critic.dpt
+    own = {id(p) for p in critic.dpt.parameters()}
+    assert own <= {id(p) for group in critic.optimizer.param_groups for p in group["params"]}
+    assert not own & {id(p) for p in extractor.parameters()}  # the actor's DPT is not the critic's
+    shared_dpt = {k: v.clone() for k, v in extractor.dpt.state_dict().items()}
+    critic_dpt = {k: v.clone() for k, v in critic.dpt.state_dict().items()}
+    model.learn(24)
+    assert all(th.equal(v, extractor.dpt.state_dict()[k]) for k, v in shared_dpt.items())  # frozen for the actor
+    assert any(not th.equal(v, critic.dpt.state_dict()[k]) for k, v in critic_dpt.items())  # trained for the critic
+
+    model.save(tmp_path / "model.zip")
+    loaded = VLMTD3.load(tmp_path / "model.zip", device="cpu")
+    assert loaded.policy.critic_dpt and loaded.critic.dpt is not None
+    for k, v in critic.dpt.state_dict().items():
+        assert th.equal(v, loaded.critic.dpt.state_dict()[k])
+    obs = th.as_tensor(model.observation_space.sample()[None])
+    action = th.zeros(1, model.action_space.shape[0])
+    with th.no_grad():  # stock TD3's path (critic(obs, actions)) pools with the critic's own copy too
+        expected = critic.q_values(critic.own_features(*model.policy.hidden(obs)), action)
+        assert th.allclose(critic(obs, action)[0], expected[0])

@@ -14,7 +14,7 @@ The mapping (FTRL key -> our setting):
 ``training_config.freeze_vlm_actor``              ``policy_kwargs.freeze_vlm``
 ``training_config.freeze_dpt_actor``              ``policy_kwargs.freeze_dpt``
 ``training_config.freeze_history_actor``          ``policy_kwargs.freeze_history``
-``training_config.freeze_dpt_critic``             true: the critic reads the shared DPT features, detached
+``training_config.freeze_dpt_critic``             ``policy_kwargs.critic_dpt = not value`` (own trainable DPT)
 ``training_config.vlm_checkpoint_path``           ``policy_kwargs.backbone``
 ``training_config.use_4bit``                      ``policy_kwargs.quantization = "nf4"`` (or None)
 ``training_config.exploration_noise_start``       ``noise_std`` (Gaussian, [-1, 1] action units)
@@ -146,7 +146,7 @@ _RULES: dict[str, _Rule] = {
         "freeze_history",
         lambda k, v: None if v is None else _bool(k, v),
     ),
-    "training_config.freeze_dpt_critic": ("critic", "critic_dpt", _bool),
+    "training_config.freeze_dpt_critic": ("policy", "critic_dpt", lambda k, v: not _bool(k, v)),
     "training_config.vlm_checkpoint_path": ("policy", "backbone", lambda k, v: str(v)),
     "training_config.use_4bit": ("policy", "quantization", lambda k, v: "nf4" if _bool(k, v) else None),
     "training_config.exploration_noise_start": ("noise_start", "noise_std", _number),
@@ -226,11 +226,6 @@ def apply_ftrl_config(config: Mapping[str, Any], cfg: ZooConfig) -> FTRLConfigRe
         elif where == "noise":
             report.unsupported.append((key, "exploration_noise_start sets the initial noise"))
             continue
-        elif where == "critic":
-            if not value:
-                report.unsupported.append((key, "the critic reads the actor's DPT features, detached"))
-                continue
-            value = "detached shared features"
         elif where == "noise_end":
             _set_schedule_end(cfg, value)
         elif where == "seed":

@@ -27,7 +27,9 @@ class VLMTD3(TD3):
     Differences from SB3's ``TD3``:
 
     * one gradient step runs the shared backbone once on ``obs`` and once on ``next_obs``; actor, critic and both
-      targets reuse those features (the critic and the targets see them detached);
+      targets reuse those features (the critic and the targets see them detached); with the policy's
+      ``critic_dpt``, the critics pool the detached hidden states with their own DPT copy (trained by the critic
+      optimizer, polyak-averaged into the target's);
     * polyak averaging touches only the small heads: the backbone has no target copy (averaging a tensor with itself
       in place would shrink it by ``1 - tau**2`` per update);
     * ``actor_lr`` and ``critic_lr`` (floats or schedules of the remaining progress) drive the two optimizers;
@@ -125,6 +127,8 @@ class VLMTD3(TD3):
         cache = self.policy.features_extractor.feature_cache
         cache_before = None if cache is None else cache.stats()
 
+        own_dpt = self.critic.dpt is not None  # the critic pools the hidden states with its own DPT copy
+        extractor = self.policy.features_extractor
         actor_losses, critic_losses = [], []
         norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
@@ -134,26 +138,36 @@ class VLMTD3(TD3):
             update_actor = self._n_updates % self.policy_delay == 0
 
             with th.no_grad():
-                next_features = self.policy.features(replay_data.next_observations)
+                if own_dpt:
+                    next_hidden = self.policy.hidden(replay_data.next_observations)
+                    next_features = extractor.pool(*next_hidden)
+                    next_critic_features = self.critic_target.own_features(*next_hidden)
+                else:
+                    next_features = next_critic_features = self.policy.features(replay_data.next_observations)
                 noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
                 noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
                 next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
-                next_q_values = th.cat(self.critic_target.q_values(next_features, next_actions), dim=1)
+                next_q_values = th.cat(self.critic_target.q_values(next_critic_features, next_actions), dim=1)
                 next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
             # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
             with th.set_grad_enabled(update_actor):
-                features = self.policy.features(replay_data.observations)
+                if own_dpt:
+                    hidden = self.policy.hidden(replay_data.observations)
+                    features = extractor.pool(*hidden)
+                else:
+                    features = self.policy.features(replay_data.observations)
+            critic_features = self.critic.own_features(*hidden) if own_dpt else features.detach()
 
-            current_q_values = self.critic.q_values(features.detach(), replay_data.actions)
+            current_q_values = self.critic.q_values(critic_features, replay_data.actions)
             critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
             critic_losses.append(critic_loss.item())
             norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
 
             if update_actor:
-                actor_loss = -self.critic.q1(features.detach(), self.actor.mu(features)).mean()
+                actor_loss = -self.critic.q1(critic_features.detach(), self.actor.mu(features)).mean()
                 actor_losses.append(actor_loss.item())
                 norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
