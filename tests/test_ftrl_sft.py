@@ -89,7 +89,7 @@ def test_bad_data_errors_name_file_field_and_value(tmp_path):
         sample["parameters"] = sample["parameters"][:5]
         sample["system_prompt"] = ""
     json_path.write_text(json.dumps(samples[:2]))
-    with pytest.raises(FTRLSFTError, match=r"expected 7 or 9 parameters \(max_vel_x, .*next_angular_vel\), got 5"):
+    with pytest.raises(FTRLSFTError, match=r"'parameters': expected 9 values \(max_vel_x, .*next_angular_vel\), got 5"):
         read_ftrl_sft(json_path, SIZE)
 
     csv_path = tmp_path / "actor_0" / "data.csv"

@@ -5,7 +5,7 @@ Two forms are read, both giving scene images and labels in physical units (the p
 
 * the SFT JSON: a list of objects ``{"id", "images", "parameters", "conversations", "system_prompt"}`` (plus
   optional ``prev_parameters`` and ``history_images``); ``images[0]`` is the scene, relative to ``image_folder``
-  (default: the JSON's directory);
+  (default: the JSON's directory); ``parameters`` holds the planner's P parameters and the two velocities;
 * the per-actor ``data.csv`` (``<root>/actor_<k>/data.csv`` or one such file): an ``img_label`` column (frame number
   ``k`` of ``<Method>_<k:06d>.png`` beside the CSV, ``Method`` from a ``Method`` column or ``HB``, or the file
   name itself) and one column per label under FTRL's names, which differ from the labels' in two places:
@@ -78,19 +78,6 @@ class FTRLSFTData:
     names: tuple[str, ...]
 
 
-def label_names(planner_names: Sequence[str], n_labels: int, source: str) -> tuple[str, ...]:
-    """The planner's names, followed by the two velocity outputs if there are ``len + 2`` labels."""
-    names = tuple(planner_names)
-    if n_labels == len(names) + len(VELOCITY_OUTPUTS):
-        return names + VELOCITY_OUTPUTS
-    if n_labels == len(names):
-        return names
-    raise FTRLSFTError(
-        f"{source}: expected {len(names)} or {len(names) + 2} parameters ({', '.join(names + VELOCITY_OUTPUTS)}), "
-        f"got {n_labels}"
-    )
-
-
 def _load_image(path: Path, size: tuple[int, int], source: str) -> np.ndarray:
     if not path.is_file():
         raise FTRLSFTError(f"{source}: image {path} not found")
@@ -108,6 +95,7 @@ def _read_json(path: Path, image_folder: Path, size: tuple[int, int], planner_na
         raise FTRLSFTError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(samples, list) or not samples:
         raise FTRLSFTError(f"{path}: expected a non-empty list of samples, got {type(samples).__name__}")
+    names = tuple(planner_names) + VELOCITY_OUTPUTS  # FTRL's SFT labels: the parameters, then the two velocities
     images, labels, actors = [], [], []
     for i, sample in enumerate(samples):
         where = f"{path}, sample {i}"
@@ -124,13 +112,14 @@ def _read_json(path: Path, image_folder: Path, size: tuple[int, int], planner_na
             isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in params
         ):
             raise FTRLSFTError(f"{where}, field 'parameters': expected a list of finite numbers, got {params!r:.120}")
-        if labels and len(params) != len(labels[0]):
-            raise FTRLSFTError(f"{where}, field 'parameters': {len(params)} values, sample 0 has {len(labels[0])}")
+        if len(params) != len(names):
+            raise FTRLSFTError(
+                f"{where}, field 'parameters': expected {len(names)} values ({', '.join(names)}), got {len(params)}"
+            )
         relative = Path(sample["images"][0])
         images.append(_load_image(image_folder / relative, size, where))
         labels.append(params)
         actors.append(str(relative.parent))
-    names = label_names(planner_names, len(labels[0]), f"{path}, field 'parameters'")
     return FTRLSFTData(np.stack(images), np.asarray(labels, dtype=np.float64), _group_ids(actors), names)
 
 
