@@ -10,8 +10,9 @@ fresh LoRA trained; ``dpt_frozen`` = base with the DPT head frozen (only the act
 The supervised checkpoint is ``--sft`` or, without it, made here by ``sb3-vlm pretrain`` (``--sft-samples`` pairs).
 Per arm and seed, ``sb3-vlm train`` runs the VLM zoo file from that checkpoint (``--vlm``) for ``--timesteps`` env
 steps (no test evaluation during training: the held-out worlds are only for this table), then the final model runs
-one episode on each of the first ``--worlds`` test worlds. The per-seed mean nav metric is the replicate: each arm
-reports its mean over seeds with a 95 % Student-t interval, plus success rate and env steps.
+one episode on each of the first ``--worlds`` test worlds and, for generalisation, as many training worlds. The
+per-seed mean nav metric is the replicate: each arm reports its mean over seeds with a 95 % Student-t interval on the
+test and the training worlds, plus the test success rate and env steps.
 
 Writes ``ablations.json``, ``ablations.md`` (the table) and ``ablations.png`` (nav metric +- CI per arm) into
 ``--out``; training output goes to ``--out/train.log``. Prints one JSON line. Usage::
@@ -34,7 +35,7 @@ import yaml
 from scipy import stats
 
 from envs.planners import DWA_PARAMS
-from envs.worlds import TEST_IDS
+from envs.worlds import TEST_IDS, TRAIN_IDS
 from sb3_vlm.cli import main as cli
 from sb3_vlm.policies import load_policy
 from sb3_vlm.workflows.evaluation import evaluate, summary
@@ -78,11 +79,14 @@ def seed_interval(values: list[float]) -> float | None:
     return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
-def evaluate_arm(spec: str, worlds: list[int], args: argparse.Namespace) -> tuple[float, float]:
-    """Mean nav metric and success rate of one policy on the held-out worlds (same seeds for every policy)."""
+def evaluate_arm(spec: str, worlds: dict[str, list[int]], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Mean nav metric and success rate of one policy on each world set (same seeds for every policy)."""
     policy = load_policy(spec, params=DWA_PARAMS)
-    row = summary(evaluate(policy, worlds, 1, args.barn_dir, seed=10_000, progress=False))
-    return row["nav_metric"], row["success_rate"]
+    rows = {
+        key: summary(evaluate(policy, ids, 1, args.barn_dir, seed=10_000, progress=False))
+        for key, ids in worlds.items()
+    }
+    return {key: {"nav_metric": row["nav_metric"], "success_rate": row["success_rate"]} for key, row in rows.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -103,10 +107,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--arms", nargs="+", choices=["sft", *ARMS], default=["sft", *ARMS])
     args = parser.parse_args(argv)
     if args.quick:
-        args.sft_samples, args.seeds, args.timesteps, args.n_envs = 32, [0, 1], 48, 4
-        args.batch_size, args.learning_starts, args.max_steps, args.worlds = 8, 16, 30, 3
+        args.sft_samples, args.seeds, args.timesteps, args.n_envs = 16, [0, 1], 48, 4
+        args.batch_size, args.learning_starts, args.max_steps, args.worlds = 8, 16, 30, 2
     args.out.mkdir(parents=True, exist_ok=True)
-    worlds = list(TEST_IDS[: args.worlds])
+    worlds = {"test": list(TEST_IDS[: args.worlds]), "train": list(TRAIN_IDS[: args.worlds])}
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with open(args.out / "train.log", "w") as log, contextlib.redirect_stdout(log):
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cli(pretrain) != 0:
                 raise RuntimeError(f"pretrain failed; see {args.out / 'train.log'}")
         for name in args.arms:
-            per_seed, success = [], []
+            results = []
             for seed in [0] if name == "sft" else args.seeds:
                 if name == "sft":
                     spec = str(sft)
@@ -137,16 +141,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         no_progress_bar=True,
                     )
                     spec = str(train(settings) / "model.zip")
-                nav, ok = evaluate_arm(spec, worlds, args)
-                per_seed.append(nav)
-                success.append(ok)
+                results.append(evaluate_arm(spec, worlds, args))
+            per_seed = [r["test"]["nav_metric"] for r in results]
+            train_nav = [r["train"]["nav_metric"] for r in results]
             rows.append(
                 {
                     "arm": name,
                     "seeds": len(per_seed),
                     "nav_metric": float(np.mean(per_seed)),
                     "nav_metric_ci95": seed_interval(per_seed),
-                    "success_rate": float(np.mean(success)),
+                    "success_rate": float(np.mean([r["test"]["success_rate"] for r in results])),
+                    "train_worlds_nav_metric": float(np.mean(train_nav)),
+                    "train_worlds_nav_metric_ci95": seed_interval(train_nav),
                     "env_steps": 0 if name == "sft" else args.timesteps,
                     "nav_metric_per_seed": per_seed,
                 }
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "quick": args.quick,
         "worlds": "real BARN" if args.barn_dir else "generated",
-        "test_worlds": len(worlds),
+        "test_worlds": len(worlds["test"]),
         "seconds": round(time.perf_counter() - t0, 1),
         "rows": rows,
     }
@@ -166,12 +172,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def write_outputs(out: Path, report: dict[str, Any]) -> None:
     """``ablations.json``, ``ablations.md`` (table) and ``ablations.png`` (nav metric +- 95 % CI per arm)."""
     (out / "ablations.json").write_text(json.dumps(report, indent=2))
-    lines = ["| arm | seeds | nav metric (95 % CI) | success | env steps |", "|---|---|---|---|---|"]
+    lines = [
+        "| arm | seeds | nav metric, test worlds (95 % CI) | success, test | nav metric, training worlds | env steps |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(mean: float, ci: float | None) -> str:
+        return f"{mean:.3f}" + ("" if ci is None else f" ± {ci:.3f}")
+
     for r in report["rows"]:
-        ci = "" if r["nav_metric_ci95"] is None else f" ± {r['nav_metric_ci95']:.3f}"
-        lines.append(
-            f"| {r['arm']} | {r['seeds']} | {r['nav_metric']:.3f}{ci} | {r['success_rate']:.0%} | {r['env_steps']} |"
+        test, train = (
+            cell(r["nav_metric"], r["nav_metric_ci95"]),
+            cell(r["train_worlds_nav_metric"], r["train_worlds_nav_metric_ci95"]),
         )
+        lines.append(f"| {r['arm']} | {r['seeds']} | {test} | {r['success_rate']:.0%} | {train} | {r['env_steps']} |")
     (out / "ablations.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 

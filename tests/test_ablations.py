@@ -26,6 +26,7 @@ def test_quick_ablation_writes_table_figure_and_json(tmp_path):
         assert (row["nav_metric_ci95"] is None) == (row["arm"] == "sft")  # one seed: no interval
     assert json.loads((tmp_path / "ablations.json").read_text()) == report
     table = (tmp_path / "ablations.md").read_text().splitlines()
-    assert table[0].startswith("| arm | seeds | nav metric (95 % CI)") and len(table) == 2 + 3
+    assert table[0].startswith("| arm | seeds | nav metric, test worlds (95 % CI)") and len(table) == 2 + 3
+    assert all(0.0 <= r["train_worlds_nav_metric"] <= 0.5 for r in report["rows"])  # generalisation column
     assert (tmp_path / "ablations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((tmp_path / "runs" / "base").iterdir())) == 2  # one run per seed
