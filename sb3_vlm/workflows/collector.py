@@ -1,7 +1,7 @@
 """Collection: run BarnNav episodes and write them in FTRL's collection layout (ftrl_reference §5.3-5.7), as
 ``sb3-vlm collect`` does.
 
-Each step the planner parameters come from a parameter source, FTRL-style:
+Each step the planner parameters come from a parameter source (:mod:`sb3_vlm.workflows.sources`), FTRL-style:
 
 * ``--server URL``: the inference server (:mod:`sb3_vlm.serving.server`, or FTRL's own) through the stdlib
   :class:`~sb3_vlm.serving.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the
@@ -22,7 +22,10 @@ Files, exactly FTRL's (``<buffer>/actor_<id>/``):
 * ``traj_<n>.pickle`` (``--mode train``) or ``<buffer>/test_sync/test_<id>_<n>.pickle`` (``--mode test``, plus
   ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
   nav_metric]`` records (§5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
-* ``trajectory_results.txt``: one line per saved episode (§5.7).
+* ``trajectory_results.txt``: one line per saved episode (§5.7);
+* with ``--sft``, FTRL's supervised data set (§2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv`` (one row per step
+  of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image) and
+  ``<buffer>/sft_data.json`` over every actor's rows.
 
 Differences from FTRL, on purpose: ``obs`` is always the start-of-step velocity ``[[v, w]]`` (FTRL's DWA env
 recorded laser values there, §8.8); ``act`` holds the clipped parameters actually sent; history frames sent to the
