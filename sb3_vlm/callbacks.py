@@ -1,4 +1,5 @@
-"""Training callbacks: atomic checkpoints (resumable, best by test nav metric) and navigation metrics.
+"""Training callbacks: atomic checkpoints (resumable, best by test nav metric), navigation metrics and FTRL's logs
+and folders.
 
 Both read only what BarnNav puts in ``infos`` (``status``, ``nav_metric``, ``time``); nothing here imports the
 simulator.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,42 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_vlm.formats.buffer_npz import save_replay_buffer
 from sb3_vlm.formats.checkpoint import atomic_directory, recover_directory
+from sb3_vlm.formats.ftrl_files import PICKLE_PROTOCOL, atomic_write
+from sb3_vlm.td3.exploration import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 
-__all__ = ["NavMetricsCallback", "SafeCheckpointCallback", "run_episodes", "save_training_checkpoint"]
+__all__ = [
+    "NavMetricsCallback",
+    "SafeCheckpointCallback",
+    "run_episodes",
+    "save_policy_folder",
+    "save_training_checkpoint",
+]
 
 CHECKPOINT_LAST, CHECKPOINT_BEST = "last", "best"
 MODEL_ZIP, REPLAY_BUFFER, POLICY_DIR, STATE_JSON = "model.zip", "replay_buffer.npz", "policy", "state.json"
+EXPLORATION_NOISE = "exploration_noise.pkl"
+"""In a saved policy folder: the exploration noise standard deviation, a pickled float (FTRL, §3.3)."""
+POLICY_STEP_PREFIX, BEST_MODEL_DIR, BEST_INFO = "policy_step_", "best_model", "best_info.txt"
+"""FTRL's folders in the logging directory: ``policy_step_<k>/`` per improvement, ``best_model/best_info.txt``."""
+
+
+def save_policy_folder(model: BaseAlgorithm, directory: str | os.PathLike) -> Path:
+    """The policy as FTRL saves it (§3.3): a VLM policy's ``save_pretrained`` folder (what FTRL's and our servers
+    load), another policy's SB3 zip (``model.zip``), plus ``exploration_noise.pkl``, the current Gaussian
+    exploration noise std ([-1, 1] action units, 0 without noise) as a pickled float.
+
+    :param directory: Target directory (replaced if it exists).
+    """
+    directory = Path(directory)
+    if isinstance(model.policy, VLMTD3Policy):
+        model.policy.save_pretrained(directory)
+    else:
+        with atomic_directory(directory) as tmp:
+            model.save(tmp / MODEL_ZIP)
+    noise = noise_std(getattr(model, "action_noise", None))
+    atomic_write(directory / EXPLORATION_NOISE, pickle.dumps(noise, protocol=PICKLE_PROTOCOL))
+    return directory
 
 
 def save_training_checkpoint(
@@ -38,7 +71,7 @@ def save_training_checkpoint(
     with atomic_directory(directory) as tmp:
         model.save(tmp / MODEL_ZIP)
         if isinstance(model.policy, VLMTD3Policy):
-            model.policy.save_pretrained(tmp / POLICY_DIR)
+            save_policy_folder(model, tmp / POLICY_DIR)
         if replay_buffer and getattr(model, "replay_buffer", None) is not None:
             save_replay_buffer(model.replay_buffer, tmp / REPLAY_BUFFER)  # type: ignore[attr-defined]
         (tmp / STATE_JSON).write_text(json.dumps({"num_timesteps": model.num_timesteps, **state}, indent=2))
@@ -117,31 +150,47 @@ def run_episodes(
     return finals  # type: ignore[return-value]
 
 
+def path_length(trajectory: np.ndarray) -> float:
+    """Length (m) of a driven ``[T, 2]`` trajectory."""
+    return float(np.sum(np.linalg.norm(np.diff(np.asarray(trajectory, dtype=np.float64), axis=0), axis=1)))
+
+
 def summarize(finals: list[dict[str, Any]]) -> dict[str, float]:
-    """Success / collision / timeout rates, mean nav metric and mean time of final infos."""
+    """Rates of each end (success, collision, timeout, flip), mean nav metric, mean time (s) and, when the infos
+    carry their ``trajectory``, mean path length (m) of final infos."""
     status = np.array([f["status"] for f in finals])
-    return {
-        "success_rate": float(np.mean(status == "success")),
-        "collision_rate": float(np.mean(status == "collision")),
-        "timeout_rate": float(np.mean(status == "timeout")),
-        "nav_metric": float(np.mean([f["nav_metric"] for f in finals])),
-        "time": float(np.mean([f["time"] for f in finals])),
-    }
+    stats = {f"{name}_rate": float(np.mean(status == name)) for name in ("success", "collision", "timeout", "flip")}
+    stats["nav_metric"] = float(np.mean([f["nav_metric"] for f in finals]))
+    stats["time"] = float(np.mean([f["time"] for f in finals]))
+    if all("trajectory" in f for f in finals):
+        stats["path_length"] = float(np.mean([path_length(f["trajectory"]) for f in finals]))
+    return stats
 
 
 class NavMetricsCallback(BaseCallback):
     """
-    Navigation metrics in TensorBoard under FTRL's names: over the last ``window`` training episodes
-    ``train/Success_rate``, ``train/Collision_rate``, ``train/Timeout_rate``, ``train/Episode_nav_metric``; every
-    ``eval_freq`` steps, a deterministic evaluation on ``eval_env`` (one episode per env, held-out worlds, fixed
-    seeds): ``train/Test_nav_metric``, ``train/Test_success_rate``, ``train/Test_length``; plus
-    ``train/Actor_loss``/``train/Critic_loss`` mirrors and ``time/fps``. With ``best_path``, the best evaluation
-    by test nav metric is saved there (FTRL keeps ``best_model``).
+    FTRL's TensorBoard keys (ftrl_reference §4.6) beside SB3's own, its terminal summary and its saved folders.
+
+    Over the last ``window`` (FTRL: 200) training episodes: ``train/Episode_reward``, ``train/Episode_length``
+    (steps), ``train/Episode_nav_metric``, ``train/Success_rate``, ``train/Flip_rate``, ``train/Timeout_rate``,
+    ``train/Collision`` (fraction ending in a collision), ``train/Status_counts/<status>``; running totals
+    ``train/n_episode``, ``train/Steps``, ``train/Time`` (s), ``train/fps``; mirrors of the algorithm's
+    ``train/Actor_loss``, ``train/Critic_loss``, ``train/Actor_grad_norm``, ``train/Critic_grad_norm``
+    (``train/Exploration_noise`` comes from :class:`~sb3_vlm.td3.exploration.ExplorationNoiseSchedule`).
+
+    Every ``eval_freq`` steps, a deterministic evaluation on ``eval_env`` (one episode per env, held-out worlds,
+    fixed seeds): ``train/Test_nav_metric``, ``train/Test_time`` (s), ``train/Test_length`` (driven path, m),
+    ``train/Test_counts`` (episodes), ``train/Test_success_rate``; with ``summary``, FTRL's terminal summary is
+    printed. When the test nav metric improves: the training checkpoint in ``best_path`` (resumable), and with
+    ``policy_dir`` FTRL's folders there: ``policy_step_<k>/`` (``k`` = env steps) and ``best_model/`` (policy
+    folders of :func:`save_policy_folder`) with ``best_model/best_info.txt``.
 
     :param eval_env: VecEnv on held-out worlds, or None (no evaluation).
     :param eval_freq: Env steps between evaluations.
-    :param best_path: Directory for the best checkpoint, or None.
+    :param best_path: Directory for the best training checkpoint, or None.
+    :param policy_dir: Directory for ``policy_step_<k>/`` and ``best_model/``, or None.
     :param window: Episodes in the training-metric window.
+    :param summary: Print the summary after each evaluation.
     """
 
     def __init__(
@@ -149,8 +198,10 @@ class NavMetricsCallback(BaseCallback):
         eval_env: VecEnv | None = None,
         eval_freq: int = 0,
         best_path: str | os.PathLike | None = None,
-        window: int = 100,
+        window: int = 200,
         eval_seed: int = 12_345,
+        policy_dir: str | os.PathLike | None = None,
+        summary: bool = False,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -158,15 +209,20 @@ class NavMetricsCallback(BaseCallback):
             raise ValueError(f"eval_freq must be > 0 with an eval_env, got {eval_freq}")
         self.eval_env, self.eval_freq, self.eval_seed = eval_env, eval_freq, eval_seed
         self.best_path = None if best_path is None else Path(best_path)
+        self.policy_dir = None if policy_dir is None else Path(policy_dir)
+        self.summary = summary
         self.episodes: deque[dict[str, Any]] = deque(maxlen=window)
+        self.n_episode = 0
         self.best_nav_metric = -np.inf
         self.last_eval: dict[str, float] = {}
         self._next_eval = eval_freq
+        self._start_time, self._start_steps = time.time(), 0
 
     def _on_training_start(self) -> None:
         # Not _init_callback: SB3 sets num_timesteps (> 0 on resume) just before this call. A resumed run evaluates
         # at the next multiple of eval_freq (not at every step until a counter from 0 catches up), and only a better
         # policy than the one already in best_path replaces it.
+        self._start_time, self._start_steps = time.time(), self.num_timesteps
         if self.eval_freq > 0:
             self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
         if self.best_path is not None and np.isneginf(self.best_nav_metric):
@@ -179,35 +235,78 @@ class NavMetricsCallback(BaseCallback):
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done and "status" in info:
                 self.episodes.append(info)
+                self.n_episode += 1
         if self.episodes:
-            stats = summarize(list(self.episodes))
-            self.logger.record("train/Success_rate", stats["success_rate"])
-            self.logger.record("train/Collision_rate", stats["collision_rate"])
-            self.logger.record("train/Timeout_rate", stats["timeout_rate"])
-            self.logger.record("train/Episode_nav_metric", stats["nav_metric"])
-        for ours, ftrl in (("train/actor_loss", "train/Actor_loss"), ("train/critic_loss", "train/Critic_loss")):
-            if ours in self.logger.name_to_value:
-                self.logger.record(ftrl, self.logger.name_to_value[ours])
+            self._record_training(list(self.episodes))
+        elapsed = max(time.time() - self._start_time, 1e-9)
+        self.logger.record("train/Steps", self.num_timesteps)
+        self.logger.record("train/Time", elapsed)
+        self.logger.record("train/fps", (self.num_timesteps - self._start_steps) / elapsed)
+        for ours in ("actor_loss", "critic_loss", "actor_grad_norm", "critic_grad_norm"):
+            if f"train/{ours}" in self.logger.name_to_value:
+                self.logger.record(f"train/{ours.capitalize()}", self.logger.name_to_value[f"train/{ours}"])
         if self.eval_env is not None and self.num_timesteps >= self._next_eval:
             self._next_eval += self.eval_freq
             self.evaluate()
         return True
 
+    def _record_training(self, episodes: list[dict[str, Any]]) -> None:
+        stats = summarize(episodes)
+        record = self.logger.record
+        record("train/Success_rate", stats["success_rate"])
+        record("train/Flip_rate", stats["flip_rate"])
+        record("train/Timeout_rate", stats["timeout_rate"])
+        record("train/Collision", stats["collision_rate"])
+        record("train/Episode_nav_metric", stats["nav_metric"])
+        record("train/n_episode", self.n_episode)
+        monitored = [e["episode"] for e in episodes if "episode" in e]  # VecMonitor's return and length
+        if monitored:
+            record("train/Episode_reward", float(np.mean([m["r"] for m in monitored])))
+            record("train/Episode_length", float(np.mean([m["l"] for m in monitored])))
+        statuses, counts = np.unique([e["status"] for e in episodes], return_counts=True)
+        for status, count in zip(statuses, counts, strict=True):
+            record(f"train/Status_counts/{status}", int(count))
+
     def evaluate(self) -> dict[str, float]:
-        """Evaluate now; log, remember and (if best) save."""
+        """Evaluate now; log, print the summary, remember and (if best) save."""
         assert self.eval_env is not None
         finals = run_episodes(lambda o: self.model.predict(o, deterministic=True)[0], self.eval_env, self.eval_seed)
         stats = summarize(finals)
         self.last_eval = stats
         self.logger.record("train/Test_nav_metric", stats["nav_metric"])
         self.logger.record("train/Test_success_rate", stats["success_rate"])
-        self.logger.record("train/Test_collision_rate", stats["collision_rate"])
-        self.logger.record("train/Test_timeout_rate", stats["timeout_rate"])
-        self.logger.record("train/Test_length", stats["time"])
+        self.logger.record("train/Test_time", stats["time"])
+        self.logger.record("train/Test_counts", len(finals))
+        if "path_length" in stats:
+            self.logger.record("train/Test_length", stats["path_length"])
         if stats["nav_metric"] > self.best_nav_metric:
             self.best_nav_metric = stats["nav_metric"]
             if self.best_path is not None:
                 save_training_checkpoint(self.model, self.best_path, test_nav_metric=stats["nav_metric"])
-        if self.verbose:
-            print(f"eval at {self.num_timesteps}: {stats}")
+            if self.policy_dir is not None:
+                self._save_best(stats)
+        if self.summary:
+            print(self.summary_text())
         return stats
+
+    def _save_best(self, stats: dict[str, float]) -> None:
+        """FTRL's ``policy_step_<k>/`` and ``best_model/`` (+ ``best_info.txt``) for a new best test nav metric."""
+        assert self.policy_dir is not None
+        step = self.num_timesteps
+        save_policy_folder(self.model, self.policy_dir / f"{POLICY_STEP_PREFIX}{step}")
+        best = save_policy_folder(self.model, self.policy_dir / BEST_MODEL_DIR)
+        lines = [f"step: {step}", f"n_episode: {self.n_episode}"] + [f"Test_{k}: {v:.6f}" for k, v in stats.items()]
+        atomic_write(best / BEST_INFO, ("\n".join(lines) + "\n").encode())
+
+    def summary_text(self) -> str:
+        """FTRL's terminal summary: the latest training and test figures, one per line."""
+        values = self.logger.name_to_value
+        names = ["Episode_reward", "Episode_length", "Episode_nav_metric", "Success_rate", "Collision",
+                 "Timeout_rate", "Test_nav_metric", "Test_success_rate", "Test_time", "Test_length",
+                 "Actor_loss", "Critic_loss", "Exploration_noise", "fps"]  # fmt: skip
+        lines = [f"---- step {self.num_timesteps}, {self.n_episode} episodes ----"]
+        for name in names:
+            if f"train/{name}" in values:
+                value = values[f"train/{name}"]
+                lines.append(f"{name}: {value:.1%}" if name.endswith("_rate") else f"{name}: {value:.4g}")
+        return "\n".join(lines)

@@ -20,8 +20,9 @@ from stable_baselines3.common.logger import configure
 from envs import BarnNav, BarnNavVecEnv
 from envs.planners import DWA_PARAMS
 from sb3_vlm.cli import build_parser
+from sb3_vlm.formats.ftrl_files import FTRL_IMAGE_SIZE, spread_tail_reward
 from sb3_vlm.formats.safe_pickle import safe_load
-from sb3_vlm.formats.trajectories import FTRL_IMAGE_SIZE, load_trajectories, resize_image, spread_tail_reward
+from sb3_vlm.formats.trajectories import load_trajectories, resize_image
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
@@ -257,7 +258,7 @@ def test_spread_tail_reward() -> None:
 
 def test_png_bytes_are_what_the_server_decodes() -> None:
     """The frame bytes sent to /infer decode to the rendered pixels (lossless PNG, RGB)."""
-    from sb3_vlm.formats.trajectories import png_bytes as _png
+    from sb3_vlm.formats.ftrl_files import png_bytes as _png
 
     image = np.random.default_rng(0).integers(0, 256, (*FTRL_IMAGE_SIZE, 3), dtype=np.uint8)
     with Image.open(io.BytesIO(_png(image))) as decoded:

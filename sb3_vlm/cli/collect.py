@@ -10,14 +10,8 @@ from envs.planners import PARAM_TABLES
 from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.rewards.build import make_judge
-from sb3_vlm.workflows.collector import (
-    MAX_SAVE_TIME,
-    CollectSummary,
-    LocalPolicySource,
-    ParameterSource,
-    ServerSource,
-    collect,
-)
+from sb3_vlm.workflows.collector import MAX_SAVE_TIME, CollectSummary, collect
+from sb3_vlm.workflows.sources import LocalPolicySource, ParameterSource, ServerSource
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each /infer answer")
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed request before falling back")
     parser.add_argument("--wait-server", type=float, default=60.0, help="seconds to wait for the server at start")
+    parser.add_argument(
+        "--sft",
+        action="store_true",
+        help="also write FTRL's SFT data: actor_<id>/data.csv rows and <buffer>/sft_data.json (pretrain --data)",
+    )
     parser.add_argument("--no-progress-bar", action="store_true")
     judge_options.add_arguments(parser, wrapper=False)
 
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace) -> CollectSummary:
             progress_bar=not args.no_progress_bar,
             judge=judge,
             judge_weight=args.judge_weight,
+            sft=args.sft,
             **env_kwargs,
         )
     finally:

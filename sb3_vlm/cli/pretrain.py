@@ -52,7 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
     parser.add_argument("--cache-mb", type=float, default=1024, help="hidden-state cache of a frozen VLM (MiB)")
-    parser.add_argument("--data", type=Path, help="train on pairs from this .npz instead of generating them")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="train on these pairs instead of generating them: a .npz (--save-data), FTRL's SFT .json, a data.csv "
+        "or a directory of actor_*/data.csv (images resized to --image-size)",
+    )
     parser.add_argument("--save-data", type=Path, help="also write the generated pairs to this .npz")
     parser.add_argument(
         "--head", choices=("mse", "flow"), default="mse", help="flow: also a flow-matching expert (flow_head/)"
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> Path:
     progress = not args.no_progress_bar
     th.manual_seed(args.seed)  # fresh head weights
     if args.data is not None:
-        data, data_stats = SFTDataset.load(args.data), {"source": str(args.data)}
+        data, data_stats = SFTDataset.load(args.data, args.image_size), {"source": str(args.data)}
     else:
         passed = options(
             args,

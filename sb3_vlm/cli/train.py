@@ -16,6 +16,10 @@ from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=sorted(DEFAULT_CONF_NAMES), default="vlm", help="default zoo file to use")
     parser.add_argument("--conf-file", type=Path, help="rl-zoo3 YAML file (overrides --policy)")
+    parser.add_argument(
+        "--ftrl-config", type=Path, help="FTRL RL YAML (training_config, env_config, ...) over the zoo file's values"
+    )
+    parser.add_argument("--ftrl-base", type=Path, help="base YAML the --ftrl-config file is deep-merged over (FTRL)")
     parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
     parser.add_argument("--timesteps", type=int, help="override n_timesteps")
     parser.add_argument("--n-envs", type=int, help="override n_envs")
@@ -23,12 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worlds", default=None, help="'train' (default), 'test', 'all' or ids like 0,6,12")
     parser.add_argument("--vlm", help="local Qwen2.5-VL or FTRL checkpoint directory (VLM policy backbone)")
     parser.add_argument("--base-model", help="base Qwen2.5-VL directory of an FTRL checkpoint given with --vlm")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="default: the --ftrl-config file's env_config.seed, else 0")
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="runs are written under this directory")
     parser.add_argument("--resume", type=Path, help="run directory to resume from its last checkpoint")
     parser.add_argument("--checkpoint-freq", type=int, default=1000, help="env steps between checkpoints")
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--eval-freq", type=int, default=0, help="env steps between test-world evaluations (0: off)")
+    parser.add_argument(
+        "--eval-freq", type=int, help="env steps between test-world evaluations (default: 5 per run; 0: off)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--env-workers", type=int, default=1, help="simulator processes (BarnNavSubprocVecEnv if > 1)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

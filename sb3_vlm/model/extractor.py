@@ -204,9 +204,11 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_history):
             return self.history(frames)
 
-    def _hidden(
+    def hidden(
         self, observations: ObsType, history: HistoryType = None, prompts: Sequence[str] | None = None
     ) -> tuple[BackboneOutput, th.Tensor | None]:
+        """The backbone's tapped hidden states and the history feature (``[B, history_dim]`` or None): what the DPT
+        pooling reads (:meth:`forward` without the feature cache pools them)."""
         images, velocity = self._inputs(observations)
         with th.set_grad_enabled(th.is_grad_enabled() and not self.freeze_vlm):
             out = self.backbone(images, velocity, prompts)
@@ -227,7 +229,10 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         state = self._cache_state() if history is None else None
         if state is not None:
             return self._cached_forward(observations, *state, prompts=prompts)
-        out, history_feat = self._hidden(observations, history, prompts)
+        return self.pool(*self.hidden(observations, history, prompts))
+
+    def pool(self, out: BackboneOutput, history_feat: th.Tensor | None) -> th.Tensor:
+        """The DPT pooled feature ``[B, 256]`` of :meth:`hidden`'s output."""
         with th.set_grad_enabled(th.is_grad_enabled() and self._pooling_trains):
             return self.dpt.pool(out.hidden_states, history_feat, out.attention_mask)
 
@@ -318,7 +323,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
             None.
         :return: ``[B, P]`` planner parameters in physical units.
         """
-        out, history_feat = self._hidden(observations, history, prompts)
+        out, history_feat = self.hidden(observations, history, prompts)
         return self.denormalize(self.dpt(out.hidden_states, history_feat, out.attention_mask))
 
     def denormalize(self, pred: th.Tensor) -> th.Tensor:
@@ -330,7 +335,7 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
     @th.no_grad()
     def attention_weights(self, observations: ObsType) -> th.Tensor:
         """DPT attention-pooling weights over the token sequence, ``[B, L]`` (rows sum to 1), for visualisation."""
-        out, _ = self._hidden(observations)
+        out, _ = self.hidden(observations)
         return self.dpt.attention_weights(out.hidden_states, out.attention_mask)
 
     def checkpoint_parts(self) -> FTRLCheckpoint:

@@ -137,8 +137,17 @@ class SFTDataset:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SFTDataset:
-        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
+    def load(cls, path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> SFTDataset:
+        """Read a file written by :meth:`save` (``allow_pickle=False``), or FTRL's SFT data (a ``.json``, a
+        ``data.csv`` or a directory of ``actor_*/data.csv``, see :mod:`sb3_vlm.formats.ftrl_sft`), its images
+        resized to ``image_size`` ``(H, W)``."""
+        if Path(path).suffix != ".npz":
+            from sb3_vlm.formats.ftrl_sft import read_ftrl_sft
+
+            if image_size is None:
+                raise ValueError(f"SFTDataset.load: FTRL SFT data {path} needs the image_size to resize to")
+            ftrl = read_ftrl_sft(path, image_size)
+            return cls(ftrl.images, ftrl.labels, ftrl.groups, ftrl.names)
         with np.load(path, allow_pickle=False) as data:
             names = tuple(data["names"].tolist()) if "names" in data else None
             groups = data["groups"] if "groups" in data else None

@@ -33,6 +33,12 @@ def _normal_noises(noise: ActionNoise | None) -> list[NormalActionNoise]:
     return [noise] if isinstance(noise, NormalActionNoise) else []
 
 
+def noise_std(noise: ActionNoise | None) -> float:
+    """Mean standard deviation of the Gaussian exploration noise in ``noise`` ([-1, 1] action units); 0 without."""
+    noises = _normal_noises(noise)
+    return float(np.mean([n._sigma for n in noises])) if noises else 0.0
+
+
 class ExplorationNoiseSchedule(BaseCallback):
     """Linear decay of the Gaussian exploration noise's standard deviation (in [-1, 1] action units).
 

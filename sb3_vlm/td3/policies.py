@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from torch import nn
 from envs.planners import PARAM_TABLES
 from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR
 from sb3_vlm.formats.checkpoint import check_state, write_checkpoint
+from sb3_vlm.model.backbone import BackboneOutput
 from sb3_vlm.model.config import VLMConfig
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.td3.prior import SupervisedPrior, has_supervised_head
@@ -59,7 +61,8 @@ class VLMActor(_HeadParameters, Actor):
 class VLMCritic(_HeadParameters, BaseModel):
     """
     Twin-Q critic on the shared, detached 256-d feature (FTRL ``VLM_DPT_Critic``): each head sees
-    ``concat(feature, action_encoder(action))``.
+    ``concat(feature, action_encoder(action))``. With ``own_dpt`` (FTRL's ``freeze_dpt_critic: false``) the critic
+    pools the backbone's detached hidden states with its own trainable copy of the DPT head instead (``dpt``).
 
     :param observation_space: Observation space.
     :param action_space: Action space (actions in [-1, 1]).
@@ -71,6 +74,7 @@ class VLMCritic(_HeadParameters, BaseModel):
     :param activation_fn: Activation of the heads.
     :param normalize_images: SB3's image ``/255``.
     :param n_critics: Number of Q heads.
+    :param own_dpt: Give the critic its own trainable copy of the extractor's DPT head.
     """
 
     features_extractor: VLMDPTExtractor
@@ -86,10 +90,12 @@ class VLMCritic(_HeadParameters, BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         n_critics: int = 2,
+        own_dpt: bool = False,
     ):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
+        self.dpt = copy.deepcopy(features_extractor.dpt).requires_grad_(True) if own_dpt else None
         action_dim = get_action_dim(action_space)
         if action_encoder_arch:
             layers = create_mlp(action_dim, action_encoder_arch[-1], action_encoder_arch[:-1], activation_fn)
@@ -118,15 +124,25 @@ class VLMCritic(_HeadParameters, BaseModel):
         """First Q head only, ``[B, 1]`` (the actor loss)."""
         return self.q_networks[0](th.cat([features, self.action_encoder(actions)], dim=1))
 
-    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+    def own_features(self, out: BackboneOutput, history_feat: th.Tensor | None) -> th.Tensor:
+        """The critic's own DPT pooling ``[B, 256]`` of the extractor's hidden states (detached here)."""
+        assert self.dpt is not None, "own_features needs own_dpt=True"
+        history = None if history_feat is None else history_feat.detach()
+        return self.dpt.pool([h.detach() for h in out.hidden_states], history, out.attention_mask)
+
+    def _features(self, obs: PyTorchObs) -> th.Tensor:
+        if self.dpt is None:
+            with th.no_grad():
+                return self.extract_features(obs, self.features_extractor)
         with th.no_grad():
-            features = self.extract_features(obs, self.features_extractor)
-        return self.q_values(features, actions)
+            hidden = self.features_extractor.hidden(_preprocess_all(obs, self.observation_space, self.normalize_images))
+        return self.own_features(*hidden)
+
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        return self.q_values(self._features(obs), actions)
 
     def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        with th.no_grad():
-            features = self.extract_features(obs, self.features_extractor)
-        return self.q1(features, actions)
+        return self.q1(self._features(obs), actions)
 
 
 class VLMTD3Policy(TD3Policy):
@@ -157,6 +173,9 @@ class VLMTD3Policy(TD3Policy):
     :param actor_prior: With a backbone that is a supervised checkpoint (``sb3-vlm pretrain``), start the actor at
         its policy: :class:`~sb3_vlm.td3.prior.SupervisedPrior` (False: a fresh actor, the supervised head only
         initialises the features).
+    :param critic_dpt: Give the critic its own trainable copy of the DPT head (FTRL ``freeze_dpt_critic: false``)
+        on the detached hidden states; False: the critic reads the shared pooled feature, detached. With it,
+        :class:`~sb3_vlm.td3.td3.VLMTD3` updates run the backbone without the feature cache.
     :param vlm_kwargs: :class:`~sb3_vlm.model.config.VLMConfig` fields overriding ``vlm`` (``backbone``,
         ``freeze_vlm``, ``lora``, ``feature_cache_bytes``, ...), as flat ``policy_kwargs`` (zoo files use these). A
         ``backbone`` written by :meth:`save_pretrained` also brings its ``actor_head/`` and ``critic/``.
@@ -181,10 +200,12 @@ class VLMTD3Policy(TD3Policy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         actor_prior: bool = True,
+        critic_dpt: bool = False,
         **vlm_kwargs: Any,
     ):
         self.vlm_config = VLMConfig.build(vlm, **vlm_kwargs)
         self.actor_prior = actor_prior
+        self.critic_dpt = critic_dpt
         extractor_kwargs = {"config": self.vlm_config}
         super().__init__(
             observation_space,
@@ -256,6 +277,7 @@ class VLMTD3Policy(TD3Policy):
             activation_fn=self.activation_fn,
             normalize_images=self.normalize_images,
             n_critics=self.critic_kwargs["n_critics"],
+            own_dpt=self.critic_dpt,
         ).to(self.device)
 
     def features(self, obs: PyTorchObs) -> th.Tensor:
@@ -267,13 +289,11 @@ class VLMTD3Policy(TD3Policy):
         """
         if not self.normalize_images:
             return self.extract_features(obs, self.features_extractor)
-        space = self.observation_space
-        if isinstance(obs, dict):
-            assert isinstance(space, spaces.Dict)
-            obs = {k: _preprocess(v, space[k], is_image=k == "image") for k, v in obs.items()}
-        else:
-            obs = _preprocess(obs, space, is_image=True)
-        return self.features_extractor(obs)
+        return self.features_extractor(_preprocess_all(obs, self.observation_space, True))
+
+    def hidden(self, obs: PyTorchObs) -> tuple[BackboneOutput, th.Tensor | None]:
+        """:meth:`features`' preprocessing + the extractor's hidden states and history feature (no cache)."""
+        return self.features_extractor.hidden(_preprocess_all(obs, self.observation_space, self.normalize_images))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -281,6 +301,7 @@ class VLMTD3Policy(TD3Policy):
             data.pop(key)
         data.update(self.vlm_config.to_dict())  # flat, as policy_kwargs and zoo files give them
         data["actor_prior"] = self.actor_prior
+        data["critic_dpt"] = self.critic_dpt
         return data
 
     def _is_saved_key(self, key: str) -> bool:
@@ -356,6 +377,16 @@ class VLMTD3Policy(TD3Policy):
         else:
             config = VLMConfig.build(vlm, **{**overrides, "backbone": os.fspath(path)})
         return cls(observation_space, action_space, cls._dummy_schedule, vlm=config, **kwargs)
+
+
+def _preprocess_all(obs: PyTorchObs, space: spaces.Space, normalize_images: bool) -> PyTorchObs:
+    """SB3's ``preprocess_obs`` of an observation (Dict or image), keeping uint8 images uint8 (see :meth:`features`)."""
+    if not normalize_images:
+        return preprocess_obs(obs, space, normalize_images=False)  # type: ignore[return-value]
+    if isinstance(obs, dict):
+        assert isinstance(space, spaces.Dict)
+        return {k: _preprocess(v, space[k], is_image=k == "image") for k, v in obs.items()}
+    return _preprocess(obs, space, is_image=True)
 
 
 def _preprocess(obs: th.Tensor, space: spaces.Space, is_image: bool) -> th.Tensor:

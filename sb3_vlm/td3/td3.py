@@ -27,7 +27,9 @@ class VLMTD3(TD3):
     Differences from SB3's ``TD3``:
 
     * one gradient step runs the shared backbone once on ``obs`` and once on ``next_obs``; actor, critic and both
-      targets reuse those features (the critic and the targets see them detached);
+      targets reuse those features (the critic and the targets see them detached); with the policy's
+      ``critic_dpt``, the critics pool the detached hidden states with their own DPT copy (trained by the critic
+      optimizer, polyak-averaged into the target's);
     * polyak averaging touches only the small heads: the backbone has no target copy (averaging a tensor with itself
       in place would shrink it by ``1 - tau**2`` per update);
     * ``actor_lr`` and ``critic_lr`` (floats or schedules of the remaining progress) drive the two optimizers;
@@ -98,11 +100,12 @@ class VLMTD3(TD3):
             self.logger.record(f"train/{name}_learning_rate", lr)
             update_learning_rate(optimizer, lr)
 
-    def _step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> bool:
-        """Backward + (clipped) step, unless the loss or the gradient norm is not finite. Returns whether it stepped."""
+    def _step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> float | None:
+        """Backward + (clipped) step, unless the loss or the gradient norm is not finite. Returns the gradient norm
+        before clipping, or None if it did not step."""
         if not th.isfinite(loss):
             self.skipped_updates += 1
-            return False
+            return None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         optimizer.zero_grad()
         loss.backward()
@@ -111,12 +114,12 @@ class VLMTD3(TD3):
         if not th.isfinite(norm):
             optimizer.zero_grad()
             self.skipped_updates += 1
-            return False
+            return None
         if self.max_grad_norm is not None and norm > self.max_grad_norm:
             # Only ever scale down: before torch 2.9 clip_grads_with_norm_ does not clamp max_norm / norm at 1.
             th.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
         optimizer.step()
-        return True
+        return float(norm)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
@@ -124,7 +127,10 @@ class VLMTD3(TD3):
         cache = self.policy.features_extractor.feature_cache
         cache_before = None if cache is None else cache.stats()
 
+        own_dpt = self.critic.dpt is not None  # the critic pools the hidden states with its own DPT copy
+        extractor = self.policy.features_extractor
         actor_losses, critic_losses = [], []
+        norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
             self._n_updates += 1
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -132,28 +138,38 @@ class VLMTD3(TD3):
             update_actor = self._n_updates % self.policy_delay == 0
 
             with th.no_grad():
-                next_features = self.policy.features(replay_data.next_observations)
+                if own_dpt:
+                    next_hidden = self.policy.hidden(replay_data.next_observations)
+                    next_features = extractor.pool(*next_hidden)
+                    next_critic_features = self.critic_target.own_features(*next_hidden)
+                else:
+                    next_features = next_critic_features = self.policy.features(replay_data.next_observations)
                 noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
                 noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
                 next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
-                next_q_values = th.cat(self.critic_target.q_values(next_features, next_actions), dim=1)
+                next_q_values = th.cat(self.critic_target.q_values(next_critic_features, next_actions), dim=1)
                 next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
             # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
             with th.set_grad_enabled(update_actor):
-                features = self.policy.features(replay_data.observations)
+                if own_dpt:
+                    hidden = self.policy.hidden(replay_data.observations)
+                    features = extractor.pool(*hidden)
+                else:
+                    features = self.policy.features(replay_data.observations)
+            critic_features = self.critic.own_features(*hidden) if own_dpt else features.detach()
 
-            current_q_values = self.critic.q_values(features.detach(), replay_data.actions)
+            current_q_values = self.critic.q_values(critic_features, replay_data.actions)
             critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
             critic_losses.append(critic_loss.item())
-            self._step(self.critic.optimizer, critic_loss)
+            norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
 
             if update_actor:
-                actor_loss = -self.critic.q1(features.detach(), self.actor.mu(features)).mean()
+                actor_loss = -self.critic.q1(critic_features.detach(), self.actor.mu(features)).mean()
                 actor_losses.append(actor_loss.item())
-                self._step(self.actor.optimizer, actor_loss)
+                norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.actor.mu.parameters(), self.actor_target.mu.parameters(), self.tau)
 
@@ -162,6 +178,10 @@ class VLMTD3(TD3):
         if len(actor_losses) > 0:
             self.logger.record("train/actor_loss", np.mean(actor_losses))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
+        for name, values in norms.items():  # gradient norms before clipping, of the updates that stepped
+            stepped = [v for v in values if v is not None]
+            if stepped:
+                self.logger.record(f"train/{name}_grad_norm", float(np.mean(stepped)))
         if cache is not None and cache_before is not None:
             self._log_cache(cache_before, cache.stats())
 

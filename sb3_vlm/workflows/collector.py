@@ -1,7 +1,7 @@
 """Collection: run BarnNav episodes and write them in FTRL's collection layout (ftrl_reference §5.3-5.7), as
 ``sb3-vlm collect`` does.
 
-Each step the planner parameters come from a parameter source, FTRL-style:
+Each step the planner parameters come from a parameter source (:mod:`sb3_vlm.workflows.sources`), FTRL-style:
 
 * ``--server URL``: the inference server (:mod:`sb3_vlm.serving.server`, or FTRL's own) through the stdlib
   :class:`~sb3_vlm.serving.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the
@@ -22,7 +22,10 @@ Files, exactly FTRL's (``<buffer>/actor_<id>/``):
 * ``traj_<n>.pickle`` (``--mode train``) or ``<buffer>/test_sync/test_<id>_<n>.pickle`` (``--mode test``, plus
   ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
   nav_metric]`` records (§5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
-* ``trajectory_results.txt``: one line per saved episode (§5.7).
+* ``trajectory_results.txt``: one line per saved episode (§5.7);
+* with ``--sft``, FTRL's supervised data set (§2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv`` (one row per step
+  of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image) and
+  ``<buffer>/sft_data.json`` over every actor's rows.
 
 Differences from FTRL, on purpose: ``obs`` is always the start-of-step velocity ``[[v, w]]`` (FTRL's DWA env
 recorded laser values there, §8.8); ``act`` holds the clipped parameters actually sent; history frames sent to the
@@ -39,13 +42,12 @@ counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -54,7 +56,7 @@ from tqdm.auto import tqdm
 from envs import BarnNav
 from envs.nav_env import resolve_world_ids
 from envs.planners import ParamTable
-from sb3_vlm.formats.trajectories import (
+from sb3_vlm.formats.ftrl_files import (
     FTRL_IMAGE_SIZE,
     METHOD,
     RESULTS_FILE,
@@ -62,27 +64,17 @@ from sb3_vlm.formats.trajectories import (
     frame_name,
     next_number,
     png_bytes,
-    resize_image,
     results_line,
     spread_tail_reward,
     trajectory_name,
     write_trajectory,
 )
+from sb3_vlm.formats.ftrl_sft import SFTWriter, write_sft_json
 from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.wrappers import EpisodeFrames
-from sb3_vlm.serving.client import QwenClient
+from sb3_vlm.workflows.sources import Frame, ParameterSource
 
-__all__ = [
-    "FTRL_IMAGE_SIZE",
-    "CollectSummary",
-    "EpisodeReport",
-    "Frame",
-    "LocalPolicySource",
-    "ParameterSource",
-    "ServerSource",
-    "MAX_SAVE_TIME",
-    "collect",
-]
+__all__ = ["CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,131 +86,6 @@ _MAX_HISTORY = 8
 """Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
 _MIN_DISPLACEMENT = 1e-3
 """Per-step displacements shorter than this (m) have no direction and are left out of ``smoothness``."""
-
-
-# -------------------------------------------------------------------------------------------------- parameter sources
-
-
-@dataclass(frozen=True)
-class Frame:
-    """What a parameter source sees at the start of a step.
-
-    :param image: Scene image, uint8 ``[400, 600, 3]`` RGB.
-    :param png: The same image as PNG file bytes (what is on disk as this step's frame).
-    :param velocity: Measured ``[v (m/s), w (rad/s)]``, float64 ``[2]``.
-    :param laser: APPLR laser observation, float32 ``[721]`` (or longer with the env's goal/last-action options).
-    :param history: PNG bytes of this episode's earlier frames, newest first.
-    """
-
-    image: np.ndarray
-    png: bytes
-    velocity: np.ndarray
-    laser: np.ndarray
-    history: tuple[bytes, ...] = ()
-
-
-class ParameterSource(Protocol):
-    """Chooses planner parameters for a step; ``None`` means a failure the collector falls back from (the default
-    parameters), an exception a bug that stops the collection."""
-
-    def __call__(self, frame: Frame) -> np.ndarray | None:
-        """Physical parameters ``[>= P]`` (only the first ``P`` are used, then clipped), or None."""
-        ...
-
-
-def _history(frame: Frame, n: int) -> list[bytes]:
-    """``n`` history frames, newest first; missing ones repeat the oldest available, else the current frame (§5.2)."""
-    frames: list[bytes] = []
-    for k in range(n):
-        frames.append(frame.history[k] if k < len(frame.history) else (frames[-1] if frames else frame.png))
-    return frames
-
-
-class ServerSource:
-    """Parameters from an inference server's ``/infer`` (FTRL's collector, §5.3 step 1).
-
-    :param url: Server base URL, e.g. ``http://127.0.0.1:7000``.
-    :param planner: Planner name sent with each request.
-    :param timeout: Seconds to wait for each ``/infer`` answer (FTRL: 30).
-    :param retries: Extra attempts after a connection error or a 5xx answer (the client backs off between them).
-    :param wait: Seconds to wait for the server's ``/health`` to report ready before collecting; 0 does not wait.
-        A server still down after that is not an error: steps fall back to the default parameters.
-    """
-
-    def __init__(self, url: str, planner: str = "DWA", timeout: float = 30.0, retries: int = 2, wait: float = 0.0):
-        self.client = QwenClient(url, algorithm=planner, timeout=timeout, num_history_frames=0, max_retries=retries)
-        if wait > 0:
-            try:
-                self.client.wait_for_service(timeout=wait, poll_interval=min(2.0, wait))
-            except TimeoutError as e:
-                logger.warning("%s; collecting with default parameters until it answers", e)
-        self._configured = self._configure()
-
-    def _configure(self) -> bool:
-        """Read how many history frames the server wants (``/config``); False if it did not answer."""
-        config = self.client.get_config()
-        if config is None:
-            return False
-        self.client.num_history_frames = int(config.get("num_history_frames", 0) or 0)
-        return True
-
-    def __call__(self, frame: Frame) -> np.ndarray | None:
-        history = _history(frame, self.client.num_history_frames)
-        v, w = (float(x) for x in frame.velocity)
-        result = self.client.infer_from_image_bytes(frame.png, v, w, history_images=history)
-        try:
-            params = QwenClient.get_parameters_array(result)
-        except (KeyError, TypeError, ValueError) as e:  # a 200 answer without a usable parameters_array
-            logger.warning("%s: malformed /infer answer (%s: %s)", self.client.qwen_url, type(e).__name__, e)
-            return None
-        if params is None:
-            return None
-        if not self._configured:  # the server was down when we started: ask now that it answers
-            self._configured = self._configure()
-        return np.asarray(params, dtype=np.float64)
-
-
-class LocalPolicySource:
-    """Parameters from a local policy, in process, loaded by :func:`sb3_vlm.policies.load_policy`: an SB3 ``.zip``
-    (``VLMTD3`` or ``TD3``), a directory written by ``VLMTD3Policy.save_pretrained`` / ``publish_policy`` (the TD3
-    actor) or an FTRL SFT checkpoint (the DPT head, with this episode's earlier frames as its history, as the FTRL
-    server reads them from a client).
-
-    The scene image is resized (Pillow bilinear, as the replay loader and the server do) to the size the policy
-    records (its observation space, or the hand-off's); otherwise it is used at its own size.
-
-    :param path: Policy directory or ``.zip`` file.
-    :param params: The env's parameter table (output names and, for a directory, the physical ranges).
-    :param base_model: Base Qwen2.5-VL (``"tiny"`` or a local directory) of a checkpoint directory that does not
-        record it.
-    :raises FileNotFoundError: if ``path`` does not exist.
-    """
-
-    def __init__(self, path: str | os.PathLike, params: ParamTable, base_model: str | None = None):
-        from sb3_vlm.policies import load_policy
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"policy {path} not found")
-        self.path = path
-        self.policy = load_policy(path, params=params, base_model=base_model, algorithm=params.planner)
-
-    def __call__(self, frame: Frame) -> np.ndarray | None:
-        policy = self.policy
-        if policy.observation == "laser":
-            return policy.predict(frame.laser).ravel()
-        size = getattr(policy, "input_size", None)
-        image = frame.image if size is None else resize_image(frame.image, size)
-        history = None
-        if policy.kind == "sft" and frame.history:
-            history = [[np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in frame.history]]
-        return policy.predict(image, frame.velocity.astype(np.float32), history=history).ravel()
-
-    def close(self) -> None:
-        """Nothing to release (the policy runs in this process)."""
-
-
-# ----------------------------------------------------------------------------------------------------------- writing
 
 
 # ------------------------------------------------------------------------------------------------------- collection
@@ -285,6 +152,7 @@ class _Collector:
         max_save_time: float,
         judge: Any = None,
         judge_weight: float = 1.0,
+        sft: bool = False,
     ):
         self.buffer, self.source, self.actor_id, self.mode, self.env = buffer, source, actor_id, mode, env
         self.max_save_time = max_save_time
@@ -305,6 +173,7 @@ class _Collector:
             self.traj_dir.mkdir(parents=True, exist_ok=True)
             self.next_traj = max(next_number(self.traj_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1)
         self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
+        self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if sft else None
 
     def _render(self) -> tuple[np.ndarray, bytes, Path]:
         """Render the scene now (400 x 600), write it as the next frame; return pixels, PNG bytes and the file."""
@@ -339,6 +208,7 @@ class _Collector:
         velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
         positions = [np.asarray(info["pose"][:2], dtype=np.float64)]
         records: list[list[Any]] = []
+        sft_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # frame, params, start/end velocity
         slow = collisions = from_source = 0
         smoothness = 0.0
         heading: float | None = None
@@ -349,13 +219,14 @@ class _Collector:
             from_source += used_source
             laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
             done = terminated or truncated
-            start_image, start_velocity = image, velocity
+            start_image, start_velocity, start_frame = image, velocity, self.next_frame - 1
             history = [data, *history[: _MAX_HISTORY - 1]]
             image, data, path = self._render()
             frames.append(path)
             if judged is not None:
                 judged.add(image)
             velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
+            sft_rows.append((start_frame, params, start_velocity, velocity))
 
             slow += bool(velocity[0] <= SLOW_SPEED)
             collisions += info["status"] == "collision"
@@ -400,6 +271,9 @@ class _Collector:
         report.skipped = self._skip_reason(records)
         if report.skipped is None:
             report.path = self._save(records)
+            if self.sft is not None:
+                for row in sft_rows:
+                    self.sft.add(*row)
         else:
             for frame_path in frames:  # nobody will read them: FTRL left them on disk
                 frame_path.unlink(missing_ok=True)
@@ -450,6 +324,7 @@ def collect(
     progress_bar: bool = True,
     judge: Any = None,
     judge_weight: float = 1.0,
+    sft: bool = False,
     **env_kwargs: Any,
 ) -> CollectSummary:
     """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
@@ -471,6 +346,9 @@ def collect(
         spreading) and written as ``info["judge_score"]``; a failed judgement leaves the reward and writes
         ``info["judge_failure"]``.
     :param judge_weight: Weight of the judge's score.
+    :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
+        step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
+        image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
     :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
     :return: One report per episode.
     :raises ValueError: for a bad mode, episode count or world set.
@@ -483,11 +361,13 @@ def collect(
         raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
     world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
     env = BarnNav(barn_dir=barn_dir, worlds=world_ids, **env_kwargs)
-    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight)
+    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight, sft)
     summary = CollectSummary()
     bar = tqdm(range(episodes), desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
     for e in bar:
         report = collector.episode(world_ids[e % len(world_ids)], seed if e == 0 else None)
         summary.episodes.append(report)
         bar.set_postfix(status=report.status, nav=f"{report.nav_metric:.3f}", saved=len(summary.saved))
+    if sft:
+        write_sft_json(buffer, collector.params.planner, collector.params.names)
     return summary

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch as th
+import yaml
 from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
@@ -22,12 +24,15 @@ from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     MODEL_ZIP,
+    POLICY_DIR,
     REPLAY_BUFFER,
     NavMetricsCallback,
     SafeCheckpointCallback,
     find_checkpoint,
+    save_policy_folder,
 )
 from sb3_vlm.formats.buffer_npz import load_replay_buffer
+from sb3_vlm.formats.ftrl_config import apply_ftrl_config, read_ftrl_config
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.rewards.build import judge_reward
 from sb3_vlm.td3.policies import VLMTD3Policy
@@ -35,6 +40,11 @@ from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 
 __all__ = ["TrainSettings", "build_model", "make_vec_env", "train"]
+
+EVALS_PER_RUN = 5
+"""Test-world evaluations of a run when ``eval_freq`` is not given."""
+FTRL_CONFIG_COPY = "config.yaml"
+"""The merged ``--ftrl-config`` file, copied into the run directory as FTRL does."""
 
 
 @dataclass
@@ -51,19 +61,24 @@ class TrainSettings:
     :param worlds: ``"train"``/``"test"``/``"all"``, world ids, or None (the env's default).
     :param vlm: Local Qwen2.5-VL or FTRL checkpoint directory as the VLM policy's backbone.
     :param base_model: Base model of a checkpoint given with ``vlm``.
-    :param seed: Seed of the model and the envs.
+    :param seed: Seed of the model and the envs; None: the FTRL file's ``env_config.seed``, else 0.
     :param log_dir: Runs are written under this directory.
     :param resume: Run directory to resume from its last checkpoint (its saved settings are used).
     :param checkpoint_freq: Env steps between checkpoints.
     :param save_replay_buffer: Put the replay buffer into the checkpoints.
-    :param eval_freq: Env steps between test-world evaluations (0: none).
-    :param eval_episodes: Episodes per evaluation.
+    :param eval_freq: Env steps between test-world evaluations (0: none; None: 5 per run, every
+        ``n_timesteps // 5`` steps). Each logs FTRL's ``Test_*`` keys, prints its summary and, on a better test nav
+        metric, writes ``policy_step_<k>/`` and ``best_model/`` into the run directory.
+    :param eval_episodes: Episodes per evaluation (one per test world, in turn).
     :param env_workers: Simulator processes (``BarnNavSubprocVecEnv`` if > 1).
     :param torch_threads: Torch CPU threads (0: torch's default).
     :param verbose: SB3 verbosity.
     :param no_progress_bar: Hide the progress bar.
     :param final_eval: Held-out test worlds (1 run each) on which the trained policy and default DWA are compared at
         the end, printed as one line (0: skip).
+    :param ftrl_config: FTRL RL YAML (``configs/ftrl_vlm_dwa.yaml``) whose keys override the zoo file's (see
+        :mod:`sb3_vlm.formats.ftrl_config`); keys without a counterpart are listed in a warning.
+    :param ftrl_base: Base YAML the FTRL file is deep-merged over (FTRL: ``buffer/<policy>/config.yaml``).
     :param judge: VLM judge reward settings (``{"judge": VLMJudge kwargs, "reward": VecVLMJudgeReward kwargs}``,
         from the ``--judge-*`` options, see :func:`sb3_vlm.rewards.build.judge_reward`), or None.
     """
@@ -77,12 +92,12 @@ class TrainSettings:
     worlds: str | list[int] | None = None
     vlm: str | None = None
     base_model: str | None = None
-    seed: int = 0
+    seed: int | None = None
     log_dir: Path = Path("runs")
     resume: Path | None = None
     checkpoint_freq: int = 1000
     save_replay_buffer: bool = True
-    eval_freq: int = 0
+    eval_freq: int | None = None
     eval_episodes: int = 10
     env_workers: int = 1
     torch_threads: int = 0
@@ -90,6 +105,8 @@ class TrainSettings:
     no_progress_bar: bool = False
     final_eval: int = 10
     judge: dict[str, Any] | None = None
+    ftrl_config: Path | None = None
+    ftrl_base: Path | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -102,7 +119,7 @@ class TrainSettings:
         saved = json.loads((run_dir / RUN_CONFIG).read_text())
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in saved.items() if k in names}
-        for key in ("conf_file", "barn_dir", "log_dir"):
+        for key in ("conf_file", "barn_dir", "log_dir", "ftrl_config", "ftrl_base"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         return cls(**{**values, "resume": run_dir})
@@ -145,14 +162,25 @@ def build_model(cfg: ZooConfig, env: Any, seed: int, tensorboard_log: str | None
 
 
 def zoo_config(settings: TrainSettings) -> tuple[Path, ZooConfig, dict[str, Any]]:
-    """The run's zoo file, its entry with the settings' overrides (budget, envs, ``--vlm`` backbone) and the env
-    keyword arguments (worlds included)."""
+    """The run's zoo file, its entry with the settings' overrides (``--n-envs``, then the FTRL file's keys, then
+    budget and ``--vlm`` backbone) and the env keyword arguments (worlds included). Resolves ``settings.seed``
+    (None: the FTRL file's ``env_config.seed``, else 0). The FTRL file's unsupported keys are listed in one warning."""
     conf_file = Path(settings.conf_file or default_conf(settings.policy))
     cfg = load_zoo_config(conf_file, settings.env)
-    if settings.timesteps is not None:
-        cfg.n_timesteps = settings.timesteps
     if settings.n_envs is not None:
         cfg.n_envs = settings.n_envs
+    if settings.ftrl_config is not None:
+        if not _is_vlm(cfg.algo_kwargs["policy"]):
+            raise ValueError(f"--ftrl-config needs a VLM policy, but {conf_file} uses {cfg.algo_kwargs['policy']}")
+        report = apply_ftrl_config(read_ftrl_config(settings.ftrl_config, settings.ftrl_base), cfg)
+        if settings.seed is None:
+            settings.seed = report.seed
+        if report.warning() is not None:
+            warnings.warn(report.warning(), stacklevel=2)
+    if settings.seed is None:
+        settings.seed = 0
+    if settings.timesteps is not None:
+        cfg.n_timesteps = settings.timesteps
     if settings.vlm is not None:
         if not _is_vlm(cfg.algo_kwargs["policy"]):
             raise ValueError(f"--vlm needs a VLM policy, but {conf_file} uses {cfg.algo_kwargs['policy']}")
@@ -175,6 +203,9 @@ def train(settings: TrainSettings) -> Path:
         run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
+        if settings.ftrl_config is not None:  # FTRL keeps a copy of its (merged) config in the logging directory
+            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
+            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
 
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
     env, judge_callbacks = judge_reward(env, settings.judge)  # unchanged without a judge
@@ -187,11 +218,18 @@ def train(settings: TrainSettings) -> Path:
     else:
         model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
     eval_env = None
-    if settings.eval_freq > 0:
+    eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
+    if eval_freq > 0:
         eval_kwargs = {**env_kwargs, "worlds": "test"}
         eval_env = make_vec_env(cfg.env_id, settings.eval_episodes, seed=10_000 + settings.seed, **eval_kwargs)
     callbacks = [
-        NavMetricsCallback(eval_env, settings.eval_freq, best_path=run_dir / "checkpoints" / CHECKPOINT_BEST),
+        NavMetricsCallback(
+            eval_env,
+            eval_freq,
+            best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
+            policy_dir=run_dir,
+            summary=True,
+        ),
         SafeCheckpointCallback(
             run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
         ),
@@ -208,7 +246,7 @@ def train(settings: TrainSettings) -> Path:
     )
     model.save(run_dir / "model.zip")
     if isinstance(model.policy, VLMTD3Policy):
-        model.policy.save_pretrained(run_dir / "policy")
+        save_policy_folder(model, run_dir / POLICY_DIR)
     env.close()
     if eval_env is not None:
         eval_env.close()

@@ -1,0 +1,110 @@
+"""Files FTRL's collector writes (ftrl_reference §5.3-5.7), written here the same way: ``actor_<id>/FTRL_<k:06d>.png``
+frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt``
+lines, and FTRL's tail-spread reward rule. :mod:`sb3_vlm.formats.trajectories` reads them back."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "FTRL_IMAGE_SIZE",
+    "METHOD",
+    "PICKLE_PROTOCOL",
+    "RESULTS_FILE",
+    "atomic_write",
+    "frame_name",
+    "next_number",
+    "png_bytes",
+    "results_line",
+    "spread_tail_reward",
+    "trajectory_name",
+    "write_trajectory",
+]
+
+FTRL_IMAGE_SIZE = (400, 600)
+"""(H, W) of FTRL's rendered frames (§5.6)."""
+METHOD = "FTRL"
+"""Frame name prefix, ``<METHOD>_<k:06d>.png``."""
+RESULTS_FILE = "trajectory_results.txt"
+"""Per actor directory: one :func:`results_line` per episode (§5.7)."""
+TAIL_STEPS = 4
+"""A failed episode's last reward is spread over this many last records, halving each step back (§5.3 step 5)."""
+PICKLE_PROTOCOL = 4
+"""Python 3.8's default protocol, what FTRL's collector wrote (§5.5)."""
+
+
+def frame_name(k: int) -> str:
+    """``FTRL_000123.png``: the name of frame ``k`` of an actor directory."""
+    return f"{METHOD}_{k:06d}.png"
+
+
+def trajectory_name(n: int, test_actor: int | None = None) -> str:
+    """``traj_<n>.pickle`` (train) or ``test_<actor>_<n>.pickle`` (test)."""
+    return f"traj_{n}.pickle" if test_actor is None else f"test_{test_actor}_{n}.pickle"
+
+
+def next_number(directory: Path, pattern: str) -> int:
+    """1 + the largest number captured by ``pattern`` among the names in ``directory`` (0 if none)."""
+    regex = re.compile(pattern)
+    if not directory.is_dir():
+        return 0
+    numbers = [int(m.group(1)) for p in directory.iterdir() if (m := regex.fullmatch(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless PNG file bytes of a uint8 RGB image ``[H, W, 3]``."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (temp file + rename)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_trajectory(path: Path, records: Sequence[list[Any]]) -> Path:
+    """Write one episode's records as FTRL's collector does (pickle protocol 4), atomically."""
+    atomic_write(path, pickle.dumps(list(records), protocol=PICKLE_PROTOCOL))
+    return path
+
+
+def results_line(mode: str, records: Sequence[list[Any]]) -> str:
+    """The ``trajectory_results.txt`` line of an episode (§5.7); ``Reward`` sums the recorded (tail-spread) rewards."""
+    info, last = records[-1][4], records[-1]
+    return (
+        f"{'Train' if mode == 'train' else 'Test'}: Collision: {int(info['collision'])}, "
+        f"Recovery: {info['recovery']:.6f}, Smoothness: {info['smoothness']:.6f}, Status: {info['status']}, "
+        f"Time: {info['time']:.3f}, Reward: {sum(r[2] for r in records):.3f}, Opt_time: {last[5]:.3f}, "
+        f"Nav_Metric: {last[6]:.3f}, World: {info['world']}"
+    )
+
+
+def spread_tail_reward(records: list[list[Any]]) -> None:
+    """FTRL's rule (§5.3 step 5): if the episode did not end (last record not done) or ended in a collision, the
+    last reward ``R`` overwrites the last ``min(4, T)`` rewards with ``R * 0.5**k``, ``k = 0`` being the last."""
+    last = records[-1]
+    if last[3] and last[4]["collision"] < 1:
+        return
+    reward = last[2]
+    for k in range(min(TAIL_STEPS, len(records))):
+        records[-1 - k][2] = reward * 0.5**k
