@@ -31,17 +31,9 @@ from envs.planners import DWA_PARAMS
 from sb3_vlm.flow import FitConfig, FlowHeadConfig, FlowMatchingHead, couplings, straightness
 from sb3_vlm.flow.policy import distill, train_flow_head
 from sb3_vlm.policies import load_policy
+from sb3_vlm.sft.data import SFTDataset, normalize, split_train_val
 from sb3_vlm.sft.labels import generate_pairs
-from sb3_vlm.sft.training import (
-    LOSS_WEIGHTS,
-    SFTConfig,
-    SFTDataset,
-    make_sft_extractor,
-    normalize,
-    save_sft_checkpoint,
-    split_train_val,
-    train_sft,
-)
+from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, make_sft_extractor, save_sft_checkpoint, train_sft
 from sb3_vlm.workflows.evaluation import evaluate, summary
 
 TEACHER_STEPS = 10

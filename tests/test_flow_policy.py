@@ -12,7 +12,7 @@ from sb3_vlm.cli import main
 from sb3_vlm.flow import FitConfig, FlowHeadConfig
 from sb3_vlm.flow.policy import FLOW_DIR, FlowPolicy, distill, train_flow_head
 from sb3_vlm.model.extractor import VLMDPTExtractor
-from sb3_vlm.sft.training import SFTDataset
+from sb3_vlm.sft.data import SFTDataset
 
 IMAGE_SHAPE = (3, 56, 84)
 

@@ -14,16 +14,13 @@ from envs.planners import DWA_PARAMS
 from sb3_vlm import VLMTD3, VLMDPTExtractor
 from sb3_vlm._constants import VELOCITY_OUTPUTS as VELOCITY_NAMES
 from sb3_vlm.cli import main
+from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
 from sb3_vlm.sft.labels import GRID, clone_slot, generate_pairs
 from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,
-    SFTDataset,
     make_sft_extractor,
-    normalization_stats,
-    normalize,
     save_sft_checkpoint,
-    split_train_val,
     train_sft,
     weighted_mse,
 )

@@ -234,8 +234,9 @@ def test_cli_reward_net_and_select_prompt(tmp_path, capsys):
 
 
 def test_prompt_pairs_train_a_prompt_conditioned_checkpoint(tmp_path, capsys):
+    from sb3_vlm.sft.data import SFTDataset
     from sb3_vlm.sft.prompts import generate_prompt_pairs, report_prompts
-    from sb3_vlm.sft.training import SFTConfig, SFTDataset, make_sft_extractor, train_sft
+    from sb3_vlm.sft.training import SFTConfig, make_sft_extractor, train_sft
 
     specs = [DEFAULT_PROMPTS[0], DEFAULT_PROMPTS[2]]
     kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=2, noise_replicas=1, progress_bar=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sb3_vlm.flow.policy import FlowPolicy, distill
 from sb3_vlm.flow.reflow import FitConfig
-from sb3_vlm.sft.training import SFTDataset
+from sb3_vlm.sft.data import SFTDataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,9 +19,10 @@ import torch as th
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
 from sb3_vlm.cli._args import image_size, options, parse_worlds
+from sb3_vlm.sft.data import SFTDataset
 from sb3_vlm.sft.labels import generate_pairs
 from sb3_vlm.sft.prompts import generate_prompt_pairs, load_prompts, report_prompts
-from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, SFTDataset, make_sft_extractor, save_sft_checkpoint, train_sft
+from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, make_sft_extractor, save_sft_checkpoint, train_sft
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from sb3_vlm.flow.head import FlowHeadConfig, FlowMatchingHead
 from sb3_vlm.flow.reflow import FitConfig, fit, reflow
 from sb3_vlm.model.extractor import VLMDPTExtractor
-from sb3_vlm.sft.training import SFTDataset, normalize
+from sb3_vlm.sft.data import SFTDataset, normalize
 
 FLOW_DIR = "flow_head"
 """Subfolder of a supervised checkpoint holding its flow-matching expert."""

@@ -36,7 +36,7 @@ from envs.nav_env import VELOCITY_HIGH, VELOCITY_LOW, RewardConfig
 from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import VELOCITY_OUTPUTS
-from sb3_vlm.sft.training import SFTDataset
+from sb3_vlm.sft.data import SFTDataset
 
 __all__ = ["clone_slot", "generate_pairs"]
 

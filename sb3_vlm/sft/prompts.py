@@ -26,7 +26,7 @@ import torch as th
 import yaml
 
 from envs.nav_env import RewardConfig
-from sb3_vlm.sft.training import SFTDataset
+from sb3_vlm.sft.data import SFTDataset
 
 __all__ = [
     "DEFAULT_PROMPTS",

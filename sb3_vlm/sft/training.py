@@ -7,7 +7,8 @@ backbone (frozen, or LoRA) -> DPT pooled feature -> ``mlp`` -> ``P`` normalised 
   (stored as ``normalization/param_mean.npy`` / ``param_std.npy``), plus Gaussian label noise (0.01);
 * loss = mean over batch and parameters of ``w_j * (pred - label)**2``, ``w`` the planner's loss weights
   (``planner_configs``: :data:`LOSS_WEIGHTS`);
-* AdamW, linear warm-up (3 %) then cosine decay, no weight decay.
+* AdamW, linear warm-up (3 %) then cosine decay (transformers' ``get_cosine_schedule_with_warmup``), no weight
+  decay.
 
 Differences, for a CPU and small data: the learning rate and batch size are the caller's (FTRL: 2e-5, 8, one epoch
 on 200k samples), gradients are clipped, and a validation split (by episode when ``groups`` are given) measures the
@@ -16,7 +17,7 @@ training mean, so that baseline's loss is the weighted variance of the validatio
 
 The result is written in the FTRL layout (:func:`save_sft_checkpoint`), which ``VLMDPTExtractor(backbone=<dir>)``,
 ``VLMTD3Policy(backbone=<dir>)``, ``sb3-vlm train --vlm <dir>`` and ``sb3-vlm serve --checkpoint <dir>`` load.
-Nothing here imports the simulator: data are arrays.
+Nothing here imports the simulator: data are arrays (:class:`~sb3_vlm.sft.data.SFTDataset`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,29 +34,23 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from sb3_vlm._constants import TINY
 from sb3_vlm.formats.checkpoint import write_checkpoint
 from sb3_vlm.model.extractor import VLMDPTExtractor
+from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
 
 __all__ = [
     "LOSS_WEIGHTS",
-    "NORM_EPS",
     "SFTConfig",
-    "SFTDataset",
     "SFTResult",
     "evaluate",
     "make_sft_extractor",
-    "normalization_stats",
-    "normalize",
     "save_sft_checkpoint",
-    "split_train_val",
     "train_sft",
     "weighted_mse",
 ]
-
-NORM_EPS = 1e-8
-"""FTRL's epsilon of the label normalisation ``(y - mean) / (std + eps)``."""
 
 LOSS_WEIGHTS: dict[str, tuple[float, ...]] = {
     "DWA": (1.0, 1.0, 0.75, 0.75, 0.75, 0.75, 1.25, 1.0, 1.0),
@@ -65,94 +60,6 @@ LOSS_WEIGHTS: dict[str, tuple[float, ...]] = {
 }
 """Per-parameter loss weights of FTRL's ``planner_configs`` (ftrl_reference §2.7): the planner's parameters followed
 by ``next_linear_vel`` and ``next_angular_vel``. A head without the two velocities uses the leading entries."""
-
-
-@dataclass
-class SFTDataset:
-    """
-    (scene image, planner parameters) pairs.
-
-    :param images: ``[N, 3, H, W]`` uint8, channel-first (what the extractor sees after SB3's ``VecTransposeImage``).
-    :param labels: ``[N, P]`` targets in physical units (float).
-    :param groups: ``[N]`` int episode id of each pair, or None; the validation split keeps episodes whole.
-    :param names: The ``P`` parameter names, or None.
-    :param prompts: ``[N]`` str: the prompt each label was searched for (:mod:`sb3_vlm.sft.prompts`), or None.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray | None = None
-    names: tuple[str, ...] | None = None
-    prompts: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.images = np.asarray(self.images)
-        self.labels = np.asarray(self.labels, dtype=np.float64)
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(
-                f"SFTDataset: images must be uint8 [N, 3, H, W], got {self.images.dtype} {self.images.shape}"
-            )
-        if self.labels.ndim != 2 or len(self.labels) != len(self.images):
-            raise ValueError(
-                f"SFTDataset: labels must be [N, P] with N = {len(self.images)} images, got {self.labels.shape}"
-            )
-        if not np.all(np.isfinite(self.labels)):
-            raise ValueError("SFTDataset: labels must be finite, got NaN or inf")
-        if self.groups is not None:
-            self.groups = np.asarray(self.groups, dtype=np.int64)
-            if self.groups.shape != (len(self.images),):
-                raise ValueError(f"SFTDataset: groups must be [N] = [{len(self.images)}], got {self.groups.shape}")
-        if self.prompts is not None:
-            self.prompts = np.asarray(self.prompts, dtype=np.str_)
-            if self.prompts.shape != (len(self.images),):
-                raise ValueError(f"SFTDataset: prompts must be [N] = [{len(self.images)}], got {self.prompts.shape}")
-        if self.names is not None:
-            self.names = tuple(str(n) for n in self.names)
-            if len(self.names) != self.labels.shape[1]:
-                raise ValueError(
-                    f"SFTDataset: {self.labels.shape[1]} label columns but {len(self.names)} names: {self.names}"
-                )
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def num_params(self) -> int:
-        """``P``, the label columns."""
-        return int(self.labels.shape[1])
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the arrays to a ``.npz`` file (no pickle) and return its path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"images": self.images, "labels": self.labels}
-        if self.groups is not None:
-            arrays["groups"] = self.groups
-        if self.names is not None:
-            arrays["names"] = np.array(self.names, dtype=np.str_)
-        if self.prompts is not None:
-            arrays["prompts"] = self.prompts
-        with open(path, "wb") as file:
-            np.savez_compressed(file, **arrays)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> SFTDataset:
-        """Read a file written by :meth:`save` (``allow_pickle=False``), or FTRL's SFT data (a ``.json``, a
-        ``data.csv`` or a directory of ``actor_*/data.csv``, see :mod:`sb3_vlm.formats.ftrl_sft`), its images
-        resized to ``image_size`` ``(H, W)``."""
-        if Path(path).suffix != ".npz":
-            from sb3_vlm.formats.ftrl_sft import read_ftrl_sft
-
-            if image_size is None:
-                raise ValueError(f"SFTDataset.load: FTRL SFT data {path} needs the image_size to resize to")
-            ftrl = read_ftrl_sft(path, image_size)
-            return cls(ftrl.images, ftrl.labels, ftrl.groups, ftrl.names)
-        with np.load(path, allow_pickle=False) as data:
-            names = tuple(data["names"].tolist()) if "names" in data else None
-            groups = data["groups"] if "groups" in data else None
-            prompts = data["prompts"] if "prompts" in data else None
-            return cls(data["images"], data["labels"], groups, names, prompts)
 
 
 @dataclass
@@ -231,24 +138,6 @@ class SFTResult:
         return data
 
 
-def normalization_stats(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """
-    FTRL's label statistics.
-
-    :param labels: ``[N, P]`` physical values.
-    :return: Column mean and population std (ddof 0), each ``[P]`` float64.
-    """
-    labels = np.asarray(labels, dtype=np.float64)
-    if labels.ndim != 2 or len(labels) == 0:
-        raise ValueError(f"normalization_stats: labels must be a non-empty [N, P] array, got shape {labels.shape}")
-    return labels.mean(axis=0), labels.std(axis=0)
-
-
-def normalize(labels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(labels - mean) / (std + NORM_EPS)``: ``[N, P]`` physical -> ``[N, P]`` float32 normalised."""
-    return ((np.asarray(labels, dtype=np.float64) - mean) / (std + NORM_EPS)).astype(np.float32)
-
-
 def weighted_mse(pred: th.Tensor, target: th.Tensor, weights: th.Tensor | None = None) -> th.Tensor:
     """
     FTRL's regression loss: mean over batch and parameters of ``w_j * (pred - target)**2``.
@@ -264,36 +153,6 @@ def weighted_mse(pred: th.Tensor, target: th.Tensor, weights: th.Tensor | None =
     if weights is not None:
         squared = squared * weights
     return squared.mean()
-
-
-def split_train_val(
-    n: int, val_fraction: float, groups: np.ndarray | None = None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """
-    Random train/validation split of ``n`` pairs; with ``groups`` whole groups (episodes) go to one side, so
-    near-duplicate consecutive frames never straddle the split.
-
-    :param n: Number of pairs (>= 2).
-    :param val_fraction: Target fraction of pairs in the validation split, in (0, 1).
-    :param groups: ``[n]`` group id per pair, or None.
-    :param seed: RNG seed.
-    :return: Sorted train and validation indices, both non-empty.
-    """
-    if n < 2:
-        raise ValueError(f"split_train_val needs at least 2 pairs, got {n}")
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        order = rng.permutation(n)
-        n_val = min(max(1, round(n * val_fraction)), n - 1)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
-    ids = rng.permutation(np.unique(groups))
-    if len(ids) < 2:
-        raise ValueError(f"split_train_val: a split by group needs at least 2 groups, got {len(ids)}")
-    sizes = np.array([np.count_nonzero(groups == g) for g in ids])
-    # Smallest prefix of the shuffled groups that reaches the target, keeping at least one group for training.
-    k = int(np.searchsorted(np.cumsum(sizes), n * val_fraction)) + 1
-    val = np.isin(groups, ids[: min(max(k, 1), len(ids) - 1)])
-    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def make_sft_extractor(
@@ -382,18 +241,6 @@ def _loss_weights(weights: Sequence[float] | None, num_params: int) -> th.Tensor
     return w
 
 
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` (HF's ``cosine`` schedule)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 def train_sft(
     extractor: VLMDPTExtractor,
     data: SFTDataset,
@@ -441,7 +288,7 @@ def train_sft(
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = th.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, math.ceil(total * config.warmup_ratio)))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.warmup_ratio), total)
     generator = th.Generator().manual_seed(config.seed)
     train_loss: list[float] = []
     val_curve: list[float] = []
