@@ -17,7 +17,8 @@ from sb3_vlm.formats.trajectories import load_trajectories
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.td3.replay import fill_replay_buffer
-from sb3_vlm.workflows.collector import ServerSource, collect
+from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.sources import ServerSource
 
 H, W = 56, 84
 
