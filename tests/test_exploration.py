@@ -11,6 +11,7 @@ from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNo
 import envs
 from sb3_vlm.td3.clipping import GradientClipping
 from sb3_vlm.td3.exploration import ActorSaturationMonitor, ExplorationNoiseSchedule
+from sb3_vlm.td3.warmup import CriticWarmup
 from sb3_vlm.zoo import default_conf, load_zoo_config
 
 
@@ -79,7 +80,7 @@ def test_a_saturated_actor_is_reported(caplog):
 def test_zoo_files_carry_the_schedule_and_the_monitor():
     for policy, end, kinds in (
         ("applr", 0.05, [ExplorationNoiseSchedule, ActorSaturationMonitor]),
-        ("vlm", 0.01, [ExplorationNoiseSchedule, GradientClipping, ActorSaturationMonitor]),  # FTRL clips at 0.5
+        ("vlm", 0.01, [ExplorationNoiseSchedule, GradientClipping, CriticWarmup, ActorSaturationMonitor]),
     ):
         cfg = load_zoo_config(default_conf(policy))
         made = cfg.callbacks()
@@ -111,3 +112,18 @@ def test_gradient_clipping_bounds_every_optimizer_step_of_stock_td3():
     assert norms and max(norms) > 1e-2
     with pytest.raises(ValueError, match="max_norm"):
         GradientClipping(max_norm=0.0)
+
+
+def test_critic_warmup_keeps_the_actor_until_its_end_while_the_critic_learns():
+    model = _td3(learning_starts=16)
+    actor = [p.detach().clone() for p in model.actor.parameters()]
+    critic = [p.detach().clone() for p in model.critic.parameters()]
+    warmup = CriticWarmup(steps=64)
+    model.learn(48, callback=warmup)
+    assert all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))
+    assert not all(th.equal(c, p) for c, p in zip(critic, model.critic.parameters(), strict=True))
+    model.learn(64, callback=warmup, reset_num_timesteps=False)  # past step 64: the actor trains
+    assert not all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))
+    assert CriticWarmup(fraction=0.5).fraction == 0.5
+    with pytest.raises(ValueError, match="exactly one"):
+        CriticWarmup()
