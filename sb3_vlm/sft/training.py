@@ -34,7 +34,6 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from sb3_vlm._constants import TINY
 from sb3_vlm.formats.checkpoint import write_checkpoint
@@ -288,6 +287,9 @@ def train_sft(
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # Imported here: transformers.optimization pulls in peft and bitsandbytes, which `sb3-vlm pretrain --help` avoids.
+    from transformers import get_cosine_schedule_with_warmup
+
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.warmup_ratio), total)
     generator = th.Generator().manual_seed(config.seed)
     train_loss: list[float] = []
