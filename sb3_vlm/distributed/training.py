@@ -24,8 +24,9 @@ from sb3_vlm.zoo import OBSERVATIONS
 
 __all__ = ["train_async"]
 
-_UNSUPPORTED = {"resume": None, "judge": None, "eval_freq": 0}
-"""Settings this mode does not implement, with the value that means "off"."""
+_UNSUPPORTED = {"resume": (None,), "judge": (None,), "eval_freq": (None, 0)}
+"""Settings this mode does not implement, with the values that mean "off" (``eval_freq`` None: the default test
+evaluations of ``sb3-vlm train``, which this mode skips)."""
 
 
 def train_async(settings: TrainSettings, address: str | None, collectors: int, steps_per_chunk: int = 8) -> Path:
@@ -42,7 +43,7 @@ def train_async(settings: TrainSettings, address: str | None, collectors: int, s
     :raises ValueError: for options this mode does not implement.
     """
     for name, off in _UNSUPPORTED.items():
-        if getattr(settings, name) != off:
+        if getattr(settings, name) not in off:
             raise ValueError(f"sb3-vlm train --ray-address: {name!r} is not supported with Ray collectors yet")
     if not ray.is_initialized():
         ray.init(address=address)
