@@ -30,13 +30,7 @@ LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0)
 IMAGE = spaces.Box(0, 255, (3, 56, 84), np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is faster on one thread than on two shared cores."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

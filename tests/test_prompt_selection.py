@@ -6,7 +6,6 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch as th
 import yaml
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from sb3_contrib import MaskablePPO
@@ -28,13 +27,7 @@ MASKED = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One window = several tiny-model passes on one image: one torch thread is ~6x faster than two on a busy CPU."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
