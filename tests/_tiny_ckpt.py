@@ -14,7 +14,6 @@ import numpy as np
 import torch as th
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from sb3_vlm._constants import QWEN_SPECIAL_TOKENS
 from sb3_vlm.model.backbone import build_tiny_model
 from sb3_vlm.model.heads import DPTHead, HistoryEncoder
 
@@ -78,43 +77,20 @@ def build_tiny_checkpoint(
     return TinyCheckpoint(path, peft_model.eval(), head.eval(), None if history is None else history.eval(), mean, std)
 
 
-SPECIAL_TOKENS = list(QWEN_SPECIAL_TOKENS)
-
-
 def build_tiny_model_dir(path: str | Path, seed: int = 0) -> Path:
     """
-    A local "real checkpoint" directory: a tiny Qwen2.5-VL saved with ``save_pretrained`` next to a byte-level
-    tokenizer that knows Qwen's special tokens (ids 256..262), so the FTRL prompt path runs offline.
+    A local "real checkpoint" directory: the tiny Qwen2.5-VL of :func:`sb3_vlm.serving.chat.tiny_chat_model` saved
+    with ``save_pretrained`` next to its byte-level tokenizer that knows Qwen's special tokens (ids 256..262), so the
+    FTRL prompt path runs offline.
 
     :param path: Directory to create.
     :param seed: Weight seed.
     :return: ``path``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
-
-    from sb3_vlm.model.backbone import tiny_config
+    from sb3_vlm.serving.chat import tiny_chat_model
 
     path = Path(path)
-    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tokenizer = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    ids = {token: fast.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-
-    config = tiny_config()
-    config.text_config.vocab_size = 264
-    config.text_config.pad_token_id = ids["<|endoftext|>"]
-    config.text_config.eos_token_id = ids["<|im_end|>"]
-    config.image_token_id = ids["<|image_pad|>"]
-    config.video_token_id = ids["<|video_pad|>"]
-    config.vision_start_token_id = ids["<|vision_start|>"]
-    config.vision_end_token_id = ids["<|vision_end|>"]
-    with th.random.fork_rng(devices=[]):
-        th.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+    model, tokenizer = tiny_chat_model(seed)
     model.save_pretrained(path)
-    fast.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

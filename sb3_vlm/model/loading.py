@@ -6,8 +6,10 @@ tokenizer).
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -33,46 +35,14 @@ __all__ = [
 
 _DTYPES = {"float32": th.float32, "fp32": th.float32, "bfloat16": th.bfloat16, "bf16": th.bfloat16}
 # FTRL's LoRA (ftrl_reference §2.6); target_modules defaults to ftrl_lora_targets(model).
+TINY_CONFIG_FILE = "tiny_qwen2_5_vl.json"  # shipped beside this module
 LORA_DEFAULTS: dict[str, Any] = dict(r=128, lora_alpha=64, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM")
 
 
 def tiny_config() -> Qwen2_5_VLConfig:
-    """The tiny real-architecture Qwen2.5-VL configuration (stack_notes): text hidden 128, 4 layers, vocab 256."""
-    return Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=256,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-6,
-            rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[4, 6, 6]),
-            bos_token_id=None,
-            eos_token_id=254,
-            pad_token_id=255,
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=64,
-            intermediate_size=128,
-            num_heads=2,
-            patch_size=14,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-            in_channels=3,
-            window_size=112,
-            fullatt_block_indexes=[1],
-            out_hidden_size=128,
-            tokens_per_second=2,
-        ),
-        image_token_id=250,
-        video_token_id=251,
-        vision_start_token_id=252,
-        vision_end_token_id=253,
-        tie_word_embeddings=False,
-    )
+    """The tiny real-architecture Qwen2.5-VL configuration (stack_notes; ``tiny_qwen2_5_vl.json``): text hidden 128,
+    4 layers, vocab 256; vision depth 2, hidden 64."""
+    return Qwen2_5_VLConfig(**json.loads(files(__package__).joinpath(TINY_CONFIG_FILE).read_text()))
 
 
 def build_tiny_model(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
