@@ -13,7 +13,7 @@ from sb3_vlm.rewards.judge import FAILURE_KINDS, JudgeResult, JudgeStats, VLMJud
 from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.reward_net import RewardNet, RewardNetConfig
 from sb3_vlm.rewards.scoring import DEFAULT_PROMPT, DEFAULT_TASK, parse_score, sample_frames
-from sb3_vlm.rewards.wrappers import VecVLMJudgeReward, VLMJudgeReward
+from sb3_vlm.rewards.wrappers import JudgeRewardConfig, VecVLMJudgeReward, VLMJudgeReward
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -21,6 +21,7 @@ __all__ = [
     "FAILURE_KINDS",
     "JudgeLogCallback",
     "JudgeResult",
+    "JudgeRewardConfig",
     "JudgeStats",
     "RewardNet",
     "RewardNetConfig",

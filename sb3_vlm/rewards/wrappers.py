@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -27,7 +28,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 
 from sb3_vlm.rewards.judge import JudgeResult, VLMJudge
 
-__all__ = ["EpisodeFrames", "VLMJudgeReward", "VecVLMJudgeReward"]
+__all__ = ["EpisodeFrames", "JudgeRewardConfig", "VLMJudgeReward", "VecVLMJudgeReward"]
 
 FrameFn = Callable[[Any], np.ndarray]
 
@@ -88,17 +89,57 @@ class EpisodeFrames:
         return list(self.kept)
 
 
-def _check(mode: str, window: int, max_wait: float | None, judge: VLMJudge) -> float:
-    if not isinstance(judge, VLMJudge):
-        raise TypeError(f"judge must be a VLMJudge, got {type(judge).__name__}")
-    if mode not in ("terminal", "window"):
-        raise ValueError(f"mode must be 'terminal' or 'window', got {mode!r}")
-    if not (isinstance(window, int) and window > 0):
-        raise ValueError(f"window must be a positive int (steps), got {window!r}")
-    wait = judge.timeout if max_wait is None else float(max_wait)
-    if not wait > 0:
-        raise ValueError(f"max_wait must be > 0 s, got {max_wait!r}")
-    return wait
+@dataclass(frozen=True)
+class JudgeRewardConfig:
+    """How both wrappers turn judgements into rewards (their keyword arguments; see the module docstring).
+
+    :param mode: ``"terminal"`` or ``"window"``.
+    :param window: Steps per window in ``"window"`` mode.
+    :param env_weight: Weight of the env's own reward (every step).
+    :param judge_weight: Weight of the judge's score (judged steps).
+    :param failure_score: Score used when a judgement fails, or None to add nothing.
+    :param frame_source: ``"auto"`` (the observation if it is an image, or its ``"image"`` key, else the render),
+        ``"observation"``, ``"render"`` (a single env needs ``render_mode="rgb_array"``), or a callable
+        ``f(obs) -> image`` of one env's observation.
+    :param max_wait: Seconds a step may wait for its judgements (default: the judge's ``timeout``).
+    :param max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
+    """
+
+    mode: str = "terminal"
+    window: int = 16
+    env_weight: float = 1.0
+    judge_weight: float = 1.0
+    failure_score: float | None = None
+    frame_source: str | FrameFn = "auto"
+    max_wait: float | None = None
+    max_frames: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("terminal", "window"):
+            raise ValueError(f"mode must be 'terminal' or 'window', got {self.mode!r}")
+        if not (isinstance(self.window, int) and self.window > 0):
+            raise ValueError(f"window must be a positive int (steps), got {self.window!r}")
+        if self.max_wait is not None and not self.max_wait > 0:
+            raise ValueError(f"max_wait must be > 0 s, got {self.max_wait!r}")
+        if not (callable(self.frame_source) or self.frame_source in ("auto", "observation", "render")):
+            raise ValueError(
+                f"frame_source must be 'auto', 'observation', 'render' or a callable, got {self.frame_source!r}"
+            )
+
+    @classmethod
+    def build(cls, config: JudgeRewardConfig | None, overrides: dict[str, Any]) -> JudgeRewardConfig:
+        """``config`` (default: the defaults) with the wrapper's keyword ``overrides`` applied."""
+        return replace(config or cls(), **overrides)
+
+    def frames_from(self, observation_space: spaces.Space) -> str | FrameFn:
+        """``frame_source`` with ``"auto"`` resolved against ``observation_space``: ``"observation"``,
+        ``"render"`` or the callable."""
+        source = self.frame_source
+        if source == "auto":
+            source = "observation" if _is_image(observation_space) else "render"
+        if source == "observation" and not _is_image(observation_space):
+            raise ValueError(f"frame_source='observation' needs an image observation, got {observation_space}")
+        return source
 
 
 def _is_image(space: spaces.Space) -> bool:
@@ -119,11 +160,18 @@ def _image_of(obs: Any) -> np.ndarray:
 class _Blend:
     """What both wrappers share: the judge, the weights and the per-step reward of a judgement."""
 
-    def __init__(
-        self, judge: VLMJudge, env_weight: float, judge_weight: float, failure_score: float | None, max_wait: float
-    ) -> None:
-        self.judge, self.env_weight, self.judge_weight = judge, float(env_weight), float(judge_weight)
-        self.failure_score, self.max_wait, self.failures = failure_score, max_wait, 0
+    def __init__(self, judge: VLMJudge, config: JudgeRewardConfig) -> None:
+        if not isinstance(judge, VLMJudge):
+            raise TypeError(f"judge must be a VLMJudge, got {type(judge).__name__}")
+        self.judge, self.config, self.failures = judge, config, 0
+        self.env_weight, self.judge_weight = float(config.env_weight), float(config.judge_weight)
+        self.failure_score = config.failure_score
+        self.max_wait = judge.timeout if config.max_wait is None else float(config.max_wait)
+
+    def episode_frames(self) -> EpisodeFrames:
+        """A fresh :class:`EpisodeFrames` for one env (keeping at least as many frames as the judge sends)."""
+        config = self.config
+        return EpisodeFrames(config.mode, config.window, max(config.max_frames, self.judge.num_frames))
 
     def collect(self, futures: list[cf.Future[JudgeResult]]) -> list[JudgeResult]:
         """Wait for ``futures`` together, ``max_wait`` s at most; the unfinished ones are ``"deadline"`` failures
@@ -158,46 +206,10 @@ class _Blend:
         return total
 
 
-class VLMJudgeReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Add a VLM judge's score to one env's reward (see the module docstring for modes and failures).
+class _Judged:
+    """The judge and failure count of a wrapper that holds a :class:`_Blend` as ``blend``."""
 
-    Example:
-        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), VLMJudge(url, model))
-
-    Args:
-        env: The env. Its frames come from ``frame_source``.
-        judge: The :class:`VLMJudge` (may be shared by several wrappers).
-        mode: ``"terminal"`` or ``"window"``.
-        window: Steps per window in ``"window"`` mode.
-        env_weight: Weight of the env's own reward (every step).
-        judge_weight: Weight of the judge's score (judged steps).
-        failure_score: Score used when a judgement fails, or None to add nothing.
-        frame_source: ``"auto"`` (the observation if it is an image, or its ``"image"`` key, else ``env.render()``),
-            ``"observation"``, ``"render"`` (needs ``render_mode="rgb_array"``), or a callable ``f(obs) -> image``.
-        max_wait: Seconds a step may wait for its judgement (default: the judge's ``timeout``).
-        max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
-    """
-
-    def __init__(
-        self,
-        env: gym.Env,
-        judge: VLMJudge,
-        mode: str = "terminal",
-        window: int = 16,
-        env_weight: float = 1.0,
-        judge_weight: float = 1.0,
-        failure_score: float | None = None,
-        frame_source: str | FrameFn = "auto",
-        max_wait: float | None = None,
-        max_frames: int = 64,
-    ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, mode=mode, window=window, env_weight=env_weight)
-        gym.Wrapper.__init__(self, env)
-        wait = _check(mode, window, max_wait, judge)
-        self.blend = _Blend(judge, env_weight, judge_weight, failure_score, wait)
-        self.mode, self.window = mode, window
-        self._frame = self._frame_fn(frame_source)
-        self._episode = EpisodeFrames(mode, window, max(max_frames, judge.num_frames))
+    blend: _Blend
 
     @property
     def judge(self) -> VLMJudge:
@@ -208,23 +220,42 @@ class VLMJudgeReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Failed judgements of this wrapper so far."""
         return self.blend.failures
 
+
+class VLMJudgeReward(_Judged, gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Add a VLM judge's score to one env's reward (see the module docstring for modes and failures).
+
+    Example:
+        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), VLMJudge(url, model), mode="window")
+
+    Args:
+        env: The env. Its frames come from ``frame_source``.
+        judge: The :class:`VLMJudge` (may be shared by several wrappers).
+        config: A :class:`JudgeRewardConfig` (default: its defaults).
+        **overrides: Fields of :class:`JudgeRewardConfig` (``mode``, ``window``, ``env_weight``, ``judge_weight``,
+            ``failure_score``, ``frame_source``, ``max_wait``, ``max_frames``) replacing those of ``config``.
+    """
+
+    def __init__(
+        self, env: gym.Env, judge: VLMJudge, config: JudgeRewardConfig | None = None, **overrides: Any
+    ) -> None:
+        config = JudgeRewardConfig.build(config, overrides)
+        gym.utils.RecordConstructorArgs.__init__(self, mode=config.mode, window=config.window)
+        gym.Wrapper.__init__(self, env)
+        self.blend = _Blend(judge, config)
+        self._frame = self._frame_fn(config.frames_from(self.observation_space))
+        self._episode = self.blend.episode_frames()
+
     def _frame_fn(self, source: str | FrameFn) -> FrameFn:
         if callable(source):
             return source
-        if source == "auto":
-            source = "observation" if _is_image(self.observation_space) else "render"
         if source == "observation":
-            if not _is_image(self.observation_space):
-                raise ValueError(f"frame_source='observation' needs an image observation, got {self.observation_space}")
             return _image_of
-        if source == "render":
-            if self.env.render_mode != "rgb_array":
-                raise ValueError(
-                    "frame_source='render' needs an env made with render_mode='rgb_array', "
-                    f"got render_mode={self.env.render_mode!r}"
-                )
-            return lambda obs: np.asarray(self.env.render())
-        raise ValueError(f"frame_source must be 'auto', 'observation', 'render' or a callable, got {source!r}")
+        if self.env.render_mode != "rgb_array":
+            raise ValueError(
+                "frame_source='render' needs an env made with render_mode='rgb_array', "
+                f"got render_mode={self.env.render_mode!r}"
+            )
+        return lambda obs: np.asarray(self.env.render())
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -243,7 +274,7 @@ class VLMJudgeReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
-class VecVLMJudgeReward(VecEnvWrapper):
+class VecVLMJudgeReward(_Judged, VecEnvWrapper):
     """
     Add a VLM judge's score to the rewards of a ``VecEnv`` (see the module docstring for modes and failures). The
     judgements due at one step (episodes ending, windows completing) are submitted together and waited for together,
@@ -257,57 +288,26 @@ class VecVLMJudgeReward(VecEnvWrapper):
     :param venv: The VecEnv (e.g. ``BarnNavVecEnv``, possibly behind ``VecMonitor``: put the judge inside the
         monitor to log the judged returns as ``rollout/ep_rew_mean``).
     :param judge: The :class:`VLMJudge`.
-    :param mode: ``"terminal"`` or ``"window"``.
-    :param window: Steps per window in ``"window"`` mode.
-    :param env_weight: Weight of the env's own reward (every step).
-    :param judge_weight: Weight of the judge's score (judged steps).
-    :param failure_score: Score used when a judgement fails, or None to add nothing.
-    :param frame_source: ``"auto"`` (observation if it is an image, else render), ``"observation"``, ``"render"``,
-        or a callable ``f(obs_i) -> image`` of one env's observation.
-    :param max_wait: Seconds a step may wait for its judgements (default: the judge's ``timeout``).
-    :param max_frames: Frames an episode keeps in ``"terminal"`` mode (evenly thinned beyond).
+    :param config: A :class:`JudgeRewardConfig` (default: its defaults).
     :param close_judge: ``close()`` also closes the judge (the wrapper owns it).
+    :param overrides: Fields of :class:`JudgeRewardConfig` replacing those of ``config``
+        (``VecVLMJudgeReward(venv, judge, mode="window", window=8)``).
     """
 
     def __init__(
         self,
         venv: VecEnv,
         judge: VLMJudge,
-        mode: str = "terminal",
-        window: int = 16,
-        env_weight: float = 1.0,
-        judge_weight: float = 1.0,
-        failure_score: float | None = None,
-        frame_source: str | FrameFn = "auto",
-        max_wait: float | None = None,
-        max_frames: int = 64,
+        config: JudgeRewardConfig | None = None,
         close_judge: bool = False,
+        **overrides: Any,
     ) -> None:
         super().__init__(venv)
         self.close_judge = close_judge
-        wait = _check(mode, window, max_wait, judge)
-        self.blend = _Blend(judge, env_weight, judge_weight, failure_score, wait)
-        self.mode, self.window = mode, window
-        if frame_source == "auto":
-            frame_source = "observation" if _is_image(self.observation_space) else "render"
-        if frame_source == "observation" and not _is_image(self.observation_space):
-            raise ValueError(f"frame_source='observation' needs an image observation, got {self.observation_space}")
-        if not (callable(frame_source) or frame_source in ("observation", "render")):
-            raise ValueError(
-                f"frame_source must be 'auto', 'observation', 'render' or a callable, got {frame_source!r}"
-            )
-        self.frame_source = frame_source
-        capacity = max(max_frames, judge.num_frames)
-        self._episodes = [EpisodeFrames(mode, window, capacity) for _ in range(self.num_envs)]
-
-    @property
-    def judge(self) -> VLMJudge:
-        return self.blend.judge
-
-    @property
-    def failures(self) -> int:
-        """Failed judgements of this wrapper so far."""
-        return self.blend.failures
+        config = JudgeRewardConfig.build(config, overrides)
+        self.blend = _Blend(judge, config)
+        self.frame_source = config.frames_from(self.observation_space)
+        self._episodes = [self.blend.episode_frames() for _ in range(self.num_envs)]
 
     def _frames(self, obs: VecEnvObs) -> list[np.ndarray]:
         """One frame per env of the current observations (or renders)."""
