@@ -8,7 +8,7 @@ from pathlib import Path
 
 from envs.planners import PARAM_TABLES
 from sb3_vlm.cli import judge_options
-from sb3_vlm.cli._args import parse_worlds
+from sb3_vlm.cli._args import options, parse_worlds
 from sb3_vlm.rewards.build import make_judge
 from sb3_vlm.workflows.collector import MAX_SAVE_TIME, CollectSummary, collect
 from sb3_vlm.workflows.sources import LocalPolicySource, ParameterSource, ServerSource
@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CollectSummary:
     """Collect with the options of :func:`add_arguments`; prints a one-line summary and returns the reports."""
-    env_kwargs = {"max_steps": args.max_steps, "planner": args.planner}
     planner = args.planner
     source: ParameterSource | None = None
     if args.server:
@@ -57,18 +56,11 @@ def run(args: argparse.Namespace) -> CollectSummary:
         summary = collect(
             args.buffer,
             source,
-            actor_id=args.actor_id,
-            episodes=args.episodes,
             worlds=parse_worlds(args.worlds),
-            barn_dir=args.barn_dir,
-            seed=args.seed,
-            mode=args.mode,
-            max_save_time=args.max_save_time,
             progress_bar=not args.no_progress_bar,
             judge=judge,
-            judge_weight=args.judge_weight,
-            sft=args.sft,
-            **env_kwargs,
+            **options(args, "actor_id", "episodes", "barn_dir", "seed", "mode", "max_save_time", "judge_weight"),
+            **options(args, "sft", "max_steps", "planner"),
         )
     finally:
         if isinstance(source, LocalPolicySource):

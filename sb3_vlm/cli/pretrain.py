@@ -48,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise-replicas", type=int, default=3, help="copies of each candidate under fresh noise (mean return)"
     )
-    parser.add_argument(
-        "--temperature", type=float, help="soft labels: softmax(return / T)-weighted mean of the candidates"
-    )
+    parser.add_argument("--temperature", type=float, help="soft labels: softmax(return / T)-weighted candidates")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out for validation")
     parser.add_argument("--cache-mb", type=float, default=1024, help="hidden-state cache of a frozen VLM (MiB)")
     parser.add_argument(
@@ -60,17 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or a directory of actor_*/data.csv (images resized to --image-size)",
     )
     parser.add_argument("--save-data", type=Path, help="also write the generated pairs to this .npz")
-    parser.add_argument(
-        "--head", choices=("mse", "flow"), default="mse", help="flow: also a flow-matching expert (flow_head/)"
-    )
+    parser.add_argument("--head", choices=("mse", "flow"), default="mse", help="flow: also a flow expert (flow_head/)")
     parser.add_argument("--flow-steps", type=int, default=10, help="Euler steps of the flow expert's sampler")
     parser.add_argument("--flow-train-steps", type=int, default=2000, help="gradient steps of the flow expert")
-    parser.add_argument(
-        "--prompts",
-        type=Path,
-        help="prompt file (sb3_vlm.sft.prompts): one checkpoint on several prompts, --samples pairs per prompt, "
-        "each labelled under its prompt's objective",
-    )
+    parser.add_argument("--prompts", type=Path, help="prompt file: --samples pairs per prompt (sb3_vlm.sft.prompts)")
     parser.add_argument("--no-progress-bar", action="store_true")
 
 

@@ -17,7 +17,7 @@ import torch as th
 
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
-from sb3_vlm.cli._args import image_size, parse_worlds
+from sb3_vlm.cli._args import image_size, options, parse_worlds
 
 
 def add_env_arguments(parser: argparse.ArgumentParser, worlds: str | None = "train") -> None:
@@ -37,17 +37,8 @@ def add_env_arguments(parser: argparse.ArgumentParser, worlds: str | None = "tra
 
 def env_kwargs(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of ``make_prompt_selection_env`` from the shared options."""
-    kwargs = dict(
-        policy=args.policy,
-        prompts=args.prompts,
-        barn_dir=args.barn_dir,
-        worlds=parse_worlds(args.worlds),
-        window=args.window,
-        max_steps=args.max_steps,
-        image_size=args.image_size,
-        seed=args.seed,
-    )
-    return {**kwargs, **overrides}
+    kwargs = options(args, "policy", "prompts", "barn_dir", "window", "max_steps", "image_size", "seed")
+    return {**kwargs, "worlds": parse_worlds(args.worlds), **overrides}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

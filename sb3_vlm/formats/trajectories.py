@@ -316,15 +316,9 @@ def _parse_episode(path: Path, data: Any, params: ParamTable, image_size: tuple[
         success = None
     nav_metric = _as_float(data[-1][6], f"step {len(data) - 1}, field 'nav_metric'") if fmt == "ftrl" else None
     world = last_info.get("world")
+    frames = _episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else ()
     return Trajectory(
-        path=path,
-        format=fmt,
-        transitions=transitions,
-        status=status,
-        success=success,
-        nav_metric=nav_metric,
-        world=world if isinstance(world, str) else None,
-        frames=_episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else (),
+        path, fmt, transitions, status, success, nav_metric, world if isinstance(world, str) else None, frames
     )
 
 

@@ -21,15 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_vlm.rewards.scoring import (
-    DEFAULT_PROMPT,
-    DEFAULT_TASK,
-    encode_image,
-    frames_key,
-    parse_score,
-    render_prompt,
-    sample_frames,
-)
+from sb3_vlm.rewards import scoring
 
 __all__ = ["FAILURE_KINDS", "JudgeResult", "JudgeStats", "VLMJudge"]
 
@@ -132,8 +124,8 @@ class VLMJudge:
         self,
         base_url: str,
         model: str,
-        task: str = DEFAULT_TASK,
-        prompt_template: str = DEFAULT_PROMPT,
+        task: str = scoring.DEFAULT_TASK,
+        prompt_template: str = scoring.DEFAULT_PROMPT,
         api_key_env: str = "OPENAI_API_KEY",
         num_frames: int = 8,
         image_size: tuple[int, int] | None = None,
@@ -175,7 +167,7 @@ class VLMJudge:
         if not (isinstance(max_concurrency, int) and max_concurrency > 0):
             raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
         self.base_url, self.model, self.task, self.prompt_template = base_url, model, task, prompt_template
-        render_prompt(prompt_template, task, num_frames, low, high)  # template errors now, not in a worker thread
+        scoring.render_prompt(prompt_template, task, num_frames, low, high)  # template errors now, not in a worker
         self.num_frames, self.image_size, self.image_format = num_frames, image_size, image_format
         self.jpeg_quality, self.temperature, self.max_tokens = int(jpeg_quality), float(temperature), int(max_tokens)
         self.timeout, self.max_retries, self.max_concurrency = float(timeout), max_retries, max_concurrency
@@ -204,7 +196,7 @@ class VLMJudge:
     # ------------------------------------------------------------------------------------------------- requests
     def prompt(self, num_frames: int) -> str:
         """The prompt text of a request with ``num_frames`` frames."""
-        return render_prompt(self.prompt_template, self.task, num_frames, self.low, self.high)
+        return scoring.render_prompt(self.prompt_template, self.task, num_frames, self.low, self.high)
 
     def build_messages(self, frames: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Chat messages of one request: one user message, the prompt then the frames as image parts.
@@ -213,7 +205,7 @@ class VLMJudge:
         """
         content: list[dict[str, Any]] = [{"type": "text", "text": self.prompt(len(frames))}]
         for frame in frames:
-            url = encode_image(frame, self.image_size, self.image_format, self.jpeg_quality)
+            url = scoring.encode_image(frame, self.image_size, self.image_format, self.jpeg_quality)
             content.append({"type": "image_url", "image_url": {"url": url}})
         return [{"role": "user", "content": content}]
 
@@ -222,7 +214,7 @@ class VLMJudge:
             f"{self.base_url}|{self.model}|{self.prompt(len(frames))}|{self.temperature}|{self.max_tokens}|"
             f"{self.image_size}|{self.image_format}|{self.jpeg_quality}|{sorted(self.extra_body.items())}"
         )
-        return frames_key(settings, frames)
+        return scoring.frames_key(settings, frames)
 
     def submit(self, frames: Sequence[np.ndarray]) -> Future[JudgeResult]:
         """Judge ``frames`` (an episode or a window, in time order) in the background.
@@ -235,7 +227,7 @@ class VLMJudge:
         """
         if len(frames) == 0:
             raise ValueError("submit() needs at least one frame, got none")
-        sampled = [np.array(f, copy=True) for f in sample_frames(frames, self.num_frames)]
+        sampled = [np.array(f, copy=True) for f in scoring.sample_frames(frames, self.num_frames)]
         key = self._request_key(sampled)
         with self._lock:
             if key in self._cache:
@@ -274,7 +266,7 @@ class VLMJudge:
             )
             choices = completion.choices or []
             text = choices[0].message.content if choices else None
-            score = parse_score(text, self.low, self.high)
+            score = scoring.parse_score(text, self.low, self.high)
             failure = None if score is not None else "unparsable"
         except openai.APITimeoutError:
             score, failure = None, "timeout"

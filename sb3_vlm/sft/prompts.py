@@ -110,8 +110,10 @@ def load_prompts(path: str | os.PathLike) -> list[PromptSpec]:
         entries = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML/JSON: {e}") from e
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: expected a non-empty list of prompts, got {type(entries).__name__}")
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of prompts, got {type(entries).__name__}")
+    if not entries:
+        raise ValueError(f"{path}: the list of prompts is empty")
     specs = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
