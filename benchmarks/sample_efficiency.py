@@ -26,11 +26,11 @@ one JSON line with the summary keys. Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
 import time
-from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,10 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from envs.nav_env import resolve_world_ids
 from envs.planners import DWA_PARAMS
 from sb3_vlm._constants import SB3_VLM_CONFIG
-from sb3_vlm.cli import pretrain
 from sb3_vlm.policies import load_policy
 from sb3_vlm.policies.base import LoadedPolicy, SB3Policy
 from sb3_vlm.workflows.evaluation import evaluate, summary
+from sb3_vlm.workflows.pretraining import PretrainSettings, pretrain
 from sb3_vlm.workflows.training import TrainSettings, build_model, make_vec_env, zoo_config
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -204,7 +204,9 @@ def main() -> None:
         for seed in range(args.seeds):
             print(f"VLM seed {seed}: supervised stage")
             ckpt = Path(tmp) / f"sft_{seed}"
-            pretrain.run(pretrain_defaults(args.barn_dir, ckpt, seed, args.samples))
+            samples = {} if args.samples is None else {"samples": args.samples}  # else pretrain's default
+            settings = PretrainSettings(ckpt, barn_dir=args.barn_dir, worlds="train", seed=seed, progress_bar=False)
+            pretrain(dataclasses.replace(settings, **samples))
             label_steps = json.loads((ckpt / SB3_VLM_CONFIG).read_text())["sft"]["data"]["env_steps"]
             sft = nav_metric(load_policy(str(ckpt), params=DWA_PARAMS), test, args.runs, args.barn_dir, EVAL_SEED)
             vlm_runs.append({"seed": seed, "checkpoint": ckpt, "label_env_steps": label_steps, "sft_only": sft})
@@ -253,18 +255,6 @@ def main() -> None:
         "published_applr_nav_metric seeds quick seconds"
     ).split()
     print(json.dumps({k: result.get(k) for k in keys}))
-
-
-def pretrain_defaults(barn_dir: Path | None, out: Path, seed: int, samples: int | None) -> Namespace:
-    """``sb3-vlm pretrain`` arguments: its defaults, on the training worlds."""
-    parser = argparse.ArgumentParser()
-    pretrain.add_arguments(parser)
-    argv = ["--out", str(out), "--seed", str(seed), "--worlds", "train", "--no-progress-bar"]
-    if barn_dir is not None:
-        argv += ["--barn-dir", str(barn_dir)]
-    if samples is not None:
-        argv += ["--samples", str(samples)]
-    return parser.parse_args(argv)
 
 
 def summarise_result(result: dict) -> None:

@@ -12,15 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sb3_vlm.cli._args import image_size
+
 __all__ = ["add_arguments", "judge_settings"]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(t) for t in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must be HxW like 224x336, got {text!r}") from None
-    return h, w
 
 
 def add_arguments(parser: argparse.ArgumentParser, wrapper: bool = True) -> None:
@@ -34,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser, wrapper: bool = True) -> None
     g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the API key")
     g.add_argument("--judge-weight", type=float, default=1.0, help="weight of the judge's score")
     g.add_argument("--judge-frames", type=int, default=8, help="frames per request, sampled evenly")
-    g.add_argument("--judge-image-size", type=_size, default=None, help="resize frames to HxW (default: as is)")
+    g.add_argument("--judge-image-size", type=image_size, default=None, help="resize frames to HxW (default: as is)")
     g.add_argument("--judge-score-range", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"))
     g.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per request; a step waits no longer")
     g.add_argument("--judge-retries", type=int, default=2, help="client retries (backoff 0.5 s doubling)")
