@@ -1,4 +1,5 @@
-"""Packaging: dependency floors match the APIs the code uses; the zoo files ship as package data."""
+"""Packaging: dependency floors match the APIs the code uses; the zoo files and the tiny model configuration ship as
+package data."""
 
 import re
 import subprocess
@@ -39,13 +40,14 @@ def test_rl_zoo_floor_matches_sb3():
 
 
 @pytest.mark.slow
-def test_wheel_ships_the_default_zoo_files(tmp_path):
+def test_wheel_ships_the_default_zoo_files_and_tiny_config(tmp_path):
     root = PYPROJECT.parent
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("sb3_vlm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"zoo_configs/td3_vlm_barnnav.yml", "zoo_configs/td3_applr_barnnav.yml"} <= names
+    assert "sb3_vlm/model/tiny_qwen2_5_vl.json" in names  # tiny_config() reads it through importlib.resources
 
 
 def test_default_zoo_files_come_from_package_resources():
