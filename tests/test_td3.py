@@ -268,3 +268,31 @@ def test_trains_on_the_real_costmap_env(freeze_vlm):
     assert model.num_timesteps == 96 and model.replay_buffer.observations.dtype == np.uint8
     assert not changed(base, backbone)  # the base VLM never trains
     assert changed(lora, backbone) != freeze_vlm  # LoRA trains exactly when the VLM is not frozen
+
+
+def _mean_distance(model: VLMTD3, target: np.ndarray) -> float:
+    """Mean |actor(s) - target| over the replayed observations."""
+    buffer = model.replay_buffer
+    with th.no_grad():
+        actions = model.actor(th.as_tensor(buffer.observations[: buffer.size(), 0]))
+    return float((actions - th.as_tensor(target)).abs().mean())
+
+
+def test_bc_alpha_keeps_the_actor_near_the_replayed_actions():
+    """TD3+BC: with a small alpha the actor's updates pull it towards the replayed actions; plain TD3's do not."""
+    distances = {}
+    for bc_alpha in (None, 1e-4):
+        kwargs = dict(actor_lr=1e-4, policy_delay=1, batch_size=8, learning_starts=100)
+        model = make_model(policy_kwargs=dict(freeze_dpt=True), bc_alpha=bc_alpha, **kwargs)
+        model.learn(24)  # fills the buffer; no update yet
+        target = np.full(model.action_space.shape, 0.5, dtype=np.float32)
+        model.replay_buffer.actions[: model.replay_buffer.size()] = target  # every replayed action: 0.5
+        start = _mean_distance(model, target)
+        model.train(gradient_steps=60, batch_size=8)
+        distances[bc_alpha] = (start, _mean_distance(model, target))
+    start, after = distances[1e-4]
+    assert after < 0.7 * start, distances
+    assert model.logger.name_to_value["train/bc_loss"] > 0
+    assert distances[None][1] > 1.4 * after, distances
+    with pytest.raises(ValueError, match="bc_alpha must be > 0"):
+        make_model(bc_alpha=0.0)

@@ -36,6 +36,10 @@ class VLMTD3(TD3):
     * an update whose loss or gradient norm is NaN/inf is skipped (the optimizer does not step) and counted in
       ``skipped_updates`` (logged as ``train/skipped_updates``);
     * optional gradient-norm clipping ``max_grad_norm`` (FTRL: 0.5);
+    * optional TD3+BC regularisation ``bc_alpha`` (Fujimoto & Gu 2021): the actor minimises
+      ``-alpha * Q(s, mu(s)) / mean|Q| + mean((mu(s) - a)^2)`` over replayed ``(s, a)``, so it leaves the actions
+      it has been taking (a supervised start's, early on) only where the critic clearly prefers others; the
+      behaviour-cloning term is logged as ``train/bc_loss``;
     * with the policy's feature cache (``policy_kwargs=dict(feature_cache_bytes=...)``, frozen VLM), replayed
       observations usually skip the backbone altogether; ``train/cache_hit_rate`` (lookups of the last ``train``
       call), ``train/cache_hits``, ``train/cache_misses``, ``train/cache_evictions``, ``train/cache_invalidations``,
@@ -47,6 +51,8 @@ class VLMTD3(TD3):
     :param actor_lr: Actor learning rate (head + trainable LoRA/DPT/history), float or schedule, or None.
     :param critic_lr: Critic learning rate (Q heads), float or schedule, or None.
     :param max_grad_norm: Clip each optimizer's gradient norm to this value, or None (no clipping).
+    :param bc_alpha: TD3+BC's ``alpha`` (its paper: 2.5; smaller stays closer to the replayed actions), or None for
+        TD3's plain ``-Q`` actor loss.
     :param buffer_size: Replay buffer size (FTRL: 200,000; images stay uint8).
     :param kwargs: Every other ``TD3`` argument (``batch_size``, ``learning_starts``, ``policy_kwargs``, ...).
     """
@@ -62,15 +68,19 @@ class VLMTD3(TD3):
         actor_lr: float | Schedule | None = None,
         critic_lr: float | Schedule | None = None,
         max_grad_norm: float | None = None,
+        bc_alpha: float | None = None,
         buffer_size: int = 200_000,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"VLMTD3: max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        if bc_alpha is not None and not bc_alpha > 0:
+            raise ValueError(f"VLMTD3: bc_alpha must be > 0 or None, got {bc_alpha}")
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.max_grad_norm = max_grad_norm
+        self.bc_alpha = bc_alpha
         self.skipped_updates = 0
         super().__init__(policy, env, learning_rate, buffer_size=buffer_size, _init_setup_model=False, **kwargs)
         if _init_setup_model:
@@ -129,7 +139,7 @@ class VLMTD3(TD3):
 
         own_dpt = self.critic.dpt is not None  # the critic pools the hidden states with its own DPT copy
         extractor = self.policy.features_extractor
-        actor_losses, critic_losses = [], []
+        actor_losses, critic_losses, bc_losses = [], [], []
         norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
             self._n_updates += 1
@@ -167,7 +177,15 @@ class VLMTD3(TD3):
             norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
 
             if update_actor:
-                actor_loss = -self.critic.q1(critic_features.detach(), self.actor.mu(features)).mean()
+                actions = self.actor.mu(features)
+                q_values = self.critic.q1(critic_features.detach(), actions)
+                if self.bc_alpha is None:
+                    actor_loss = -q_values.mean()
+                else:  # TD3+BC: Q scaled by its mean magnitude, so alpha weighs the two terms whatever the rewards
+                    scale = self.bc_alpha / q_values.abs().mean().detach().clamp_min(1e-6)
+                    bc_loss = F.mse_loss(actions, replay_data.actions)
+                    actor_loss = -scale * q_values.mean() + bc_loss
+                    bc_losses.append(bc_loss.item())
                 actor_losses.append(actor_loss.item())
                 norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
@@ -177,6 +195,8 @@ class VLMTD3(TD3):
         self.logger.record("train/skipped_updates", self.skipped_updates)
         if len(actor_losses) > 0:
             self.logger.record("train/actor_loss", np.mean(actor_losses))
+        if bc_losses:
+            self.logger.record("train/bc_loss", np.mean(bc_losses))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         for name, values in norms.items():  # gradient norms before clipping, of the updates that stepped
             stepped = [v for v in values if v is not None]
