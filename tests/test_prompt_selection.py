@@ -47,7 +47,8 @@ def test_prompt_file_round_trip_and_errors(tmp_path):
     assert load_prompts(path) == list(DEFAULT_PROMPTS)
     assert [s.text for s in load_prompts(path)] == [s.text for s in DEFAULT_PROMPTS]
     bad = {
-        "{}": "non-empty list",
+        "{}": "expected a list of prompts, got dict",
+        "[]": "the list of prompts is empty",
         "- text: ''": "entry 0: .*non-empty",
         "- text: a\n  reward: {speed: 2}": r"entry 0: .*unknown reward fields \['speed'\]",
         "- text: a\n  colour: red": r"entry 0 has unknown keys \['colour'\]",
