@@ -1,7 +1,7 @@
 """Files FTRL's collector writes (ftrl_reference §5.3-5.7), written here the same way: ``actor_<id>/FTRL_<k:06d>.png``
 frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt``
-lines, FTRL's tail-spread reward rule, and the trainer's ``sync/continue.signal`` (§5.8). :mod:`sb3_vlm.formats.trajectories`
-reads the episodes back."""
+lines, FTRL's tail-spread reward rule, and the trainer's ``sync/continue.signal`` (§5.8).
+:mod:`sb3_vlm.formats.trajectories` reads the episodes back."""
 
 from __future__ import annotations
 

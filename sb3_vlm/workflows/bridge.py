@@ -141,8 +141,11 @@ class BufferDirectoryBridge:
             trajectory.path.unlink(missing_ok=True)
         return [i for i in map(episode_info, result.trajectories) if i is not None]
 
-    def publish(self, model: OffPolicyAlgorithm, version: int) -> Any:
-        """Publish the policy for weight ``version`` if due (every ``publish_every``): the ``PublishResult``."""
+    def publish(self, model: OffPolicyAlgorithm, version: int, noise_std: float | None = None) -> Any:
+        """Publish the policy for weight ``version`` if due (every ``publish_every``): the ``PublishResult``.
+
+        :param noise_std: Exploration noise std sent with each ``/reload`` (``actor``-mode servers), or None.
+        """
         if self.publish_dir is None or version % self.publish_every != 0:
             return None
         from sb3_vlm.serving.handoff import publish_policy
@@ -152,6 +155,9 @@ class BufferDirectoryBridge:
             raise TypeError(
                 f"BufferDirectoryBridge: publishing needs a VLMTD3Policy, got {type(model.policy).__name__}"
             )
-        result = publish_policy(model.policy, self.publish_dir, self.servers)
+        names = list(self.params.names) if len(self.params) == model.action_space.shape[0] else None
+        result = publish_policy(
+            model.policy, self.publish_dir, self.servers, parameter_names=names, noise_std=noise_std
+        )
         self.published_versions.append(version)
         return result
