@@ -31,6 +31,7 @@ COMMANDS = {
     "distill": ("distill", "reflow a checkpoint's flow-matching expert into a one-step student (one shared VLM)"),
     "reward-net": ("reward_net", "train / evaluate the learned reward of prompt selection (RewardNet)"),
     "select-prompt": ("select_prompt", "MaskablePPO chooses the prompt of a frozen VLM policy per window"),
+    "ablate": ("ablate", "the paper checklist's ablations (SFT, VLM/DPT frozen vs tuned, actor lr) x seeds -> table"),
 }
 
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]
