@@ -117,7 +117,8 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
 
     cycles = learner.cycles  # a poll may bring more than 8 transitions: 3 or 4 cycles
     assert len(cycles) >= 3 and model.num_timesteps >= 32 and learner.paused_s >= 2.0
-    assert all(c.transitions >= 8 and c.updates == round(2 * c.transitions / 8) for c in cycles)
+    assert all(c.transitions >= 8 for c in cycles[:-1])  # the last one only needs what is left of the 32
+    assert all(c.updates == max(1, round(2 * c.transitions / 8)) for c in cycles)
     # Every publication went to the live server (reloaded) and failed for the dead one, which did not stop anything.
     n = len(cycles) + 1  # the starting policy, then one per cycle
     assert learner.version == n and learner.reload_failures == n and health["model_version"] == n
@@ -125,7 +126,7 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
     # The collectors acted with newer and newer policies (the server's reload count recorded in their files).
     newest = [max(v for v in c.model_versions if v is not None) for c in cycles]
     assert all(v is not None for c in cycles for v in c.model_versions)
-    assert newest == sorted(newest) and newest[-1] >= newest[0] + 2, newest
+    assert newest == sorted(newest) and newest[-1] > newest[0] >= 1, newest  # 1: the learner's first publication
     # Test phases after cycles 2 and 4, from the collectors' test pickles; best policy kept FTRL's way.
     assert [c.test is not None for c in cycles] == [i % 2 == 1 for i in range(len(cycles))]
     assert all(0.0 <= c.test["nav_metric"] <= 0.5 for c in cycles if c.test)

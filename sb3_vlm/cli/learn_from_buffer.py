@@ -4,27 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
+from sb3_vlm.cli._args import options
+from sb3_vlm.cli.train import add_model_arguments, settings_of
 from sb3_vlm.workflows.buffer_learner import learn_from_buffer
-from sb3_vlm.workflows.training import TrainSettings
-from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buffer", type=Path, required=True, help="collectors' buffer directory (actor_<id>/...)")
     parser.add_argument("--servers", nargs="*", default=[], metavar="URL", help="inference servers to /reload")
-    parser.add_argument("--policy", choices=sorted(DEFAULT_CONF_NAMES), default="vlm", help="default zoo file")
-    parser.add_argument("--conf-file", type=Path, help="rl-zoo3 YAML file (overrides --policy)")
-    parser.add_argument("--ftrl-config", type=Path, help="FTRL RL YAML over the zoo file's values")
-    parser.add_argument("--ftrl-base", type=Path, help="base YAML the --ftrl-config file is deep-merged over")
-    parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
-    parser.add_argument("--timesteps", type=int, help="transitions to train on (FTRL max_step; default n_timesteps)")
-    parser.add_argument("--vlm", help="local Qwen2.5-VL or FTRL checkpoint directory (VLM policy backbone)")
-    parser.add_argument("--base-model", help="base Qwen2.5-VL directory of an FTRL checkpoint given with --vlm")
-    parser.add_argument("--seed", type=int, help="default: the --ftrl-config file's env_config.seed, else 0")
-    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="runs are written under this directory")
+    add_model_arguments(parser)
     parser.add_argument("--collect-per-step", type=int, help="new transitions per cycle (default: zoo train_freq)")
     parser.add_argument("--update-per-step", type=int, help="gradient steps per cycle (default: zoo gradient_steps)")
     parser.add_argument(
@@ -43,18 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Run the loop with the options of :func:`add_arguments`; returns the run directory."""
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
-    learner = {
-        "collect_per_step": args.collect_per_step,
-        "update_per_step": args.update_per_step,
-        "pre_collect": args.pre_collect,
-        "test_every": args.test_every,
-        "test_episodes": args.test_episodes,
-        "test_timeout": args.test_timeout,
-        "poll_interval": args.poll_interval,
-        "min_age_s": args.min_age,
-        "publish_dir": args.publish_dir,
-        "server_noise": args.server_noise,
-    }
-    return learn_from_buffer(settings, args.buffer, args.servers, **learner)
+    learner = options(args, "collect_per_step", "update_per_step", "pre_collect", "test_every", "test_episodes")
+    learner.update(
+        options(args, "test_timeout", "poll_interval", "publish_dir", "server_noise"), min_age_s=args.min_age
+    )
+    return learn_from_buffer(settings_of(args), args.buffer, args.servers, **learner)

@@ -137,16 +137,19 @@ def evaluate_arm(spec: str, worlds: dict[str, list[int]], barn_dir: Path | None)
 
 
 def _pretrain(settings: AblationSettings) -> Path:
-    from sb3_vlm.cli import main as cli
+    """The supervised checkpoint of the arms: ``sft_samples`` pairs on training worlds, 2 epochs."""
+    from sb3_vlm.workflows.pretraining import PretrainSettings, pretrain
 
-    sft = settings.out / "sft"
-    argv = ["pretrain", "--out", str(sft), "--samples", str(settings.sft_samples), "--epochs", "2",
-            "--worlds", "train", "--seed", "0", "--no-progress-bar"]  # fmt: skip
-    if settings.barn_dir is not None:
-        argv += ["--barn-dir", str(settings.barn_dir)]
-    if cli(argv) != 0:
-        raise RuntimeError(f"pretrain failed; see {settings.out / 'train.log'}")
-    return sft
+    run = PretrainSettings(
+        out=settings.out / "sft",
+        samples=settings.sft_samples,
+        epochs=2,
+        barn_dir=settings.barn_dir,
+        worlds="train",
+        seed=0,
+        progress_bar=False,
+    )
+    return pretrain(run)
 
 
 def _row(name: str, results: list[dict[str, dict[str, float]]], env_steps: int) -> dict[str, Any]:

@@ -167,14 +167,18 @@ class BufferLearner:
 
     # ------------------------------------------------------------------ the steps of a cycle
 
-    def _obey_signal(self, cycle: Cycle) -> None:
-        """Wait while the signal file says ``pause`` (files already written are read by the next poll); run a test
-        phase if someone wrote ``test``."""
+    def _wait_while_paused(self) -> str | None:
+        """Block while the signal file says ``pause`` (the time is counted in ``paused_s``); return the signal."""
         start = time.monotonic()
         while (signal := read_signal(self.buffer_dir)) == "pause":
             time.sleep(self.poll_interval)
         self.paused_s += time.monotonic() - start
-        if signal == "test":
+        return signal
+
+    def _obey_signal(self, cycle: Cycle) -> None:
+        """Wait while paused (files already written are read by the next poll); run a test phase if someone wrote
+        ``test``."""
+        if self._wait_while_paused() == "test":
             cycle.test = self._test()
 
     def _collect(self, n: int, callback: BaseCallback, cycle: Cycle) -> bool:
@@ -207,18 +211,17 @@ class BufferLearner:
 
     def _test(self) -> dict[str, float] | None:
         """One test phase (signal ``test`` until ``test_episodes`` test files arrived); its statistics or None."""
-        while read_signal(self.buffer_dir) == "pause":
-            time.sleep(self.poll_interval)
+        self._wait_while_paused()
         self.bridge.poll_tests()  # late files of an earlier phase were played by an older policy: dropped
         write_signal(self.buffer_dir, "test")
         finals: list[dict[str, Any]] = []
         deadline = time.monotonic() + self.test_timeout
         while len(finals) < self.test_episodes:
-            signal = read_signal(self.buffer_dir)
+            paused = self.paused_s
+            signal = self._wait_while_paused()
+            deadline += self.paused_s - paused  # time paused does not count
             if signal == "train" or time.monotonic() > deadline:  # ended by someone else, or timed out
                 break
-            if signal == "pause":  # time paused does not count
-                deadline += self.poll_interval
             finals += self.bridge.poll_tests()
             if len(finals) < self.test_episodes:
                 time.sleep(self.poll_interval)
