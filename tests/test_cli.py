@@ -215,7 +215,9 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert time.perf_counter() - started < 3.0
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "compare", "viz", "serve", "collect", "pretrain"])
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "compare", "viz", "serve", "collect", "pretrain", "learn-from-buffer", "ablate"]
+)
 def test_commands_import_no_optional_quantization_stack(command):
     # peft pulls in bitsandbytes (its "Failed to load CPU gemm_4bit_forward" line and seconds of import time):
     # only LoRA/adapter and quantized backbones need them, and they import them when used.

@@ -367,7 +367,7 @@ def collect(
     :param follow_signal: Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's
         collector does: ``train`` runs a training episode, ``pause`` waits (polling every ``signal_poll`` s),
         ``test`` runs one test episode in each of ``test_worlds`` once per test phase, then waits for the phase to
-        end; no file means ``mode``. ``episodes`` then counts training episodes.
+        end; no file means ``train``. ``episodes`` then counts training episodes and ``mode`` is not used.
     :param test_worlds: Worlds of the test phases (same forms as ``worlds``); None: ``worlds``.
     :param signal_poll: Seconds between reads of the signal file while waiting.
     :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
@@ -390,7 +390,7 @@ def collect(
     done, tested = 0, False  # tested: this test phase's episodes are run
     while done < episodes:
         if follow_signal:
-            signal = read_signal(buffer) or mode
+            signal = read_signal(buffer) or "train"
             if signal == "pause" or (signal == "test" and tested):
                 time.sleep(signal_poll)
                 continue
@@ -400,7 +400,7 @@ def collect(
                     summary.episodes.append(collector.episode(world, seed if not summary.episodes else None, "test"))
                 continue
         seed_now = seed if not summary.episodes else None
-        report = collector.episode(world_ids[done % len(world_ids)], seed_now, mode if not follow_signal else "train")
+        report = collector.episode(world_ids[done % len(world_ids)], seed_now, "train" if follow_signal else mode)
         summary.episodes.append(report)
         done += 1
         bar.update()
