@@ -86,8 +86,8 @@ class BufferLearner:
     """
     FTRL's learner over a buffer directory (see the module docstring).
 
-    :param model: An off-policy SB3 model (``VLMTD3``; stock ``TD3`` trains but cannot be published to servers).
-        Its env only gives the spaces; one env (``n_envs=1``) avoids padding the replay buffer.
+    :param model: ``VLMTD3`` (a ``VLMTD3Policy``: what the inference servers serve). Its env only gives the spaces;
+        one env (``n_envs=1``) avoids padding the replay buffer.
     :param buffer_dir: The collectors' buffer directory (FTRL: ``buffer/<policy_name>``).
     :param servers: Inference server URLs to ``/reload`` after each publication.
     :param publish_dir: Policy directory the servers serve (default ``<buffer_dir>/policy``, FTRL's).
@@ -127,8 +127,11 @@ class BufferLearner:
         params: Any = None,
         verbose: int = 0,
     ) -> None:
-        if not isinstance(model, OffPolicyAlgorithm):
-            raise TypeError(f"BufferLearner needs an off-policy SB3 model (TD3, VLMTD3), got {type(model).__name__}")
+        if not (isinstance(model, OffPolicyAlgorithm) and isinstance(model.policy, VLMTD3Policy)):
+            raise TypeError(
+                "BufferLearner publishes the policy for FTRL-style inference servers: it needs an off-policy model "
+                f"with a VLMTD3Policy (VLMTD3), got {type(model).__name__} with {type(model.policy).__name__}"
+            )
         self.model = model
         self.collect_per_step = collect_per_step or model.train_freq.frequency * model.n_envs
         self.update_per_step = model.gradient_steps if update_per_step is None else update_per_step
@@ -201,7 +204,6 @@ class BufferLearner:
 
     def _publish(self, cycle: Cycle | None) -> None:
         """Replace the served policy and ``/reload`` every server (failures counted, not raised)."""
-        self.model.policy.set_training_mode(False)
         noise = noise_std(getattr(self.model, "action_noise", None)) if self.server_noise else None
         result = self.bridge.publish(self.model, self.version + 1, noise_std=noise)
         self.version += 1
