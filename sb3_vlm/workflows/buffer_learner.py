@@ -336,7 +336,8 @@ def learn_from_buffer(
     print(
         f"learned from {buffer_dir}: {model.num_timesteps} transitions, "
         f"{sum(c.updates for c in learner.cycles)} updates, {len(learner.cycles)} cycles, "
-        f"{learner.version} publications ({learner.reload_failures} failed reloads), {len(tests)} test phases"
+        f"{learner.version} publications ({learner.reload_failures} failed reloads), {len(tests)} test phases "
+        f"({learner.test_timeouts} without test episodes)"
         + (f", best test nav metric {max(tests):.3f}" if tests else "")
         + f" -> {run_dir}"
     )
