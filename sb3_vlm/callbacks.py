@@ -268,9 +268,14 @@ class NavMetricsCallback(BaseCallback):
             record(f"train/Status_counts/{status}", int(count))
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate now; log, print the summary, remember and (if best) save."""
+        """Evaluate on ``eval_env`` now, then :meth:`record_test` the episodes."""
         assert self.eval_env is not None
         finals = run_episodes(lambda o: self.model.predict(o, deterministic=True)[0], self.eval_env, self.eval_seed)
+        return self.record_test(finals)
+
+    def record_test(self, finals: list[dict[str, Any]]) -> dict[str, float]:
+        """Log the final infos of test episodes (run here or elsewhere, e.g. read from FTRL's test pickles), print
+        the summary, remember and, if the test nav metric improved, save."""
         stats = summarize(finals)
         self.last_eval = stats
         self.logger.record("train/Test_nav_metric", stats["nav_metric"])

@@ -45,6 +45,8 @@ class ZooConfig:
     :param noise_std: Gaussian exploration noise (in [-1, 1] action units), or None.
     :param callback_specs: The file's ``callback`` entry as rl-zoo3 reads it: ``"module.Class"`` or a list of those
         and of ``{"module.Class": kwargs}`` (see :meth:`callbacks`).
+    :param reward_normalization: ``reward_normalization: N`` (ours): APPLR's normalisation by the mean and std of
+        the first N rewards (:mod:`sb3_vlm.td3.reward_norm`), or None.
     :param algo_kwargs: Everything else: the algorithm's constructor arguments (``policy`` resolved to a class or
         alias, ``policy_kwargs`` evaluated).
     """
@@ -56,6 +58,7 @@ class ZooConfig:
     noise_std: float | None = None
     callback_specs: list[Any] = field(default_factory=list)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    reward_normalization: int | None = None
 
     def callbacks(self) -> list[BaseCallback]:
         """Fresh instances of the file's callbacks (e.g. the exploration-noise schedule), in file order."""
@@ -122,6 +125,13 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
     if noise_type is not None and noise_type.strip() != "normal":
         raise ValueError(f"{path}: only noise_type 'normal' is supported, got {noise_type!r}")
     callback_specs = _callback_specs(path, hp.pop("callback", None))
+    reward_normalization = hp.pop("reward_normalization", None)
+    if reward_normalization is not None and (
+        isinstance(reward_normalization, bool) or not isinstance(reward_normalization, int) or reward_normalization < 2
+    ):
+        raise ValueError(
+            f"{path}: reward_normalization must be the number (>= 2) of first rewards, got {reward_normalization!r}"
+        )
     hp["policy"] = _policy(hp.get("policy", "MlpPolicy"))
     if isinstance(hp.get("train_freq"), list):
         hp["train_freq"] = tuple(hp["train_freq"])
@@ -133,4 +143,5 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
         noise_std=None if noise_type is None else float(noise_std),
         callback_specs=callback_specs,
         algo_kwargs=hp,
+        reward_normalization=reward_normalization,
     )

@@ -1,4 +1,4 @@
-"""The paper checklist's ablation command (benchmarks/ablations.py --quick) end to end: table, figure, JSON."""
+"""The paper checklist's ablation command (`sb3-vlm ablate --quick`) end to end: table, figure, JSON."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quick_ablation_writes_table_figure_and_json(tmp_path):
-    args = [sys.executable, str(REPO / "benchmarks" / "ablations.py"), "--quick", "--out", str(tmp_path),
+    args = [sys.executable, "-m", "sb3_vlm.cli", "ablate", "--quick", "--out", str(tmp_path),
             "--arms", "sft", "base", "dpt_frozen"]  # fmt: skip
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=1200, cwd=REPO).stdout
     lines = out.strip().splitlines()

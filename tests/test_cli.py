@@ -159,6 +159,25 @@ def test_eval_and_compare_json(tmp_path, capsys):
         assert rows[1]["time"] > rows[0]["time"]  # 0.2 m/s is slower than 0.5 m/s
 
 
+def test_compare_generalisation_train_and_test_worlds_side_by_side(tmp_path, capsys):
+    out = tmp_path / "gen"
+    args = ["compare", "dwa", "slow=dwa:max_vel_x=0.2", "--worlds", "train,test", "--max-worlds", "2", "--runs", "1"]
+    assert main([*args, "--json", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["policy"] for r in rows] == ["dwa", "slow"]
+    for split in ("train", "test"):  # each split evaluated as `compare --worlds <split>` would
+        summary = (out / split / "summary.csv").read_text().splitlines()
+        assert len(summary) == 3
+        episodes = (out / split / "episodes.csv").read_text().splitlines()[1:]
+        expected = {"train": {"1", "2"}, "test": {"0", "6"}}[split]  # the first 2 worlds of the split
+        assert {line.split(",")[1] for line in episodes} == expected
+        for row in rows:
+            assert 0.0 <= row[f"nav_metric ({split})"] <= 0.5 and 0.0 <= row[f"success_rate ({split})"] <= 1.0
+    for row in rows:
+        assert row["gap"] == pytest.approx(row["nav_metric (train)"] - row["nav_metric (test)"])
+    assert (out / "generalisation.md").read_text().startswith("| policy | nav_metric (train) |")
+
+
 def test_eval_of_an_n_step_zip_does_not_warn(tmp_path, capsys):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -196,7 +215,9 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert time.perf_counter() - started < 3.0
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "compare", "viz", "serve", "collect", "pretrain"])
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "compare", "viz", "serve", "collect", "pretrain", "learn-from-buffer", "ablate"]
+)
 def test_commands_import_no_optional_quantization_stack(command):
     # peft pulls in bitsandbytes (its "Failed to load CPU gemm_4bit_forward" line and seconds of import time):
     # only LoRA/adapter and quantized backbones need them, and they import them when used.

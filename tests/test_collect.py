@@ -52,7 +52,7 @@ def load_png(path: Path) -> np.ndarray:
 
 
 def check_episode_files(actor_dir: Path, pickle_path: Path, steps: int, first_frame: int) -> list[list[Any]]:
-    """The pickle's FTRL structure (§5.5) and its frames (§5.6); returns the records."""
+    """The pickle's FTRL structure (§5.5) and its frames (§5.6) for a served policy; returns the records."""
     records = safe_load(pickle_path)
     assert isinstance(records, list) and len(records) == steps
     for i, record in enumerate(records):
@@ -62,7 +62,9 @@ def check_episode_files(actor_dir: Path, pickle_path: Path, steps: int, first_fr
         assert isinstance(act, np.ndarray) and act.dtype == np.float64 and act.shape == (7,)
         assert np.all(act >= DWA_PARAMS.low - 1e-6) and np.all(act <= DWA_PARAMS.high + 1e-6)
         assert isinstance(rew, float) and isinstance(done, bool) and done == (i == steps - 1)
-        assert set(info) == INFO_KEYS and info["world"] == "world_0.world" and isinstance(info["collision"], int)
+        # + the served policy's version (the server has not reloaded yet)
+        assert set(info) == INFO_KEYS | {"model_version"} and info["model_version"] == 0
+        assert info["world"] == "world_0.world" and isinstance(info["collision"], int)
         assert info["last_state"] == obs[0].tolist()  # the start-of-step velocity, in both places
         assert info["img_label"] == f"FTRL_{first_frame + i + 1:06d}.png"
         image = info["img_PIL"]

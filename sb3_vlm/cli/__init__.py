@@ -23,10 +23,15 @@ COMMANDS = {
     "viz": ("viz", "draw the DPT attention-pooling weights over costmap images"),
     "serve": ("serve", "FTRL-compatible HTTP inference server (SFT head or TD3 actor)"),
     "collect": ("collect", "run BarnNav episodes with server/policy parameters, write FTRL trajectory files"),
+    "learn-from-buffer": (
+        "learn_from_buffer",
+        "FTRL's training loop over external collectors: trajectory files in, published policy + /reload out",
+    ),
     "pretrain": ("pretrain", "supervised stage: search good DWA parameters in the simulator, train the DPT head"),
     "distill": ("distill", "reflow a checkpoint's flow-matching expert into a one-step student (one shared VLM)"),
     "reward-net": ("reward_net", "train / evaluate the learned reward of prompt selection (RewardNet)"),
     "select-prompt": ("select_prompt", "MaskablePPO chooses the prompt of a frozen VLM policy per window"),
+    "ablate": ("ablate", "the paper checklist's ablations (SFT, VLM/DPT frozen vs tuned, actor lr) x seeds -> table"),
 }
 
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]

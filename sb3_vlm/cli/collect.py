@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds directory (default: generated worlds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=("train", "test"), default="train")
+    parser.add_argument(
+        "--follow-signal",
+        action="store_true",
+        help="obey <buffer>/sync/continue.signal (train/test/pause) before each episode, as FTRL's collectors; "
+        "--episodes then counts training episodes",
+    )
+    parser.add_argument("--test-worlds", default=None, help="worlds of test phases (default: --worlds)")
     parser.add_argument("--planner", choices=sorted(PARAM_TABLES), default="DWA", help="local planner")
     parser.add_argument("--max-steps", type=int, default=200, help="steps before a timeout (200 x 0.5 s = 100 s)")
     parser.add_argument("--max-save-time", type=float, default=MAX_SAVE_TIME, help="don't save longer episodes (s)")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> CollectSummary:
             progress_bar=not args.no_progress_bar,
             judge=judge,
             **options(args, "actor_id", "episodes", "barn_dir", "seed", "mode", "max_save_time", "judge_weight"),
-            **options(args, "sft", "max_steps", "planner"),
+            **options(args, "sft", "max_steps", "planner", "follow_signal"),
+            test_worlds=parse_worlds(args.test_worlds),
         )
     finally:
         if isinstance(source, LocalPolicySource):

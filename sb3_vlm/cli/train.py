@@ -13,7 +13,8 @@ from sb3_vlm.workflows.training import TrainSettings, train
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the run directory (``train`` and ``learn-from-buffer``)."""
     parser.add_argument("--policy", choices=sorted(DEFAULT_CONF_NAMES), default="vlm", help="default zoo file to use")
     parser.add_argument("--conf-file", type=Path, help="rl-zoo3 YAML file (overrides --policy)")
     parser.add_argument(
@@ -22,13 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ftrl-base", type=Path, help="base YAML the --ftrl-config file is deep-merged over (FTRL)")
     parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
     parser.add_argument("--timesteps", type=int, help="override n_timesteps")
-    parser.add_argument("--n-envs", type=int, help="override n_envs")
-    parser.add_argument("--barn-dir", type=Path, help="train on real BARN worlds from this directory")
-    parser.add_argument("--worlds", default=None, help="'train' (default), 'test', 'all' or ids like 0,6,12")
     parser.add_argument("--vlm", help="local Qwen2.5-VL or FTRL checkpoint directory (VLM policy backbone)")
     parser.add_argument("--base-model", help="base Qwen2.5-VL directory of an FTRL checkpoint given with --vlm")
     parser.add_argument("--seed", type=int, help="default: the --ftrl-config file's env_config.seed, else 0")
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="runs are written under this directory")
+
+
+def settings_of(args: argparse.Namespace) -> TrainSettings:
+    """The :class:`TrainSettings` fields among ``args``."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--n-envs", type=int, help="override n_envs")
+    parser.add_argument("--barn-dir", type=Path, help="train on real BARN worlds from this directory")
+    parser.add_argument("--worlds", default=None, help="'train' (default), 'test', 'all' or ids like 0,6,12")
     parser.add_argument("--resume", type=Path, help="run directory to resume from its last checkpoint")
     parser.add_argument("--checkpoint-freq", type=int, default=1000, help="env steps between checkpoints")
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
@@ -53,8 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Train with the options of :func:`add_arguments`; returns the run directory."""
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings = settings_of(args)
     settings.worlds = parse_worlds(args.worlds)
     settings.judge = judge_options.judge_settings(args)
     if args.ray_address is not None:

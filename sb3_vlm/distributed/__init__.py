@@ -14,9 +14,9 @@ try:
 except ImportError as e:
     raise ImportError("sb3_vlm.distributed needs Ray: pip install 'sb3-vlm[ray]'") from e
 
-from sb3_vlm.distributed.bridge import BufferDirectoryBridge
 from sb3_vlm.distributed.callbacks import ActorRestartCallback
 from sb3_vlm.distributed.learner import AsyncLearner
 from sb3_vlm.distributed.vec_env import RayVecEnv
+from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 
 __all__ = ["ActorRestartCallback", "AsyncLearner", "BufferDirectoryBridge", "RayVecEnv"]

@@ -27,9 +27,9 @@ from ray.exceptions import RayActorError
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 
-from sb3_vlm.distributed.bridge import BufferDirectoryBridge
 from sb3_vlm.distributed.collectors import Chunk, Collector
 from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
+from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 
 __all__ = ["AsyncLearner"]
 

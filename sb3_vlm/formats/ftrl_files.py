@@ -1,6 +1,7 @@
 """Files FTRL's collector writes (ftrl_reference §5.3-5.7), written here the same way: ``actor_<id>/FTRL_<k:06d>.png``
 frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt``
-lines, and FTRL's tail-spread reward rule. :mod:`sb3_vlm.formats.trajectories` reads them back."""
+lines, FTRL's tail-spread reward rule, and the trainer's ``sync/continue.signal`` (§5.8).
+:mod:`sb3_vlm.formats.trajectories` reads the episodes back."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ __all__ = [
     "METHOD",
     "PICKLE_PROTOCOL",
     "RESULTS_FILE",
+    "SIGNALS",
     "atomic_write",
     "frame_name",
     "next_number",
     "png_bytes",
+    "read_signal",
     "results_line",
     "spread_tail_reward",
     "trajectory_name",
+    "write_signal",
     "write_trajectory",
 ]
 
@@ -40,6 +44,10 @@ TAIL_STEPS = 4
 """A failed episode's last reward is spread over this many last records, halving each step back (§5.3 step 5)."""
 PICKLE_PROTOCOL = 4
 """Python 3.8's default protocol, what FTRL's collector wrote (§5.5)."""
+SIGNAL_FILE = ("sync", "continue.signal")
+"""``<buffer>/sync/continue.signal``: what the collectors do next, one word of :data:`SIGNALS` (§5.3 step 6)."""
+SIGNALS = ("train", "test", "pause")
+"""``train``: save training episodes; ``test``: run and save test episodes; ``pause``: wait."""
 
 
 def frame_name(k: int) -> str:
@@ -108,3 +116,28 @@ def spread_tail_reward(records: list[list[Any]]) -> None:
     reward = last[2]
     for k in range(min(TAIL_STEPS, len(records))):
         records[-1 - k][2] = reward * 0.5**k
+
+
+def read_signal(buffer: str | os.PathLike) -> str | None:
+    """The word in ``<buffer>/sync/continue.signal`` (surrounding blanks ignored), None if the file is missing or
+    empty (being written by ``echo``).
+
+    :raises ValueError: naming the file, for a word outside :data:`SIGNALS`.
+    """
+    path = Path(buffer).joinpath(*SIGNAL_FILE)
+    try:
+        word = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if word and word not in SIGNALS:
+        raise ValueError(f"{path}: expected one of {list(SIGNALS)}, got {word[:40]!r}")
+    return word or None
+
+
+def write_signal(buffer: str | os.PathLike, signal: str) -> None:
+    """Write ``signal`` (one of :data:`SIGNALS`) to ``<buffer>/sync/continue.signal``, atomically."""
+    if signal not in SIGNALS:
+        raise ValueError(f"signal must be one of {list(SIGNALS)}, got {signal!r}")
+    path = Path(buffer).joinpath(*SIGNAL_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, signal.encode())

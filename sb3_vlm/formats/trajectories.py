@@ -120,6 +120,9 @@ class Trajectory:
     :param success: Whether the episode reached the goal; ``None`` if the file does not say.
     :param nav_metric: BARN navigation metric of the episode (FTRL last record), ``None`` if absent.
     :param world: ``info["world"]`` of the last step, if recorded.
+    :param time: ``info["time"]`` of the last step (s), if recorded.
+    :param model_version: Oldest ``info["model_version"]`` of its steps (the served policy that acted, see
+        :mod:`sb3_vlm.workflows.collector`), if recorded.
     :param frames: PNG frames of this episode beside the pickle (FTRL ``img_label`` names plus the reset frame).
     """
 
@@ -130,6 +133,8 @@ class Trajectory:
     success: bool | None
     nav_metric: float | None
     world: str | None
+    time: float | None = None
+    model_version: int | None = None
     frames: tuple[Path, ...] = ()
 
 
@@ -316,9 +321,19 @@ def _parse_episode(path: Path, data: Any, params: ParamTable, image_size: tuple[
         success = None
     nav_metric = _as_float(data[-1][6], f"step {len(data) - 1}, field 'nav_metric'") if fmt == "ftrl" else None
     world = last_info.get("world")
-    frames = _episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else ()
+    end_time = last_info.get("time")
+    versions = [p[4]["model_version"] for p in parsed if isinstance(p[4].get("model_version"), int)]
     return Trajectory(
-        path, fmt, transitions, status, success, nav_metric, world if isinstance(world, str) else None, frames
+        path=path,
+        format=fmt,
+        transitions=transitions,
+        status=status,
+        success=success,
+        nav_metric=nav_metric,
+        world=world if isinstance(world, str) else None,
+        time=_as_float(end_time, f"step {len(data) - 1}, field info['time']") if end_time is not None else None,
+        model_version=min(versions, default=None),
+        frames=_episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else (),
     )
 
 

@@ -8,7 +8,8 @@ unchanged:
 * ``GET /config``: ``algorithm``, ``num_params``, ``use_history``, ``num_history_frames``, ``history_dim``;
 * ``POST /infer``: JSON ``image_base64`` (bytes of an image file) or ``image_path``, ``history_images_base64``
   (newest first), ``linear_vel`` (m/s), ``angular_vel`` (rad/s), ``algorithm`` -> ``parameters`` (name -> value),
-  ``parameters_array``, ``inference_time`` (s), ``success``, ``checkpoint``;
+  ``parameters_array``, ``inference_time`` (s), ``success``, ``checkpoint``, ``model_version`` (the reloads
+  before the answering batch: which policy a collector acted with);
 * ``POST /reload``: re-reads the checkpoint directory.
 
 Two serving modes:
@@ -93,6 +94,7 @@ class _Result:
     parameters: np.ndarray  # [P] float64, physical units
     action: np.ndarray | None  # [A] in [-1, 1] (actor mode)
     batch_size: int
+    model_version: int  # reloads before the batch ran: which policy answered
 
 
 # ------------------------------------------------------------------------------------------------------------ server
@@ -305,6 +307,7 @@ class PolicyServer:
             "success": True,
             "checkpoint": str(self.checkpoint),
             "batch_size": result.batch_size,
+            "model_version": result.model_version,
         }
         if result.action is not None:
             answer["action"] = [float(v) for v in result.action]
@@ -314,7 +317,7 @@ class PolicyServer:
         images = th.stack([item.image for item in items])
         velocity = th.tensor([item.velocity for item in items], dtype=th.float32)
         with self._model_lock:
-            model = self.model
+            model, version = self.model, self.model_version
             history = None
             if self.history_source == "client" and model.history_frames > 0:
                 history = [item.history for item in items]
@@ -324,7 +327,8 @@ class PolicyServer:
                 parameters = model.to_physical(action)
         assert parameters is not None
         n = len(items)
-        return [_Result(model.names, parameters[i], None if action is None else action[i], n) for i in range(n)]
+        actions = [None] * n if action is None else list(action)
+        return [_Result(model.names, parameters[i], actions[i], n, version) for i in range(n)]
 
     # ------------------------------------------------------------------ reload
 

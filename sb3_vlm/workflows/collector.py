@@ -23,6 +23,9 @@ Files, exactly FTRL's (``<buffer>/actor_<id>/``):
   ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
   nav_metric]`` records (§5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
 * ``trajectory_results.txt``: one line per saved episode (§5.7);
+* with ``--follow-signal``, the mode of each episode is the trainer's ``<buffer>/sync/continue.signal`` (``train`` /
+  ``test`` / ``pause``, §5.3 step 6), read before the episode (FTRL reads it after, and saves a train-phase episode
+  as a test one if the phase changed meanwhile);
 * with ``--sft``, FTRL's supervised data set (§2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv`` (one row per step
   of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image) and
   ``<buffer>/sft_data.json`` over every actor's rows.
@@ -37,13 +40,15 @@ that is not saved are deleted.
 Per-step ``info`` values of the embedded simulator: ``time`` is simulated seconds since the reset; ``collision``
 counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``recovery`` is
 ``(slow + 1e-4) / (steps + 1e-4)`` over the end-of-step velocities so far, slow meaning ``v <= 0.05`` m/s;
-``smoothness`` is minus the sum of the absolute turning angles (rad) between successive per-step displacements.
+``smoothness`` is minus the sum of the absolute turning angles (rad) between successive per-step displacements;
+``model_version`` (ours) is the server's reload count of the policy that chose the step's parameters (``--server``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +69,7 @@ from sb3_vlm.formats.ftrl_files import (
     frame_name,
     next_number,
     png_bytes,
+    read_signal,
     results_line,
     spread_tail_reward,
     trajectory_name,
@@ -147,14 +153,15 @@ class _Collector:
         buffer: Path,
         source: ParameterSource | None,
         actor_id: int,
-        mode: str,
         env: BarnNav,
         max_save_time: float,
         judge: Any = None,
         judge_weight: float = 1.0,
         sft: bool = False,
     ):
-        self.buffer, self.source, self.actor_id, self.mode, self.env = buffer, source, actor_id, mode, env
+        self.buffer, self.source, self.actor_id, self.env = buffer, source, actor_id, env
+        self.mode = "train"
+        """Mode of the current episode: where it is saved."""
         self.max_save_time = max_save_time
         self.judge, self.judge_weight = judge, judge_weight
         self.params: ParamTable = env.batch.params
@@ -165,13 +172,11 @@ class _Collector:
         )
         self.actor_dir = buffer / f"actor_{actor_id}"
         self.actor_dir.mkdir(parents=True, exist_ok=True)
-        if mode == "train":
-            self.traj_dir, self.test_actor = self.actor_dir, None
-            self.next_traj = max(next_number(self.actor_dir, r"traj_(\d+)\.pickle"), 1)
-        else:
-            self.traj_dir, self.test_actor = buffer / "test_sync", actor_id
-            self.traj_dir.mkdir(parents=True, exist_ok=True)
-            self.next_traj = max(next_number(self.traj_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1)
+        self.test_dir = buffer / "test_sync"
+        self.next_traj = {
+            "train": max(next_number(self.actor_dir, r"traj_(\d+)\.pickle"), 1),
+            "test": max(next_number(self.test_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1),
+        }
         self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
         self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if sft else None
 
@@ -196,8 +201,9 @@ class _Collector:
                 logger.warning("parameter source returned %s; using the default parameters", raw[: p + 2])
         return self.default.copy(), False
 
-    def episode(self, world_id: int, seed: int | None) -> EpisodeReport:
-        """Run one episode in ``world_id`` and save it if FTRL would (§5.3)."""
+    def episode(self, world_id: int, seed: int | None, mode: str = "train") -> EpisodeReport:
+        """Run one episode in ``world_id`` and save it (as a ``mode`` episode) if FTRL would (§5.3)."""
+        self.mode = mode
         laser, info = self.env.reset(seed=seed, options={"world_id": world_id})
         image, data, path = self._render()
         frames = [path]
@@ -249,6 +255,9 @@ class _Collector:
                 "img_PIL": Image.fromarray(start_image),
                 "last_state": [float(start_velocity[0]), float(start_velocity[1])],
             }
+            version = getattr(self.source, "model_version", None)
+            if used_source and version is not None:  # which served policy chose this step's parameters
+                ftrl_info["model_version"] = int(version)
             obs = np.array([start_velocity], dtype=np.float64)
             records.append([obs, params, float(reward), bool(done), ftrl_info, 0.0, 0.0])
 
@@ -297,13 +306,16 @@ class _Collector:
         return reason
 
     def _save(self, records: list[list[Any]]) -> Path:
-        n = self.next_traj
-        self.next_traj += 1
-        path = self.traj_dir / trajectory_name(n, self.test_actor)
+        test = self.mode == "test"
+        n = self.next_traj[self.mode]
+        self.next_traj[self.mode] += 1
+        directory = self.test_dir if test else self.actor_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / trajectory_name(n, self.actor_id if test else None)
         write_trajectory(path, records)
         with open(self.actor_dir / RESULTS_FILE, "a") as f:
             f.write(results_line(self.mode, records) + "\n")
-        if self.mode == "test":
+        if test:
             sync = self.buffer / "sync"
             sync.mkdir(parents=True, exist_ok=True)
             atomic_write(sync / f"actor_{self.actor_id}.done", f"test:{n}".encode())
@@ -325,6 +337,9 @@ def collect(
     judge: Any = None,
     judge_weight: float = 1.0,
     sft: bool = False,
+    follow_signal: bool = False,
+    test_worlds: str | Sequence[int] | None = None,
+    signal_poll: float = 0.5,
     **env_kwargs: Any,
 ) -> CollectSummary:
     """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
@@ -349,6 +364,12 @@ def collect(
     :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
         step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
         image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
+    :param follow_signal: Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's
+        collector does: ``train`` runs a training episode, ``pause`` waits (polling every ``signal_poll`` s),
+        ``test`` runs one test episode in each of ``test_worlds`` once per test phase, then waits for the phase to
+        end; no file means ``train``. ``episodes`` then counts training episodes and ``mode`` is not used.
+    :param test_worlds: Worlds of the test phases (same forms as ``worlds``); None: ``worlds``.
+    :param signal_poll: Seconds between reads of the signal file while waiting.
     :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
     :return: One report per episode.
     :raises ValueError: for a bad mode, episode count or world set.
@@ -360,14 +381,31 @@ def collect(
     if not (isinstance(actor_id, int) and actor_id >= 0):
         raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
     world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
-    env = BarnNav(barn_dir=barn_dir, worlds=world_ids, **env_kwargs)
-    collector = _Collector(Path(buffer), source, actor_id, mode, env, max_save_time, judge, judge_weight, sft)
+    test_ids = world_ids if test_worlds is None else resolve_world_ids(test_worlds, barn_dir)
+    env = BarnNav(barn_dir=barn_dir, worlds=sorted(set(world_ids) | set(test_ids)), **env_kwargs)
+    buffer = Path(buffer)
+    collector = _Collector(buffer, source, actor_id, env, max_save_time, judge, judge_weight, sft)
     summary = CollectSummary()
-    bar = tqdm(range(episodes), desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
-    for e in bar:
-        report = collector.episode(world_ids[e % len(world_ids)], seed if e == 0 else None)
+    bar = tqdm(total=episodes, desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
+    done, tested = 0, False  # tested: this test phase's episodes are run
+    while done < episodes:
+        if follow_signal:
+            signal = read_signal(buffer) or "train"
+            if signal == "pause" or (signal == "test" and tested):
+                time.sleep(signal_poll)
+                continue
+            tested = signal == "test"
+            if tested:
+                for world in test_ids:
+                    summary.episodes.append(collector.episode(world, seed if not summary.episodes else None, "test"))
+                continue
+        seed_now = seed if not summary.episodes else None
+        report = collector.episode(world_ids[done % len(world_ids)], seed_now, "train" if follow_signal else mode)
         summary.episodes.append(report)
+        done += 1
+        bar.update()
         bar.set_postfix(status=report.status, nav=f"{report.nav_metric:.3f}", saved=len(summary.saved))
+    bar.close()
     if sft:
         write_sft_json(buffer, collector.params.planner, collector.params.names)
     return summary

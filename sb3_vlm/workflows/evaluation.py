@@ -17,7 +17,16 @@ from envs.worlds import get_world
 from sb3_vlm.callbacks import run_episodes
 from sb3_vlm.policies import LoadedPolicy
 
-__all__ = ["SUMMARY_COLUMNS", "compare", "evaluate", "format_table", "per_world", "summary", "write_csv"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "compare",
+    "evaluate",
+    "format_table",
+    "generalisation",
+    "per_world",
+    "summary",
+    "write_csv",
+]
 
 SUMMARY_COLUMNS = [
     "policy",
@@ -221,6 +230,24 @@ def compare(
     plot_per_world(worlds_rows, names, out / "per_world_nav_metric.png")
     plot_trajectories(records, names, worlds[:plot_worlds], barn_dir, out / "trajectories.png")
     return stats
+
+
+def generalisation(by_set: dict[str, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Side by side, per policy, the :func:`summary` rows of several world sets (e.g. ``{"train": ..., "test":
+    ...}``, each as :func:`compare` returns them): ``nav_metric (<set>)``, ``nav_metric_ci95 (<set>)``,
+    ``success_rate (<set>)`` for each set, then ``gap`` = first set's nav metric minus the last's."""
+    sets = list(by_set)
+    rows = []
+    for i, first in enumerate(by_set[sets[0]]):
+        row: dict[str, Any] = {"policy": first["policy"]}
+        for name in sets:
+            stats = by_set[name][i]
+            assert stats["policy"] == first["policy"], "every world set must list the policies in the same order"
+            for key in ("nav_metric", "nav_metric_ci95", "success_rate"):
+                row[f"{key} ({name})"] = stats[key]
+        row["gap"] = row[f"nav_metric ({sets[0]})"] - row[f"nav_metric ({sets[-1]})"]
+        rows.append(row)
+    return rows
 
 
 def _pyplot() -> Any:

@@ -78,6 +78,8 @@ class ServerSource:
             except TimeoutError as e:
                 logger.warning("%s; collecting with default parameters until it answers", e)
         self._configured = self._configure()
+        self.model_version: int | None = None
+        """``model_version`` of the last answer (the server's reloads), None until one reports it."""
 
     def _configure(self) -> bool:
         """Read how many history frames the server wants (``/config``); False if it did not answer."""
@@ -98,6 +100,8 @@ class ServerSource:
             return None
         if params is None:
             return None
+        version = result.get("model_version") if isinstance(result, dict) else None
+        self.model_version = int(version) if isinstance(version, int) else self.model_version
         if not self._configured:  # the server was down when we started: ask now that it answers
             self._configured = self._configure()
         return np.asarray(params, dtype=np.float64)

@@ -36,6 +36,7 @@ from sb3_vlm.formats.ftrl_config import apply_ftrl_config, read_ftrl_config
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.rewards.build import judge_reward
 from sb3_vlm.td3.policies import VLMTD3Policy
+from sb3_vlm.td3.reward_norm import reward_normalization_kwargs
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 
@@ -149,15 +150,23 @@ def _is_vlm(policy: Any) -> bool:
 
 
 def build_model(cfg: ZooConfig, env: Any, seed: int, tensorboard_log: str | None, verbose: int) -> BaseAlgorithm:
-    """VLMTD3 for the VLM policy, SB3's TD3 otherwise, with the zoo file's hyper-parameters."""
+    """VLMTD3 for the VLM policy, SB3's TD3 otherwise, with the zoo file's hyper-parameters (and, with its
+    ``reward_normalization``, the replay buffer that normalises rewards, n-step returns kept)."""
     algo = VLMTD3 if _is_vlm(cfg.algo_kwargs["policy"]) else TD3
+    kwargs = dict(cfg.algo_kwargs)
+    if cfg.reward_normalization is not None:
+        if "replay_buffer_class" in kwargs:
+            raise ValueError("zoo config: reward_normalization chooses the replay buffer; remove replay_buffer_class")
+        n_steps = kwargs.pop("n_steps", 1)  # the buffer computes the n-step returns
+        gamma = kwargs.get("gamma", 0.99)
+        kwargs.update(reward_normalization_kwargs(env.observation_space, n_steps, gamma, cfg.reward_normalization))
     return algo(
         env=env,
         action_noise=cfg.action_noise(env.action_space.shape[0]),
         seed=seed,
         tensorboard_log=tensorboard_log,
         verbose=verbose,
-        **cfg.algo_kwargs,
+        **kwargs,
     )
 
 

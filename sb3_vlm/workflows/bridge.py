@@ -2,11 +2,14 @@
 
 ROS/Gazebo or Condor collectors write ``actor_<id>/traj_<n>.pickle`` files (FTRL or ros_jackal records) into a
 buffer directory and read the policy from a directory the learner replaces atomically, then ``/reload`` the
-inference servers. :class:`BufferDirectoryBridge` does the learner's side for :class:`AsyncLearner`: every poll it
+inference servers. :class:`BufferDirectoryBridge` does the learner's side, for
+:class:`~sb3_vlm.distributed.AsyncLearner` (beside Ray collectors) and
+:class:`~sb3_vlm.workflows.buffer_learner.BufferLearner` (FTRL's loop, no Ray): every poll it
 loads the complete files (:func:`sb3_vlm.formats.trajectories.load_trajectories`), adds them to the replay buffer
 and deletes them (:func:`sb3_vlm.td3.replay.fill_replay_buffer`, so no file is read twice), and every
 ``publish_every`` weight versions it publishes the policy (:func:`sb3_vlm.serving.handoff.publish_policy`). A mixed
-fleet (Ray simulator collectors + Gazebo machines) thus trains one policy.
+fleet (Ray simulator collectors + Gazebo machines) thus trains one policy. Test episodes
+(``test_sync/test_<id>_<n>.pickle``) are read apart, for their metrics only (:meth:`BufferDirectoryBridge.poll_tests`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,29 @@ from gymnasium import spaces
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
-__all__ = ["BufferDirectoryBridge"]
+from sb3_vlm.formats.trajectories import Trajectory, load_trajectories
+
+__all__ = ["BufferDirectoryBridge", "episode_info"]
+
+TEST_DIR = "test_sync"
+"""Where test episodes are written (FTRL: ``<buffer>/test_sync/test_<id>_<n>.pickle``)."""
+
+
+def episode_info(trajectory: Trajectory) -> dict[str, Any] | None:
+    """The final ``info`` of an episode file as :class:`~sb3_vlm.callbacks.NavMetricsCallback` reads it from a live
+    env (``status``, ``nav_metric``, ``time``, ``world``, ``episode`` = ``{"r": return, "l": steps}``, plus
+    ``model_version``); None for a file that records no status or nav metric (ros_jackal)."""
+    if trajectory.status is None or trajectory.nav_metric is None:
+        return None
+    rewards = [t.reward for t in trajectory.transitions]
+    return {
+        "status": trajectory.status,
+        "nav_metric": trajectory.nav_metric,
+        "time": trajectory.time if trajectory.time is not None else float("nan"),
+        "world": trajectory.world,
+        "episode": {"r": float(sum(rewards)), "l": len(rewards)},
+        "model_version": trajectory.model_version,
+    }
 
 
 def image_size_of(space: spaces.Space) -> tuple[int, int] | None:
@@ -72,6 +97,8 @@ class BufferDirectoryBridge:
         self.episodes = 0
         self.skipped_last_poll: list[Any] = []
         """``SkippedFile`` entries of the last poll (files still being written, corrupt or of a wrong schema)."""
+        self.last_episodes: list[dict[str, Any]] = []
+        """:func:`episode_info` of the episodes the last poll added (those that record their outcome)."""
         self.published_versions: list[int] = []
 
     def poll(self, model: OffPolicyAlgorithm) -> int:
@@ -80,7 +107,6 @@ class BufferDirectoryBridge:
 
         :return: Transitions added (``model.num_timesteps`` is advanced by as many).
         """
-        from sb3_vlm.formats.trajectories import load_trajectories
         from sb3_vlm.td3.replay import fill_replay_buffer
 
         result = load_trajectories(
@@ -91,6 +117,7 @@ class BufferDirectoryBridge:
             min_age_s=self.min_age_s,
         )
         self.skipped_last_poll = result.skipped
+        self.last_episodes = [i for i in map(episode_info, result.trajectories) if i is not None]
         if not result.trajectories:
             return 0
         added = fill_replay_buffer(model, result, learning_starts=None, delete_after_load=True)
@@ -99,8 +126,26 @@ class BufferDirectoryBridge:
         self.episodes += result.episodes
         return added
 
-    def publish(self, model: OffPolicyAlgorithm, version: int) -> Any:
-        """Publish the policy for weight ``version`` if due (every ``publish_every``): the ``PublishResult``."""
+    def poll_tests(self) -> list[dict[str, Any]]:
+        """Read and delete the complete test episodes of ``<buffer>/test_sync/`` (not added to any buffer).
+
+        :return: Their :func:`episode_info` (episodes that record no outcome are deleted all the same).
+        """
+        directory = self.buffer_dir / TEST_DIR
+        if not directory.is_dir():
+            return []
+        result = load_trajectories(
+            directory, params=self.params, image_size=None, include_test=True, min_age_s=self.min_age_s
+        )
+        for trajectory in result.trajectories:
+            trajectory.path.unlink(missing_ok=True)
+        return [i for i in map(episode_info, result.trajectories) if i is not None]
+
+    def publish(self, model: OffPolicyAlgorithm, version: int, noise_std: float | None = None) -> Any:
+        """Publish the policy for weight ``version`` if due (every ``publish_every``): the ``PublishResult``.
+
+        :param noise_std: Exploration noise std sent with each ``/reload`` (``actor``-mode servers), or None.
+        """
         if self.publish_dir is None or version % self.publish_every != 0:
             return None
         from sb3_vlm.serving.handoff import publish_policy
@@ -110,6 +155,9 @@ class BufferDirectoryBridge:
             raise TypeError(
                 f"BufferDirectoryBridge: publishing needs a VLMTD3Policy, got {type(model.policy).__name__}"
             )
-        result = publish_policy(model.policy, self.publish_dir, self.servers)
+        names = list(self.params.names) if len(self.params) == model.action_space.shape[0] else None
+        result = publish_policy(
+            model.policy, self.publish_dir, self.servers, parameter_names=names, noise_std=noise_std
+        )
         self.published_versions.append(version)
         return result

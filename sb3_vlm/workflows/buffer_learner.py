@@ -1,0 +1,344 @@
+"""FTRL's training loop over external collectors (``sb3-vlm learn-from-buffer``, ftrl_reference §4.6), without Ray.
+
+The collectors (``sb3-vlm collect --server URL --follow-signal``, or FTRL's own ROS/Gazebo ones) write
+``actor_<id>/traj_<n>.pickle`` episodes into a buffer directory with the parameters the inference servers answer;
+this learner trains on them and hands the new policy to the servers. One cycle, as FTRL's ``rlft/train.py``:
+
+1. collect: poll the buffer directory (:class:`~sb3_vlm.workflows.bridge.BufferDirectoryBridge`: restricted
+   unpickler, complete files only, each file added to the replay buffer once and deleted) until
+   ``collect_per_step`` new transitions arrived (``pre_collect`` before the first cycle);
+2. train: ``update_per_step`` gradient steps of the model's own ``train()`` (TD3 / VLMTD3) per ``collect_per_step``
+   transitions (a poll may bring more: a backlog of files);
+3. publish: the policy directory is replaced atomically, then every server is asked to ``/reload`` it; a server
+   that does not answer is counted (``buffer/reload_failures``) and skipped, never fatal;
+4. test, every ``test_every`` cycles (or when someone writes ``test`` into the signal file): the signal
+   ``<buffer>/sync/continue.signal`` says ``test``, the collectors run their test worlds and write
+   ``test_sync/test_<id>_<n>.pickle``; once ``test_episodes`` arrived (or after ``test_timeout`` s) the signal goes
+   back to ``train`` and the episodes' outcomes are logged (``train/Test_nav_metric``...); a better test nav metric
+   writes ``policy_step_<k>/`` and ``best_model/`` (:class:`~sb3_vlm.callbacks.NavMetricsCallback`).
+
+``pause`` in the signal file (written by anyone) stops the collectors after their current episode; the learner
+waits (``buffer/paused_s``), never overwrites it, and goes on when it reads ``train`` again.
+
+The SB3 callback protocol is kept (``on_rollout_start`` / ``on_step`` per poll that brought episodes /
+``on_rollout_end`` / training): zoo callbacks (noise schedule, gradient clipping, critic warm-up) work unchanged,
+and FTRL's TensorBoard keys come from the episodes' final infos as in ``sb3-vlm train``. Logged under ``buffer/``:
+``cycle``, ``policy_version`` (publications), ``collector_model_version`` (newest server ``model_version`` among the
+episodes of the cycle, see :mod:`sb3_vlm.workflows.collector`), ``reload_failures``, ``skipped_files``,
+``test_timeouts``, ``paused_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from envs.planners import param_table
+from sb3_vlm._constants import RUN_CONFIG
+from sb3_vlm.callbacks import CHECKPOINT_BEST, POLICY_DIR, NavMetricsCallback, save_policy_folder
+from sb3_vlm.formats.ftrl_config import read_ftrl_config
+from sb3_vlm.formats.ftrl_files import read_signal, write_signal
+from sb3_vlm.td3.exploration import noise_std
+from sb3_vlm.td3.policies import VLMTD3Policy
+from sb3_vlm.workflows.bridge import BufferDirectoryBridge
+from sb3_vlm.workflows.training import FTRL_CONFIG_COPY, TrainSettings, build_model, make_vec_env, zoo_config
+
+__all__ = ["BufferLearner", "Cycle", "learn_from_buffer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Cycle:
+    """One collect -> train -> publish (-> test) cycle.
+
+    :param timesteps: ``model.num_timesteps`` at its end (transitions added so far).
+    :param transitions: Transitions added in this cycle.
+    :param updates: Gradient steps after them (``update_per_step`` per ``collect_per_step`` transitions).
+    :param model_versions: Server ``model_version`` of each episode added (None: not recorded).
+    :param reloaded: Servers that reloaded the published policy.
+    :param reload_failed: Servers that did not (URL -> error).
+    :param test: Test statistics of this cycle's test phase (``nav_metric``, ``success_rate``...), or None.
+    """
+
+    timesteps: int
+    transitions: int
+    updates: int = 0
+    model_versions: list[int | None] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    reload_failed: dict[str, str] = field(default_factory=dict)
+    test: dict[str, float] | None = None
+
+
+class BufferLearner:
+    """
+    FTRL's learner over a buffer directory (see the module docstring).
+
+    :param model: ``VLMTD3`` (a ``VLMTD3Policy``: what the inference servers serve). Its env only gives the spaces;
+        one env (``n_envs=1``) avoids padding the replay buffer.
+    :param buffer_dir: The collectors' buffer directory (FTRL: ``buffer/<policy_name>``).
+    :param servers: Inference server URLs to ``/reload`` after each publication.
+    :param publish_dir: Policy directory the servers serve (default ``<buffer_dir>/policy``, FTRL's).
+    :param run_dir: Directory of ``policy_step_<k>/``, ``best_model/`` and ``checkpoints/best``; None: not saved.
+    :param collect_per_step: New transitions per cycle (FTRL: 512); default ``train_freq * n_envs`` of the model.
+    :param update_per_step: Gradient steps per cycle (FTRL: 100); default the model's ``gradient_steps``.
+    :param pre_collect: Transitions before the first update (FTRL: 512); default the model's ``learning_starts``.
+    :param test_every: Cycles between test phases (0: only when the signal file asks for one).
+    :param test_episodes: Test episodes a test phase waits for (FTRL: one per test world).
+    :param test_timeout: Seconds a test phase waits for them (FTRL: 900).
+    :param poll_interval: Seconds between polls of the directory when nothing arrived (FTRL: 5).
+    :param min_age_s: Files modified more recently are left for the next poll (FTRL's collectors write in place;
+        ours write atomically, 0 is safe with them).
+    :param server_noise: Send the current exploration noise std with each ``/reload`` (servers in ``actor`` mode
+        then explore with it); FTRL's servers ignore it, so by default it is only saved.
+    :param params: Planner parameter table of the files' actions (default DWA).
+    :param verbose: Print FTRL's summary after each test phase.
+    """
+
+    def __init__(
+        self,
+        model: OffPolicyAlgorithm,
+        buffer_dir: str | os.PathLike,
+        servers: Sequence[str] = (),
+        *,
+        publish_dir: str | os.PathLike | None = None,
+        run_dir: str | os.PathLike | None = None,
+        collect_per_step: int | None = None,
+        update_per_step: int | None = None,
+        pre_collect: int | None = None,
+        test_every: int = 1,
+        test_episodes: int = 1,
+        test_timeout: float = 900.0,
+        poll_interval: float = 5.0,
+        min_age_s: float = 2.0,
+        server_noise: bool = False,
+        params: Any = None,
+        verbose: int = 0,
+    ) -> None:
+        if not (isinstance(model, OffPolicyAlgorithm) and isinstance(model.policy, VLMTD3Policy)):
+            raise TypeError(
+                "BufferLearner publishes the policy for FTRL-style inference servers: it needs an off-policy model "
+                f"with a VLMTD3Policy (VLMTD3), got {type(model).__name__} with {type(model.policy).__name__}"
+            )
+        self.model = model
+        self.collect_per_step = collect_per_step or model.train_freq.frequency * model.n_envs
+        self.update_per_step = model.gradient_steps if update_per_step is None else update_per_step
+        self.pre_collect = model.learning_starts if pre_collect is None else pre_collect
+        for name, value, low in (
+            ("collect_per_step", self.collect_per_step, 1),
+            ("update_per_step", self.update_per_step, 0),
+            ("pre_collect", self.pre_collect, 0),
+            ("test_every", test_every, 0),
+            ("test_episodes", test_episodes, 1),
+        ):
+            if not (isinstance(value, int) and value >= low):
+                raise ValueError(f"BufferLearner: {name} must be an int >= {low}, got {value!r}")
+        self.buffer_dir = Path(buffer_dir)
+        self.bridge = BufferDirectoryBridge(
+            self.buffer_dir,
+            params=params,
+            publish_dir=self.buffer_dir / "policy" if publish_dir is None else publish_dir,
+            servers=servers,
+            min_age_s=min_age_s,
+        )
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.test_every, self.test_episodes, self.test_timeout = test_every, test_episodes, float(test_timeout)
+        self.poll_interval, self.server_noise, self.verbose = float(poll_interval), server_noise, verbose
+        self.version = 0
+        """Publications so far (the first, before any update, serves the starting policy)."""
+        self.cycles: list[Cycle] = []
+        self.reload_failures = 0
+        self.test_timeouts = 0
+        self.paused_s = 0.0
+        self.metrics = NavMetricsCallback(
+            best_path=None if self.run_dir is None else self.run_dir / "checkpoints" / CHECKPOINT_BEST,
+            policy_dir=self.run_dir,
+            summary=verbose > 0,
+        )
+
+    # ------------------------------------------------------------------ the steps of a cycle
+
+    def _wait_while_paused(self) -> str | None:
+        """Block while the signal file says ``pause`` (the time is counted in ``paused_s``); return the signal."""
+        start = time.monotonic()
+        while (signal := read_signal(self.buffer_dir)) == "pause":
+            time.sleep(self.poll_interval)
+        self.paused_s += time.monotonic() - start
+        return signal
+
+    def _obey_signal(self, cycle: Cycle) -> None:
+        """Wait while paused (files already written are read by the next poll); run a test phase if someone wrote
+        ``test``."""
+        if self._wait_while_paused() == "test":
+            cycle.test = self._test()
+
+    def _collect(self, n: int, callback: BaseCallback, cycle: Cycle) -> bool:
+        """Poll until ``n`` new transitions are in the replay buffer; False if a callback asked to stop."""
+        callback.on_rollout_start()
+        while cycle.transitions < n:
+            self._obey_signal(cycle)
+            added = self.bridge.poll(self.model)
+            if not added:
+                time.sleep(self.poll_interval)
+                continue
+            cycle.transitions += added
+            episodes = self.bridge.last_episodes
+            cycle.model_versions += [e["model_version"] for e in episodes]
+            callback.update_locals({"infos": episodes, "dones": [True] * len(episodes)})
+            if not callback.on_step():
+                return False
+        callback.on_rollout_end()
+        return True
+
+    def _publish(self, cycle: Cycle | None) -> None:
+        """Replace the served policy and ``/reload`` every server (failures counted, not raised)."""
+        noise = noise_std(getattr(self.model, "action_noise", None)) if self.server_noise else None
+        result = self.bridge.publish(self.model, self.version + 1, noise_std=noise)
+        self.version += 1
+        self.reload_failures += len(result.failed)
+        if cycle is not None:
+            cycle.reloaded, cycle.reload_failed = list(result.reloaded), dict(result.failed)
+
+    def _test(self) -> dict[str, float] | None:
+        """One test phase (signal ``test`` until ``test_episodes`` test files arrived); its statistics or None."""
+        self._wait_while_paused()
+        self.bridge.poll_tests()  # late files of an earlier phase were played by an older policy: dropped
+        write_signal(self.buffer_dir, "test")
+        finals: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.test_timeout
+        while len(finals) < self.test_episodes:
+            paused = self.paused_s
+            signal = self._wait_while_paused()
+            deadline += self.paused_s - paused  # time paused does not count
+            if signal == "train" or time.monotonic() > deadline:  # ended by someone else, or timed out
+                break
+            finals += self.bridge.poll_tests()
+            if len(finals) < self.test_episodes:
+                time.sleep(self.poll_interval)
+        if read_signal(self.buffer_dir) == "test":  # unless someone paused meanwhile
+            write_signal(self.buffer_dir, "train")
+        if not finals:
+            self.test_timeouts += 1
+            logger.warning("test phase: no test episode within %.0f s", self.test_timeout)
+            return None
+        return self.metrics.record_test(finals)
+
+    def _log(self, cycle: Cycle) -> None:
+        record = self.model.logger.record
+        record("buffer/cycle", len(self.cycles))
+        record("buffer/policy_version", self.version)
+        versions = [v for v in cycle.model_versions if v is not None]
+        if versions:
+            record("buffer/collector_model_version", max(versions))
+        record("buffer/reload_failures", self.reload_failures)
+        record("buffer/skipped_files", len(self.bridge.skipped_last_poll))
+        record("buffer/test_timeouts", self.test_timeouts)
+        record("buffer/paused_s", self.paused_s)
+        record("time/total_timesteps", self.model.num_timesteps, exclude="tensorboard")
+        self.model.logger.dump(step=self.model.num_timesteps)
+
+    # ------------------------------------------------------------------ the loop
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: BaseCallback | list[BaseCallback] | None = None,
+        tb_log_name: str = "learn_from_buffer",
+    ) -> OffPolicyAlgorithm:
+        """
+        Run cycles until ``total_timesteps`` transitions were added (FTRL's ``max_step``).
+
+        :param total_timesteps: Transitions to train on.
+        :param callback: SB3 callbacks (e.g. the zoo file's), run beside the FTRL metrics.
+        :param tb_log_name: TensorBoard run name (under the model's ``tensorboard_log``).
+        :return: The model.
+        """
+        model = self.model
+        callbacks = [self.metrics, *(callback if isinstance(callback, list) else [callback] if callback else [])]
+        total_timesteps, cb = model._setup_learn(total_timesteps, CallbackList(callbacks), True, tb_log_name)
+        cb.on_training_start(locals(), globals())
+        self._publish(None)  # the servers serve the learner's starting policy
+        if read_signal(self.buffer_dir) != "pause":
+            write_signal(self.buffer_dir, "train")
+        while model.num_timesteps < total_timesteps:
+            cycle = Cycle(timesteps=model.num_timesteps, transitions=0)
+            first = not self.cycles
+            wanted = (
+                max(self.pre_collect - model.num_timesteps, self.collect_per_step) if first else self.collect_per_step
+            )
+            if not self._collect(min(wanted, total_timesteps - model.num_timesteps), cb, cycle):
+                break
+            if model.num_timesteps >= self.pre_collect and self.update_per_step > 0:
+                # FTRL's ratio, also when a poll brought more than collect_per_step (a backlog of files)
+                cycle.updates = max(1, round(self.update_per_step * cycle.transitions / self.collect_per_step))
+                model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
+                model.train(gradient_steps=cycle.updates, batch_size=model.batch_size)
+            self._publish(cycle)
+            self.cycles.append(cycle)
+            if self.test_every and len(self.cycles) % self.test_every == 0:
+                cycle.test = self._test()
+            cycle.timesteps = model.num_timesteps
+            self._log(cycle)
+        cb.on_training_end()
+        return model
+
+
+def learn_from_buffer(
+    settings: TrainSettings, buffer_dir: str | os.PathLike, servers: Sequence[str] = (), **learner_kwargs: Any
+) -> Path:
+    """
+    ``sb3-vlm learn-from-buffer``: the model of ``settings`` (zoo file, ``--ftrl-config``, ``--vlm``; one env, the
+    files bring one transition at a time) trained by a :class:`BufferLearner` for the zoo file's ``n_timesteps``
+    (FTRL's ``max_step``). FTRL's ``collect_per_step`` / ``update_per_step`` / ``pre_collect`` come from the zoo
+    entry (``train_freq``, ``gradient_steps``, ``learning_starts``) unless given in ``learner_kwargs``.
+
+    :return: The run directory: TensorBoard logs, ``run_config.json``, ``policy_step_<k>/``, ``best_model/``,
+        ``model.zip`` and ``policy/`` at the end.
+    """
+    settings.n_envs = 1
+    if settings.torch_threads > 0:
+        th.set_num_threads(settings.torch_threads)
+    conf_file, cfg, env_kwargs = zoo_config(settings)
+    run_dir = settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in learner_kwargs.items()}
+    saved["learn_from_buffer"] = {"buffer": str(buffer_dir), "servers": list(servers), **options}
+    (run_dir / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
+    if settings.ftrl_config is not None:
+        merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
+        (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    spaces_env = make_vec_env(cfg.env_id, 1, seed=settings.seed, **env_kwargs)  # never stepped
+    model = build_model(cfg, spaces_env, settings.seed, str(run_dir / "tb"), settings.verbose)
+    params = param_table(cfg.env_kwargs.get("planner", "dwa"))
+    learner = BufferLearner(model, buffer_dir, servers, run_dir=run_dir, params=params, verbose=1, **learner_kwargs)
+    try:
+        learner.learn(cfg.n_timesteps, callback=cfg.callbacks())
+    finally:
+        spaces_env.close()
+    model.save(run_dir / "model.zip")
+    if isinstance(model.policy, VLMTD3Policy):
+        save_policy_folder(model, run_dir / POLICY_DIR)
+    tests = [c.test["nav_metric"] for c in learner.cycles if c.test]
+    print(
+        f"learned from {buffer_dir}: {model.num_timesteps} transitions, "
+        f"{sum(c.updates for c in learner.cycles)} updates, {len(learner.cycles)} cycles, "
+        f"{learner.version} publications ({learner.reload_failures} failed reloads), {len(tests)} test phases "
+        f"({learner.test_timeouts} without test episodes)"
+        + (f", best test nav metric {max(tests):.3f}" if tests else "")
+        + f" -> {run_dir}"
+    )
+    return run_dir
