@@ -323,14 +323,15 @@ def _parse_episode(path: Path, data: Any, params: ParamTable, image_size: tuple[
     world = last_info.get("world")
     end_time = last_info.get("time")
     versions = [p[4]["model_version"] for p in parsed if isinstance(p[4].get("model_version"), int)]
+    world = world if isinstance(world, str) else None
     return Trajectory(
-        path=path,
-        format=fmt,
-        transitions=transitions,
-        status=status,
-        success=success,
-        nav_metric=nav_metric,
-        world=world if isinstance(world, str) else None,
+        path,
+        fmt,
+        transitions,
+        status,
+        success,
+        nav_metric,
+        world,
         time=_as_float(end_time, f"step {len(data) - 1}, field info['time']") if end_time is not None else None,
         model_version=min(versions, default=None),
         frames=_episode_frames(path, [p[4] for p in parsed]) if fmt == "ftrl" else (),
