@@ -26,16 +26,7 @@ import torch as th
 from envs.worlds import SPLITS
 from sb3_vlm.rewards import RewardNet
 from sb3_vlm.rewards.prompt_env import make_prompt_selection_env
-from sb3_vlm.rewards.prompt_eval import (
-    ENV_ID,
-    MODES,
-    compare_choosers,
-    default_conf,
-    fixed_prompt,
-    model_chooser,
-    random_prompt,
-    train_selector,
-)
+from sb3_vlm.rewards.prompt_eval import ENV_ID, MODES, compare_with_baselines, default_conf, train_selector
 from sb3_vlm.rewards.reward_training import collect_windows, fit_reward_net
 from sb3_vlm.zoo import load_zoo_config
 
@@ -85,10 +76,8 @@ def main() -> None:
     out["train_seconds"] = time.perf_counter() - t0
 
     env = make_prompt_selection_env(**base, worlds="test")
-    choosers = {f"fixed:{p.text}": fixed_prompt(k) for k, p in enumerate(env.policy.prompts)}
-    choosers.update(random=random_prompt(args.seed), ppo_learned=model_chooser(models["learned"]))
-    choosers["ppo_true"] = model_chooser(models["true"])
-    results = compare_choosers(env, choosers, SPLITS["test"][: args.test_worlds], seed=10_000 + args.seed)
+    agents = {"ppo_learned": models["learned"], "ppo_true": models["true"]}
+    results = compare_with_baselines(env, agents, SPLITS["test"][: args.test_worlds], seed=args.seed)
 
     def ci(name: str) -> dict:
         return {k: round(v, 4) for k, v in results[name]["nav_metric"].items() if k != "n"}

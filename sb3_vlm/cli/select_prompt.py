@@ -37,16 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate, save; returns the results."""
     from envs.worlds import SPLITS
     from sb3_vlm.rewards.prompt_env import make_prompt_selection_env
-    from sb3_vlm.rewards.prompt_eval import (
-        ENV_ID,
-        MODES,
-        compare_choosers,
-        default_conf,
-        fixed_prompt,
-        model_chooser,
-        random_prompt,
-        train_selector,
-    )
+    from sb3_vlm.rewards.prompt_eval import ENV_ID, MODES, compare_with_baselines, default_conf, train_selector
     from sb3_vlm.zoo import load_zoo_config
 
     th.set_num_threads(args.threads)
@@ -67,9 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.eval_episodes:
         eval_env = make_prompt_selection_env(**{**kwargs, "worlds": "test", "reward": "true", "reward_net": None})
         worlds = SPLITS["test"][: args.eval_episodes]
-        choosers = {f"fixed:{p.text}": fixed_prompt(k) for k, p in enumerate(eval_env.policy.prompts)}
-        choosers.update(random=random_prompt(args.seed), ppo=model_chooser(model))
-        results["eval"] = compare_choosers(eval_env, choosers, worlds, seed=10_000 + args.seed)
+        results["eval"] = compare_with_baselines(eval_env, {"ppo": model}, worlds, seed=args.seed)
         for name, r in results["eval"].items():
             m = r["nav_metric"]
             print(

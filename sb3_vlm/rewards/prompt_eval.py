@@ -20,6 +20,7 @@ __all__ = [
     "MODES",
     "Chooser",
     "compare_choosers",
+    "compare_with_baselines",
     "fixed_prompt",
     "mean_ci",
     "model_chooser",
@@ -142,3 +143,17 @@ def compare_choosers(
             "episodes": episodes,
         }
     return out
+
+
+def compare_with_baselines(
+    env: Any, agents: dict[str, Any], worlds: Sequence[int], seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """
+    Every fixed prompt (``"fixed:<text>"``), a random valid prompt per window (``"random"``, seeded) and each agent's
+    deterministic choice (named as in ``agents``: trained MaskablePPO models), on the same worlds with reset seeds
+    from ``10_000 + seed`` (:func:`compare_choosers`).
+    """
+    choosers = {f"fixed:{p.text}": fixed_prompt(k) for k, p in enumerate(env.policy.prompts)}
+    choosers["random"] = random_prompt(seed)
+    choosers.update({name: model_chooser(model) for name, model in agents.items()})
+    return compare_choosers(env, choosers, worlds, seed=10_000 + seed)
