@@ -90,3 +90,57 @@ def test_pretrain_flow_head_is_served_by_load_policy(tmp_path):
     np.testing.assert_allclose(served, direct, rtol=1e-5, atol=1e-6)
     sft = load_policy(out, params=DWA_PARAMS, mode="sft").predict(images, velocity=np.zeros((3, 2), np.float32))
     assert not np.allclose(served, sft)  # the two heads of one checkpoint answer differently
+
+
+def test_td3_from_a_flow_student_starts_at_its_deterministic_actions(tmp_path):
+    """``train --vlm <distilled student>``: the TD3 actor starts at the student's one-step action from its fixed
+    noise, keeps it through both save/load routes, and trains (only the correction; the expert stays frozen)."""
+    from _laser_env import image_env
+
+    from envs.planners import DWA_PARAMS
+    from sb3_vlm import VLMTD3
+    from sb3_vlm.td3 import VLMTD3Policy
+
+    th.manual_seed(0)
+    rng = np.random.default_rng(3)
+    labels = DWA_PARAMS.low + rng.uniform(0.2, 0.8, (16, 7)) * (DWA_PARAMS.high - DWA_PARAMS.low)
+    pairs = SFTDataset(rng.integers(0, 256, (16, *IMAGE_SHAPE), dtype=np.uint8), labels, names=DWA_PARAMS.names)
+    pairs.save(tmp_path / "pairs.npz")
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert main(["pretrain", "--data", str(tmp_path / "pairs.npz"), "--out", str(teacher), "--epochs", "1",
+                 "--batch-size", "8", "--no-progress-bar", "--head", "flow", "--flow-steps", "4",
+                 "--flow-train-steps", "20"]) == 0  # fmt: skip
+    assert main(["distill", "--teacher", str(teacher), "--data", str(tmp_path / "pairs.npz"), "--out", str(student),
+                 "--steps", "20", "--batch-size", "8"]) == 0  # fmt: skip
+    flow = FlowPolicy.from_pretrained(student, IMAGE_SHAPE)
+    assert flow.head.config.num_steps == 1
+    images = pairs.images[:6].transpose(0, 2, 3, 1)  # the env's HWC frames
+    unit = np.clip(DWA_PARAMS.to_unit(flow.predict(pairs.images[:6]).double().numpy()), -1 + 1e-3, 1 - 1e-3)
+    expected = DWA_PARAMS.from_unit(unit)  # the env's physical action space, the prior's clamp
+
+    model = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(backbone=str(student)), buffer_size=64,
+                   learning_starts=8, batch_size=4, seed=0)  # fmt: skip
+    np.testing.assert_allclose(model.predict(images, deterministic=True)[0], expected, rtol=1e-4, atol=1e-4)
+    sft = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(backbone=str(student), actor_prior="sft"), seed=0)
+    assert not np.allclose(sft.predict(images, deterministic=True)[0], expected, rtol=1e-3)  # the expert is used
+    # One frozen expert shared by the actor and its target, outside what polyak averages and the optimizer holds.
+    expert = model.policy.flow_expert
+    assert model.actor.mu.__dict__["flow"] is expert and model.actor_target.mu.__dict__["flow"] is expert
+    assert not any(p.requires_grad for p in expert.parameters())
+    owned = {id(p) for p in expert.parameters()}
+    assert not owned & {id(p) for p in model.actor.parameters()}
+    assert not owned & {id(p) for g in model.actor.optimizer.param_groups for p in g["params"]}
+
+    model.save(tmp_path / "model.zip")
+    loaded = VLMTD3.load(tmp_path / "model.zip", env=image_env())
+    np.testing.assert_allclose(loaded.predict(images, deterministic=True)[0], expected, rtol=1e-4, atol=1e-4)
+    model.policy.save_pretrained(tmp_path / "td3")
+    assert (tmp_path / "td3" / FLOW_DIR).is_dir()
+    again = VLMTD3Policy.from_pretrained(tmp_path / "td3", model.observation_space, model.action_space)
+    np.testing.assert_allclose(again.predict(images, deterministic=True)[0], expected, rtol=1e-4, atol=1e-4)
+
+    before = {k: v.clone() for k, v in expert.state_dict().items()}
+    model.learn(total_timesteps=16)
+    assert model._n_updates > 0
+    assert all(th.equal(v, before[k]) for k, v in expert.state_dict().items())
+    assert not np.allclose(model.predict(images, deterministic=True)[0], expected, rtol=1e-6, atol=1e-6)

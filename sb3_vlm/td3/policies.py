@@ -17,6 +17,8 @@ from torch import nn
 
 from envs.planners import PARAM_TABLES
 from sb3_vlm._constants import ACTOR_HEAD_DIR, CRITIC_DIR
+from sb3_vlm.flow.head import FlowMatchingHead
+from sb3_vlm.flow.policy import FLOW_DIR
 from sb3_vlm.formats.checkpoint import check_state, write_checkpoint
 from sb3_vlm.model.backbone import BackboneOutput
 from sb3_vlm.model.config import VLMConfig
@@ -53,8 +55,10 @@ class VLMTD3Policy(TD3Policy):
     :param optimizer_kwargs: Its kwargs, excluding the learning rate.
     :param n_critics: Number of Q heads.
     :param actor_prior: With a backbone that is a supervised checkpoint (``sb3-vlm pretrain``), start the actor at
-        its policy: :class:`~sb3_vlm.td3.prior.SupervisedPrior` (False: a fresh actor, the supervised head only
-        initialises the features).
+        its policy: :class:`~sb3_vlm.td3.prior.SupervisedPrior`. True: its flow-matching expert's deterministic
+        action when the checkpoint has ``flow_head/`` (e.g. a ``sb3-vlm distill`` student), else its regression
+        head; ``"flow"`` or ``"sft"``: that one; False: a fresh actor (the supervised head only initialises the
+        features).
     :param critic_dpt: Give the critic its own trainable copy of the DPT head (FTRL ``freeze_dpt_critic: false``)
         on the detached hidden states; False: the critic reads the shared pooled feature, detached. With it,
         :class:`~sb3_vlm.td3.td3.VLMTD3` updates run the backbone without the feature cache.
@@ -81,11 +85,13 @@ class VLMTD3Policy(TD3Policy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
-        actor_prior: bool = True,
+        actor_prior: bool | str = True,
         critic_dpt: bool = False,
         **vlm_kwargs: Any,
     ):
         self.vlm_config = VLMConfig.build(vlm, **vlm_kwargs)
+        if actor_prior not in (True, False, "sft", "flow"):
+            raise ValueError(f"actor_prior must be True, False, 'sft' or 'flow', got {actor_prior!r}")
         self.actor_prior = actor_prior
         self.critic_dpt = critic_dpt
         extractor_kwargs = {"config": self.vlm_config}
@@ -106,6 +112,8 @@ class VLMTD3Policy(TD3Policy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.features_extractor = self.make_features_extractor()
+        # The flow expert of the actor prior: one frozen module, shared by the actor and its target like the extractor.
+        self.flow_expert = self._load_flow_expert()
         self.actor = self.make_actor(self.features_extractor)
         self.actor_target = self.make_actor(self.features_extractor)
         self.critic = self.make_critic(self.features_extractor)
@@ -135,6 +143,17 @@ class VLMTD3Policy(TD3Policy):
                 module.load_state_dict(extras[name], strict=False)
         self.features_extractor.pretrained_extras = {}
 
+    def _load_flow_expert(self) -> FlowMatchingHead | None:
+        """The backbone checkpoint's ``flow_head/`` when the actor prior uses it (see ``actor_prior``), frozen."""
+        source = self.vlm_config.backbone
+        flow_dir = None if source is None else Path(source) / FLOW_DIR
+        has_flow = flow_dir is not None and flow_dir.is_dir()
+        if self.actor_prior == "flow" and not has_flow:
+            raise FileNotFoundError(f"actor_prior='flow': the backbone {source!r} has no {FLOW_DIR}/ (sb3-vlm distill)")
+        if self.actor_prior not in (True, "flow") or not has_flow:
+            return None
+        return FlowMatchingHead.from_pretrained(flow_dir).requires_grad_(False).eval().to(self.device)
+
     def make_actor(self, features_extractor: VLMDPTExtractor | None = None) -> VLMActor:
         if features_extractor is None:
             raise ValueError("VLMTD3Policy.make_actor needs the shared extractor, got None")
@@ -143,7 +162,7 @@ class VLMTD3Policy(TD3Policy):
         if self.actor_prior and has_supervised_head(features_extractor, get_action_dim(self.action_space)):
             table = PARAM_TABLES[self.vlm_config.planner.upper()]
             n = get_action_dim(self.action_space)
-            actor.mu = SupervisedPrior(actor.mu, features_extractor, table.low[:n], table.high[:n])
+            actor.mu = SupervisedPrior(actor.mu, features_extractor, table.low[:n], table.high[:n], self.flow_expert)
         return actor.to(self.device)
 
     def make_critic(self, features_extractor: VLMDPTExtractor | None = None) -> VLMCritic:
@@ -223,7 +242,8 @@ class VLMTD3Policy(TD3Policy):
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """
         Write the trainable parts in the FTRL layout (adapter, ``regression_head/``, ``history_encoder/``,
-        ``normalization/``) plus ``actor_head/`` and ``critic/`` (safetensors), atomically.
+        ``normalization/``) plus ``actor_head/`` and ``critic/`` (safetensors), atomically; then the flow expert of
+        the actor prior, if any, into ``flow_head/`` (so the directory rebuilds the same actor).
 
         :param path: Target directory (replaced if it exists).
         :return: ``path``.
@@ -231,7 +251,10 @@ class VLMTD3Policy(TD3Policy):
         parts = self.features_extractor.checkpoint_parts()
         parts.extras = {ACTOR_HEAD_DIR: _head_state(self.actor), CRITIC_DIR: _head_state(self.critic)}
         backbone = self.features_extractor.backbone
-        return write_checkpoint(path, parts, save_adapter=backbone.save_adapter if backbone.has_adapter else None)
+        path = write_checkpoint(path, parts, save_adapter=backbone.save_adapter if backbone.has_adapter else None)
+        if self.flow_expert is not None:
+            self.flow_expert.save_pretrained(path / FLOW_DIR)
+        return path
 
     @classmethod
     def from_pretrained(

@@ -10,6 +10,11 @@ rewards. :class:`SupervisedPrior` keeps it::
 ``u(f)`` is the supervised head's output mapped to the action range ``[-1, 1]`` (clamped to ``1 - 1e-3``) and
 ``r`` the SB3 actor network without its tanh, last layer zero-initialised: at step 0 the actor *is* the supervised
 policy, and TD3 learns a correction in pre-tanh space (the head itself trains too when the DPT head does).
+
+A checkpoint with a flow-matching expert (``flow_head/``: ``sb3-vlm pretrain --head flow``, or a ``sb3-vlm distill``
+student) gives ``u(f)`` from that expert instead: its deterministic sample from its fixed noise with its configured
+number of Euler steps (one for a reflow student), a function of the feature alone, so reflow and TD3 compose. The
+expert stays frozen; TD3 trains the correction.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch as th
 from torch import nn
 
+from sb3_vlm.flow.head import FlowMatchingHead
 from sb3_vlm.model.extractor import VLMDPTExtractor
 
 __all__ = ["SupervisedPrior", "has_supervised_head"]
@@ -33,20 +39,29 @@ def has_supervised_head(extractor: VLMDPTExtractor, action_dim: int) -> bool:
 
 class SupervisedPrior(nn.Module):
     """
-    An actor network ``[B, 256] -> [B, A]`` in ``[-1, 1]``: the supervised head's action plus a learned pre-tanh
-    correction (see the module docstring).
+    An actor network ``[B, 256] -> [B, A]`` in ``[-1, 1]``: the supervised head's (or flow expert's) action plus a
+    learned pre-tanh correction (see the module docstring).
 
-    The extractor is referenced, not registered: it is the policy's shared one, so this module's ``parameters()``
-    (what TD3 polyak-averages into the target actor) are the correction's only, and the target uses the current
-    head.
+    The extractor and the flow expert are referenced, not registered: they are the policy's shared ones, so this
+    module's ``parameters()`` (what TD3 polyak-averages into the target actor) are the correction's only, and the
+    target uses the current head.
 
     :param squashed: SB3's actor network ``Sequential(..., Linear, Tanh)``; everything but the tanh becomes ``r``.
     :param extractor: The shared extractor with the supervised head (:func:`has_supervised_head`).
     :param low: ``[A]`` physical lower bounds of the actions (the planner's parameter table).
     :param high: ``[A]`` physical upper bounds.
+    :param flow: The policy's flow-matching expert on the extractor's feature (normalised parameters, at least
+        ``A`` per step; the first step of a chunk is used), or None: the extractor's regression head.
     """
 
-    def __init__(self, squashed: nn.Sequential, extractor: VLMDPTExtractor, low: np.ndarray, high: np.ndarray):
+    def __init__(
+        self,
+        squashed: nn.Sequential,
+        extractor: VLMDPTExtractor,
+        low: np.ndarray,
+        high: np.ndarray,
+        flow: FlowMatchingHead | None = None,
+    ):
         super().__init__()
         if not isinstance(squashed[-1], nn.Tanh) or not isinstance(squashed[-2], nn.Linear):
             raise TypeError(f"SupervisedPrior needs an actor network ending in Linear, Tanh; got {squashed}")
@@ -56,7 +71,13 @@ class SupervisedPrior(nn.Module):
         self.action_dim = self.residual[-1].out_features
         if not has_supervised_head(extractor, self.action_dim):
             raise ValueError(f"SupervisedPrior: the extractor has no supervised head for {self.action_dim} actions")
-        self.__dict__["extractor"] = extractor  # not a submodule (see the class docstring)
+        if flow is not None and flow.config.action_dim < self.action_dim:
+            raise ValueError(
+                f"SupervisedPrior: the flow expert predicts {flow.config.action_dim} parameters, the actor needs "
+                f"{self.action_dim}"
+            )
+        # Not submodules (see the class docstring).
+        self.__dict__["extractor"], self.__dict__["flow"] = extractor, flow
         low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
         if low.shape != (self.action_dim,) or high.shape != (self.action_dim,):
             raise ValueError(f"SupervisedPrior: low/high must be [{self.action_dim}], got {low.shape}, {high.shape}")
@@ -64,9 +85,15 @@ class SupervisedPrior(nn.Module):
         self.register_buffer("half_range", th.from_numpy((high - low) / 2), persistent=False)
 
     def supervised_action(self, features: th.Tensor) -> th.Tensor:
-        """``u(f)``: the supervised head's parameters ``[B, A]`` mapped to ``[-1, 1]`` (clamped inside)."""
+        """``u(f)``: the supervised head's (or the flow expert's deterministic) parameters ``[B, A]`` mapped to
+        ``[-1, 1]`` (clamped inside)."""
         extractor: VLMDPTExtractor = self.__dict__["extractor"]
-        physical = extractor.denormalize(extractor.dpt.mlp(features))[:, : self.action_dim]
+        flow: FlowMatchingHead | None = self.__dict__["flow"]
+        if flow is None:
+            normalized = extractor.dpt.mlp(features)
+        else:
+            normalized = flow.act(features)[:, : flow.config.action_dim]
+        physical = extractor.denormalize(normalized)[:, : self.action_dim]
         return ((physical - self.center) / self.half_range).clamp(-1 + _EDGE, 1 - _EDGE)
 
     def forward(self, features: th.Tensor) -> th.Tensor:
