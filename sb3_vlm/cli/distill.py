@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from sb3_vlm.flow.policy import FlowPolicy, distill
-from sb3_vlm.flow.reflow import FitConfig
+from sb3_vlm.flow.reflow import REFLOW_FIT, FitConfig
 from sb3_vlm.sft.data import SFTDataset
 
 
@@ -19,9 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on the teacher's couplings (reflow); --no-use-reflow: on the data")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1, help="reflow rounds (k-rectified flow)")
     parser.add_argument("--teacher-steps", type=int, help="Euler steps of the teacher's samples (default: its own)")
-    parser.add_argument("--steps", type=int, default=2000, help="gradient steps per round")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (cosine schedule)")
+    parser.add_argument("--steps", type=int, default=REFLOW_FIT.steps, help="gradient steps per round")
+    parser.add_argument("--batch-size", type=int, default=REFLOW_FIT.batch_size)
+    parser.add_argument("--lr", type=float, default=REFLOW_FIT.lr, help="peak AdamW learning rate (cosine schedule)")
+    parser.add_argument("--couplings-per-feature", type=int, default=REFLOW_FIT.couplings_per_feature,
+                        help="noise draws through the teacher per training image (reflow)")  # fmt: skip
     parser.add_argument("--save-freq", type=int, default=0, help="steps between saves (0: at the end only)")
     parser.add_argument("--freeze-vision-encoder", action=argparse.BooleanOptionalAction, default=True,
                         help="the VLM stays frozen (the only mode: teacher and student share it)")  # fmt: skip
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.teacher_steps is not None:
         teacher.head.config.num_steps = args.teacher_steps
     config = FitConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, save_freq=args.save_freq,
-                       seed=args.seed)  # fmt: skip
+                       seed=args.seed, couplings_per_feature=args.couplings_per_feature)  # fmt: skip
     distill(teacher, dataset, args.out, config, rounds=args.rounds, teacher_path=args.teacher,
             use_reflow=args.use_reflow)  # fmt: skip
     print(f"student written to {args.out}")

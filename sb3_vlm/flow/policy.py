@@ -22,7 +22,7 @@ from gymnasium import spaces
 from torch import nn
 
 from sb3_vlm.flow.head import FlowHeadConfig, FlowMatchingHead
-from sb3_vlm.flow.reflow import FitConfig, fit, reflow
+from sb3_vlm.flow.reflow import REFLOW_FIT, FitConfig, fit, reflow
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.sft.data import SFTDataset, normalize
 
@@ -114,6 +114,7 @@ def distill(
 
     :param teacher_path: The teacher's checkpoint directory, copied to ``out`` (its adapter, DPT head and
         statistics) before the student's ``flow_head/`` replaces the teacher's.
+    :param fit_config: Optimisation of the student; default :data:`~sb3_vlm.flow.reflow.REFLOW_FIT`.
     :param use_reflow: False trains the student (still a copy of the teacher) by plain flow matching on the data
         instead of on the teacher's couplings: the baseline that shows what reflow adds.
     """
@@ -123,6 +124,7 @@ def distill(
     if teacher_path is not None:
         shutil.copytree(teacher_path, out, dirs_exist_ok=True)
     features = teacher.features(dataset.images)
+    fit_config = fit_config or REFLOW_FIT
     if use_reflow:
         head = reflow(teacher.head, features, fit_config, rounds, out=out / FLOW_DIR)
     else:

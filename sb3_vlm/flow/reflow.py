@@ -5,6 +5,10 @@ initialised as a copy of the teacher is trained with the same loss on the straig
 pairs. The coupled paths no longer cross, so the student's flow is nearly straight and one Euler step lands where
 the teacher's whole ODE did. ``rounds > 1`` repeats with the last student as teacher (k-rectified flow).
 
+Couplings are cheap here (cached features, a small MLP teacher), so each training feature gets many noise draws
+(:data:`REFLOW_FIT`'s ``couplings_per_feature``): with one draw per image the student sees a few hundred points of
+the teacher's noise-to-sample map per scene family and generalises poorly to held-out scenes.
+
 Both run on precomputed ``[N, 256]`` features: the one VLM backbone computes them once (the vision encoder frozen,
 as the seed's reflow scripts do), so teacher and student share it and only the expert trains.
 """
@@ -35,6 +39,7 @@ class FitConfig:
     :param weight_decay: AdamW weight decay.
     :param save_freq: Steps between saves into ``out/step_<k>`` (0: only the end).
     :param seed: Seed of batch order, times and fresh noise.
+    :param couplings_per_feature: Reflow only: noise draws (couplings) per training feature.
     """
 
     steps: int = 2000
@@ -43,6 +48,13 @@ class FitConfig:
     weight_decay: float = 1e-4
     save_freq: int = 0
     seed: int = 0
+    couplings_per_feature: int = 1
+
+
+REFLOW_FIT = FitConfig(steps=20000, lr=3e-3, couplings_per_feature=64)
+"""Default optimisation of :func:`reflow` (``sb3-vlm distill``), chosen on held-out *training* pairs of the
+label search (``benchmarks/bench_reflow.py``): 64 couplings per feature, more steps and a higher rate than flow
+matching on the data."""
 
 
 def fit(
@@ -54,18 +66,22 @@ def fit(
     out: str | os.PathLike | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train ``head`` in place on ``(features [N, F], targets [N, D])``; the loss per step.
+    """Train ``head`` in place on ``features [N, F]`` and ``targets [N * K, D]``; the loss per step.
 
-    :param noise: Coupled starting points ``[N, D]`` (reflow); None draws fresh noise each step (flow matching).
+    Target row ``r`` is conditioned on feature ``r // K`` (``K = len(targets) // N``: several couplings per
+    feature, as :func:`couplings` lays them out; ``K = 1`` for supervised pairs).
+
+    :param noise: Coupled starting points ``[N * K, D]`` (reflow); None draws fresh noise each step (flow matching).
     :param out: Directory for periodic (``step_<k>``) and final saves; None saves nothing.
     :param on_step: Called with (step, loss) after every step (progress bars, loggers).
     """
     config = config or FitConfig()
-    if len(features) != len(targets) or (noise is not None and len(noise) != len(targets)):
+    if len(targets) % max(len(features), 1) or (noise is not None and len(noise) != len(targets)):
         raise ValueError(
-            f"features, targets and noise must have as many rows: got {len(features)}, {len(targets)}"
-            + ("" if noise is None else f", {len(noise)}")
+            f"targets (and noise) must have a multiple of the features' rows (K per feature): got features "
+            f"{len(features)}, targets {len(targets)}" + ("" if noise is None else f", noise {len(noise)}")
         )
+    per_feature = len(targets) // len(features)
     generator = th.Generator().manual_seed(config.seed)
     optimizer = th.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Imported here: transformers' optimization module pulls in peft and bitsandbytes (seconds, and a warning line
@@ -76,10 +92,10 @@ def fit(
     head.train()
     losses = []
     for step in range(1, config.steps + 1):
-        rows = th.randint(len(features), (min(config.batch_size, len(features)),), generator=generator)
+        rows = th.randint(len(targets), (min(config.batch_size, len(targets)),), generator=generator)
         t = 1e-3 + (1 - 1e-3) * th.rand(len(rows), generator=generator)
         x0 = noise[rows] if noise is not None else th.randn(len(rows), targets.shape[1], generator=generator)
-        loss = head.loss(targets[rows], features[rows], noise=x0, t=t)
+        loss = head.loss(targets[rows], features[rows // per_feature], noise=x0, t=t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -97,12 +113,17 @@ def fit(
 
 @th.no_grad()
 def couplings(
-    teacher: FlowMatchingHead, features: th.Tensor, num_steps: int | None = None, seed: int = 0
+    teacher: FlowMatchingHead,
+    features: th.Tensor,
+    num_steps: int | None = None,
+    seed: int = 0,
+    per_feature: int = 1,
 ) -> tuple[th.Tensor, th.Tensor]:
-    """Noise ``x0 [N, D]`` and the teacher's ``num_steps``-step samples ``x1 [N, D]`` from it, one per feature."""
+    """Noise ``x0 [N * K, D]`` and the teacher's ``num_steps``-step samples ``x1 [N * K, D]`` from it: ``K =
+    per_feature`` draws per feature, row ``r`` from feature ``r // K``."""
     generator = th.Generator().manual_seed(seed)
-    x0 = th.randn(len(features), teacher.config.dim, generator=generator)
-    return x0, teacher.sample(features, noise=x0, num_steps=num_steps)
+    x0 = th.randn(len(features) * per_feature, teacher.config.dim, generator=generator)
+    return x0, teacher.sample(features.repeat_interleave(per_feature, dim=0), noise=x0, num_steps=num_steps)
 
 
 def reflow(
@@ -117,10 +138,13 @@ def reflow(
     """A one-step student distilled from ``teacher`` by ``rounds`` of reflow on ``features [N, F]``.
 
     The teacher is frozen and never changes; the student starts as its exact copy. Each round draws new couplings
-    from the current teacher with ``teacher_steps`` Euler steps (default: its config's) and trains the student on
-    them; later rounds use the previous student as teacher. The student's config samples with 1 step.
+    (``config.couplings_per_feature`` per feature) from the current teacher with ``teacher_steps`` Euler steps
+    (default: its config's) and trains the student on them; later rounds use the previous student as teacher. The
+    student's config samples with 1 step.
+
+    :param config: Optimisation; default :data:`REFLOW_FIT`.
     """
-    config = config or FitConfig()
+    config = config or REFLOW_FIT
     teacher.requires_grad_(False).eval()
     n_params = sum(p.numel() for p in teacher.parameters())
     logger.info("teacher loaded and frozen: %d parameters", n_params)
@@ -128,10 +152,11 @@ def reflow(
     logger.info("student initialised from the teacher (%d trainable parameters)", n_params)
     source = teacher
     for k in range(rounds):
-        x0, x1 = couplings(source, features, teacher_steps, seed=config.seed + k)
+        x0, x1 = couplings(source, features, teacher_steps, config.seed + k, config.couplings_per_feature)
         round_dir = None if out is None else Path(out) / (f"round_{k + 1}" if rounds > 1 else "")
         fit(student, features, x1, config, noise=x0, out=round_dir, on_step=on_step)
-        logger.info("reflow round %d/%d: final loss %.4f", k + 1, rounds, fit_loss(student, features, x0, x1))
+        loss = fit_loss(student, features.repeat_interleave(config.couplings_per_feature, dim=0), x0, x1)
+        logger.info("reflow round %d/%d: %d couplings, final loss %.4f", k + 1, rounds, len(x0), loss)
         source = copy.deepcopy(student).requires_grad_(False)
     student.config.num_steps = 1
     if out is not None:
