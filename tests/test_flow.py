@@ -102,8 +102,8 @@ def test_many_couplings_per_feature_make_a_closer_student_on_held_out_states(tra
     several noise draws per training state the student follows the teacher better on unseen states."""
     teacher, _ = trained
     few, _ = _bimodal(16, seed=4)
-    x0, x1 = couplings(teacher, few[:3], per_feature=5, seed=2)
-    assert x0.shape == (15, 2)
+    x0, x1 = couplings(teacher, few[:3], per_feature=5, seed=2, batch_rows=10)  # two features per batch
+    assert x0.shape == x1.shape == (15, 2)
     th.testing.assert_close(x1[5:10], teacher.sample(few[1:2].expand(5, -1), noise=x0[5:10]), rtol=0, atol=0)
     with pytest.raises(ValueError, match="multiple of the features' rows"):
         fit(teacher, few, x1, FitConfig(steps=1))

@@ -118,12 +118,23 @@ def couplings(
     num_steps: int | None = None,
     seed: int = 0,
     per_feature: int = 1,
+    batch_rows: int = 8192,
 ) -> tuple[th.Tensor, th.Tensor]:
     """Noise ``x0 [N * K, D]`` and the teacher's ``num_steps``-step samples ``x1 [N * K, D]`` from it: ``K =
-    per_feature`` draws per feature, row ``r`` from feature ``r // K``."""
+    per_feature`` draws per feature, row ``r`` from feature ``r // K`` (sampled ``batch_rows`` rows at a time, so
+    the repeated features never exist all at once)."""
     generator = th.Generator().manual_seed(seed)
     x0 = th.randn(len(features) * per_feature, teacher.config.dim, generator=generator)
-    return x0, teacher.sample(features.repeat_interleave(per_feature, dim=0), noise=x0, num_steps=num_steps)
+    step = max(1, batch_rows // per_feature)
+    x1 = [
+        teacher.sample(
+            features[i : i + step].repeat_interleave(per_feature, dim=0),
+            x0[i * per_feature : (i + step) * per_feature],
+            num_steps,
+        )
+        for i in range(0, len(features), step)
+    ]
+    return x0, th.cat(x1)
 
 
 def reflow(
@@ -155,7 +166,8 @@ def reflow(
         x0, x1 = couplings(source, features, teacher_steps, config.seed + k, config.couplings_per_feature)
         round_dir = None if out is None else Path(out) / (f"round_{k + 1}" if rounds > 1 else "")
         fit(student, features, x1, config, noise=x0, out=round_dir, on_step=on_step)
-        loss = fit_loss(student, features.repeat_interleave(config.couplings_per_feature, dim=0), x0, x1)
+        first = slice(None, None, config.couplings_per_feature)  # one coupling per feature: a fixed yardstick
+        loss = fit_loss(student, features, x0[first], x1[first])
         logger.info("reflow round %d/%d: %d couplings, final loss %.4f", k + 1, rounds, len(x0), loss)
         source = copy.deepcopy(student).requires_grad_(False)
     student.config.num_steps = 1
