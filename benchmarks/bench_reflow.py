@@ -94,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds (pairs from the training worlds, nav metric)")
     parser.add_argument("--data", type=Path, help="pairs .npz (sb3-vlm pretrain --save-data) instead of generating")
+    parser.add_argument("--save-data", type=Path, help="write the generated pairs here (--data reruns on them)")
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--runs", type=int, default=2, help="runs per test world for the nav metric")
     parser.add_argument("--flow-train-steps", type=int, default=3000)
@@ -113,6 +114,8 @@ def main() -> None:
         data = SFTDataset.load(args.data)
     else:
         data, _ = generate_pairs(args.samples, barn_dir=args.barn_dir, worlds="train", seed=args.seed, n_envs=8)
+        if args.save_data is not None:  # rerun on the same pairs without the search
+            data.save(args.save_data)
     data = SFTDataset(data.images, data.labels[:, : len(DWA_PARAMS.names)], data.groups, DWA_PARAMS.names)
     train_idx, val_idx = split_train_val(len(data), 0.2, data.groups, args.seed)
     train = SFTDataset(data.images[train_idx], data.labels[train_idx], None, data.names)
@@ -124,10 +127,13 @@ def main() -> None:
     ckpt = save_sft_checkpoint(extractor, work / "sft")
     fit = FitConfig(steps=args.flow_train_steps, seed=args.seed)
     head_config = FlowHeadConfig(action_dim=data.num_params, num_steps=TEACHER_STEPS)
+    threads = th.get_num_threads()
+    th.set_num_threads(1)  # the experts are small MLPs: one thread is several times faster than two busy ones
     teacher = train_flow_head(extractor, train, head_config, fit, out=ckpt)
     reflow_fit = FitConfig(steps=args.reflow_steps, lr=args.reflow_lr, seed=args.seed,
                            couplings_per_feature=args.couplings_per_feature)  # fmt: skip
     student = distill(teacher, train, work / "student", reflow_fit, teacher_path=ckpt)
+    th.set_num_threads(threads)
 
     held_features = teacher.features(held.images)
     x0, reference = couplings(teacher.head, held_features, TEACHER_STEPS, args.seed + 1, args.draws)
