@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -31,7 +31,16 @@ from sb3_vlm.distributed.collectors import Chunk, Collector
 from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 
-__all__ = ["AsyncLearner"]
+__all__ = ["DEFAULT_COLLECTOR_OPTIONS", "AsyncLearner"]
+
+DEFAULT_COLLECTOR_OPTIONS: dict[str, Any] = {
+    "num_cpus": 1,
+    "num_gpus": 0,
+    "max_restarts": 10,  # Ray restarts a dead collector; its unfinished chunk is never returned
+    "max_task_retries": 0,  # ... and never re-run (a re-run would add its transitions twice)
+    "scheduling_strategy": "SPREAD",
+}
+"""Ray actor options of a collector unless ``collector_options`` overrides them."""
 
 
 def _index(obs: Any, t: int) -> Any:
@@ -54,9 +63,10 @@ class AsyncLearner:
     :param sync_every: Gradient steps between weight publications.
     :param max_policy_lag: Chunks collected with weights more than this many versions old are dropped.
     :param action_noise: Std of the Gaussian exploration noise on the scaled action.
-    :param num_cpus_per_collector: Ray CPUs per collector (``num_gpus_per_collector`` for GPU inference).
-    :param num_gpus_per_collector: Ray GPUs per collector (the policy's ``device`` must match).
-    :param max_restarts: Ray restarts per collector.
+    :param collector_options: Ray actor options of every collector, merged over
+        :data:`DEFAULT_COLLECTOR_OPTIONS` and passed to ``ray.remote(Collector).options(...)`` (``num_cpus``,
+        ``num_gpus`` (>0 runs the collectors' policies on CUDA), ``max_restarts``, ``resources``, ``runtime_env``,
+        ``scheduling_strategy``, ...).
     :param restart_timeout: Seconds to wait for a dead collector to come back before raising.
     :param bridge: Also train on the trajectory files external collectors write into a buffer directory, and
         publish policies for them (:class:`BufferDirectoryBridge`); with a bridge ``n_collectors`` may be 0.
@@ -75,9 +85,7 @@ class AsyncLearner:
         sync_every: int = 8,
         max_policy_lag: int = 4,
         action_noise: float = 0.1,
-        num_cpus_per_collector: float = 1.0,
-        num_gpus_per_collector: float = 0.0,
-        max_restarts: int = 10,
+        collector_options: Mapping[str, Any] | None = None,
         restart_timeout: float = 120.0,
         bridge: BufferDirectoryBridge | None = None,
         poll_interval: float = 5.0,
@@ -102,14 +110,9 @@ class AsyncLearner:
         self.steps_per_chunk, self.sync_every, self.max_policy_lag = steps_per_chunk, sync_every, max_policy_lag
         self.gradient_steps_per_chunk = gradient_steps_per_chunk or steps_per_chunk * max(1, model.gradient_steps)
         policy_kwargs = model.policy._get_constructor_parameters()  # BasePolicy.load's recipe
-        device = "cpu" if num_gpus_per_collector == 0 else "cuda"
-        actor_class = ray.remote(Collector).options(
-            num_cpus=num_cpus_per_collector,
-            num_gpus=num_gpus_per_collector,
-            max_restarts=max_restarts,
-            max_task_retries=0,
-            scheduling_strategy="SPREAD",
-        )
+        options = {**DEFAULT_COLLECTOR_OPTIONS, **(collector_options or {})}
+        device = "cuda" if options.get("num_gpus") else "cpu"
+        actor_class = ray.remote(Collector).options(**options)
         seed = model.seed if model.seed is not None else int(np.random.randint(2**31))
         self.collectors = []
         for c in range(n_collectors):

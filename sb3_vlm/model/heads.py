@@ -9,6 +9,7 @@ position); without a mask the computation is FTRL's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch as th
 import torch.nn.functional as F
@@ -195,18 +196,14 @@ class DPTHead(nn.Module):
             pooled = self.history_fusion(th.cat([pooled, history_feat], dim=-1))
         return pooled
 
-    def forward(
-        self,
-        hidden_states: Sequence[th.Tensor],
-        history_feat: th.Tensor | None = None,
-        attention_mask: th.Tensor | None = None,
-    ) -> th.Tensor:
+    def forward(self, *pool_args: Any) -> th.Tensor:
         """
-        Full head: pooled feature then the regression MLP.
+        Full head: the regression MLP on :meth:`pool`'s feature.
 
+        :param pool_args: :meth:`pool`'s arguments (``hidden_states``, ``history_feat``, ``attention_mask``).
         :return: ``[B, P]`` normalised parameters (de-normalise with ``pred * std + mean``).
         """
-        return self.mlp(self.pool(hidden_states, history_feat, attention_mask))
+        return self.mlp(self.pool(*pool_args))
 
 
 class HistoryEncoder(nn.Module):
