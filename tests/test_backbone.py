@@ -1,6 +1,7 @@
 """VLMBackbone: tiny model, tensor patchify, hidden states, prompts of tokenizer-equipped models, LoRA, nf4/int8."""
 
-import bitsandbytes as bnb
+import sys
+
 import numpy as np
 import pytest
 import torch as th
@@ -148,8 +149,15 @@ def test_padded_prompts_give_the_hidden_states_of_unpadded_ones(model_dir):
         th.testing.assert_close(padded[:1, :length], single, atol=1e-4, rtol=1e-4)
 
 
+def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what a default install (no "quant" extra) has
+    with pytest.raises(ImportError, match=r"pip install \"sb3-vlm\[quant\]\""):
+        VLMBackbone.from_pretrained(quantization="nf4")
+
+
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
 def test_quantized_lora_trains_after_a_no_grad_eval_forward(quantization):
+    bnb = pytest.importorskip("bitsandbytes", reason='optional extra "quant"')
     backbone = VLMBackbone.from_pretrained(quantization=quantization, lora=LORA)
     layer = bnb.nn.Linear4bit if quantization == "nf4" else bnb.nn.Linear8bitLt
     assert any(isinstance(m, layer) for m in backbone.modules())

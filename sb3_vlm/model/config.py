@@ -58,7 +58,7 @@ class VLMConfig:
             "0.05, every Linear but lm_head); ignored with freeze_vlm=True"
         },
     )
-    quantization: str | None = field(default=None, metadata={"help": "'nf4', 'int8' (bitsandbytes) or None"})
+    quantization: str | None = field(default=None, metadata={"help": "'nf4', 'int8' (extra 'quant') or None"})
     dtype: str = field(default="float32", metadata={"help": "backbone dtype: 'float32' or 'bfloat16'"})
     image_size: tuple[int, int] | None = field(
         default=None,

@@ -114,7 +114,10 @@ def load_base(source: str, dtype: th.dtype, quantization: str | None, seed: int)
 
 
 def _load_quantized(path: str, dtype: th.dtype, qconfig: BitsAndBytesConfig) -> Qwen2_5_VLForConditionalGeneration:
-    import bitsandbytes as bnb
+    try:
+        import bitsandbytes as bnb
+    except ImportError as e:
+        raise ImportError('quantization "nf4"/"int8" needs bitsandbytes: pip install "sb3-vlm[quant]"') from e
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=dtype, quantization_config=qconfig, device_map="cpu"
