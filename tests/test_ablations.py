@@ -25,6 +25,7 @@ def test_quick_ablation_writes_table_figure_and_json(tmp_path):
         assert row["env_steps"] == (0 if row["arm"] == "sft" else 48)
         assert (row["nav_metric_ci95"] is None) == (row["arm"] == "sft")  # one seed: no interval
     assert json.loads((tmp_path / "ablations.json").read_text()) == report
+    assert report["settings"]["arms"] == ["sft", "base", "dpt_frozen"] and report["settings"]["out"] == str(tmp_path)
     table = (tmp_path / "ablations.md").read_text().splitlines()
     assert table[0].startswith("| arm | seeds | nav metric, test worlds (95 % CI)") and len(table) == 2 + 3
     assert all(0.0 <= r["train_worlds_nav_metric"] <= 0.5 for r in report["rows"])  # generalisation column

@@ -200,6 +200,11 @@ def run_ablation(settings: AblationSettings, quick: bool = False) -> dict[str, A
         "worlds": "real BARN" if settings.barn_dir else "generated",
         "test_worlds": len(worlds["test"]),
         "seconds": round(time.perf_counter() - t0, 1),
+        # What ran, so the table can be reproduced: every setting, sft being the checkpoint used (made here or given).
+        "settings": {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()},
+            "sft": str(sft),
+        },
         "rows": rows,
     }
     write_outputs(settings.out, report)
