@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections import deque
 from pathlib import Path
@@ -22,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_vlm.formats.buffer_npz import save_replay_buffer
 from sb3_vlm.formats.checkpoint import atomic_directory, recover_directory
-from sb3_vlm.formats.ftrl_files import PICKLE_PROTOCOL, atomic_write
+from sb3_vlm.formats.ftrl_files import atomic_write, write_exploration_noise
 from sb3_vlm.td3.exploration import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 
@@ -36,8 +35,6 @@ __all__ = [
 
 CHECKPOINT_LAST, CHECKPOINT_BEST = "last", "best"
 MODEL_ZIP, REPLAY_BUFFER, POLICY_DIR, STATE_JSON = "model.zip", "replay_buffer.npz", "policy", "state.json"
-EXPLORATION_NOISE = "exploration_noise.pkl"
-"""In a saved policy folder: the exploration noise standard deviation, a pickled float (FTRL, §3.3)."""
 POLICY_STEP_PREFIX, BEST_MODEL_DIR, BEST_INFO = "policy_step_", "best_model", "best_info.txt"
 """FTRL's folders in the logging directory: ``policy_step_<k>/`` per improvement, ``best_model/best_info.txt``."""
 
@@ -55,8 +52,7 @@ def save_policy_folder(model: BaseAlgorithm, directory: str | os.PathLike) -> Pa
     else:
         with atomic_directory(directory) as tmp:
             model.save(tmp / MODEL_ZIP)
-    noise = noise_std(getattr(model, "action_noise", None))
-    atomic_write(directory / EXPLORATION_NOISE, pickle.dumps(noise, protocol=PICKLE_PROTOCOL))
+    write_exploration_noise(directory, noise_std(getattr(model, "action_noise", None)))
     return directory
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import threading
 from collections.abc import Iterator
@@ -291,8 +292,10 @@ def test_publish_policy_reloads_the_actor_server(sft_ckpt: TinyCheckpoint, tmp_p
         assert close(sft_answer["parameters_array"], sft_expected[0].double().numpy())
 
         # Exploration noise, set by the learner at hand-off: in [-1, 1] action units, then physical.
+        assert not (directory / "exploration_noise.pkl").exists()  # published without a noise: none written
         noisy = publish_policy(policy, directory, [actor_url], noise_std=0.5)
         assert noisy.ok and noisy.reloaded[actor_url]["noise_std"] == 0.5
+        assert pickle.loads((directory / "exploration_noise.pkl").read_bytes()) == 0.5  # FTRL's collectors read it
         answers = [client.infer_from_image_bytes(data, 0.4, 0.1) for _ in range(3)]
         arrays = np.array([a["parameters_array"] for a in answers])
         assert not np.allclose(arrays[0], arrays[1]) and not np.allclose(arrays[0], expected)

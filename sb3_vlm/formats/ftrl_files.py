@@ -1,6 +1,7 @@
 """Files FTRL's collector writes (ftrl_reference §5.3-5.7), written here the same way: ``actor_<id>/FTRL_<k:06d>.png``
 frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt``
-lines, FTRL's tail-spread reward rule, and the trainer's ``sync/continue.signal`` (§5.8).
+lines, FTRL's tail-spread reward rule, the trainer's ``sync/continue.signal`` (§5.8) and a policy folder's
+``exploration_noise.pkl`` (§3.3).
 :mod:`sb3_vlm.formats.trajectories` reads the episodes back."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "EXPLORATION_NOISE",
     "FTRL_IMAGE_SIZE",
     "METHOD",
     "PICKLE_PROTOCOL",
@@ -28,6 +30,7 @@ __all__ = [
     "png_bytes",
     "read_signal",
     "results_line",
+    "write_exploration_noise",
     "spread_tail_reward",
     "trajectory_name",
     "write_signal",
@@ -141,3 +144,14 @@ def write_signal(buffer: str | os.PathLike, signal: str) -> None:
     path = Path(buffer).joinpath(*SIGNAL_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, signal.encode())
+
+
+EXPLORATION_NOISE = "exploration_noise.pkl"
+"""In a policy folder: the exploration noise standard deviation, a pickled float (FTRL, §3.3)."""
+
+
+def write_exploration_noise(directory: str | os.PathLike, std: float) -> Path:
+    """Write ``std`` (Gaussian exploration noise, [-1, 1] action units) as ``directory/exploration_noise.pkl``."""
+    path = Path(directory) / EXPLORATION_NOISE
+    atomic_write(path, pickle.dumps(float(std), protocol=PICKLE_PROTOCOL))
+    return path

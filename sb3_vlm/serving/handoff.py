@@ -31,6 +31,7 @@ from gymnasium import spaces
 
 from sb3_vlm._constants import POLICY_METADATA_KEY, SB3_VLM_CONFIG
 from sb3_vlm.formats.checkpoint import atomic_directory
+from sb3_vlm.formats.ftrl_files import write_exploration_noise
 from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = ["PublishResult", "policy_metadata", "publish_policy", "reload_servers"]
@@ -115,7 +116,8 @@ def publish_policy(
     :param directory: Policy directory the servers serve (replaced as a whole).
     :param servers: Server base URLs, e.g. ``["http://127.0.0.1:7000"]``.
     :param parameter_names: Name of each action dimension, recorded for the servers' ``parameters`` answer.
-    :param noise_std: New exploration noise std for the servers (actor mode), or None to leave theirs.
+    :param noise_std: New exploration noise std for the servers (actor mode), also written as the folder's
+        ``exploration_noise.pkl`` (FTRL's collectors read it there); None leaves the servers' own.
     :param timeout: Seconds to wait for each server's answer (a reload that rebuilds a real model takes a while).
     :return: The directory and which servers reloaded.
     """
@@ -131,6 +133,8 @@ def publish_policy(
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         config[POLICY_METADATA_KEY] = metadata
         config_file.write_text(json.dumps(config, indent=2))
+        if noise_std is not None:
+            write_exploration_noise(staging, noise_std)
     result = PublishResult(path=target)
     if servers:
         result.reloaded, result.failed = reload_servers(servers, noise_std=noise_std, timeout=timeout)
