@@ -97,9 +97,25 @@ def _callback_specs(path: Path, spec: Any) -> list[Any]:
     return specs
 
 
-def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooConfig:
+def _kwargs(value: Any) -> dict[str, Any]:
+    """A ``policy_kwargs``/``env_kwargs`` value as a dict: a zoo string such as ``"dict(net_arch=[64])"`` is
+    evaluated, as the zoo does, with ``nn``, ``th`` and ``np`` in scope."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = eval(value, {"nn": nn, "th": th, "np": np, "dict": dict})
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a dict or a 'dict(...)' string, got {value!r}")
+    return dict(value)
+
+
+def load_zoo_config(
+    path: str | os.PathLike, env_id: str | None = None, hyperparams: dict[str, Any] | None = None
+) -> ZooConfig:
     """Read ``env_id``'s entry (the only one if None) of an rl-zoo3 YAML file.
 
+    :param hyperparams: Overrides of the entry's keys (rl-zoo3's ``--hyperparams``): a value replaces the file's,
+        except ``policy_kwargs`` and ``env_kwargs``, which are merged key by key into the file's.
     :raises FileNotFoundError: if the file is missing. :raises ValueError: naming the file and the bad entry.
     """
     path = Path(path)
@@ -115,11 +131,12 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
     if env_id not in data:
         raise ValueError(f"{path} has no entry for {env_id!r}; it has {sorted(data)}")
     hp = dict(data[env_id])
+    for key, value in (hyperparams or {}).items():
+        hp[key] = {**_kwargs(hp.get(key)), **_kwargs(value)} if key in ("policy_kwargs", "env_kwargs") else value
     if "n_timesteps" not in hp:
         raise ValueError(f"{path}: {env_id} needs n_timesteps")
-    if isinstance(hp.get("policy_kwargs"), str):
-        # The zoo evaluates this string with nn, th and np in scope; so do we.
-        hp["policy_kwargs"] = eval(hp["policy_kwargs"], {"nn": nn, "th": th, "np": np, "dict": dict})
+    if "policy_kwargs" in hp:
+        hp["policy_kwargs"] = _kwargs(hp["policy_kwargs"])
     noise_type = hp.pop("noise_type", None)
     noise_std = hp.pop("noise_std", None)
     if noise_type is not None and noise_type.strip() != "normal":
@@ -139,7 +156,7 @@ def load_zoo_config(path: str | os.PathLike, env_id: str | None = None) -> ZooCo
         env_id=env_id,
         n_timesteps=int(float(hp.pop("n_timesteps"))),
         n_envs=int(hp.pop("n_envs", 1)),
-        env_kwargs=dict(hp.pop("env_kwargs", None) or {}),
+        env_kwargs=_kwargs(hp.pop("env_kwargs", None)),
         noise_std=None if noise_type is None else float(noise_std),
         callback_specs=callback_specs,
         algo_kwargs=hp,

@@ -60,6 +60,33 @@ def test_zoo_files_parse_for_both_policies():
         load_zoo_config(default_conf("vlm"), "CartPole-v1")
 
 
+def test_hyperparams_override_zoo_keys_and_merge_kwargs(tmp_path, capsys):
+    vlm = load_zoo_config(
+        default_conf("vlm"),
+        hyperparams={"learning_rate": 1e-5, "policy_kwargs": "dict(freeze_dpt=True)", "env_kwargs": {"max_steps": 7}},
+    )
+    assert vlm.algo_kwargs["learning_rate"] == 1e-5
+    assert vlm.algo_kwargs["policy_kwargs"] == {
+        "backbone": "tiny", "freeze_vlm": True, "feature_cache_bytes": 2**29, "freeze_dpt": True
+    }  # fmt: skip
+    assert vlm.env_kwargs == {"planner": "dwa", "reward": "ftrl", "max_steps": 7}
+
+    # Through the CLI, into a real run (and its saved settings, which eval and --resume read).
+    conf = small_applr_conf(tmp_path, n_timesteps=60)
+    overrides = ["learning_rate:0.002", "policy_kwargs:dict(net_arch=[16])", "env_kwargs:{max_steps: 10}"]
+    args = ["train", "--conf-file", str(conf), "--log-dir", str(tmp_path), "--no-progress-bar", "--final-eval", "0"]
+    assert main([*args, "--hyperparams", *overrides]) == 0
+    run = next(tmp_path.glob("BarnNav-v0__*"))
+    model = load_algorithm(run / "model.zip")
+    assert model.learning_rate == 0.002 and model.policy.net_arch == [16]
+    assert model.policy.actor.mu[0].out_features == 16
+    saved = json.loads((run / "run_config.json").read_text())["hyperparams"]
+    assert saved == {"learning_rate": 0.002, "policy_kwargs": "dict(net_arch=[16])", "env_kwargs": {"max_steps": 10}}
+    with pytest.raises(SystemExit):
+        main(["train", "--hyperparams", "learning_rate"])
+    assert "expected KEY:VALUE such as learning_rate:1e-5, got 'learning_rate'" in capsys.readouterr().err
+
+
 def buffer_arrays(checkpoint: Path) -> dict[str, np.ndarray]:
     with np.load(checkpoint / REPLAY_BUFFER) as data:
         return {k: data[k] for k in data.files if k != "header"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
 
 def image_size(text: str) -> tuple[int, int]:
     """``"56x84"`` (or ``"56,84"``) -> ``(56, 84)``; an ``argparse`` type."""
@@ -26,3 +28,12 @@ def parse_worlds(text: str | None) -> str | list[int] | None:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ValueError(f"--worlds must be train, test, all or comma-separated ids, got {text!r}") from None
+
+
+def hyperparam(text: str) -> tuple[str, object]:
+    """``"learning_rate:1e-5"`` -> ``("learning_rate", 1e-5)``: rl-zoo3's ``--hyperparams KEY:VALUE``, the value
+    read as YAML (numbers, booleans, lists; ``policy_kwargs:"dict(freeze_dpt=True)"`` stays a zoo string)."""
+    key, sep, value = text.partition(":")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY:VALUE such as learning_rate:1e-5, got {text!r}")
+    return key.strip(), yaml.safe_load(value)

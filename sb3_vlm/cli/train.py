@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from sb3_vlm.cli import judge_options
-from sb3_vlm.cli._args import parse_worlds
+from sb3_vlm.cli._args import hyperparam, parse_worlds
 from sb3_vlm.workflows.training import TrainSettings, train
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 
@@ -23,6 +23,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ftrl-base", type=Path, help="base YAML the --ftrl-config file is deep-merged over (FTRL)")
     parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
     parser.add_argument("--timesteps", type=int, help="override n_timesteps")
+    parser.add_argument(
+        "--hyperparams",
+        nargs="+",
+        type=hyperparam,
+        metavar="KEY:VALUE",
+        help="override zoo keys (rl-zoo3's option), e.g. learning_rate:1e-5 'policy_kwargs:dict(freeze_dpt=True)' "
+        "(policy_kwargs and env_kwargs merge into the file's)",
+    )
     parser.add_argument("--vlm", help="local Qwen2.5-VL or FTRL checkpoint directory (VLM policy backbone)")
     parser.add_argument("--base-model", help="base Qwen2.5-VL directory of an FTRL checkpoint given with --vlm")
     parser.add_argument("--seed", type=int, help="default: the --ftrl-config file's env_config.seed, else 0")
@@ -32,7 +40,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_of(args: argparse.Namespace) -> TrainSettings:
     """The :class:`TrainSettings` fields among ``args``."""
     names = {f.name for f in dataclasses.fields(TrainSettings)}
-    return TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings.hyperparams = dict(args.hyperparams) if args.hyperparams else None
+    return settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -91,7 +91,7 @@ def _sb3_zip(name: str, path: Path, params: ParamTableLike | None, device: str) 
     for parent in path.resolve().parents[:4]:
         if (parent / RUN_CONFIG).is_file():
             saved = json.loads((parent / RUN_CONFIG).read_text())
-            cfg = load_zoo_config(saved["conf_file"], saved.get("env"))
+            cfg = load_zoo_config(saved["conf_file"], saved.get("env"), saved.get("hyperparams"))
             env_id, env_kwargs = cfg.env_id, {k: v for k, v in cfg.env_kwargs.items() if k != "reward"}
             break
     space = model.observation_space

@@ -80,6 +80,8 @@ class TrainSettings:
     :param ftrl_config: FTRL RL YAML (``configs/ftrl_vlm_dwa.yaml``) whose keys override the zoo file's (see
         :mod:`sb3_vlm.formats.ftrl_config`); keys without a counterpart are listed in a warning.
     :param ftrl_base: Base YAML the FTRL file is deep-merged over (FTRL: ``buffer/<policy>/config.yaml``).
+    :param hyperparams: Overrides of the zoo entry's keys, as rl-zoo3's ``--hyperparams`` (``policy_kwargs`` and
+        ``env_kwargs`` merged key by key), applied before the FTRL file and the options above.
     :param judge: VLM judge reward settings (``{"judge": VLMJudge kwargs, "reward": VecVLMJudgeReward kwargs}``,
         from the ``--judge-*`` options, see :func:`sb3_vlm.rewards.build.judge_reward`), or None.
     """
@@ -108,6 +110,7 @@ class TrainSettings:
     judge: dict[str, Any] | None = None
     ftrl_config: Path | None = None
     ftrl_base: Path | None = None
+    hyperparams: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -175,7 +178,7 @@ def zoo_config(settings: TrainSettings) -> tuple[Path, ZooConfig, dict[str, Any]
     budget and ``--vlm`` backbone) and the env keyword arguments (worlds included). Resolves ``settings.seed``
     (None: the FTRL file's ``env_config.seed``, else 0). The FTRL file's unsupported keys are listed in one warning."""
     conf_file = Path(settings.conf_file or default_conf(settings.policy))
-    cfg = load_zoo_config(conf_file, settings.env)
+    cfg = load_zoo_config(conf_file, settings.env, settings.hyperparams)
     if settings.n_envs is not None:
         cfg.n_envs = settings.n_envs
     if settings.ftrl_config is not None:
