@@ -73,7 +73,7 @@ def test_hyperparams_override_zoo_keys_and_merge_kwargs(tmp_path, capsys):
 
     # Through the CLI, into a real run (and its saved settings, which eval and --resume read).
     conf = small_applr_conf(tmp_path, n_timesteps=60)
-    overrides = ["learning_rate:0.002", "policy_kwargs:dict(net_arch=[16])", "env_kwargs:{max_steps: 10}"]
+    overrides = ["learning_rate:2e-3", "policy_kwargs:dict(net_arch=[16])", "env_kwargs:{max_steps: 10}"]
     args = ["train", "--conf-file", str(conf), "--log-dir", str(tmp_path), "--no-progress-bar", "--final-eval", "0"]
     assert main([*args, "--hyperparams", *overrides]) == 0
     run = next(tmp_path.glob("BarnNav-v0__*"))

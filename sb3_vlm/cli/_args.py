@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 
 import yaml
 
@@ -31,9 +32,14 @@ def parse_worlds(text: str | None) -> str | list[int] | None:
 
 
 def hyperparam(text: str) -> tuple[str, object]:
-    """``"learning_rate:1e-5"`` -> ``("learning_rate", 1e-5)``: rl-zoo3's ``--hyperparams KEY:VALUE``, the value
-    read as YAML (numbers, booleans, lists; ``policy_kwargs:"dict(freeze_dpt=True)"`` stays a zoo string)."""
+    """``"learning_rate:1e-5"`` -> ``("learning_rate", 1e-5)``: rl-zoo3's ``--hyperparams KEY:VALUE``. The value is
+    a Python literal if it is one (``1e-5``, ``[64, 64]``, ``True``), else YAML (``{max_steps: 10}``, strings such
+    as ``policy_kwargs:dict(freeze_dpt=True)``, which the zoo loader evaluates). YAML alone would read ``1e-5`` as a
+    string."""
     key, sep, value = text.partition(":")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY:VALUE such as learning_rate:1e-5, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key.strip(), yaml.safe_load(value)
