@@ -11,8 +11,8 @@ worlds (the best constant vector is chosen on training worlds, checkpoints are t
   mean of its last three evaluations;
 * VLM: ``sb3-vlm pretrain`` with its defaults (labels searched on the training worlds; the simulated steps of every
   candidate branch are counted as environment steps and start its x-axis), evaluated alone, then
-  ``sb3-vlm train --vlm <checkpoint>`` (``zoo_configs/td3_vlm_barnnav.yml``) for ``--vlm-steps`` steps, evaluated
-  the same way.
+  ``sb3-vlm train --vlm <checkpoint>`` (``zoo_configs/td3_vlm_barnnav.yml``, with ``--vlm-hyperparams`` overrides
+  such as ``policy_kwargs:dict(freeze_dpt=True)``) for ``--vlm-steps`` steps, evaluated the same way.
 
 Writes ``benchmarks/results/sample_efficiency.json`` and ``docs/sample_efficiency.png`` (nav metric +- 95 % interval
 across seeds vs environment steps, default DWA, the best constant and the published APPLR actor as lines) and prints
@@ -43,6 +43,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from envs.nav_env import resolve_world_ids
 from envs.planners import DWA_PARAMS
 from sb3_vlm._constants import SB3_VLM_CONFIG
+from sb3_vlm.cli._args import hyperparam
 from sb3_vlm.policies import load_policy
 from sb3_vlm.policies.base import LoadedPolicy, SB3Policy
 from sb3_vlm.workflows.evaluation import evaluate, summary
@@ -189,6 +190,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="SFT pairs (default: pretrain's)")
     parser.add_argument("--test-worlds", type=int, default=50, help="the first N test worlds")
     parser.add_argument("--applr-actor", type=Path, default=APPLR_ACTOR, help="published APPLR actor directory")
+    parser.add_argument(
+        "--vlm-hyperparams",
+        nargs="+",
+        type=hyperparam,
+        default=[],
+        metavar="KEY:VALUE",
+        help="zoo overrides of the VLM TD3 stage, as train --hyperparams (e.g. 'policy_kwargs:dict(freeze_dpt=True)')",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny budgets, few worlds")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sample_efficiency.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "sample_efficiency.png")
@@ -228,6 +237,7 @@ def main() -> None:
             "test_worlds": test,
             "seeds": args.seeds,
             "quick": args.quick,
+            "vlm_hyperparams": dict(args.vlm_hyperparams),
             "best_constant": name,
             "best_constant_params": constant,
             **{f"{k}_nav_metric": v["nav_metric"] for k, v in measured.items()},
@@ -242,7 +252,14 @@ def main() -> None:
         for run in vlm_runs:
             ckpt, label_steps = str(run.pop("checkpoint")), run["label_env_steps"]
             print(f"VLM seed {run['seed']}: TD3 from the supervised checkpoint ({label_steps} label env steps)")
-            settings = TrainSettings(policy="vlm", timesteps=args.vlm_steps, vlm=ckpt, seed=run["seed"], **common)
+            settings = TrainSettings(
+                policy="vlm",
+                timesteps=args.vlm_steps,
+                vlm=ckpt,
+                seed=run["seed"],
+                hyperparams=dict(args.vlm_hyperparams) or None,
+                **common,
+            )
             result["vlm"].append({**run, "curve": train_curve(settings, args.vlm_eval_every, test, label_steps)})
     summarise_result(result)
     result["seconds"] = round(time.time() - t0, 1)

@@ -25,6 +25,7 @@ SUMMARY_KEYS = (
 def test_quick_mode_writes_the_curves_and_the_summary(tmp_path):
     out, plot = tmp_path / "sample_efficiency.json", tmp_path / "sample_efficiency.png"
     args = [sys.executable, str(REPO / "benchmarks" / "sample_efficiency.py"), "--quick", "--out", str(out)]
+    args += ["--vlm-hyperparams", "policy_kwargs:dict(freeze_dpt=True)"]  # the README's recipe from a checkpoint
     run = subprocess.run([*args, "--plot", str(plot)], capture_output=True, text=True, check=True, timeout=1500)
     line = json.loads(run.stdout.strip().splitlines()[-1])
     result = json.loads(out.read_text())
@@ -32,6 +33,7 @@ def test_quick_mode_writes_the_curves_and_the_summary(tmp_path):
     for key in SUMMARY_KEYS:
         assert key in line and key in result
     assert result["sft_label_env_steps"] > 0 and result["applr_env_steps"] == 2048
+    assert result["vlm_hyperparams"] == {"policy_kwargs": "dict(freeze_dpt=True)"}
     (vlm,) = result["vlm"]
     # The VLM's x-axis starts after the supervised stage's simulated steps; its first point is the SFT policy.
     assert vlm["curve"][0]["env_steps"] == vlm["label_env_steps"] and vlm["curve"][0]["td3_steps"] == 0
