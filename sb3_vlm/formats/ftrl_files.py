@@ -30,9 +30,9 @@ __all__ = [
     "png_bytes",
     "read_signal",
     "results_line",
-    "write_exploration_noise",
     "spread_tail_reward",
     "trajectory_name",
+    "write_exploration_noise",
     "write_signal",
     "write_trajectory",
 ]
