@@ -85,8 +85,8 @@ _BODY_EXTENT = _body_extent(lidar.BEAM_ANGLES).astype(np.float32)
 
 def resolve_world_ids(worlds: str | Sequence[int] | None, barn_dir: str | Path | None) -> tuple[int, ...]:
     """World ids of an env: a split name of ``SPLITS`` (``"train"``: BARN's 250 training worlds, the default;
-    ``"test"``: the 50 test worlds; ``"all"``), restricted to the worlds present in ``barn_dir`` when given, or a
-    list of ids.
+    ``"fit"`` / ``"val"``: those split 200 / 50 for validation; ``"test"``: the 50 test worlds; ``"all"``),
+    restricted to the worlds present in ``barn_dir`` when given, or a list of ids.
 
     :raises ValueError: for an unknown split, an empty set or ids absent from ``barn_dir``.
     """
@@ -94,7 +94,7 @@ def resolve_world_ids(worlds: str | Sequence[int] | None, barn_dir: str | Path |
     worlds = "train" if worlds is None else worlds
     if isinstance(worlds, str):
         if worlds not in SPLITS:
-            raise ValueError(f"worlds must be 'train', 'test', 'all' or a list of ids, got {worlds!r}")
+            raise ValueError(f"worlds must be one of {sorted(SPLITS)} or a list of ids, got {worlds!r}")
         ids = tuple(sorted(set(SPLITS[worlds]) & set(available)))
     else:
         ids = tuple(int(i) for i in worlds)

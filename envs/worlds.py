@@ -38,8 +38,19 @@ TEST_IDS: tuple[int, ...] = tuple(range(0, N_WORLDS, 6))
 """The BARN challenge's 50 test worlds: 0, 6, ..., 294."""
 TRAIN_IDS: tuple[int, ...] = tuple(i for i in range(N_WORLDS) if i % 6 != 0)
 """The other 250 worlds (APPLR trained on 250 worlds)."""
-SPLITS: dict[str, tuple[int, ...]] = {"train": TRAIN_IDS, "test": TEST_IDS, "all": tuple(range(N_WORLDS))}
-"""World sets by name."""
+VAL_IDS: tuple[int, ...] = TRAIN_IDS[::5]
+"""Validation worlds, carved from the training worlds (every 5th: 1, 7, 13, ...; 50 worlds): in-training
+evaluations, ``best_model/`` and every choice of a setting use these, never the test worlds."""
+FIT_IDS: tuple[int, ...] = tuple(i for i in TRAIN_IDS if i not in VAL_IDS)
+"""The 200 training worlds that are not validation worlds: what a run with validation fits on."""
+SPLITS: dict[str, tuple[int, ...]] = {
+    "train": TRAIN_IDS,
+    "fit": FIT_IDS,
+    "val": VAL_IDS,
+    "test": TEST_IDS,
+    "all": tuple(range(N_WORLDS)),
+}
+"""World sets by name: ``train`` = ``fit`` + ``val``; ``test`` is for final reports only."""
 
 
 def split_of(world_id: int) -> str:

@@ -183,6 +183,8 @@ class NavMetricsCallback(BaseCallback):
 
     :param eval_env: VecEnv on held-out worlds, or None (no evaluation).
     :param eval_freq: Env steps between evaluations.
+    :param eval_options: Reset options of each evaluation env (e.g. ``{"world_id": k}``), or None (worlds drawn with
+        the evaluation seed).
     :param best_path: Directory for the best training checkpoint, or None.
     :param policy_dir: Directory for ``policy_step_<k>/`` and ``best_model/``, or None.
     :param window: Episodes in the training-metric window.
@@ -193,6 +195,7 @@ class NavMetricsCallback(BaseCallback):
         self,
         eval_env: VecEnv | None = None,
         eval_freq: int = 0,
+        eval_options: list[dict[str, Any]] | None = None,
         best_path: str | os.PathLike | None = None,
         window: int = 200,
         eval_seed: int = 12_345,
@@ -203,7 +206,7 @@ class NavMetricsCallback(BaseCallback):
         super().__init__(verbose)
         if eval_env is not None and eval_freq <= 0:
             raise ValueError(f"eval_freq must be > 0 with an eval_env, got {eval_freq}")
-        self.eval_env, self.eval_freq, self.eval_seed = eval_env, eval_freq, eval_seed
+        self.eval_env, self.eval_freq, self.eval_seed, self.eval_options = eval_env, eval_freq, eval_seed, eval_options
         self.best_path = None if best_path is None else Path(best_path)
         self.policy_dir = None if policy_dir is None else Path(policy_dir)
         self.summary = summary
@@ -266,7 +269,8 @@ class NavMetricsCallback(BaseCallback):
     def evaluate(self) -> dict[str, float]:
         """Evaluate on ``eval_env`` now, then :meth:`record_test` the episodes."""
         assert self.eval_env is not None
-        finals = run_episodes(lambda o: self.model.predict(o, deterministic=True)[0], self.eval_env, self.eval_seed)
+        predict = lambda o: self.model.predict(o, deterministic=True)[0]  # noqa: E731
+        finals = run_episodes(predict, self.eval_env, self.eval_seed, self.eval_options)
         return self.record_test(finals)
 
     def record_test(self, finals: list[dict[str, Any]]) -> dict[str, float]:

@@ -22,13 +22,14 @@ def options(args: argparse.Namespace, *names: str) -> dict[str, object]:
 
 
 def parse_worlds(text: str | None) -> str | list[int] | None:
-    """``"train"``/``"test"``/``"all"``/None as is; ``"0,6,12"`` -> ``[0, 6, 12]``."""
-    if text is None or text in ("train", "test", "all"):
+    """A split name (``"train"``, ``"fit"``, ``"val"``, ``"test"``, ``"all"``) or None as is; ``"0,6,12"`` ->
+    ``[0, 6, 12]``."""
+    if text is None or text in ("train", "fit", "val", "test", "all"):
         return text
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--worlds must be train, test, all or comma-separated ids, got {text!r}") from None
+        raise ValueError(f"--worlds must be train, fit, val, test, all or comma-separated ids, got {text!r}") from None
 
 
 def hyperparam(text: str) -> tuple[str, object]:

@@ -19,6 +19,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecMonitor
 
 from envs import BarnNavSubprocVecEnv, BarnNavVecEnv
+from envs.nav_env import resolve_world_ids
 from sb3_vlm._constants import RUN_CONFIG
 from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
@@ -43,7 +44,9 @@ from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 __all__ = ["TrainSettings", "build_model", "make_vec_env", "train"]
 
 EVALS_PER_RUN = 5
-"""Test-world evaluations of a run when ``eval_freq`` is not given."""
+"""In-training evaluations of a run when ``eval_freq`` is not given."""
+EVAL_WORLDS = ("val", "test")
+"""World sets the in-training evaluations may use (``"test"``: FTRL's test phases, for parity runs)."""
 FTRL_CONFIG_COPY = "config.yaml"
 """The merged ``--ftrl-config`` file, copied into the run directory as FTRL does."""
 
@@ -59,7 +62,9 @@ class TrainSettings:
     :param timesteps: Override of ``n_timesteps``.
     :param n_envs: Override of ``n_envs``.
     :param barn_dir: Real BARN worlds directory, or None (generated worlds).
-    :param worlds: ``"train"``/``"test"``/``"all"``, world ids, or None (the env's default).
+    :param worlds: A split name (``"train"``, ``"fit"``, ``"val"``, ``"test"``, ``"all"``), world ids, or None:
+        ``"fit"`` (the training worlds less the validation worlds) when the run evaluates on ``"val"``, else
+        ``"train"``.
     :param vlm: Local Qwen2.5-VL or FTRL checkpoint directory as the VLM policy's backbone.
     :param base_model: Base model of a checkpoint given with ``vlm``.
     :param seed: Seed of the model and the envs; None: the FTRL file's ``env_config.seed``, else 0.
@@ -67,10 +72,13 @@ class TrainSettings:
     :param resume: Run directory to resume from its last checkpoint (its saved settings are used).
     :param checkpoint_freq: Env steps between checkpoints.
     :param save_replay_buffer: Put the replay buffer into the checkpoints.
-    :param eval_freq: Env steps between test-world evaluations (0: none; None: 5 per run, every
-        ``n_timesteps // 5`` steps). Each logs FTRL's ``Test_*`` keys, prints its summary and, on a better test nav
+    :param eval_freq: Env steps between in-training evaluations (0: none; None: 5 per run, every
+        ``n_timesteps // 5`` steps). Each logs FTRL's ``Test_*`` keys, prints its summary and, on a better nav
         metric, writes ``policy_step_<k>/`` and ``best_model/`` into the run directory.
-    :param eval_episodes: Episodes per evaluation (one per test world, in turn).
+    :param eval_episodes: Episodes per evaluation: one on each of this many worlds spread over ``eval_worlds``.
+    :param eval_worlds: Worlds of the in-training evaluations, and so of ``best_model/``: ``"val"`` (the 50
+        validation worlds carved from the training worlds, ``envs.worlds.VAL_IDS``) or ``"test"`` (FTRL's test
+        phases on the test worlds, for parity runs; then the test worlds no longer give an unbiased final report).
     :param env_workers: Simulator processes (``BarnNavSubprocVecEnv`` if > 1).
     :param torch_threads: Torch CPU threads (0: torch's default).
     :param verbose: SB3 verbosity.
@@ -102,6 +110,7 @@ class TrainSettings:
     save_replay_buffer: bool = True
     eval_freq: int | None = None
     eval_episodes: int = 10
+    eval_worlds: str = "val"
     env_workers: int = 1
     torch_threads: int = 0
     verbose: int = 0
@@ -219,6 +228,11 @@ def train(settings: TrainSettings) -> Path:
             merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
             (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
 
+    eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
+    if eval_freq > 0 and settings.eval_worlds not in EVAL_WORLDS:
+        raise ValueError(f"eval_worlds must be one of {EVAL_WORLDS}, got {settings.eval_worlds!r}")
+    if env_kwargs["worlds"] is None:  # validation worlds stay out of the fit
+        env_kwargs["worlds"] = "fit" if eval_freq > 0 and settings.eval_worlds == "val" else "train"
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
     env, judge_callbacks = judge_reward(env, settings.judge)  # unchanged without a judge
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if settings.resume is not None else None
@@ -229,15 +243,17 @@ def train(settings: TrainSettings) -> Path:
         print(f"resumed from {last} at {model.num_timesteps} steps")
     else:
         model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
-    eval_env = None
-    eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
+    eval_env, eval_options = None, None
     if eval_freq > 0:
-        eval_kwargs = {**env_kwargs, "worlds": "test"}
+        eval_kwargs = {**env_kwargs, "worlds": settings.eval_worlds}
         eval_env = make_vec_env(cfg.env_id, settings.eval_episodes, seed=10_000 + settings.seed, **eval_kwargs)
+        ids = resolve_world_ids(settings.eval_worlds, settings.barn_dir)  # one episode on each of eval_episodes
+        eval_options = [{"world_id": ids[i * len(ids) // settings.eval_episodes]} for i in range(eval_env.num_envs)]
     callbacks = [
         NavMetricsCallback(
             eval_env,
             eval_freq,
+            eval_options=eval_options,
             best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
             policy_dir=run_dir,
             summary=True,

@@ -1,0 +1,77 @@
+"""A penalty on the actor's pre-tanh outputs, so TD3's actor cannot pin its parameters at the bounds.
+
+Why: Adam moves every weight of the actor's last layer by about the learning rate per step, whatever the size of
+the critic's action gradient, so a weak but consistent gradient (an untrained critic's, or its extrapolation beyond
+the replayed actions) drives the 512-wide layer's pre-tanh outputs far out within a hundred updates. There tanh's
+gradient vanishes: the actor can no longer come back even when the critic learns that the bound is bad. On BarnNav
+stock TD3 at the APPLR settings ends with every parameter at a bound (see the learning guide); with this penalty
+the actor stays where the critic's gradient can still move it.
+
+The penalty adds ``coef * mean(pre**2)`` to the actor loss (mean over batch and action dimensions). It is applied
+as a gradient hook on the input of the actor's final ``Tanh`` while the actor is differentiated, so it works with
+any TD3 training loop (stock ``TD3``, :class:`~sb3_vlm.td3.td3.VLMTD3`, rl-zoo3) without changing the model:
+nothing is added to the saved parameters. In a zoo file::
+
+    callback:
+      - sb3_vlm.td3.action_penalty.PreTanhPenaltyCallback:
+          coef: 1.0
+"""
+
+from __future__ import annotations
+
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["PreTanhPenaltyCallback"]
+
+
+class PreTanhPenaltyCallback(BaseCallback):
+    """
+    Adds ``coef * mean(pre**2)`` to the TD3 actor's loss, ``pre`` being the actor's pre-tanh outputs ``[B, A]``.
+    Logs ``train/pre_tanh_rms`` (root mean square of ``pre`` over the actor updates since the last log; tanh is
+    within 4 % of its bound beyond 2).
+
+    :param coef: Weight of the penalty (> 0). Unlike tanh's, its gradient does not vanish at the bounds, so the actor
+        comes back as soon as the critic stops pushing; an output settles where ``|dQ/da| (1 - tanh(pre)**2)``
+        equals ``2 * coef * |pre| / A``.
+    """
+
+    def __init__(self, coef: float = 1.0, verbose: int = 0):
+        super().__init__(verbose)
+        if not coef > 0:
+            raise ValueError(f"PreTanhPenaltyCallback: coef must be > 0, got {coef}")
+        self.coef = coef
+        self._handles: list[RemovableHandle] = []
+        self._sum_sq, self._count = th.zeros(()), 0
+
+    def _on_training_start(self) -> None:
+        tanh = self.model.actor.mu[-1]
+        if not isinstance(tanh, nn.Tanh):
+            name = type(tanh).__name__
+            raise TypeError(f"PreTanhPenaltyCallback needs an actor whose mu ends in nn.Tanh, got {name}")
+        self._handles = [tanh.register_forward_pre_hook(self._penalise)]
+
+    def _penalise(self, module: nn.Module, inputs: tuple[th.Tensor, ...]) -> None:
+        (pre,) = inputs
+        if not pre.requires_grad:  # acting, or the target actor: nothing to penalise
+            return
+        held = pre.detach()
+        scale = 2.0 * self.coef / pre.numel()  # d/dpre of coef * mean(pre**2)
+        pre.register_hook(lambda grad: grad + scale * held)
+        self._sum_sq = self._sum_sq + held.pow(2).mean().cpu()
+        self._count += 1
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._count:
+            self.logger.record("train/pre_tanh_rms", float(self._sum_sq / self._count) ** 0.5)
+            self._sum_sq, self._count = th.zeros(()), 0
+
+    def _on_training_end(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
