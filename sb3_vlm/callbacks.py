@@ -214,6 +214,7 @@ class NavMetricsCallback(BaseCallback):
         self.n_episode = 0
         self.best_nav_metric = -np.inf
         self.last_eval: dict[str, float] = {}
+        self.last_eval_worlds: list[int] = []
         self._next_eval = eval_freq
         self._start_time, self._start_steps = time.time(), 0
 
@@ -278,6 +279,7 @@ class NavMetricsCallback(BaseCallback):
         the summary, remember and, if the test nav metric improved, save."""
         stats = summarize(finals)
         self.last_eval = stats
+        self.last_eval_worlds = sorted({int(f["world_id"]) for f in finals if "world_id" in f})
         self.logger.record("train/Test_nav_metric", stats["nav_metric"])
         self.logger.record("train/Test_success_rate", stats["success_rate"])
         self.logger.record("train/Test_time", stats["time"])
@@ -301,6 +303,7 @@ class NavMetricsCallback(BaseCallback):
         save_policy_folder(self.model, self.policy_dir / f"{POLICY_STEP_PREFIX}{step}")
         best = save_policy_folder(self.model, self.policy_dir / BEST_MODEL_DIR)
         lines = [f"step: {step}", f"n_episode: {self.n_episode}"] + [f"Test_{k}: {v:.6f}" for k, v in stats.items()]
+        lines.append(f"worlds: {','.join(map(str, self.last_eval_worlds))}")
         atomic_write(best / BEST_INFO, ("\n".join(lines) + "\n").encode())
 
     def summary_text(self) -> str:

@@ -11,6 +11,7 @@ import yaml
 from _helpers import png, running
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from envs.worlds import VAL_IDS
 from sb3_vlm.callbacks import path_length
 from sb3_vlm.cli import main
 from sb3_vlm.serving.app import build_app
@@ -66,6 +67,8 @@ def test_train_writes_ftrl_keys_folders_and_summary(tmp_path, capsys):
     assert steps and steps[0] == int(summaries[0][0]) and set(steps) <= {int(s) for s, _ in summaries}
     info = (run_dir / "best_model" / "best_info.txt").read_text()
     assert f"step: {steps[-1]}\n" in info and re.search(r"Test_nav_metric: 0\.\d{6}", info)
+    chosen_on = {int(w) for w in re.search(r"worlds: ([\d,]+)", info).group(1).split(",")}
+    assert len(chosen_on) == 2 and chosen_on <= set(VAL_IDS)  # selected on validation worlds, never test worlds
     for folder in (run_dir / "best_model", run_dir / f"policy_step_{steps[0]}", run_dir / "policy"):
         assert (folder / "regression_head" / "pytorch_model.bin").is_file()
         noise = pickle.loads((folder / "exploration_noise.pkl").read_bytes())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import hyperparam, parse_worlds
-from sb3_vlm.workflows.training import TrainSettings, train
+from sb3_vlm.workflows.training import EVAL_WORLDS, TrainSettings, train
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 
 
@@ -54,9 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-freq", type=int, default=1000, help="env steps between checkpoints")
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--eval-freq", type=int, help="env steps between test-world evaluations (default: 5 per run; 0: off)"
+        "--eval-freq", type=int, help="env steps between in-training evaluations (default: 5 per run; 0: off)"
     )
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-episodes", type=int, default=10, help="worlds of each in-training evaluation")
+    parser.add_argument(
+        "--eval-worlds",
+        choices=EVAL_WORLDS,
+        default="val",
+        help="in-training evaluations and best_model/ on the validation worlds carved from the training worlds "
+        "(default; the run fits on the other 200) or on the test worlds (FTRL's test phases, for parity runs)",
+    )
     parser.add_argument("--env-workers", type=int, default=1, help="simulator processes (BarnNavSubprocVecEnv if > 1)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", type=int, default=0)

@@ -41,7 +41,7 @@ from sb3_vlm.td3.reward_norm import reward_normalization_kwargs
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 
-__all__ = ["TrainSettings", "build_model", "make_vec_env", "train"]
+__all__ = ["EVAL_WORLDS", "TrainSettings", "build_model", "make_vec_env", "run_worlds", "train"]
 
 EVALS_PER_RUN = 5
 """In-training evaluations of a run when ``eval_freq`` is not given."""
@@ -211,6 +211,23 @@ def zoo_config(settings: TrainSettings) -> tuple[Path, ZooConfig, dict[str, Any]
     return conf_file, cfg, {**cfg.env_kwargs, "barn_dir": settings.barn_dir, "worlds": settings.worlds}
 
 
+def run_worlds(settings: TrainSettings, eval_freq: int) -> tuple[str | list[int], list[int]]:
+    """The worlds a run fits on (``settings.worlds``; by default the training worlds, less the validation worlds
+    when it evaluates on them) and those of its in-training evaluations: ``eval_episodes`` worlds spread over
+    ``eval_worlds`` (none when ``eval_freq`` is 0).
+
+    :raises ValueError: for an ``eval_worlds`` that is not ``"val"`` or ``"test"``.
+    """
+    if eval_freq <= 0:
+        return ("train" if settings.worlds is None else settings.worlds), []
+    if settings.eval_worlds not in EVAL_WORLDS:
+        raise ValueError(f"eval_worlds must be one of {EVAL_WORLDS}, got {settings.eval_worlds!r}")
+    fit = ("fit" if settings.eval_worlds == "val" else "train") if settings.worlds is None else settings.worlds
+    ids = resolve_world_ids(settings.eval_worlds, settings.barn_dir)
+    n = min(settings.eval_episodes, len(ids))
+    return fit, [ids[i * len(ids) // n] for i in range(n)]
+
+
 def train(settings: TrainSettings) -> Path:
     """Train; returns the run directory (``model.zip``, ``checkpoints/``, TensorBoard logs, ``run_config.json``)."""
     if settings.resume is not None:
@@ -229,10 +246,7 @@ def train(settings: TrainSettings) -> Path:
             (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
 
     eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
-    if eval_freq > 0 and settings.eval_worlds not in EVAL_WORLDS:
-        raise ValueError(f"eval_worlds must be one of {EVAL_WORLDS}, got {settings.eval_worlds!r}")
-    if env_kwargs["worlds"] is None:  # validation worlds stay out of the fit
-        env_kwargs["worlds"] = "fit" if eval_freq > 0 and settings.eval_worlds == "val" else "train"
+    env_kwargs["worlds"], eval_ids = run_worlds(settings, eval_freq)
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
     env, judge_callbacks = judge_reward(env, settings.judge)  # unchanged without a judge
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if settings.resume is not None else None
@@ -243,17 +257,15 @@ def train(settings: TrainSettings) -> Path:
         print(f"resumed from {last} at {model.num_timesteps} steps")
     else:
         model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
-    eval_env, eval_options = None, None
-    if eval_freq > 0:
+    eval_env = None
+    if eval_ids:
         eval_kwargs = {**env_kwargs, "worlds": settings.eval_worlds}
-        eval_env = make_vec_env(cfg.env_id, settings.eval_episodes, seed=10_000 + settings.seed, **eval_kwargs)
-        ids = resolve_world_ids(settings.eval_worlds, settings.barn_dir)  # one episode on each of eval_episodes
-        eval_options = [{"world_id": ids[i * len(ids) // settings.eval_episodes]} for i in range(eval_env.num_envs)]
+        eval_env = make_vec_env(cfg.env_id, len(eval_ids), seed=10_000 + settings.seed, **eval_kwargs)
     callbacks = [
         NavMetricsCallback(
             eval_env,
             eval_freq,
-            eval_options=eval_options,
+            eval_options=[{"world_id": w} for w in eval_ids] or None,
             best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
             policy_dir=run_dir,
             summary=True,
