@@ -1,4 +1,5 @@
-"""`sb3-vlm train` ends by saying how well the policy did: nav metric and success beside default DWA's."""
+"""`sb3-vlm train` ends by saying how well the policy did: nav metric and success before and after training, beside
+default DWA's."""
 
 import re
 
@@ -11,8 +12,8 @@ def test_train_ends_with_a_held_out_comparison_to_default_dwa(tmp_path, capsys):
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     pattern = (
-        r"held-out check on 2 generated test worlds \(same seeds\): this policy nav metric (\d\.\d{3}) "
-        r"\(success \d+%\), default DWA (\d\.\d{3}) \(success \d+%\)"
+        r"held-out check on 2 generated test worlds \(same seeds\): this policy nav metric start (\d\.\d{3}) "
+        r"\(success \d+%\) -> final (\d\.\d{3}) \(success \d+%\), default DWA (\d\.\d{3}) \(success \d+%\)"
     )
     match = re.fullmatch(pattern, last)
     assert match, last

@@ -47,6 +47,8 @@ EVALS_PER_RUN = 5
 """In-training evaluations of a run when ``eval_freq`` is not given."""
 EVAL_WORLDS = ("val", "test")
 """World sets the in-training evaluations may use (``"test"``: FTRL's test phases, for parity runs)."""
+START_MODEL_ZIP = "start_model.zip"
+"""The model as built, before its first update (fresh runs only): the closing check's start figure."""
 FTRL_CONFIG_COPY = "config.yaml"
 """The merged ``--ftrl-config`` file, copied into the run directory as FTRL does."""
 
@@ -276,6 +278,8 @@ def train(settings: TrainSettings) -> Path:
         *judge_callbacks,
         *cfg.callbacks(),  # the zoo file's (exploration-noise schedule, actor-saturation monitor)
     ]
+    if settings.resume is None:  # the policy before any update, for the closing check's "start" figure
+        model.save(run_dir / START_MODEL_ZIP)
     remaining = max(cfg.n_timesteps - model.num_timesteps, 0)
     model.learn(
         remaining,
@@ -292,26 +296,33 @@ def train(settings: TrainSettings) -> Path:
         eval_env.close()
     print(f"trained {model.num_timesteps} steps -> {run_dir}")
     if settings.final_eval > 0:
-        print(held_out_check(run_dir / "model.zip", settings.barn_dir, settings.final_eval, settings.seed))
+        print(held_out_check(run_dir, settings.barn_dir, settings.final_eval, settings.seed))
     return run_dir
 
 
-def held_out_check(model_zip: Path, barn_dir: Path | None, n_worlds: int, seed: int = 0) -> str:
-    """One line: nav metric and success of the saved policy and of default DWA on the first ``n_worlds`` test worlds
-    (real with ``barn_dir``, else generated), one run each, the same seeds for both."""
+def held_out_check(run_dir: Path, barn_dir: Path | None, n_worlds: int, seed: int = 0) -> str:
+    """One line: nav metric and success of a run's final policy, of the same policy before training (when the run
+    saved it) and of default DWA on the first ``n_worlds`` test worlds (real with ``barn_dir``, else generated), one
+    run each, the same seeds for all."""
     from envs.planners import DWA_PARAMS
     from envs.worlds import TEST_IDS
     from sb3_vlm.policies import load_policy
     from sb3_vlm.workflows.evaluation import evaluate, summary
 
     worlds = list(TEST_IDS[:n_worlds])
-    rows = [
-        summary(evaluate(load_policy(spec, params=DWA_PARAMS), worlds, 1, barn_dir, seed=10_000 + seed, progress=False))
-        for spec in (str(model_zip), "dwa")
-    ]
+    specs = {"final": run_dir / MODEL_ZIP, "start": run_dir / START_MODEL_ZIP, "dwa": "dwa"}
+    rows = {}
+    for name, spec in specs.items():
+        if name == "dwa" or Path(spec).is_file():
+            policy = load_policy(str(spec), params=DWA_PARAMS)
+            rows[name] = summary(evaluate(policy, worlds, 1, barn_dir, seed=10_000 + seed, progress=False))
+
+    def figure(name: str) -> str:
+        return f"{rows[name]['nav_metric']:.3f} (success {rows[name]['success_rate']:.0%})"
+
     kind = "real BARN" if barn_dir is not None else "generated"
+    start = f"start {figure('start')} -> final " if "start" in rows else ""
     return (
-        f"held-out check on {len(worlds)} {kind} test worlds (same seeds): this policy nav metric "
-        f"{rows[0]['nav_metric']:.3f} (success {rows[0]['success_rate']:.0%}), default DWA {rows[1]['nav_metric']:.3f} "
-        f"(success {rows[1]['success_rate']:.0%})"
+        f"held-out check on {len(worlds)} {kind} test worlds (same seeds): this policy nav metric {start}"
+        f"{figure('final')}, default DWA {figure('dwa')}"
     )
