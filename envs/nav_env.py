@@ -21,7 +21,7 @@ from envs.planners import ParamTable, param_table
 from envs.sim import COLLISION, RUNNING, SUCCESS, BatchSim
 from envs.worlds import SPLITS, World, barn_world_ids, check_world_id, get_world, nav_metric, split_of
 
-__all__ = ["REWARD_PRESETS", "BarnNav", "NavBatch", "RewardConfig"]
+__all__ = ["REWARD_PRESETS", "BarnNav", "NavBatch", "RewardConfig", "RewardTerms"]
 
 STATUS_NAMES = {RUNNING: "running", SUCCESS: "success", COLLISION: "collision"}
 TIMEOUT = "timeout"
@@ -64,6 +64,27 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if self.progress_kind not in ("distance", "forward"):
             raise ValueError(f"RewardConfig.progress_kind must be 'distance' or 'forward', got {self.progress_kind!r}")
+
+    def rewards(self, terms: RewardTerms) -> np.ndarray:
+        """Rewards ``[N]`` float32 of one step from its terms (so any preset can score the same steps)."""
+        delta = terms.distance if self.progress_kind == "distance" else terms.forward
+        rewards = self.slack + self.collision * terms.proximity + self.progress * delta
+        rewards = np.where(terms.success, self.success + self.success_metric * terms.nav_metric, rewards)
+        return np.where(terms.failure, self.failure, rewards).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    """What one step's reward is made of, per episode ``[N]``: the decrease of the distance to the goal along the
+    plan (m), the forward progress along +y (m), the proximity penalty's ``(1 - d / 0.05)**2`` term, whether the
+    step ends in success or in failure (collision or timeout), and the episode's nav metric (0 unless success)."""
+
+    distance: np.ndarray
+    forward: np.ndarray
+    proximity: np.ndarray
+    success: np.ndarray
+    failure: np.ndarray
+    nav_metric: np.ndarray
 
 
 REWARD_PRESETS: dict[str, RewardConfig] = {
@@ -232,19 +253,23 @@ class NavBatch:
         status = outcome.status
         timeout = (status == RUNNING) & (self.steps >= self.max_steps)
         terminated = status != RUNNING
-        cfg = self.reward_config
-        delta = outcome.progress if cfg.progress_kind == "distance" else self.sim.pose[:, 1] - y_before
         clearance = np.sort(self.sim.ranges - _BODY_EXTENT, axis=1)[:, :10].mean(axis=1)
-        proximity = np.where(clearance < _PROXIMITY, (1 - np.maximum(clearance, 0) / _PROXIMITY) ** 2, 0.0)
-        rewards = cfg.slack + cfg.collision * proximity + cfg.progress * delta
-        bonus = np.zeros(self.n)
-        for i in np.flatnonzero(status == SUCCESS) if cfg.success_metric else ():
-            bonus[i] = cfg.success_metric * nav_metric(True, self.sim.time[i], self.sim.worlds[i].optimal_time)
-        rewards = np.where(status == SUCCESS, cfg.success + bonus, rewards)
-        rewards = np.where((status == COLLISION) | timeout, cfg.failure, rewards)
+        success = status == SUCCESS
+        metric = np.zeros(self.n)
+        for i in np.flatnonzero(success):
+            metric[i] = nav_metric(True, self.sim.time[i], self.sim.worlds[i].optimal_time)
+        self.last_terms = RewardTerms(
+            distance=outcome.progress,
+            forward=self.sim.pose[:, 1] - y_before,
+            proximity=np.where(clearance < _PROXIMITY, (1 - np.maximum(clearance, 0) / _PROXIMITY) ** 2, 0.0),
+            success=success,
+            failure=(status == COLLISION) | timeout,
+            nav_metric=metric,
+        )
+        rewards = self.reward_config.rewards(self.last_terms)
         self.done = terminated | timeout
         infos = [self.info(i, timeout[i]) for i in range(self.n)]
-        return rewards.astype(np.float32), terminated, timeout, infos
+        return rewards, terminated, timeout, infos
 
     # ---------------------------------------------------------------------------------------------------------
     def laser_obs(self) -> np.ndarray:

@@ -131,9 +131,9 @@ def test_rewards_follow_the_presets():
     "kwargs, error, match",
     [
         (dict(worlds=[300]), ValueError, r"world_id must be in 0..299, got 300"),
-        (dict(worlds="val"), ValueError, r"worlds must be 'train', 'test', 'all'"),
+        (dict(worlds="valid"), ValueError, r"worlds must be one of \['all', 'fit', 'test', 'train', 'val'\]"),
         (dict(worlds=[]), ValueError, r"no world to run: worlds=\[\]"),
-        (dict(reward="sparse"), ValueError, r"reward must be one of \['applr', 'ftrl'\]"),
+        (dict(reward="sparse"), ValueError, r"reward must be one of \['applr', 'barn', 'ftrl'\]"),
         (dict(planner="RRT"), ValueError, r"planner must be one of \['ddp', 'dwa', 'mppi', 'teb'\]"),
         (dict(max_steps=0), ValueError, r"max_steps must be a positive int, got 0"),
         (dict(time_step=0.33), ValueError, r"time_step must be a positive multiple of 0.05 s, got 0.33"),
