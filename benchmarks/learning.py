@@ -59,7 +59,8 @@ EVAL_SEED = 20_000
 # ---------------------------------------------------------------------------------------------------------- probes
 def probes(quick: bool) -> dict[str, dict[str, Any]]:
     """Stock TD3 with the APPLR zoo file's hyper-parameters on each probe: passed and the figure checked."""
-    cfg = load_zoo_config(default_conf("applr"))
+    quick_sizes = {"policy_kwargs": "dict(net_arch=[64, 64])"} if quick else {}
+    cfg = load_zoo_config(default_conf("applr"), hyperparams=quick_sizes)
     steps = 1_500 if quick else 4_000
 
     def fit(env_fn: Any, **overrides: Any) -> TD3:
