@@ -189,3 +189,24 @@ def test_bf16_is_opt_in_and_trains():
     assert any(not th.equal(b, p) for b, p in zip(before, model.actor.parameters(), strict=True))
     assert np.isfinite(model.logger.name_to_value["train/critic_loss"])
     assert FastTD3("MlpPolicy", laser_env(), **COMMON).bf16 is False
+
+
+@pytest.mark.parametrize("vlm_kwargs", [dict(), dict(feature_cache_bytes=2**24)])
+def test_vlm_update_matches_stock_td3_on_the_vlm_policy(vlm_kwargs):
+    """VLMTD3's update (one feature pass per batch, fused Adam, foreach polyak, frozen critic in the actor step) is
+    stock TD3's on the same policy (which SB3 runs through the critic's and actor's forward)."""
+    from sb3_vlm import VLMTD3, VLMTD3Policy
+
+    policy_kwargs = dict(backbone="tiny", freeze_vlm=True, **vlm_kwargs)
+    kwargs = {**COMMON, "batch_size": 8, "buffer_size": 60, "policy_kwargs": policy_kwargs}
+    stock = TD3(VLMTD3Policy, image_env(), **kwargs)
+    ours = VLMTD3("VLMPolicy", image_env(), **kwargs)
+    assert ours.critic.optimizer.defaults["fused"] is True
+    ours.policy.load_state_dict(stock.policy.state_dict())
+    for model in (stock, ours):
+        model.set_logger(configure(None, []))
+        fill(model, n=40)
+        np.random.seed(1)
+        th.manual_seed(1)
+        model.train(gradient_steps=6, batch_size=8)
+    assert_same_policy(stock, ours)

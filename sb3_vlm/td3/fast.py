@@ -15,7 +15,14 @@ from torch.nn import functional as F
 
 from sb3_vlm.td3.batched import BatchedMlpPolicy
 
-__all__ = ["FastTD3", "fast_optimizer_kwargs", "frozen", "polyak_update_foreach"]
+__all__ = [
+    "FastTD3",
+    "bf16_autocast",
+    "critic_only_parameters",
+    "fast_optimizer_kwargs",
+    "frozen",
+    "polyak_update_foreach",
+]
 
 _FUSABLE = (th.optim.Adam, th.optim.AdamW)
 
@@ -38,6 +45,11 @@ def polyak_update_foreach(params: list[th.Tensor], target_params: list[th.Tensor
     with th.no_grad():
         th._foreach_mul_(target_params, 1 - tau)
         th._foreach_add_(target_params, params, alpha=tau)
+
+
+def bf16_autocast(device: th.device, enabled: bool) -> th.autocast:
+    """``torch.autocast`` to bfloat16 on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    return th.autocast(device.type, th.bfloat16, enabled=enabled)
 
 
 @contextmanager
@@ -125,7 +137,7 @@ class FastTD3(TD3):
             # For n-step replay, discount factor is gamma**n_steps (when no early termination)
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
 
-            with th.autocast(self.device.type, th.bfloat16, enabled=self.bf16):
+            with bf16_autocast(self.device, self.bf16):
                 with th.no_grad():
                     # Target actions: target actor + clipped Gaussian noise (drawn as SB3 draws it)
                     noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
@@ -147,7 +159,7 @@ class FastTD3(TD3):
             # Delayed policy updates
             if self._n_updates % self.policy_delay == 0:
                 # The actor loss only trains the actor: no gradient for the critic's own weights
-                with frozen(critic_only), th.autocast(self.device.type, th.bfloat16, enabled=self.bf16):
+                with frozen(critic_only), bf16_autocast(self.device, self.bf16):
                     obs = replay_data.observations
                     actor_loss = -self.critic.q1_forward(obs, self.actor(obs)).float().mean()
                 actor_losses.append(actor_loss.detach())
