@@ -129,6 +129,16 @@ def update_rates(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("ours", "ours_batched", "ours_bf16"):
         out[f"update_speedup{name[4:]}"] = seconds["sb3"] / seconds[name]
 
+    # Torch threads: on a 2-core machine shared with other processes, threads that wait for a busy core cost more
+    # than they bring; the same update with 1 and with 2 threads, interleaved.
+    threads = th.get_num_threads()
+    by_threads = {}
+    for n in (1, 2):
+        th.set_num_threads(n)
+        by_threads[str(n)] = steps / timed_calls({"ours": calls["ours"]}, max(rounds // 3, 2))["ours"]
+    th.set_num_threads(threads)
+    out["ours_updates_per_s_by_threads"] = by_threads
+
     # The VLM step (2 gradient steps per call: a critic-only and a critic + actor step) beside ours' MLP step.
     transitions = 16 if args.quick else 256
     vlm = {"vlm": vlm_model(transitions, args.seed, bf16=False), "vlm_bf16": vlm_model(transitions, args.seed, True)}
