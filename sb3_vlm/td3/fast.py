@@ -90,8 +90,9 @@ class FastTD3(TD3):
 
     Policies: SB3's (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"``; a saved model is a plain SB3 TD3 zip
     that ``TD3.load`` reads) or ``"BatchedMlpPolicy"`` (:class:`~sb3_vlm.td3.batched.BatchedTD3Policy`: both Q
-    heads in one batched module, optional ``critic_layer_norm``; ``TD3.load`` reads its zips too, with sb3-vlm
-    installed).
+    heads in one batched module, optional ``critic_layer_norm``; ``FastTD3.load`` and ``TD3.load`` read its zips,
+    with sb3-vlm installed; ``sb3_vlm.formats.sb3_zip.load_algorithm`` does not yet: it takes every zip whose policy
+    class comes from sb3-vlm for a VLM one).
 
     :param policy: Policy alias or class.
     :param env: The environment.
@@ -119,9 +120,7 @@ class FastTD3(TD3):
         super().__init__(policy, env, learning_rate, policy_kwargs=fast_optimizer_kwargs(policy_kwargs), **kwargs)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        # Switch to train mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(True)
-        # Update learning rate according to lr schedule
+        self.policy.set_training_mode(True)  # dropout / batch norm of the online networks
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         critic_only = critic_only_parameters(self.critic.optimizer, self.actor.optimizer)
         online = [*self.critic.parameters(), *self.actor.parameters()]
@@ -132,22 +131,20 @@ class FastTD3(TD3):
         actor_losses, critic_losses = [], []
         for _ in range(gradient_steps):
             self._n_updates += 1
-            # Sample replay buffer
+            # 1. a replay batch; n-step returns bring their own discount
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # For n-step replay, discount factor is gamma**n_steps (when no early termination)
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
 
             with bf16_autocast(self.device, self.bf16):
                 with th.no_grad():
-                    # Target actions: target actor + clipped Gaussian noise (drawn as SB3 draws it)
+                    # 2. TD target: target actor + clipped noise (same RNG draws as TD3), min of the target Qs
                     noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
                     noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
                     next_actions = (self.actor_target(replay_data.next_observations) + noise).clamp(-1, 1)
-                    # Target Q: min over the target critics
                     next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
                     next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
                     target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-                # Critic loss: sum of the Q heads' MSE
+                # 3. critic step on the summed MSE of the Q heads
                 current_q_values = self.critic(replay_data.observations, replay_data.actions)
                 critic_loss = sum(F.mse_loss(q.float(), target_q_values.float()) for q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
@@ -156,9 +153,9 @@ class FastTD3(TD3):
             critic_loss.backward()
             self.critic.optimizer.step()
 
-            # Delayed policy updates
+            # 4. every policy_delay steps: actor step, then polyak averaging of both target networks
             if self._n_updates % self.policy_delay == 0:
-                # The actor loss only trains the actor: no gradient for the critic's own weights
+                # The critic's own weights get no gradient here (TD3 zeroes them before its next critic step)
                 with frozen(critic_only), bf16_autocast(self.device, self.bf16):
                     obs = replay_data.observations
                     actor_loss = -self.critic.q1_forward(obs, self.actor(obs)).float().mean()
@@ -167,11 +164,11 @@ class FastTD3(TD3):
                 actor_loss.backward()
                 self.actor.optimizer.step()
                 polyak_update_foreach(online, targets, self.tau)
-                if norm_stats:  # copy running stats, see SB3 issue #996
+                if norm_stats:  # batch-norm running statistics are copied, not averaged
                     th._foreach_copy_(norm_stats_target, norm_stats)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        # One host sync for the logged losses of the whole call
+        # 5. one host sync for the losses of the whole call
         losses = th.stack([th.stack(critic_losses).mean(), *([th.stack(actor_losses).mean()] if actor_losses else [])])
         values = losses.tolist()
         self.logger.record("train/critic_loss", values[0])
