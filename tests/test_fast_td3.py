@@ -71,8 +71,12 @@ def test_update_matches_stock_td3(policy, policy_kwargs):
         assert ours.logger.name_to_value[name] == pytest.approx(stock.logger.name_to_value[name], rel=1e-4)
 
 
-def test_update_matches_stock_td3_on_images():
-    policy_kwargs = dict(net_arch=[16], features_extractor_kwargs=dict(features_dim=8))
+@pytest.mark.parametrize("share_features_extractor", [False, True])
+def test_update_matches_stock_td3_on_images(share_features_extractor):
+    """A CNN extractor, also one shared by actor and critic (trained by the actor loss, averaged twice per update)."""
+    policy_kwargs = dict(
+        net_arch=[16], features_extractor_kwargs=dict(features_dim=8), share_features_extractor=share_features_extractor
+    )
     stock, ours = trained_pair(
         "CnnPolicy", image_env(), "CnnPolicy", transitions=40, policy_kwargs=policy_kwargs, batch_size=8
     )
@@ -198,7 +202,9 @@ def test_vlm_update_matches_stock_td3_on_the_vlm_policy(vlm_kwargs):
     from sb3_vlm import VLMTD3, VLMTD3Policy
 
     policy_kwargs = dict(backbone="tiny", freeze_vlm=True, **vlm_kwargs)
-    kwargs = {**COMMON, "batch_size": 8, "buffer_size": 60, "policy_kwargs": policy_kwargs}
+    # The VLM zoo file's learning rate: Adam moves a weight with a near-zero gradient by up to ~lr whatever its size,
+    # so float rounding there shows at the scale of lr.
+    kwargs = {**COMMON, "batch_size": 8, "buffer_size": 60, "learning_rate": 1e-4, "policy_kwargs": policy_kwargs}
     stock = TD3(VLMTD3Policy, image_env(), **kwargs)
     ours = VLMTD3("VLMPolicy", image_env(), **kwargs)
     assert ours.critic.optimizer.defaults["fused"] is True

@@ -123,8 +123,11 @@ class FastTD3(TD3):
         self.policy.set_training_mode(True)  # dropout / batch norm of the online networks
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         critic_only = critic_only_parameters(self.critic.optimizer, self.actor.optimizer)
-        online = [*self.critic.parameters(), *self.actor.parameters()]
-        targets = [*self.critic_target.parameters(), *self.actor_target.parameters()]
+        # (online, target) lists, averaged in this order: a shared extractor is in both and averaged twice, as in TD3
+        polyak_pairs = [
+            (list(self.critic.parameters()), list(self.critic_target.parameters())),
+            (list(self.actor.parameters()), list(self.actor_target.parameters())),
+        ]
         norm_stats = self.critic_batch_norm_stats + self.actor_batch_norm_stats
         norm_stats_target = self.critic_batch_norm_stats_target + self.actor_batch_norm_stats_target
 
@@ -163,7 +166,8 @@ class FastTD3(TD3):
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
                 self.actor.optimizer.step()
-                polyak_update_foreach(online, targets, self.tau)
+                for online, targets in polyak_pairs:
+                    polyak_update_foreach(online, targets, self.tau)
                 if norm_stats:  # batch-norm running statistics are copied, not averaged
                     th._foreach_copy_(norm_stats_target, norm_stats)
 
