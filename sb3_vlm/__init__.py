@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sb3_vlm.model.extractor import VLMDPTExtractor
     from sb3_vlm.model.heads import DPTHead, HistoryEncoder
     from sb3_vlm.policies import load_policy
+    from sb3_vlm.td3.fast import FastTD3
     from sb3_vlm.td3.policies import VLMPolicy, VLMTD3Policy
     from sb3_vlm.td3.replay import fill_replay_buffer
     from sb3_vlm.td3.td3 import VLMTD3
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 # public name -> module that defines it
 _EXPORTS = {
     "DPTHead": "sb3_vlm.model.heads",
+    "FastTD3": "sb3_vlm.td3.fast",
     "FlowMatchingHead": "sb3_vlm.flow.head",
     "HistoryEncoder": "sb3_vlm.model.heads",
     "VLMDPTExtractor": "sb3_vlm.model.extractor",
@@ -37,6 +39,7 @@ _EXPORTS = {
 
 __all__ = [
     "DPTHead",
+    "FastTD3",
     "FlowMatchingHead",
     "HistoryEncoder",
     "VLMConfig",

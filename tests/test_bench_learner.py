@@ -1,0 +1,34 @@
+"""``benchmarks/bench_learner.py --quick``: one JSON line with the learner-speed keys (figures are not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = (
+    "sb3_updates_per_s",
+    "ours_updates_per_s",
+    "update_speedup",
+    "vlm_cached_updates_per_s",
+    "vlm_over_mlp_step_ratio",
+    "applr_env_steps_per_s",
+    "applr_500k_minutes",
+    "threads",
+    "cpu",
+    "load_before",
+    "callbacks_and_evaluations_share",
+    "e2e_share_by_part",
+)
+
+
+def test_quick_mode_prints_one_json_line_with_the_keys():
+    script = REPO / "benchmarks" / "bench_learner.py"
+    run = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True)
+    (line,) = run.stdout.strip().splitlines()
+    result = json.loads(line)
+    assert all(key in result for key in KEYS), sorted(set(KEYS) - set(result))
+    assert result["quick"] is True and result["threads"] == 1 and result["worlds"] == "generated"
+    parts = result["e2e_seconds_by_part"]
+    assert {"update", "simulator", "replay_writes", "checkpoints", "callbacks_without_checkpoints"} <= set(parts)
+    assert all(result[k] > 0 for k in ("sb3_updates_per_s", "ours_updates_per_s", "applr_500k_minutes"))
