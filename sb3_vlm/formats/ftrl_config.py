@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sb3_vlm.formats.yaml_file import read_yaml
 from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["FTRLConfigReport", "apply_ftrl_config", "deep_merge", "read_ftrl_config"]
@@ -66,9 +65,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"FTRL config {path} not found")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "FTRL config")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping (training_config, env_config, ...), got {type(data).__name__}")
     return data
