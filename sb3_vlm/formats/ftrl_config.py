@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_vlm.formats.yaml_file import read_yaml
+from sb3_vlm.model.config import TINY
 from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["FTRLConfigReport", "apply_ftrl_config", "deep_merge", "read_ftrl_config"]
@@ -130,6 +131,18 @@ def _planner(key: str, value: Any) -> str:
     return prefix
 
 
+def _checkpoint(key: str, value: Any) -> str:
+    """The supervised checkpoint (or model directory) FTRL's RL stage starts from: ``"tiny"`` or an existing
+    directory, checked before anything is loaded (a wrong path would otherwise surface as a confusing model error)."""
+    path = str(value)
+    if path != TINY and not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"FTRL config: {key} {path!r} is not a directory (relative paths start at {os.getcwd()}); "
+            "point it at the supervised checkpoint (e.g. .../checkpoint-5000)"
+        )
+    return path
+
+
 # FTRL key -> (where it goes, our name, converter). Where: algo kwarg, policy kwarg, env kwarg, or a special slot.
 _Rule = tuple[str, str, Callable[[str, Any], Any]]
 _RULES: dict[str, _Rule] = {
@@ -144,7 +157,7 @@ _RULES: dict[str, _Rule] = {
         lambda k, v: None if v is None else _bool(k, v),
     ),
     "training_config.freeze_dpt_critic": ("policy", "critic_dpt", lambda k, v: not _bool(k, v)),
-    "training_config.vlm_checkpoint_path": ("policy", "backbone", lambda k, v: str(v)),
+    "training_config.vlm_checkpoint_path": ("policy", "backbone", _checkpoint),
     "training_config.use_4bit": ("policy", "quantization", lambda k, v: "nf4" if _bool(k, v) else None),
     "training_config.exploration_noise_start": ("noise_start", "noise_std", _number),
     "training_config.exploration_noise_end": ("noise_end", f"{_SCHEDULE}(end=)", _number),
@@ -195,6 +208,7 @@ def apply_ftrl_config(config: Mapping[str, Any], cfg: ZooConfig) -> FTRLConfigRe
     :param cfg: A VLM policy's zoo entry.
     :return: Applied and unsupported keys, and ``env_config.seed``.
     :raises ValueError: naming the key, for a value of the wrong type.
+    :raises FileNotFoundError: naming the key and the path, for a ``vlm_checkpoint_path`` that is not a directory.
     """
     report = FTRLConfigReport()
     policy_kwargs = dict(cfg.algo_kwargs.get("policy_kwargs") or {})
