@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from _fuzz import expect as _expect
 from _fuzz import fuzz_tests
@@ -448,3 +449,73 @@ def check_sb3_zip(data: bytes) -> None:
 
 
 test_fuzz_sb3_zips, test_fuzz_sb3_zips_slow = fuzz_tests("SB3 zips", sb3_zips(), check_sb3_zip)
+
+# ------------------------------------------------------------------- crashes the fuzzing found, one test each
+
+
+def test_sb3_zip_payload_is_refused_not_run(tmp_path):
+    entries = dict(_zip_entries())
+    data = json.loads(entries["data"])
+    data["lr_schedule"] = _serialized(Payload(open, str(MARKER), "w"))
+    entries["data"] = json.dumps(data).encode()
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, blob in entries.items():
+            archive.writestr(name, blob)
+    with pytest.raises(ValueError, match=rf"{path}: data\['lr_schedule'\]: refusing to load 'io.open'"):
+        load_algorithm(path)
+    assert not MARKER.exists()
+
+
+@pytest.mark.parametrize(
+    "suffix, data, match",
+    [
+        (".json", b"\x80[]", "not valid JSON"),
+        (".json", b'[{"id": 0, "images": ["HB_000001.png"], "parameters": [1e999999], "conversations": [], '
+         b'"system_prompt": ""}]', "expected a list of finite numbers"),
+        (".json", json.dumps([{**dict.fromkeys(SFT_FIELDS, []), "images": ["a"], "parameters": [10**400]}]).encode(),
+         "expected a list of finite numbers"),
+        (".csv", CSV_HEADER.encode() + b"\n\x80", "not a readable CSV file"),
+        (".csv", CSV_HEADER.encode() + b"\n1\x00,HB," + b"0.5," * 8 + b"0.5", "column 'img_label'"),
+        (".csv", CSV_HEADER.encode() + b"\n" + b"9" * 400 + b",HB," + b"0.5," * 8 + b"0.5", "frame number"),
+    ],
+)  # fmt: skip
+def test_sft_reader_names_the_file(tmp_path, suffix, data, match):
+    _sft_folder(tmp_path)
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(FTRLSFTError, match=match) as error:
+        read_ftrl_sft(path, (8, 12))
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d.pop("header"), "not a replay-buffer checkpoint"),
+        (lambda d: d.update(header=np.frombuffer(b"\x80", np.uint8)), "not a replay-buffer checkpoint"),
+        (lambda d: d.update(header=np.frombuffer(b'{"pos": 1}', np.uint8)), "header must hold ints"),
+        (lambda d: d.update(rewards=np.zeros((99, 1), np.float32)), "field 'rewards' expected 5"),
+    ],
+)
+def test_replay_npz_errors_name_the_file(tmp_path, edit, match):
+    arrays = dict(_npz())
+    edit(arrays)
+    path = tmp_path / "replay_buffer.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match) as error:
+        load_replay_buffer(_buffer(), path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [("actor_head/model.safetensors", b"\x00"), ("sb3_vlm_config.json", b"\x80"), ("normalization/param_std.npy", b"")],
+)
+def test_checkpoint_errors_name_the_file(tmp_path, name, data):
+    root = tmp_path / "checkpoint-5"
+    shutil.copytree(_checkpoint()[0], root)
+    (root / name).write_bytes(data)
+    with pytest.raises(CheckpointError, match="cannot be read") as error:
+        read_checkpoint(root)
+    assert str(root / name) in str(error.value)
