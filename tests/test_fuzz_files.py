@@ -125,12 +125,12 @@ def episodes(draw: st.DrawFn) -> Any:
         record = records[draw(st.integers(0, n - 1))]
         field = draw(st.integers(0, len(record)))
         value = draw(st.one_of(anything, hostile)) if draw(st.integers(0, 5)) else draw(hostile)
-        if field == len(record):  # an info entry
+        if field == len(record) and isinstance(record[4], dict):  # an info entry
             record[4][draw(st.sampled_from(["img_PIL", "last_state", "status", "time", "world", "model_version"]))] = (
                 value
             )
         else:
-            record[field] = value
+            record[min(field, len(record) - 1)] = value
     if draw(st.integers(0, 9)) == 0:
         records.append(draw(anything))
     return records
