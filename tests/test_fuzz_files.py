@@ -21,6 +21,7 @@ import pytest
 import yaml
 from _fuzz import expect as _expect
 from _fuzz import fuzz_tests
+from _fuzz import time_limit as _fuzz_time_limit
 from _helpers import Payload
 from _tiny_ckpt import build_tiny_checkpoint
 from _trajectories import ftrl_episode, ros_jackal_episode, set_age
@@ -519,3 +520,12 @@ def test_checkpoint_errors_name_the_file(tmp_path, name, data):
     with pytest.raises(CheckpointError, match="cannot be read") as error:
         read_checkpoint(root)
     assert str(root / name) in str(error.value)
+
+
+def test_ftrl_yaml_alias_bomb_is_refused_not_walked(tmp_path):
+    lines = ["l0: &l0 {a: 1, b: 2}"] + [f"l{i}: &l{i} {{a: *l{i - 1}, b: *l{i - 1}}}" for i in range(1, 40)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    config = read_ftrl_config(path)
+    with _fuzz_time_limit(10), pytest.raises(ValueError, match="more than 10000 keys"):
+        apply_ftrl_config(config, load_zoo_config(default_conf("vlm")))

@@ -186,15 +186,26 @@ _NOT_APPLIED = {
 }
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """``(dotted key, leaf value)`` pairs; a mapping under a rule-less key is walked into."""
-    items = []
+MAX_KEYS = 10_000
+"""More leaf keys than this is not a config (YAML aliases nesting mappings expand exponentially when walked)."""
+
+
+def _flatten(
+    data: Mapping[str, Any], prefix: str = "", items: list[tuple[str, Any]] | None = None
+) -> list[tuple[str, Any]]:
+    """``(dotted key, leaf value)`` pairs; a mapping under a rule-less key is walked into.
+
+    :raises ValueError: past :data:`MAX_KEYS` keys.
+    """
+    items = [] if items is None else items
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and dotted not in _RULES and dotted not in _NOT_APPLIED and value:
-            items += _flatten(value, f"{dotted}.")
+            _flatten(value, f"{dotted}.", items)
         else:
             items.append((dotted, value))
+        if len(items) > MAX_KEYS:
+            raise ValueError(f"FTRL config: more than {MAX_KEYS} keys (under {prefix or 'the top level'}); aliases?")
     return items
 
 
