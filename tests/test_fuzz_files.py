@@ -252,7 +252,7 @@ def sft_json(draw: st.DrawFn) -> bytes:
             if draw(st.booleans()):
                 sample[field] = draw(st.one_of(scalars, st.lists(scalars, max_size=10)))
             else:
-                del sample[field]
+                sample.pop(field, None)
         samples.append(sample)
     body = samples if draw(st.integers(0, 9)) else draw(scalars)
     text = json.dumps(body, allow_nan=True).encode()
@@ -529,3 +529,23 @@ def test_ftrl_yaml_alias_bomb_is_refused_not_walked(tmp_path):
     config = read_ftrl_config(path)
     with _fuzz_time_limit(10), pytest.raises(ValueError, match="more than 10000 keys"):
         apply_ftrl_config(config, load_zoo_config(default_conf("vlm")))
+
+
+def test_slow_fuzz_findings(tmp_path):
+    """Inputs the 1,000-example profile found: an out-of-range YAML escape, a .npy header that is not Python, an
+    image name too long to stat."""
+    path = tmp_path / "ftrl.yaml"
+    path.write_text('a: "\\U0011ffff"\n')
+    with pytest.raises(ValueError, match=rf"{path}: FTRL config is not valid YAML"):
+        read_ftrl_config(path)
+    root = tmp_path / "checkpoint-5"
+    shutil.copytree(_checkpoint()[0], root)
+    npy = root / "normalization" / "param_std.npy"
+    npy.write_bytes(npy.read_bytes().replace(b"'descr'", b"'d\x82scr'"))
+    with pytest.raises(CheckpointError, match=f"{npy}: cannot be read as a .npy array"):
+        read_checkpoint(root)
+    _sft_folder(tmp_path)
+    csv = tmp_path / "data.csv"
+    csv.write_text(CSV_HEADER + "\n1," + "9" * 400 + "," + "0.5," * 8 + "0.5\n")
+    with pytest.raises(FTRLSFTError, match="cannot be read"):
+        read_ftrl_sft(csv, (8, 12))

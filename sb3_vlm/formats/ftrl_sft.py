@@ -81,12 +81,14 @@ class FTRLSFTData:
 
 
 def _load_image(path: Path, size: tuple[int, int], source: str) -> np.ndarray:
-    if not path.is_file():
-        raise FTRLSFTError(f"{source}: image {path} not found")
     try:
+        if not path.is_file():
+            raise FTRLSFTError(f"{source}: image {path} not found")
         with Image.open(path) as image:
             return resize_image(image, size).transpose(2, 0, 1)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except FTRLSFTError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: also a name too long to stat
         raise FTRLSFTError(f"{source}: image {path} cannot be read: {e}") from e
 
 

@@ -162,4 +162,7 @@ def load_algorithm(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) 
     try:
         return algo.load(Path(path), device=device, custom_objects=custom_objects, **kwargs)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot be loaded as an SB3 {algo.__name__} model: {type(e).__name__}: {e}") from e
+        detail = " ".join(str(e).split())[:300]  # torch lists every mismatched key
+        raise ValueError(
+            f"{path}: cannot be loaded as an SB3 {algo.__name__} model: {type(e).__name__}: {detail}"
+        ) from e

@@ -33,3 +33,5 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ValueError(f"{path}{where}: {what} is not valid YAML ({problem})") from None
     except RecursionError:
         raise ValueError(f"{path}: {what} is nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML cannot build (an escape out of range, ...)
+        raise ValueError(f"{path}: {what} is not valid YAML ({type(e).__name__}: {e})") from None
