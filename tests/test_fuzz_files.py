@@ -549,3 +549,14 @@ def test_slow_fuzz_findings(tmp_path):
     csv.write_text(CSV_HEADER + "\n1," + "9" * 400 + "," + "0.5," * 8 + "0.5\n")
     with pytest.raises(FTRLSFTError, match="cannot be read"):
         read_ftrl_sft(csv, (8, 12))
+
+
+def test_sb3_zip_with_a_corrupt_member_names_the_file(tmp_path):
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, blob in _zip_entries().items():
+            archive.writestr(name, b"\x80\x02]q\x00(e0." if name == "policy.pth" else blob)
+    with pytest.raises(ValueError, match=rf"{path}: cannot be loaded as an SB3 TD3 model"):
+        load_algorithm(path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_algorithm(tmp_path / "missing.zip")

@@ -18,6 +18,7 @@ import json
 import os
 import pickletools
 import zipfile
+import zlib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -60,6 +61,8 @@ _CLASS_NAMES = {
         "NormalizedRewardNStepReplayBuffer",
     ],
 }
+# What reading a damaged zip raises (the zip layer, JSON, a member that is not what SB3 expects).
+_CORRUPT = (zipfile.BadZipFile, zlib.error, KeyError, TypeError, ValueError, OSError, EOFError)
 # Opcodes that call something; a blob holding a reference-only class may have none of them.
 _CALLS = {"REDUCE", "NEWOBJ", "NEWOBJ_EX", "INST", "OBJ", "BUILD"}
 
@@ -84,10 +87,12 @@ def _allowlists() -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any
 
 def _read_data(path: str | os.PathLike) -> dict[str, Any]:
     """The zip's JSON ``data`` entry."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"SB3 model zip {path} not found")
     try:
         with zipfile.ZipFile(path) as archive:
             data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, NotImplementedError) as e:
+    except (*_CORRUPT, NotImplementedError) as e:
         raise ValueError(f"{path} is not an SB3 model zip (no JSON 'data' entry): {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not an SB3 model zip: 'data' holds a {type(data).__name__}, not an object")
@@ -132,7 +137,7 @@ def is_vlm_zip(path: str | os.PathLike) -> bool:
     Reads the ``__module__`` SB3 records for the saved ``policy_class`` in the zip's JSON ``data``; nothing is
     unpickled.
 
-    :raises ValueError: for a file that is not an SB3 zip.
+    :raises FileNotFoundError: for a missing file. :raises ValueError: for a file that is not an SB3 zip.
     """
     return _is_vlm(_read_data(path))
 
@@ -161,7 +166,7 @@ def load_algorithm(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) 
     custom_objects = {**_safe_objects(path, data), "n_steps": 1, **kwargs.pop("custom_objects", {})}
     try:
         return algo.load(Path(path), device=device, custom_objects=custom_objects, **kwargs)
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, zipfile.BadZipFile, EOFError) as e:
+    except Exception as e:  # noqa: BLE001 - torch.load of a corrupt .pth raises anything (IndexError, ...)
         detail = " ".join(str(e).split())[:300]  # torch lists every mismatched key
         raise ValueError(
             f"{path}: cannot be loaded as an SB3 {algo.__name__} model: {type(e).__name__}: {detail}"
