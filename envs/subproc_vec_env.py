@@ -7,6 +7,7 @@ same size and seed: the workers seed their episodes as the single env does.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -82,11 +83,34 @@ class BarnNavSubprocVecEnv(VecEnv):
         if requests is None:
             requests = {w: ((), {}) for w in range(len(self.remotes))}
         for w, (args, kwargs) in requests.items():
-            self.remotes[w].send((name, args, kwargs))
+            try:
+                self.remotes[w].send((name, args, kwargs))
+            except OSError:  # BrokenPipeError: the worker is gone
+                raise self._dead(w) from None
         return list(requests)
 
+    def _recv(self, w: int) -> Any:
+        """Worker ``w``'s answer; polled, so that a worker that dies without closing its pipe is noticed too."""
+        while not self.remotes[w].poll(1.0):
+            if not self.processes[w].is_alive():
+                raise self._dead(w)
+        try:
+            return self.remotes[w].recv()
+        except (EOFError, OSError):
+            raise self._dead(w) from None
+
+    def _dead(self, w: int) -> RuntimeError:
+        """The error for worker ``w`` found dead (killed, out of memory, a crash in native code)."""
+        process = self.processes[w]
+        process.join(timeout=1.0)
+        episodes = f"{self.offsets[w]}..{self.offsets[w + 1] - 1}"
+        return RuntimeError(
+            f"BarnNavSubprocVecEnv: worker {w} (pid {process.pid}, episodes {episodes}) died with exit code "
+            f"{process.exitcode}; close this env and make a new one (a killed training run: --resume it)"
+        )
+
     def _receive(self, workers: Sequence[int]) -> list[Any]:
-        results = [self.remotes[w].recv() for w in workers]
+        results = [self._recv(w) for w in workers]
         for ok, value in results:
             if not ok:
                 raise value
@@ -145,7 +169,8 @@ class BarnNavSubprocVecEnv(VecEnv):
         if self.closed:
             return
         for remote in self.remotes:
-            remote.send(None)
+            with contextlib.suppress(OSError):  # a dead worker's pipe is broken
+                remote.send(None)
         for process in self.processes:
             process.join()
         self.closed = True

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 from torch import nn
+
+from sb3_vlm.formats.yaml_file import read_yaml
 
 ZOO_PACKAGE = "zoo_configs"
 """The package holding the zoo files (installed with sb3-vlm as package data)."""
@@ -116,12 +117,11 @@ def load_zoo_config(
 
     :param hyperparams: Overrides of the entry's keys (rl-zoo3's ``--hyperparams``): a value replaces the file's,
         except ``policy_kwargs`` and ``env_kwargs``, which are merged key by key into the file's.
-    :raises FileNotFoundError: if the file is missing. :raises ValueError: naming the file and the bad entry.
+    :raises FileNotFoundError: if the file is missing. :raises ValueError: naming the file and the bad entry (or the
+        line of a YAML syntax error).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"zoo config {path} not found")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "zoo config")
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: expected a mapping of env ids to hyper-parameters, got {type(data).__name__}")
     if env_id is None:

@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 # subcommand -> (module of sb3_vlm.cli with add_arguments/run, help)
 COMMANDS = {
@@ -37,9 +38,16 @@ COMMANDS = {
 _OUR_PACKAGES = tuple(str(Path(importlib.util.find_spec(p).origin).parent) for p in ("sb3_vlm", "envs"))  # type: ignore[arg-type,union-attr]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (exit 2): the usage of ``train`` alone is a dozen lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s arguments are defined (its module imported), the others are listed."""
-    parser = argparse.ArgumentParser(prog="sb3-vlm", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="sb3-vlm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():

@@ -16,6 +16,17 @@ def image_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a step count, a number of envs); an ``argparse`` type."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def options(args: argparse.Namespace, *names: str) -> dict[str, object]:
     """``{name: args.<name>}`` for options passed on unchanged to a library call."""
     return {name: getattr(args, name) for name in names}

@@ -2,19 +2,22 @@
 
 A policy is ``[name=]spec``, any format :func:`sb3_vlm.policies.load_policy` reads: ``dwa`` / ``dwa:k=v,...``, an
 APPLR ``policy_actor`` directory (time_step 1 s), an SB3 zip (the run's zoo settings reused), a ``save_pretrained``
-policy directory or a supervised FTRL checkpoint.
+policy directory, a supervised FTRL checkpoint, or a training run directory (its ``best_model/`` or ``model.zip``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from envs.nav_env import resolve_world_ids
 from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
+from sb3_vlm._constants import RUN_CONFIG
+from sb3_vlm.callbacks import BEST_MODEL_DIR, MODEL_ZIP
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.policies import LoadedPolicy, load_policy
 from sb3_vlm.workflows.evaluation import SUMMARY_COLUMNS, evaluate, format_table, per_world, summary
@@ -35,13 +38,38 @@ def world_list(text: str, barn_dir: Path | None) -> list[int]:
     return list(resolve_world_ids(parse_worlds(text) or "test", barn_dir))
 
 
+def run_model(spec: str) -> str:
+    """``spec`` with a training run directory (it holds ``run_config.json``) replaced by the run's policy, said on
+    stderr: ``best_model/`` (best test nav metric during the run) if it was written, else the final ``model.zip``.
+    Any other spec is returned as is.
+
+    :raises FileNotFoundError: for a run that has neither yet (killed early: resume it, or pass a checkpoint).
+    """
+    name, _, target = spec.partition("=") if "=" in spec.partition(":")[0] else ("", "", spec)
+    run = Path(target)
+    if not (run / RUN_CONFIG).is_file():
+        return spec
+    best = run / BEST_MODEL_DIR
+    for choice in (best / MODEL_ZIP, best, run / MODEL_ZIP):
+        if choice.exists():
+            kind = "its final model" if choice == run / MODEL_ZIP else "its best policy on the test worlds"
+            print(f"run {run}: evaluating {choice} ({kind})", file=sys.stderr)
+            return f"{name or run.name}={choice}"
+    raise FileNotFoundError(
+        f"run {run} has no {BEST_MODEL_DIR}/ or {MODEL_ZIP} yet (killed early?): `sb3-vlm train --resume {run}` "
+        f"finishes it, or pass {run / 'checkpoints' / 'last' / MODEL_ZIP}"
+    )
+
+
 def policy_of(spec: str, args: argparse.Namespace) -> LoadedPolicy:
-    """``spec`` loaded with DWA's parameter table, at ``--image-size``."""
-    return load_policy(spec, params=DWA_PARAMS, image_size=tuple(args.image_size))
+    """``spec`` (a run directory: see :func:`run_model`) loaded with DWA's parameter table, at ``--image-size``."""
+    return load_policy(run_model(spec), params=DWA_PARAMS, image_size=tuple(args.image_size))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("policy", help="[name=]dwa | dwa:k=v,... | APPLR dir | model.zip | policy/checkpoint dir")
+    parser.add_argument(
+        "policy", help="[name=]dwa | dwa:k=v,... | APPLR dir | model.zip | policy/checkpoint dir | runs/<run>"
+    )
     add_common_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 

@@ -12,7 +12,10 @@ from sb3_vlm.workflows.buffer_learner import learn_from_buffer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--buffer", type=Path, required=True, help="collectors' buffer directory (actor_<id>/...)")
+    parser.add_argument("--buffer", type=Path, help="collectors' buffer directory (actor_<id>/...); required")
+    parser.add_argument(
+        "--resume", type=Path, help="continue a (killed) run of this command from its checkpoint; other options unused"
+    )
     parser.add_argument("--servers", nargs="*", default=[], metavar="URL", help="inference servers to /reload")
     add_model_arguments(parser)
     parser.add_argument("--collect-per-step", type=int, help="new transitions per cycle (default: zoo train_freq)")
@@ -37,4 +40,4 @@ def run(args: argparse.Namespace) -> Path:
     learner.update(
         options(args, "test_timeout", "poll_interval", "publish_dir", "server_noise"), min_age_s=args.min_age
     )
-    return learn_from_buffer(settings_of(args), args.buffer, args.servers, **learner)
+    return learn_from_buffer(settings_of(args), args.buffer, args.servers, resume=args.resume, **learner)

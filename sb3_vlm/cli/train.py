@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from sb3_vlm.cli import judge_options
-from sb3_vlm.cli._args import hyperparam, parse_worlds
+from sb3_vlm.cli._args import hyperparam, parse_worlds, positive_int
 from sb3_vlm.workflows.training import EVAL_WORLDS, TrainSettings, train
 from sb3_vlm.zoo import DEFAULT_CONF_NAMES
 
@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ftrl-base", type=Path, help="base YAML the --ftrl-config file is deep-merged over (FTRL)")
     parser.add_argument("--env", help="env id inside the zoo file (default: its only entry)")
-    parser.add_argument("--timesteps", type=int, help="override n_timesteps")
+    parser.add_argument("--timesteps", type=positive_int, help="override n_timesteps")
     parser.add_argument(
         "--hyperparams",
         nargs="+",
@@ -47,7 +47,7 @@ def settings_of(args: argparse.Namespace) -> TrainSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--n-envs", type=int, help="override n_envs")
+    parser.add_argument("--n-envs", type=positive_int, help="override n_envs")
     parser.add_argument("--barn-dir", type=Path, help="train on real BARN worlds from this directory")
     parser.add_argument("--worlds", default=None, help="'train' (default), 'test', 'all' or ids like 0,6,12")
     parser.add_argument("--resume", type=Path, help="run directory to resume from its last checkpoint")

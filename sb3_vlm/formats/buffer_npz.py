@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
@@ -41,28 +44,61 @@ def save_replay_buffer(buffer: ReplayBuffer | DictReplayBuffer, path: str | os.P
     return path
 
 
-def load_replay_buffer(buffer: ReplayBuffer | DictReplayBuffer, path: str | os.PathLike) -> None:
-    """Fill ``buffer`` (already built with the model's spaces) from :func:`save_replay_buffer`'s file.
+class _LayoutError(ValueError):
+    """The file is an ``.npz`` but its header or arrays do not fit the buffer (the message names the file)."""
 
-    :raises ValueError: naming the file and the field when its layout does not match ``buffer``.
+
+def _header(data: Any, path: Path) -> dict[str, Any]:
+    header = json.loads(bytes(data[_HEADER]).decode())
+    valid = isinstance(header, dict) and isinstance(header.get("full"), bool)
+    for key in ("pos", "buffer_size", "n_envs"):
+        value = header.get(key) if isinstance(header, dict) else None
+        valid = valid and isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if not valid:
+        raise _LayoutError(
+            f"{path}: header must hold ints pos, buffer_size, n_envs and a bool full, got {header!r:.200}"
+        )
+    return header
+
+
+def load_replay_buffer(buffer: ReplayBuffer | DictReplayBuffer, path: str | os.PathLike) -> None:
+    """Fill ``buffer`` (already built with the model's spaces) from :func:`save_replay_buffer`'s file. Nothing in
+    the file is unpickled.
+
+    :raises FileNotFoundError: if ``path`` is missing.
+    :raises ValueError: naming the file (and the field) when it is not such a file or its layout does not match
+        ``buffer``.
     """
-    with np.load(path, allow_pickle=False) as data:
-        header = json.loads(bytes(data[_HEADER]).decode())
-        if header["n_envs"] != buffer.n_envs or header["buffer_size"] > buffer.buffer_size:
-            raise ValueError(
-                f"{path}: saved for n_envs={header['n_envs']}, buffer_size={header['buffer_size']}; this buffer has "
-                f"n_envs={buffer.n_envs}, buffer_size={buffer.buffer_size}"
-            )
-        fields = _fields(buffer)
-        if set(fields) != set(data.files) - {_HEADER}:
-            raise ValueError(f"{path}: fields {sorted(set(data.files) - {_HEADER})}, expected {sorted(fields)}")
-        for name, target in fields.items():
-            saved = data[name]
-            if saved.shape[1:] != target.shape[1:] or saved.dtype != target.dtype:
-                raise ValueError(
-                    f"{path}: field {name!r} expected {target.dtype} rows of {target.shape[1:]}, "
-                    f"got {saved.dtype} {saved.shape[1:]}"
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"replay buffer {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = _header(data, path)
+            rows = header["buffer_size"] if header["full"] else header["pos"]
+            if (
+                header["n_envs"] != buffer.n_envs
+                or header["buffer_size"] > buffer.buffer_size
+                or rows > buffer.buffer_size
+            ):
+                raise _LayoutError(
+                    f"{path}: saved for n_envs={header['n_envs']}, buffer_size={header['buffer_size']} ({rows} rows); "
+                    f"this buffer has n_envs={buffer.n_envs}, buffer_size={buffer.buffer_size}"
                 )
-            target[: len(saved)] = saved
+            fields = _fields(buffer)
+            if set(fields) != set(data.files) - {_HEADER}:
+                raise _LayoutError(f"{path}: fields {sorted(set(data.files) - {_HEADER})}, expected {sorted(fields)}")
+            for name, target in fields.items():
+                saved = data[name]
+                if saved.shape != (rows, *target.shape[1:]) or saved.dtype != target.dtype:
+                    raise _LayoutError(
+                        f"{path}: field {name!r} expected {rows} {target.dtype} rows of {target.shape[1:]}, "
+                        f"got {saved.dtype} {saved.shape}"
+                    )
+                target[:rows] = saved
+    except _LayoutError:
+        raise
+    except (ValueError, KeyError, TypeError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path}: not a replay-buffer checkpoint (.npz + JSON header): {type(e).__name__}: {e}") from e
     buffer.pos = header["pos"] % buffer.buffer_size if header["full"] else header["pos"]
     buffer.full = header["full"] and header["buffer_size"] == buffer.buffer_size

@@ -154,7 +154,7 @@ def load_module_state(module: nn.Module, state: Mapping[str, th.Tensor], source:
 def _read_json(file: Path) -> dict[str, Any]:
     try:
         data = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from e
     if not isinstance(data, dict):
         raise CheckpointError(f"{file}: expected a JSON object, got {type(data).__name__}")
@@ -164,11 +164,20 @@ def _read_json(file: Path) -> dict[str, Any]:
 def _read_vector(file: Path, num_params: int) -> np.ndarray:
     try:
         array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - numpy parses the header with ast: any error of a corrupt file
         raise CheckpointError(f"{file}: cannot be read as a .npy array ({e})") from e
     if array.shape != (num_params,):
         raise CheckpointError(f"{file}: expected shape ({num_params},) to match mlp.6.weight, got {array.shape}")
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise CheckpointError(f"{file}: expected finite numbers, got {array.dtype} {array[:9]}")
     return array.astype(np.float64)
+
+
+def _read_safetensors(file: Path) -> StateDict:
+    try:
+        return load_file(file)
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type (header, sizes, dtypes) or an OSError
+        raise CheckpointError(f"{file}: cannot be read as safetensors ({type(e).__name__}: {e})") from e
 
 
 def read_checkpoint(path: str | os.PathLike) -> FTRLCheckpoint:
@@ -186,6 +195,10 @@ def read_checkpoint(path: str | os.PathLike) -> FTRLCheckpoint:
     for key in ("projections.0.0.weight", "mlp.6.weight"):
         if key not in head_state:
             raise CheckpointError(f"{head_file}: key {key!r} missing (not a DPTHead state dict)")
+    if head_state["mlp.6.weight"].dim() != 2:
+        raise CheckpointError(
+            f"{head_file}: mlp.6.weight must be a matrix, got {tuple(head_state['mlp.6.weight'].shape)}"
+        )
     ckpt = FTRLCheckpoint(head_state=head_state)
 
     if (root / HISTORY_CONFIG).is_file():
@@ -211,7 +224,7 @@ def read_checkpoint(path: str | os.PathLike) -> FTRLCheckpoint:
     for name in (ACTOR_HEAD_DIR, CRITIC_DIR):
         file = root / name / SAFETENSORS_WEIGHTS
         if file.is_file():
-            ckpt.extras[name] = load_file(file)
+            ckpt.extras[name] = _read_safetensors(file)
     if (root / SB3_VLM_CONFIG).is_file():
         ckpt.config = _read_json(root / SB3_VLM_CONFIG)
     if (root / ADAPTER_CONFIG).is_file():

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sb3_vlm.formats.yaml_file import read_yaml
+from sb3_vlm.model.config import TINY
 from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["FTRLConfigReport", "apply_ftrl_config", "deep_merge", "read_ftrl_config"]
@@ -66,9 +66,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"FTRL config {path} not found")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "FTRL config")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping (training_config, env_config, ...), got {type(data).__name__}")
     return data
@@ -133,6 +131,18 @@ def _planner(key: str, value: Any) -> str:
     return prefix
 
 
+def _checkpoint(key: str, value: Any) -> str:
+    """The supervised checkpoint (or model directory) FTRL's RL stage starts from: ``"tiny"`` or an existing
+    directory, checked before anything is loaded (a wrong path would otherwise surface as a confusing model error)."""
+    path = str(value)
+    if path != TINY and not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"FTRL config: {key} {path!r} is not a directory (relative paths start at {os.getcwd()}); "
+            "point it at the supervised checkpoint (e.g. .../checkpoint-5000)"
+        )
+    return path
+
+
 # FTRL key -> (where it goes, our name, converter). Where: algo kwarg, policy kwarg, env kwarg, or a special slot.
 _Rule = tuple[str, str, Callable[[str, Any], Any]]
 _RULES: dict[str, _Rule] = {
@@ -147,7 +157,7 @@ _RULES: dict[str, _Rule] = {
         lambda k, v: None if v is None else _bool(k, v),
     ),
     "training_config.freeze_dpt_critic": ("policy", "critic_dpt", lambda k, v: not _bool(k, v)),
-    "training_config.vlm_checkpoint_path": ("policy", "backbone", lambda k, v: str(v)),
+    "training_config.vlm_checkpoint_path": ("policy", "backbone", _checkpoint),
     "training_config.use_4bit": ("policy", "quantization", lambda k, v: "nf4" if _bool(k, v) else None),
     "training_config.exploration_noise_start": ("noise_start", "noise_std", _number),
     "training_config.exploration_noise_end": ("noise_end", f"{_SCHEDULE}(end=)", _number),
@@ -176,15 +186,26 @@ _NOT_APPLIED = {
 }
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """``(dotted key, leaf value)`` pairs; a mapping under a rule-less key is walked into."""
-    items = []
+MAX_KEYS = 10_000
+"""More leaf keys than this is not a config (YAML aliases nesting mappings expand exponentially when walked)."""
+
+
+def _flatten(
+    data: Mapping[str, Any], prefix: str = "", items: list[tuple[str, Any]] | None = None
+) -> list[tuple[str, Any]]:
+    """``(dotted key, leaf value)`` pairs; a mapping under a rule-less key is walked into.
+
+    :raises ValueError: past :data:`MAX_KEYS` keys.
+    """
+    items = [] if items is None else items
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and dotted not in _RULES and dotted not in _NOT_APPLIED and value:
-            items += _flatten(value, f"{dotted}.")
+            _flatten(value, f"{dotted}.", items)
         else:
             items.append((dotted, value))
+        if len(items) > MAX_KEYS:
+            raise ValueError(f"FTRL config: more than {MAX_KEYS} keys (under {prefix or 'the top level'}); aliases?")
     return items
 
 
@@ -198,6 +219,7 @@ def apply_ftrl_config(config: Mapping[str, Any], cfg: ZooConfig) -> FTRLConfigRe
     :param cfg: A VLM policy's zoo entry.
     :return: Applied and unsupported keys, and ``env_config.seed``.
     :raises ValueError: naming the key, for a value of the wrong type.
+    :raises FileNotFoundError: naming the key and the path, for a ``vlm_checkpoint_path`` that is not a directory.
     """
     report = FTRLConfigReport()
     policy_kwargs = dict(cfg.algo_kwargs.get("policy_kwargs") or {})

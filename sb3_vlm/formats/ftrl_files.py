@@ -10,7 +10,7 @@ import io
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +79,33 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (temp file + rename)."""
+def atomic_write(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (temp file + rename).
+
+    :param before_replace: Called once the temporary file ``<name>.<pid>.tmp`` is complete and synced, just before
+        the rename (e.g. to log the commit: after a crash between the two, the complete temporary file can be
+        renamed by whoever reads the log).
+    """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_trajectory(path: Path, records: Sequence[list[Any]]) -> Path:
-    """Write one episode's records as FTRL's collector does (pickle protocol 4), atomically."""
-    atomic_write(path, pickle.dumps(list(records), protocol=PICKLE_PROTOCOL))
+def write_trajectory(
+    path: Path, records: Sequence[list[Any]], before_replace: Callable[[], None] | None = None
+) -> Path:
+    """Write one episode's records as FTRL's collector does (pickle protocol 4), atomically (``before_replace``: see
+    :func:`atomic_write`)."""
+    atomic_write(path, pickle.dumps(list(records), protocol=PICKLE_PROTOCOL), before_replace)
     return path
 
 

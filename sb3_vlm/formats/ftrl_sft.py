@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -79,19 +81,21 @@ class FTRLSFTData:
 
 
 def _load_image(path: Path, size: tuple[int, int], source: str) -> np.ndarray:
-    if not path.is_file():
-        raise FTRLSFTError(f"{source}: image {path} not found")
     try:
+        if not path.is_file():
+            raise FTRLSFTError(f"{source}: image {path} not found")
         with Image.open(path) as image:
             return resize_image(image, size).transpose(2, 0, 1)
-    except OSError as e:
+    except FTRLSFTError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # OSError: also a name too long to stat
         raise FTRLSFTError(f"{source}: image {path} cannot be read: {e}") from e
 
 
 def _read_json(path: Path, image_folder: Path, size: tuple[int, int], planner_names: Sequence[str]) -> FTRLSFTData:
     try:
-        samples = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        samples = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise FTRLSFTError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(samples, list) or not samples:
         raise FTRLSFTError(f"{path}: expected a non-empty list of samples, got {type(samples).__name__}")
@@ -108,9 +112,7 @@ def _read_json(path: Path, image_folder: Path, size: tuple[int, int], planner_na
         if not isinstance(sample["images"], list) or not sample["images"] or not isinstance(sample["images"][0], str):
             raise FTRLSFTError(f"{where}, field 'images': expected a list of relative paths, got {sample['images']!r}")
         params = sample["parameters"]
-        if not isinstance(params, list) or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in params
-        ):
+        if not isinstance(params, list) or not all(_finite_number(x) for x in params):
             raise FTRLSFTError(f"{where}, field 'parameters': expected a list of finite numbers, got {params!r:.120}")
         if len(params) != len(names):
             raise FTRLSFTError(
@@ -123,9 +125,19 @@ def _read_json(path: Path, image_folder: Path, size: tuple[int, int], planner_na
     return FTRLSFTData(np.stack(images), np.asarray(labels, dtype=np.float64), _group_ids(actors), names)
 
 
+def _finite_number(x: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float (a huge int is not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def _image_file(row: dict[str, str], csv_path: Path, line: int) -> Path:
     label = (row.get("img_label") or "").strip()
-    if re.fullmatch(r"\d+(\.0*)?", label):
+    if re.fullmatch(r"\d{1,9}(\.0*)?", label):
         method = (row.get("Method") or DEFAULT_METHOD).strip()
         return csv_path.parent / f"{method}_{int(float(label)):06d}.png"
     if label.endswith(".png") and "/" not in label:
@@ -140,23 +152,32 @@ def _read_csvs(files: Sequence[Path], size: tuple[int, int], planner_names: Sequ
     columns = [CSV_COLUMNS.get(name, name) for name in names]
     images, labels, actors = [], [], []
     for csv_path in files:
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in ["img_label", *columns] if c not in header]
-            if missing:
-                raise FTRLSFTError(
-                    f"{csv_path}: missing column(s) {missing}; expected 'img_label' and {columns} "
-                    f"(FTRL's names: {', '.join(f'{k} -> {v!r}' for k, v in CSV_COLUMNS.items())}), got {header}"
-                )
-            for line, row in enumerate(reader, start=2):
-                values = [_cell_float(row, column, csv_path, line) for column in columns]
-                images.append(_load_image(_image_file(row, csv_path, line), size, f"{csv_path}, line {line}"))
-                labels.append(values)
-                actors.append(str(csv_path.parent))
+        try:
+            _read_csv(csv_path, columns, size, (images, labels, actors))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise FTRLSFTError(f"{csv_path}: not a readable CSV file: {e}") from e
     if not labels:
         raise FTRLSFTError(f"{', '.join(map(str, files))}: no rows")
     return FTRLSFTData(np.stack(images), np.asarray(labels, dtype=np.float64), _group_ids(actors), names)
+
+
+def _read_csv(csv_path: Path, columns: Sequence[str], size: tuple[int, int], into: tuple[list, list, list]) -> None:
+    """Append one ``data.csv``'s images, labels and actor to the lists ``into``."""
+    images, labels, actors = into
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in ["img_label", *columns] if c not in header]
+        if missing:
+            raise FTRLSFTError(
+                f"{csv_path}: missing column(s) {missing}; expected 'img_label' and {list(columns)} "
+                f"(FTRL's names: {', '.join(f'{k} -> {v!r}' for k, v in CSV_COLUMNS.items())}), got {header}"
+            )
+        for line, row in enumerate(reader, start=2):
+            values = [_cell_float(row, column, csv_path, line) for column in columns]
+            images.append(_load_image(_image_file(row, csv_path, line), size, f"{csv_path}, line {line}"))
+            labels.append(values)
+            actors.append(str(csv_path.parent))
 
 
 def _cell_float(row: dict[str, str], column: str, csv_path: Path, line: int) -> float:

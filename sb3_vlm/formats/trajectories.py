@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # type only: sb3_vlm does not import envs at run time
     from envs.planners import ParamTable
 
 __all__ = [
+    "CONSUMED_SUFFIX",
     "LASER_DIM",
     "LoadResult",
     "SkippedFile",
@@ -59,6 +60,9 @@ LASER_DIM = 721
 
 _TRAJ_NAME = re.compile(r"traj_\d+\.pickle")
 _TEST_NAME = re.compile(r"test_\d+_\d+\.pickle")
+CONSUMED_SUFFIX = ".consumed"
+"""A learner that keeps the files it added until its checkpoint holds them renames them ``traj_<n>.pickle.consumed``
+(:class:`~sb3_vlm.workflows.bridge.BufferDirectoryBridge`); they are not read again."""
 _ACTOR_DIR = re.compile(r"actor_\d+")
 _FRAME_NAME = re.compile(r"([A-Z]+)_(\d{6})\.png")
 _FIELDS = {7: "ftrl", 5: "ros_jackal"}
@@ -193,7 +197,11 @@ def natural_key(path: Path) -> list[Any]:
 
 
 def _candidates(root: Path, include_test: bool) -> list[Path]:
-    found = [p for p in root.rglob("traj_*.pickle*") if _ACTOR_DIR.fullmatch(p.parent.name)]
+    found = [
+        p
+        for p in root.rglob("traj_*.pickle*")
+        if _ACTOR_DIR.fullmatch(p.parent.name) and not p.name.endswith(CONSUMED_SUFFIX)
+    ]
     if include_test:
         found += root.rglob("test_*.pickle*")
     return sorted((p for p in found if p.is_file()), key=natural_key)

@@ -48,6 +48,8 @@ def read_image_path(path: str, roots: Sequence[Path]) -> bytes:
         raise RequestError(
             403, "image_path is refused: this server has no image root (--image-root); send image_base64"
         )
+    if "\x00" in path:
+        raise RequestError(400, f"image_path {path!r}: a path cannot hold a NUL character")
     real = Path(os.path.realpath(path))
     if not any(real.is_relative_to(root) for root in roots):
         raise RequestError(403, f"image_path {path!r} is outside the server's image roots")

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint
+from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint, recover_directory
 from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
 from sb3_vlm.serving.batching import Batcher
 from sb3_vlm.serving.reload import ArchitectureChanged, dir_identity, prepare_in_place
@@ -209,11 +209,14 @@ class PolicyServer:
         return _validate_noise(noise_std, self.mode)
 
     def _load(self) -> VLMDirectoryPolicy:
-        """Load the checkpoint, retrying when the directory was replaced while it was being read."""
+        """Load the checkpoint, retrying when the directory was replaced while it was being read. A publisher killed
+        in the middle of its directory swap leaves no ``checkpoint`` but the previous copy beside it: that is served
+        (a server restarted before the learner's next publication still starts)."""
         for _ in range(_RELOAD_ATTEMPTS):
-            before = dir_identity(self.checkpoint)
-            model = load_directory(self.checkpoint, self._options)
-            if dir_identity(self.checkpoint) == before:
+            source = recover_directory(self.checkpoint) or self.checkpoint
+            before = dir_identity(source)
+            model = load_directory(source, self._options)
+            if dir_identity(source) == before:
                 return model
         raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times in a row")
 

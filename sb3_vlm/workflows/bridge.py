@@ -6,7 +6,9 @@ inference servers. :class:`BufferDirectoryBridge` does the learner's side, for
 :class:`~sb3_vlm.distributed.AsyncLearner` (beside Ray collectors) and
 :class:`~sb3_vlm.workflows.buffer_learner.BufferLearner` (FTRL's loop, no Ray): every poll it
 loads the complete files (:func:`sb3_vlm.formats.trajectories.load_trajectories`), adds them to the replay buffer
-and deletes them (:func:`sb3_vlm.td3.replay.fill_replay_buffer`, so no file is read twice), and every
+and deletes them (:func:`sb3_vlm.td3.replay.fill_replay_buffer`, so no file is read twice) or, with
+``hold_consumed``, renames them ``<name>.consumed`` until the learner's checkpoint holds them (:meth:`release`;
+after a crash :meth:`recover` deletes those the checkpoint holds and puts the others back), and every
 ``publish_every`` weight versions it publishes the policy (:func:`sb3_vlm.serving.handoff.publish_policy`). A mixed
 fleet (Ray simulator collectors + Gazebo machines) thus trains one policy. Test episodes
 (``test_sync/test_<id>_<n>.pickle``) are read apart, for their metrics only (:meth:`BufferDirectoryBridge.poll_tests`).
@@ -15,7 +17,8 @@ fleet (Ray simulator collectors + Gazebo machines) thus trains one policy. Test 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,9 @@ from gymnasium import spaces
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
-from sb3_vlm.formats.trajectories import Trajectory, load_trajectories
+from sb3_vlm.formats.trajectories import CONSUMED_SUFFIX, Trajectory, load_trajectories
 
-__all__ = ["BufferDirectoryBridge", "episode_info"]
+__all__ = ["BufferDirectoryBridge", "episode_id", "episode_info"]
 
 TEST_DIR = "test_sync"
 """Where test episodes are written (FTRL: ``<buffer>/test_sync/test_<id>_<n>.pickle``)."""
@@ -46,6 +49,15 @@ def episode_info(trajectory: Trajectory) -> dict[str, Any] | None:
         "episode": {"r": float(sum(rewards)), "l": len(rewards)},
         "model_version": trajectory.model_version,
     }
+
+
+def episode_id(path: Path) -> tuple[int, int]:
+    """``(actor id, n)`` of ``.../actor_<id>/traj_<n>.pickle`` (with or without the ``.consumed`` suffix)."""
+    actor = re.fullmatch(r"actor_(\d+)", path.parent.name)
+    number = re.match(r"traj_(\d+)\.pickle", path.name)
+    if actor is None or number is None:
+        raise ValueError(f"not a collector's trajectory file: {path}")
+    return int(actor.group(1)), int(number.group(1))
 
 
 def image_size_of(space: spaces.Space) -> tuple[int, int] | None:
@@ -69,6 +81,8 @@ class BufferDirectoryBridge:
     :param publish_every: Publish every this many weight versions.
     :param min_age_s: Files modified more recently are left for the next poll (still being written).
     :param include_test: Also read ``test_<id>_<n>.pickle`` files.
+    :param hold_consumed: Rename the files added to the buffer (``<name>.consumed``) instead of deleting them, until
+        :meth:`release` (the caller's checkpoint holds their transitions).
     """
 
     def __init__(
@@ -81,6 +95,7 @@ class BufferDirectoryBridge:
         publish_every: int = 1,
         min_age_s: float = 2.0,
         include_test: bool = False,
+        hold_consumed: bool = False,
     ) -> None:
         if not (isinstance(publish_every, int) and publish_every > 0):
             raise ValueError(f"BufferDirectoryBridge: publish_every must be a positive int, got {publish_every!r}")
@@ -100,11 +115,19 @@ class BufferDirectoryBridge:
         self.last_episodes: list[dict[str, Any]] = []
         """:func:`episode_info` of the episodes the last poll added (those that record their outcome)."""
         self.published_versions: list[int] = []
+        self.hold_consumed = hold_consumed
+        self.held: list[Path] = []
+        """Files added to the buffer, renamed ``<name>.consumed``, not yet released (``hold_consumed``)."""
+        self.consumed: list[list[int]] = []
+        """``[actor id, n, steps]`` of every episode added (``hold_consumed``), in buffer order: the replay buffer's
+        rows are the steps of these episodes, one after the other (one env)."""
 
-    def poll(self, model: OffPolicyAlgorithm) -> int:
+    def poll(self, model: OffPolicyAlgorithm, max_transitions: int | None = None) -> int:
         """
         Add the complete trajectory files of the buffer directory to ``model``'s replay buffer and delete them.
 
+        :param max_transitions: Stop after the file that reaches this many transitions (oldest files first); the
+            others are left for the next poll (a backlog is spread over cycles). None: every file.
         :return: Transitions added (``model.num_timesteps`` is advanced by as many).
         """
         from sb3_vlm.td3.replay import fill_replay_buffer
@@ -117,14 +140,52 @@ class BufferDirectoryBridge:
             min_age_s=self.min_age_s,
         )
         self.skipped_last_poll = result.skipped
+        if max_transitions is not None:
+            taken, total = [], 0
+            for trajectory in sorted(result.trajectories, key=lambda t: t.path.stat().st_mtime):
+                if total >= max_transitions:
+                    break
+                taken.append(trajectory)
+                total += len(trajectory.transitions)
+            result.trajectories = taken
         self.last_episodes = [i for i in map(episode_info, result.trajectories) if i is not None]
         if not result.trajectories:
             return 0
-        added = fill_replay_buffer(model, result, learning_starts=None, delete_after_load=True)
+        added = fill_replay_buffer(model, result, learning_starts=None, delete_after_load=not self.hold_consumed)
+        if self.hold_consumed:
+            for trajectory in result.trajectories:
+                self.consumed.append([*episode_id(trajectory.path), len(trajectory.transitions)])
+                held = trajectory.path.with_name(trajectory.path.name + CONSUMED_SUFFIX)
+                os.replace(trajectory.path, held)
+                self.held.append(held)
+                for frame in trajectory.frames:
+                    frame.unlink(missing_ok=True)
         model.num_timesteps += added
         self.transitions += added
         self.episodes += result.episodes
         return added
+
+    def release(self) -> None:
+        """Delete the held files: a checkpoint now holds their transitions."""
+        for path in self.held:
+            path.unlink(missing_ok=True)
+        self.held = []
+
+    def recover(self, committed: Collection[tuple[int, int]]) -> tuple[int, int]:
+        """After a restart: delete the ``.consumed`` files of the episodes a checkpoint holds (``committed``
+        ``(actor id, n)``), rename the others back so that the next poll reads them again.
+
+        :return: ``(deleted, restored)``.
+        """
+        deleted = restored = 0
+        for held in sorted(self.buffer_dir.glob(f"actor_*/traj_*.pickle{CONSUMED_SUFFIX}")):
+            if episode_id(held) in committed:
+                held.unlink()
+                deleted += 1
+            else:
+                os.replace(held, held.with_name(held.name.removesuffix(CONSUMED_SUFFIX)))
+                restored += 1
+        return deleted, restored
 
     def poll_tests(self) -> list[dict[str, Any]]:
         """Read and delete the complete test episodes of ``<buffer>/test_sync/`` (not added to any buffer).

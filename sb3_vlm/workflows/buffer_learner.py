@@ -6,9 +6,10 @@ this learner trains on them and hands the new policy to the servers. One cycle, 
 
 1. collect: poll the buffer directory (:class:`~sb3_vlm.workflows.bridge.BufferDirectoryBridge`: restricted
    unpickler, complete files only, each file added to the replay buffer once and deleted) until
-   ``collect_per_step`` new transitions arrived (``pre_collect`` before the first cycle);
+   ``collect_per_step`` new transitions arrived (``pre_collect`` before the first cycle; a backlog of files is
+   spread over cycles, oldest first, so a run ends within one episode of its budget);
 2. train: ``update_per_step`` gradient steps of the model's own ``train()`` (TD3 / VLMTD3) per ``collect_per_step``
-   transitions (a poll may bring more: a backlog of files);
+   transitions (the last file of a poll may bring a few more);
 3. publish: the policy directory is replaced atomically, then every server is asked to ``/reload`` it; a server
    that does not answer is counted (``buffer/reload_failures``) and skipped, never fatal;
 4. test, every ``test_every`` cycles (or when someone writes ``test`` into the signal file): the signal
@@ -19,6 +20,12 @@ this learner trains on them and hands the new policy to the servers. One cycle, 
 
 ``pause`` in the signal file (written by anyone) stops the collectors after their current episode; the learner
 waits (``buffer/paused_s``), never overwrites it, and goes on when it reads ``train`` again.
+
+With a ``checkpoint_dir`` (``sb3-vlm learn-from-buffer`` always gives one: ``<run>/checkpoints/last``), each cycle
+ends with an atomic checkpoint (model, replay buffer, the ``[actor, n, steps]`` of every episode in it, publication
+count), and the files of a cycle are renamed ``traj_<n>.pickle.consumed`` instead of deleted until that checkpoint is
+written: a learner killed at any moment and resumed (``--resume <run>``) has lost no transition and added none twice
+(the ``.consumed`` files its checkpoint holds are deleted, the others read again).
 
 The SB3 callback protocol is kept (``on_rollout_start`` / ``on_step`` per poll that brought episodes /
 ``on_rollout_end`` / training): zoo callbacks (noise schedule, gradient clipping, critic warm-up) work unchanged,
@@ -47,9 +54,22 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import CHECKPOINT_BEST, POLICY_DIR, NavMetricsCallback, save_policy_folder
+from sb3_vlm.callbacks import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    MODEL_ZIP,
+    POLICY_DIR,
+    REPLAY_BUFFER,
+    STATE_JSON,
+    NavMetricsCallback,
+    find_checkpoint,
+    save_policy_folder,
+    save_training_checkpoint,
+)
+from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.ftrl_config import read_ftrl_config
 from sb3_vlm.formats.ftrl_files import read_signal, write_signal
+from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.td3.exploration import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
@@ -105,6 +125,8 @@ class BufferLearner:
         then explore with it); FTRL's servers ignore it, so by default it is only saved.
     :param params: Planner parameter table of the files' actions (default DWA).
     :param verbose: Print FTRL's summary after each test phase.
+    :param checkpoint_dir: Atomic checkpoint after every cycle (see the module docstring), or None (files are
+        deleted as they are added: a killed learner loses its buffer).
     """
 
     def __init__(
@@ -126,6 +148,7 @@ class BufferLearner:
         server_noise: bool = False,
         params: Any = None,
         verbose: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None,
     ) -> None:
         if not (isinstance(model, OffPolicyAlgorithm) and isinstance(model.policy, VLMTD3Policy)):
             raise TypeError(
@@ -152,7 +175,9 @@ class BufferLearner:
             publish_dir=self.buffer_dir / "policy" if publish_dir is None else publish_dir,
             servers=servers,
             min_age_s=min_age_s,
+            hold_consumed=checkpoint_dir is not None,
         )
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.test_every, self.test_episodes, self.test_timeout = test_every, test_episodes, float(test_timeout)
         self.poll_interval, self.server_noise, self.verbose = float(poll_interval), server_noise, verbose
@@ -189,7 +214,7 @@ class BufferLearner:
         callback.on_rollout_start()
         while cycle.transitions < n:
             self._obey_signal(cycle)
-            added = self.bridge.poll(self.model)
+            added = self.bridge.poll(self.model, n - cycle.transitions)
             if not added:
                 time.sleep(self.poll_interval)
                 continue
@@ -249,6 +274,29 @@ class BufferLearner:
         record("time/total_timesteps", self.model.num_timesteps, exclude="tensorboard")
         self.model.logger.dump(step=self.model.num_timesteps)
 
+    def _checkpoint(self) -> None:
+        """Write the checkpoint (model, replay buffer, episodes in it), then delete the files it now holds."""
+        if self.checkpoint_dir is None:
+            return
+        save_training_checkpoint(
+            self.model, self.checkpoint_dir, replay_buffer=True, version=self.version, consumed=self.bridge.consumed
+        )
+        self.bridge.release()
+
+    def restore(self) -> Path | None:
+        """Resume from ``checkpoint_dir``: the model's weights, replay buffer and step counter (loaded by the caller
+        into ``model``, see :func:`learn_from_buffer`), then the episodes it holds; the ``.consumed`` files it holds
+        are deleted, the others put back. Returns the checkpoint, or None if there is none (all files put back)."""
+        last = None if self.checkpoint_dir is None else find_checkpoint(self.checkpoint_dir)
+        state = json.loads((last / STATE_JSON).read_text()) if last is not None else {}
+        self.version = state.get("version", 0)
+        self.bridge.consumed = [list(e) for e in state.get("consumed", [])]
+        deleted, restored = self.bridge.recover({(a, n) for a, n, _ in self.bridge.consumed})
+        logger.info(
+            "resumed at %d steps: %d held files deleted, %d read again", self.model.num_timesteps, deleted, restored
+        )
+        return last
+
     # ------------------------------------------------------------------ the loop
 
     def learn(
@@ -267,7 +315,10 @@ class BufferLearner:
         """
         model = self.model
         callbacks = [self.metrics, *(callback if isinstance(callback, list) else [callback] if callback else [])]
-        total_timesteps, cb = model._setup_learn(total_timesteps, CallbackList(callbacks), True, tb_log_name)
+        resumed = model.num_timesteps  # SB3 adds the steps done to the budget when it does not reset them
+        total_timesteps, cb = model._setup_learn(
+            total_timesteps - resumed, CallbackList(callbacks), resumed == 0, tb_log_name
+        )
         cb.on_training_start(locals(), globals())
         self._publish(None)  # the servers serve the learner's starting policy
         if read_signal(self.buffer_dir) != "pause":
@@ -286,6 +337,7 @@ class BufferLearner:
                 model._update_current_progress_remaining(model.num_timesteps, total_timesteps)
                 model.train(gradient_steps=cycle.updates, batch_size=model.batch_size)
             self._publish(cycle)
+            self._checkpoint()
             self.cycles.append(cycle)
             if self.test_every and len(self.cycles) % self.test_every == 0:
                 cycle.test = self._test()
@@ -296,35 +348,69 @@ class BufferLearner:
 
 
 def learn_from_buffer(
-    settings: TrainSettings, buffer_dir: str | os.PathLike, servers: Sequence[str] = (), **learner_kwargs: Any
+    settings: TrainSettings,
+    buffer_dir: str | os.PathLike | None,
+    servers: Sequence[str] = (),
+    resume: str | os.PathLike | None = None,
+    **learner_kwargs: Any,
 ) -> Path:
     """
     ``sb3-vlm learn-from-buffer``: the model of ``settings`` (zoo file, ``--ftrl-config``, ``--vlm``; one env, the
     files bring one transition at a time) trained by a :class:`BufferLearner` for the zoo file's ``n_timesteps``
-    (FTRL's ``max_step``). FTRL's ``collect_per_step`` / ``update_per_step`` / ``pre_collect`` come from the zoo
-    entry (``train_freq``, ``gradient_steps``, ``learning_starts``) unless given in ``learner_kwargs``.
+    (FTRL's ``max_step``), checkpointed every cycle into ``<run>/checkpoints/last``. FTRL's ``collect_per_step`` /
+    ``update_per_step`` / ``pre_collect`` come from the zoo entry (``train_freq``, ``gradient_steps``,
+    ``learning_starts``) unless given in ``learner_kwargs``.
 
-    :return: The run directory: TensorBoard logs, ``run_config.json``, ``policy_step_<k>/``, ``best_model/``,
-        ``model.zip`` and ``policy/`` at the end.
+    :param resume: A run directory of this command to continue (killed or not): its saved settings, buffer directory,
+        servers and options are used, ``settings`` and the others ignored.
+    :return: The run directory: TensorBoard logs, ``run_config.json``, ``checkpoints/last``, ``policy_step_<k>/``,
+        ``best_model/``, ``model.zip`` and ``policy/`` at the end.
     """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / RUN_CONFIG).is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: no {RUN_CONFIG} (not a learn-from-buffer run directory)")
+        saved = json.loads((run_dir / RUN_CONFIG).read_text())
+        if "learn_from_buffer" not in saved:
+            raise ValueError(f"--resume {run_dir}: a run of `sb3-vlm train`, not of learn-from-buffer")
+        settings = TrainSettings.from_run(run_dir)
+        options = dict(saved["learn_from_buffer"])
+        buffer_dir, servers = options.pop("buffer"), options.pop("servers")
+        learner_kwargs = {k: Path(v) if k == "publish_dir" and v is not None else v for k, v in options.items()}
+    elif buffer_dir is None:
+        raise ValueError("learn-from-buffer needs --buffer (or --resume RUN_DIR)")
     settings.n_envs = 1
     if settings.torch_threads > 0:
         th.set_num_threads(settings.torch_threads)
     conf_file, cfg, env_kwargs = zoo_config(settings)
-    run_dir = settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in learner_kwargs.items()}
-    saved["learn_from_buffer"] = {"buffer": str(buffer_dir), "servers": list(servers), **options}
-    (run_dir / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
-    if settings.ftrl_config is not None:
-        merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
-        (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
-
     spaces_env = make_vec_env(cfg.env_id, 1, seed=settings.seed, **env_kwargs)  # never stepped
-    model = build_model(cfg, spaces_env, settings.seed, str(run_dir / "tb"), settings.verbose)
+    if resume is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
+        options = {k: str(v) if isinstance(v, Path) else v for k, v in learner_kwargs.items()}
+        saved["learn_from_buffer"] = {"buffer": str(buffer_dir), "servers": list(servers), **options}
+        (run_dir / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
+        if settings.ftrl_config is not None:
+            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
+            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    checkpoint_dir = run_dir / "checkpoints" / CHECKPOINT_LAST
+    last = find_checkpoint(checkpoint_dir) if resume is not None else None
+    if last is not None:
+        model = load_algorithm(last / MODEL_ZIP, env=spaces_env, tensorboard_log=str(run_dir / "tb"))
+        load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
+    else:
+        model = build_model(cfg, spaces_env, settings.seed, str(run_dir / "tb"), settings.verbose)
     params = param_table(cfg.env_kwargs.get("planner", "dwa"))
-    learner = BufferLearner(model, buffer_dir, servers, run_dir=run_dir, params=params, verbose=1, **learner_kwargs)
+    learner = BufferLearner(
+        model, buffer_dir, servers, run_dir=run_dir, params=params, verbose=1, checkpoint_dir=checkpoint_dir,
+        **learner_kwargs,
+    )  # fmt: skip
+    if resume is not None:
+        learner.restore()
+        print(f"resumed {run_dir} at {model.num_timesteps} transitions")
     try:
         learner.learn(cfg.n_timesteps, callback=cfg.callbacks())
     finally:

@@ -37,6 +37,13 @@ episode's start belong to the previous episode); pickles are written atomically 
 numbering continues after the files already in the directory instead of overwriting them; the frames of an episode
 that is not saved are deleted.
 
+Each saved train episode is also written to ``actor_<id>/episodes.log`` (``traj_<n>.pickle <steps>``, ours), once its
+pickle is complete and just before it is renamed into place: the actor's ledger of committed episodes (transition
+ids are ``(actor, n, step)``), and what makes a collector killed at any moment restartable as it is (re-run the same
+``sb3-vlm collect``): a complete temporary pickle of a logged episode is renamed into place, any other temporary
+file is deleted, and numbering continues after the log, so no ``n`` is used twice even once the learner has deleted
+the files.
+
 Per-step ``info`` values of the embedded simulator: ``time`` is simulated seconds since the reset; ``collision``
 counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``recovery`` is
 ``(slow + 1e-4) / (steps + 1e-4)`` over the end-of-step velocities so far, slow meaning ``v <= 0.05`` m/s;
@@ -48,6 +55,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +97,9 @@ MAX_SAVE_TIME = 70.0
 SLOW_SPEED = 0.05
 """``recovery`` counts end-of-step linear speeds at or below this (m/s) as slow."""
 _MAX_HISTORY = 8
+EPISODES_LOG = "episodes.log"
+"""Per-actor ledger of the saved train episodes, ``traj_<n>.pickle <steps>`` per line (see the module docstring)."""
+_LOG_LINE = re.compile(r"^traj_(\d+)\.pickle (\d+)$", re.MULTILINE)
 """Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
 _MIN_DISPLACEMENT = 1e-3
 """Per-step displacements shorter than this (m) have no direction and are left out of ``smoothness``."""
@@ -125,12 +136,29 @@ class _Collector:
         self.actor_dir = buffer / f"actor_{actor_id}"
         self.actor_dir.mkdir(parents=True, exist_ok=True)
         self.test_dir = buffer / "test_sync"
+        self.log = self.actor_dir / EPISODES_LOG
+        logged = self._recover()
         self.next_traj = {
-            "train": max(next_number(self.actor_dir, r"traj_(\d+)\.pickle"), 1),
+            "train": max(next_number(self.actor_dir, r"traj_(\d+)\.pickle(?:\.consumed)?"), max(logged, default=0) + 1),
             "test": max(next_number(self.test_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1),
         }
         self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
         self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if sft else None
+
+    def _recover(self) -> set[int]:
+        """Finish what a killed collector of this actor left (see the module docstring); the logged numbers."""
+        text = self.log.read_text() if self.log.is_file() else ""
+        if text and not text.endswith("\n"):  # a line cut off by the kill: its pickle was never renamed
+            text = text[: text.rfind("\n") + 1]
+            self.log.write_text(text)
+        logged = {int(m.group(1)) for m in _LOG_LINE.finditer(text)}
+        for tmp in self.actor_dir.glob("*.tmp"):
+            match = re.fullmatch(r"traj_(\d+)\.pickle\.\d+\.tmp", tmp.name)
+            if match and int(match.group(1)) in logged:
+                os.replace(tmp, self.actor_dir / trajectory_name(int(match.group(1))))
+            else:
+                tmp.unlink()
+        return logged
 
     def _render(self) -> tuple[np.ndarray, bytes, Path]:
         """Render the scene now (400 x 600), write it as the next frame; return pixels, PNG bytes and the file."""
@@ -264,7 +292,14 @@ class _Collector:
         directory = self.test_dir if test else self.actor_dir
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / trajectory_name(n, self.actor_id if test else None)
-        write_trajectory(path, records)
+
+        def log_commit() -> None:
+            with open(self.log, "a") as f:
+                f.write(f"{path.name} {len(records)}\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+        write_trajectory(path, records, None if test else log_commit)
         with open(self.actor_dir / RESULTS_FILE, "a") as f:
             f.write(results_line(self.mode, records) + "\n")
         if test:

@@ -52,12 +52,14 @@ def evaluate(
     """``runs`` episodes of ``policy`` on each world, all batched; the episode of (world, run) has the same seed
     for every policy, so policies meet the same noise.
 
+    :param progress: A progress bar on stderr when it is a terminal.
     :return: One record per episode: ``policy``, ``world``, ``run``, ``status``, ``time``, ``nav_metric``,
         ``opt_time``, ``trajectory`` ``[T, 2]``.
     """
     jobs = [(w, r) for r in range(runs) for w in worlds]
     records: list[dict[str, Any]] = []
-    with tqdm(total=len(jobs), desc=policy.name, disable=not progress, unit="ep") as bar:
+    # disable=None: a bar on a terminal only; in a log file its carriage returns would repeat the last line
+    with tqdm(total=len(jobs), desc=policy.name, disable=None if progress else True, unit="ep") as bar:
         for start in range(0, len(jobs), max_envs):
             chunk = jobs[start : start + max_envs]
             venv = BarnNavVecEnv(

@@ -15,6 +15,7 @@ import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecMonitor
 
 from envs import BarnNavSubprocVecEnv, BarnNavVecEnv
@@ -242,12 +243,6 @@ def train(settings: TrainSettings) -> Path:
     if settings.resume is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
-        if settings.ftrl_config is not None:  # FTRL keeps a copy of its (merged) config in the logging directory
-            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
-            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
-
     eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
     env_kwargs["worlds"], eval_ids = run_worlds(settings, eval_freq)
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
@@ -264,6 +259,12 @@ def train(settings: TrainSettings) -> Path:
     if eval_ids:
         eval_kwargs = {**env_kwargs, "worlds": settings.eval_worlds}
         eval_env = make_vec_env(cfg.env_id, len(eval_ids), seed=10_000 + settings.seed, **eval_kwargs)
+    if settings.resume is None:  # only now: bad worlds or a bad model leave no run directory behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
+        if settings.ftrl_config is not None:  # FTRL keeps a copy of its (merged) config in the logging directory
+            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
+            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
     callbacks = [
         NavMetricsCallback(
             eval_env,
@@ -281,9 +282,8 @@ def train(settings: TrainSettings) -> Path:
     ]
     if settings.resume is None:  # the policy before any update, for the closing check's "start" figure
         model.save(run_dir / START_MODEL_ZIP)
-    remaining = max(cfg.n_timesteps - model.num_timesteps, 0)
     model.learn(
-        remaining,
+        _steps_to_run(model, cfg.n_timesteps),
         callback=CallbackList(callbacks),
         progress_bar=not settings.no_progress_bar,
         reset_num_timesteps=settings.resume is None,
@@ -299,6 +299,15 @@ def train(settings: TrainSettings) -> Path:
     if settings.final_eval > 0:
         print(held_out_check(run_dir, settings.barn_dir, settings.final_eval, settings.seed))
     return run_dir
+
+
+def _steps_to_run(model: BaseAlgorithm, n_timesteps: int) -> int:
+    """The env steps ``learn`` takes to reach ``n_timesteps``: SB3 stops between rollouts of ``train_freq`` steps of
+    every env, so the budget is rounded up to whole rollouts (the progress bar's total is then the steps run)."""
+    train_freq = getattr(model, "train_freq", None)
+    per_env = train_freq.frequency if train_freq is not None and train_freq.unit == TrainFrequencyUnit.STEP else 1
+    rollout = model.n_envs * per_env
+    return -(-max(n_timesteps - model.num_timesteps, 0) // rollout) * rollout
 
 
 def held_out_check(run_dir: Path, barn_dir: Path | None, n_worlds: int, seed: int = 0) -> str:
