@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--barn-dir", type=Path, help="train on real BARN worlds from this directory")
     parser.add_argument("--worlds", default=None, help="'train' (default), 'test', 'all' or ids like 0,6,12")
     parser.add_argument("--resume", type=Path, help="run directory to resume from its last checkpoint")
-    parser.add_argument("--checkpoint-freq", type=int, default=1000, help="env steps between checkpoints")
+    parser.add_argument(
+        "--checkpoint-freq", type=int, help="env steps between checkpoints (default: 5 %% of the budget, >= 1,000)"
+    )
     parser.add_argument("--save-replay-buffer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--eval-freq", type=int, help="env steps between in-training evaluations (default: 5 per run; 0: off)"
@@ -65,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default; the run fits on the other 200) or on the test worlds (FTRL's test phases, for parity runs)",
     )
     parser.add_argument("--env-workers", type=int, default=1, help="simulator processes (BarnNavSubprocVecEnv if > 1)")
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="torch CPU threads (0: half the cores, the rest for the simulator)"
+    )
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--no-progress-bar", action="store_true")
     parser.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ class TrainSettings:
     :param seed: Seed of the model and the envs; None: the FTRL file's ``env_config.seed``, else 0.
     :param log_dir: Runs are written under this directory.
     :param resume: Run directory to resume from its last checkpoint (its saved settings are used).
-    :param checkpoint_freq: Env steps between checkpoints.
+    :param checkpoint_freq: Env steps between checkpoints (each writes the replay buffer); None: one per 5 % of the
+        budget, at least 1,000 steps apart.
     :param save_replay_buffer: Put the replay buffer into the checkpoints.
     :param eval_freq: Env steps between in-training evaluations (0: none; None: 5 per run, every
         ``n_timesteps // 5`` steps). Each logs FTRL's ``Test_*`` keys, prints its summary and, on a better nav
@@ -83,7 +85,8 @@ class TrainSettings:
         validation worlds carved from the training worlds, ``envs.worlds.VAL_IDS``) or ``"test"`` (FTRL's test
         phases on the test worlds, for parity runs; then the test worlds no longer give an unbiased final report).
     :param env_workers: Simulator processes (``BarnNavSubprocVecEnv`` if > 1).
-    :param torch_threads: Torch CPU threads (0: torch's default).
+    :param torch_threads: Torch CPU threads; 0: half the CPU cores (at least one), leaving the rest to the simulator
+        (two threads on a 2-core machine that also steps the simulator are several times slower than one).
     :param verbose: SB3 verbosity.
     :param no_progress_bar: Hide the progress bar.
     :param final_eval: Held-out test worlds (1 run each) on which the trained policy and default DWA are compared at
@@ -109,7 +112,7 @@ class TrainSettings:
     seed: int | None = None
     log_dir: Path = Path("runs")
     resume: Path | None = None
-    checkpoint_freq: int = 1000
+    checkpoint_freq: int | None = None
     save_replay_buffer: bool = True
     eval_freq: int | None = None
     eval_episodes: int = 10
@@ -237,8 +240,7 @@ def train(settings: TrainSettings) -> Path:
     if settings.resume is not None:
         settings = TrainSettings.from_run(settings.resume)
         run_dir = settings.resume
-    if settings.torch_threads > 0:
-        th.set_num_threads(settings.torch_threads)
+    th.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     conf_file, cfg, env_kwargs = zoo_config(settings)
     if settings.resume is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -275,7 +277,9 @@ def train(settings: TrainSettings) -> Path:
             summary=True,
         ),
         SafeCheckpointCallback(
-            run_dir / "checkpoints", save_freq=settings.checkpoint_freq, save_replay_buffer=settings.save_replay_buffer
+            run_dir / "checkpoints",
+            save_freq=settings.checkpoint_freq or max(1_000, cfg.n_timesteps // 20),
+            save_replay_buffer=settings.save_replay_buffer,
         ),
         *judge_callbacks,
         *cfg.callbacks(),  # the zoo file's (exploration-noise schedule, actor-saturation monitor)
