@@ -74,3 +74,37 @@ def test_applr_zoo_actor_saturates_without_the_penalty_only(with_penalty: bool) 
         assert saturation < 0.2, saturation
     else:
         assert saturation > 0.5, saturation
+
+
+def test_a_supervised_prior_is_penalised_on_its_correction_only(tmp_path) -> None:
+    """TD3 from a supervised checkpoint: mu = tanh(atanh(u) + r); the penalty's gradient is that of
+    coef * mean(r**2), so at step 0 (r = 0) it adds nothing and it never pulls the supervised action u."""
+    from _laser_env import image_env
+    from _tiny_ckpt import build_tiny_checkpoint
+
+    from sb3_vlm import VLMTD3
+    from sb3_vlm.td3.prior import SupervisedPrior
+
+    ckpt = build_tiny_checkpoint(tmp_path / "sft", num_params=7, use_history=False)
+    model = VLMTD3("VLMPolicy", image_env(), policy_kwargs=dict(backbone=str(ckpt.path)), buffer_size=64, seed=0)
+    mu = model.actor.mu
+    assert isinstance(mu, SupervisedPrior)
+    th.nn.init.normal_(mu.residual[-1].weight, std=0.05)  # a correction learned so far
+    features = th.randn(4, mu.residual[0].in_features)
+    callback = PreTanhPenaltyCallback(coef=0.5)
+    callback.init_callback(model)
+
+    def gradients(hooked: bool) -> list[th.Tensor]:
+        mu.zero_grad()
+        loss = mu(features).sum()
+        if not hooked:
+            loss = loss + 0.5 * mu.residual(features).pow(2).mean()
+        loss.backward()
+        return [p.grad.clone() for p in mu.residual.parameters()]
+
+    explicit = gradients(hooked=False)
+    callback.on_training_start(locals(), globals())
+    hooked = gradients(hooked=True)
+    callback.on_training_end()
+    for h, e in zip(hooked, explicit, strict=True):
+        th.testing.assert_close(h, e)

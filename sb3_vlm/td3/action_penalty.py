@@ -10,7 +10,10 @@ the actor stays where the critic's gradient can still move it.
 The penalty adds ``coef * mean(pre**2)`` to the actor loss (mean over batch and action dimensions). It is applied
 as a gradient hook on the input of the actor's final ``Tanh`` while the actor is differentiated, so it works with
 any TD3 training loop (stock ``TD3``, :class:`~sb3_vlm.td3.td3.VLMTD3`, rl-zoo3) without changing the model:
-nothing is added to the saved parameters. In a zoo file::
+nothing is added to the saved parameters. An actor that starts at a supervised policy
+(:class:`~sb3_vlm.td3.prior.SupervisedPrior`, ``tanh(atanh(u) + r)``) is penalised on its learned correction ``r``
+instead, which also holds it near the supervised policy unless the critic clearly prefers another action. In a zoo
+file::
 
     callback:
       - sb3_vlm.td3.action_penalty.PreTanhPenaltyCallback:
@@ -24,12 +27,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from sb3_vlm.td3.prior import SupervisedPrior
+
 __all__ = ["PreTanhPenaltyCallback"]
 
 
 class PreTanhPenaltyCallback(BaseCallback):
     """
-    Adds ``coef * mean(pre**2)`` to the TD3 actor's loss, ``pre`` being the actor's pre-tanh outputs ``[B, A]``.
+    Adds ``coef * mean(pre**2)`` to the TD3 actor's loss, ``pre`` being the actor's pre-tanh outputs ``[B, A]`` (with
+    a supervised prior: its correction ``r``).
     Logs ``train/pre_tanh_rms`` (root mean square of ``pre`` over the actor updates since the last log; tanh is
     within 4 % of its bound beyond 2).
 
@@ -47,14 +53,19 @@ class PreTanhPenaltyCallback(BaseCallback):
         self._sum_sq, self._count = th.zeros(()), 0
 
     def _on_training_start(self) -> None:
-        tanh = self.model.actor.mu[-1]
-        if not isinstance(tanh, nn.Tanh):
-            name = type(tanh).__name__
-            raise TypeError(f"PreTanhPenaltyCallback needs an actor whose mu ends in nn.Tanh, got {name}")
-        self._handles = [tanh.register_forward_pre_hook(self._penalise)]
+        mu = self.model.actor.mu
+        if isinstance(mu, nn.Sequential) and isinstance(mu[-1], nn.Tanh):
+            self._handles = [mu[-1].register_forward_pre_hook(lambda module, inputs: self._penalise(inputs[0]))]
+        elif isinstance(mu, SupervisedPrior):  # the correction r, added to atanh(u) before the tanh
+            self._handles = [mu.residual.register_forward_hook(lambda module, inputs, out: self._penalise(out))]
+        else:
+            name = type(mu).__name__
+            raise TypeError(
+                f"PreTanhPenaltyCallback needs an actor mu ending in nn.Tanh or a SupervisedPrior, got {name}"
+            )
 
-    def _penalise(self, module: nn.Module, inputs: tuple[th.Tensor, ...]) -> None:
-        (pre,) = inputs
+    def _penalise(self, pre: th.Tensor) -> None:
+        """Register the penalty's gradient on ``pre`` ``[B, A]`` when the actor is being differentiated."""
         if not pre.requires_grad:  # acting, or the target actor: nothing to penalise
             return
         held = pre.detach()
