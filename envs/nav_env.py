@@ -347,8 +347,8 @@ class BarnNav(gym.Env):
     rounded here): DWA (P = 7, APPLR ranges) max_vel_x, max_vel_theta, vx_samples, vtheta_samples,
     path_distance_bias, goal_distance_bias, inflation_radius; TEB (7) max_vel_x, max_vel_x_backwards,
     max_vel_theta, dt_ref, min_obstacle_dist, inflation_dist, inflation_radius; MPPI (8) max_vel_x, max_vel_theta,
-    nr_pairs_, nr_steps_, linear_stddev, angular_stddev, lambda, inflation_radius; DDP (6) max_vel_x,
-    max_vel_theta, nr_pairs_, distance, robot_radius, inflation_radius (FTRL's env ranges).
+    ``nr_pairs_``, ``nr_steps_``, linear_stddev, angular_stddev, lambda, inflation_radius; DDP (6) max_vel_x,
+    max_vel_theta, ``nr_pairs_``, distance, robot_radius, inflation_radius (FTRL's env ranges).
 
     ## Observation space
     APPLR's 721 values: 720 laser ranges (270 deg) clipped at ``laser_clip`` and scaled ``(r - clip/2) / clip``, and
