@@ -124,7 +124,7 @@ def test_some_commands_are_marked_runnable() -> None:
     assert len(_runnable_commands()) >= 3
 
 
-@pytest.mark.parametrize("command", _runnable_commands())
+@pytest.mark.parametrize("command", _runnable_commands(), ids=lambda command: command.split(";")[0][:50])
 def test_runnable_command(command: str) -> None:
     # the commands name `python` and `sb3-vlm`: those of the interpreter running the tests
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
