@@ -36,7 +36,7 @@ _GOAL_LOW, _GOAL_HIGH = -4.0, 2.0
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Per-step reward (ftrl_reference §6.3, applr_reference "Reward").
+    """Per-step reward (docs/compat/ftrl.md §6.3, docs/compat/applr.md "Reward").
 
     Terminal steps pay ``failure`` (collision or timeout) or ``success + success_metric * nav_metric`` (the BARN
     metric of the episode, 0.125 to 0.5); other steps pay
@@ -88,7 +88,7 @@ class RewardTerms:
 
 
 REWARD_PRESETS: dict[str, RewardConfig] = {
-    # FTRL configs: time_step 0.5, max_step 200 (ftrl_reference §6.3).
+    # FTRL configs: time_step 0.5, max_step 200 (docs/compat/ftrl.md §6.3).
     "ftrl": RewardConfig(),
     # APPLR's released config: success 20, no failure/collision/slack terms, shaping = forward progress.
     "applr": RewardConfig(slack=0.0, failure=0.0, success=20.0, collision=0.0, progress=1.0, progress_kind="forward"),
@@ -347,8 +347,8 @@ class BarnNav(gym.Env):
     rounded here): DWA (P = 7, APPLR ranges) max_vel_x, max_vel_theta, vx_samples, vtheta_samples,
     path_distance_bias, goal_distance_bias, inflation_radius; TEB (7) max_vel_x, max_vel_x_backwards,
     max_vel_theta, dt_ref, min_obstacle_dist, inflation_dist, inflation_radius; MPPI (8) max_vel_x, max_vel_theta,
-    nr_pairs_, nr_steps_, linear_stddev, angular_stddev, lambda, inflation_radius; DDP (6) max_vel_x,
-    max_vel_theta, nr_pairs_, distance, robot_radius, inflation_radius (FTRL's env ranges).
+    ``nr_pairs_``, ``nr_steps_``, linear_stddev, angular_stddev, lambda, inflation_radius; DDP (6) max_vel_x,
+    max_vel_theta, ``nr_pairs_``, distance, robot_radius, inflation_radius (FTRL's env ranges).
 
     ## Observation space
     APPLR's 721 values: 720 laser ranges (270 deg) clipped at ``laser_clip`` and scaled ``(r - clip/2) / clip``, and

@@ -1,6 +1,6 @@
 """Images: the FTRL robot-frame scene (the VLM's observation) and a top-down view of a whole world.
 
-FTRL scene (ftrl_reference.md §5.6), scaled: 6 m x 4 m around the robot, 2 m behind to 4 m ahead and 2 m to each
+FTRL scene (docs/compat/ftrl.md §5.6), scaled: 6 m x 4 m around the robot, 2 m behind to 4 m ahead and 2 m to each
 side; robot frame +x (forward) -> image right, +y (left) -> image up; grey background, 1 m grid lines, red laser
 points, black global path, green x axis and blue y axis (1 m), yellow robot box with a black outline drawn last.
 Drawing is numpy only and batched over robots.

@@ -7,7 +7,13 @@ fast and import torch, transformers or peft only when something needs them.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("sb3-vlm")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from sb3_vlm.flow.head import FlowMatchingHead

@@ -1,6 +1,6 @@
 """File names of the FTRL checkpoint layout and fixed numbers shared by several modules."""
 
-# FTRL supervised checkpoint layout (ftrl_reference §3.1); the adapter files are PEFT's own names.
+# FTRL supervised checkpoint layout (docs/compat/ftrl.md §3.1); the adapter files are PEFT's own names.
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 HEAD_DIR = "regression_head"
@@ -21,16 +21,16 @@ POLICY_METADATA_KEY = "policy"
 # The settings of a training run, next to its checkpoints (`sb3-vlm train`).
 RUN_CONFIG = "run_config.json"
 
-# FTRL's two extra SFT outputs after the planner parameters (ftrl_reference §4.3, §4.4).
+# FTRL's two extra SFT outputs after the planner parameters (docs/compat/ftrl.md §4.3, §4.4).
 VELOCITY_OUTPUTS = ("next_linear_vel", "next_angular_vel")
 
 # Source name of the tiny offline Qwen2.5-VL.
 TINY = "tiny"
 
-# DPT pooled feature size (FTRL §1.1, §4.1).
+# DPT pooled feature size (docs/compat/ftrl.md §1.1, §4.1).
 FEATURE_DIM = 256
 
-# History encoder input normalisation (ImageNet statistics, FTRL §1.4).
+# History encoder input normalisation (ImageNet statistics, docs/compat/ftrl.md §1.4).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -40,9 +40,9 @@ POLICY_STEP_PREFIX, BEST_MODEL_DIR, BEST_INFO = "policy_step_", "best_model", "b
 
 
 def save_policy_folder(model: BaseAlgorithm, directory: str | os.PathLike) -> Path:
-    """The policy as FTRL saves it (§3.3): a VLM policy's ``save_pretrained`` folder (what FTRL's and our servers
-    load), another policy's SB3 zip (``model.zip``), plus ``exploration_noise.pkl``, the current Gaussian
-    exploration noise std ([-1, 1] action units, 0 without noise) as a pickled float.
+    """The policy as FTRL saves it (docs/compat/ftrl.md §3.3): a VLM policy's ``save_pretrained`` folder (what
+    FTRL's and our servers load), another policy's SB3 zip (``model.zip``), plus ``exploration_noise.pkl``, the current
+    Gaussian exploration noise std ([-1, 1] action units, 0 without noise) as a pickled float.
 
     :param directory: Target directory (replaced if it exists).
     """
@@ -165,7 +165,7 @@ def summarize(finals: list[dict[str, Any]]) -> dict[str, float]:
 
 class NavMetricsCallback(BaseCallback):
     """
-    FTRL's TensorBoard keys (ftrl_reference §4.6) beside SB3's own, its terminal summary and its saved folders.
+    FTRL's TensorBoard keys (docs/compat/ftrl.md §4.6) beside SB3's own, its terminal summary and its saved folders.
 
     Over the last ``window`` (FTRL: 200) training episodes: ``train/Episode_reward``, ``train/Episode_length``
     (steps), ``train/Episode_nav_metric``, ``train/Success_rate``, ``train/Flip_rate``, ``train/Timeout_rate``,

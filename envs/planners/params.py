@@ -1,11 +1,12 @@
 """Planner parameter tables: names, physical ranges, defaults, integer flags.
 
 One table per planner; every conversion between the policy's [-1, 1] action and physical units goes through it.
-Ranges and defaults of DWA are APPLR's (ros_jackal ``RANGE_DICT``). TEB, MPPI and DDP follow FTRL (ftrl_reference
-§4.4): names and order of the SFT/server tables, ranges of the env ``RANGE_DICT`` ("env" columns), defaults the RL
-yaml's ``param_init`` clipped into those ranges (FTRL's TEB ``dt_ref`` 0.5 and MPPI stddevs 0.2 lie outside them),
-except ``max_vel_x``: 0.5 m/s, the DWA's move_base default, not FTRL's 1.5 (at 1.5 m/s every planner, the DWA too,
-collides in about half the BARN test worlds of the simulator: speed pays in collisions, as in Gazebo).
+Ranges and defaults of DWA are APPLR's (ros_jackal ``RANGE_DICT``). TEB, MPPI and DDP follow FTRL
+(docs/compat/ftrl.md §4.4): names and order of the SFT/server tables, ranges of the env ``RANGE_DICT`` ("env"
+columns), defaults the RL yaml's ``param_init`` clipped into those ranges (FTRL's TEB ``dt_ref`` 0.5 and MPPI stddevs
+0.2 lie outside them), except ``max_vel_x``: 0.5 m/s, the DWA's move_base default, not FTRL's 1.5 (at 1.5 m/s every
+planner, the DWA too, collides in about half the BARN test worlds of the simulator: speed pays in collisions, as in
+Gazebo).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ DDP_PARAMS = ParamTable(
         ParamSpec("inflation_radius", 0.1, 0.6, 0.25, unit="m"),
     ),
 )
-"""FTRL's 6 DDP parameters (FTRL's DDP collection is the coherent one, ftrl_reference §5.5)."""
+"""FTRL's 6 DDP parameters (FTRL's DDP collection is the coherent one, docs/compat/ftrl.md §5.5)."""
 
 PARAMS: dict[str, ParamTable] = {"dwa": DWA_PARAMS, "teb": TEB_PARAMS, "mppi": MPPI_PARAMS, "ddp": DDP_PARAMS}
 """Parameter table per planner name as ``gym.make(..., planner=...)`` takes it (lower case)."""

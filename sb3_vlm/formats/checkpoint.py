@@ -1,4 +1,4 @@
-"""Read and write the FTRL supervised checkpoint layout (ftrl_reference §3.1, §3.3).
+"""Read and write the FTRL supervised checkpoint layout (docs/compat/ftrl.md §3.1, §3.3).
 
 ```
 <ckpt>/adapter_config.json, adapter_model.safetensors     PEFT LoRA adapter (optional)
@@ -308,7 +308,7 @@ def _write_parts(root: Path, ckpt: FTRLCheckpoint, save_adapter: Callable[[Path]
 
 def _save_torch(file: Path, state: Mapping[str, th.Tensor]) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    # clone(): never serialise views of a larger buffer (the 642 MB ZeRO-3 heads of FTRL §3.1).
+    # clone(): never serialise views of a larger buffer (the 642 MB ZeRO-3 heads of docs/compat/ftrl.md §3.1).
     th.save({k: v.detach().cpu().clone() for k, v in state.items()}, file)
 
 

@@ -1,4 +1,4 @@
-"""FTRL's RL training YAML (``rlft/train.py``, ftrl_reference §4.3) read as it is and mapped onto a zoo entry.
+"""FTRL's RL training YAML (``rlft/train.py``, docs/compat/ftrl.md §4.3) read as it is and mapped onto a zoo entry.
 
 FTRL reads ``buffer/<policy>/config.yaml`` and deep-merges the VLM file (``configs/ftrl_vlm_dwa.yaml``) over it, the
 VLM file's values winning; :func:`read_ftrl_config` does the same with an optional base file. :func:`apply_ftrl_config`

@@ -1,7 +1,7 @@
-"""Files FTRL's collector writes (ftrl_reference §5.3-5.7), written here the same way: ``actor_<id>/FTRL_<k:06d>.png``
-frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4, atomic), ``trajectory_results.txt``
-lines, FTRL's tail-spread reward rule, the trainer's ``sync/continue.signal`` (§5.8) and a policy folder's
-``exploration_noise.pkl`` (§3.3).
+"""Files FTRL's collector writes (docs/compat/ftrl.md §5.3-5.7), written here the same way:
+``actor_<id>/FTRL_<k:06d>.png`` frames, ``traj_<n>.pickle`` / ``test_<id>_<n>.pickle`` episodes (pickle protocol 4,
+atomic), ``trajectory_results.txt`` lines, FTRL's tail-spread reward rule, the trainer's ``sync/continue.signal``
+(docs/compat/ftrl.md §5.8) and a policy folder's ``exploration_noise.pkl`` (docs/compat/ftrl.md §3.3).
 :mod:`sb3_vlm.formats.trajectories` reads the episodes back."""
 
 from __future__ import annotations
@@ -38,17 +38,19 @@ __all__ = [
 ]
 
 FTRL_IMAGE_SIZE = (400, 600)
-"""(H, W) of FTRL's rendered frames (§5.6)."""
+"""(H, W) of FTRL's rendered frames (docs/compat/ftrl.md §5.6)."""
 METHOD = "FTRL"
 """Frame name prefix, ``<METHOD>_<k:06d>.png``."""
 RESULTS_FILE = "trajectory_results.txt"
-"""Per actor directory: one :func:`results_line` per episode (§5.7)."""
+"""Per actor directory: one :func:`results_line` per episode (docs/compat/ftrl.md §5.7)."""
 TAIL_STEPS = 4
-"""A failed episode's last reward is spread over this many last records, halving each step back (§5.3 step 5)."""
+"""A failed episode's last reward is spread over this many last records, halving each step back
+(docs/compat/ftrl.md §5.3 step 5)."""
 PICKLE_PROTOCOL = 4
-"""Python 3.8's default protocol, what FTRL's collector wrote (§5.5)."""
+"""Python 3.8's default protocol, what FTRL's collector wrote (docs/compat/ftrl.md §5.5)."""
 SIGNAL_FILE = ("sync", "continue.signal")
-"""``<buffer>/sync/continue.signal``: what the collectors do next, one word of :data:`SIGNALS` (§5.3 step 6)."""
+"""``<buffer>/sync/continue.signal``: what the collectors do next, one word of :data:`SIGNALS`
+(docs/compat/ftrl.md §5.3 step 6)."""
 SIGNALS = ("train", "test", "pause")
 """``train``: save training episodes; ``test``: run and save test episodes; ``pause``: wait."""
 
@@ -110,7 +112,8 @@ def write_trajectory(
 
 
 def results_line(mode: str, records: Sequence[list[Any]]) -> str:
-    """The ``trajectory_results.txt`` line of an episode (§5.7); ``Reward`` sums the recorded (tail-spread) rewards."""
+    """The ``trajectory_results.txt`` line of an episode (docs/compat/ftrl.md §5.7); ``Reward`` sums the recorded
+    (tail-spread) rewards."""
     info, last = records[-1][4], records[-1]
     return (
         f"{'Train' if mode == 'train' else 'Test'}: Collision: {int(info['collision'])}, "
@@ -121,8 +124,9 @@ def results_line(mode: str, records: Sequence[list[Any]]) -> str:
 
 
 def spread_tail_reward(records: list[list[Any]]) -> None:
-    """FTRL's rule (§5.3 step 5): if the episode did not end (last record not done) or ended in a collision, the
-    last reward ``R`` overwrites the last ``min(4, T)`` rewards with ``R * 0.5**k``, ``k = 0`` being the last."""
+    """FTRL's rule (docs/compat/ftrl.md §5.3 step 5): if the episode did not end (last record not done) or ended in a
+    collision, the last reward ``R`` overwrites the last ``min(4, T)`` rewards with ``R * 0.5**k``, ``k = 0`` being the
+    last."""
     last = records[-1]
     if last[3] and last[4]["collision"] < 1:
         return
@@ -157,7 +161,7 @@ def write_signal(buffer: str | os.PathLike, signal: str) -> None:
 
 
 EXPLORATION_NOISE = "exploration_noise.pkl"
-"""In a policy folder: the exploration noise standard deviation, a pickled float (FTRL, §3.3)."""
+"""In a policy folder: the exploration noise standard deviation, a pickled float (FTRL, docs/compat/ftrl.md §3.3)."""
 
 
 def write_exploration_noise(directory: str | os.PathLike, std: float) -> Path:

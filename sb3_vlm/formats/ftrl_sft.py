@@ -1,4 +1,4 @@
-"""FTRL's supervised data set (ftrl_reference §2.8), read and written.
+"""FTRL's supervised data set (docs/compat/ftrl.md §2.8), read and written.
 
 Two forms are read, both giving scene images and labels in physical units (the planner's parameters followed by
 ``next_linear_vel, next_angular_vel``):

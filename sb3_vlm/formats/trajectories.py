@@ -4,7 +4,7 @@ line (``fill_replay_buffer`` in :mod:`sb3_vlm.td3.replay` puts read transitions 
 Two on-disk formats are read (one episode per file, a list of per-step records, loaded with the restricted
 unpickler of :mod:`sb3_vlm.formats.safe_pickle`):
 
-* FTRL (``ftrl_reference.md`` §5.5): ``[obs, act, rew, done, info, opt_time, nav_metric]``; the costmap image is
+* FTRL (docs/compat/ftrl.md §5.5): ``[obs, act, rew, done, info, opt_time, nav_metric]``; the costmap image is
   ``info["img_PIL"]`` (RGB, 600 x 400), the start-of-step velocity ``info["last_state"] = [v, w]``, the episode's
   nav metric is in the last record. ``act`` may carry P planner parameters or P + 2 entries (parameters followed by
   ``next_linear_vel, next_angular_vel``); only the first P are the action.
@@ -16,7 +16,7 @@ its own; ``status == "timeout"`` (or ``info["TimeLimit.truncated"]``) marks a tr
 termination (ros_jackal records carry no status, so their ends are terminations, as in the APPLR learner). Actions
 are stored scaled to [-1, 1] with the planner table's ``to_unit``.
 
-The files are written by :mod:`sb3_vlm.formats.ftrl_files` (the FTRL collector's layout, §5.3-5.7).
+The files are written by :mod:`sb3_vlm.formats.ftrl_files` (the FTRL collector's layout, docs/compat/ftrl.md §5.3-5.7).
 
 Which files are read (the rule for files still being written): only names that are exactly ``traj_<n>.pickle``
 inside an ``actor_<id>`` directory (and ``test_<id>_<n>.pickle`` anywhere under the root if asked), last modified at

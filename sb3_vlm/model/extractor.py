@@ -38,7 +38,7 @@ _CACHE_DTYPES = {"float16": th.float16, "bfloat16": th.bfloat16, "float32": th.f
 
 class VLMDPTExtractor(BaseFeaturesExtractor):
     """
-    FTRL's VLM + DPT feature extractor (ftrl_reference §4.1) as an SB3 ``BaseFeaturesExtractor``.
+    FTRL's VLM + DPT feature extractor (docs/compat/ftrl.md §4.1) as an SB3 ``BaseFeaturesExtractor``.
 
     Observations: an image Box (channel-first ``[B, 3, H, W]`` after SB3's ``VecTransposeImage``; uint8, or float in
     [0, 1] after SB3's ``/255``), or a Dict ``{"image": <that Box>, "velocity": Box (2,) [v m/s, w rad/s]}``.

@@ -1,6 +1,6 @@
 """DPT regression head and history encoder, state-dict compatible with FTRL checkpoints.
 
-Module names, layer order and shapes follow FTRL's ``qwen2_5_vl_dpt_regression.py`` (ftrl_reference §1.1, §1.4), so
+Module names, layer order and shapes follow FTRL's ``qwen2_5_vl_dpt_regression.py`` (docs/compat/ftrl.md §1.1, §1.4), so
 ``regression_head/pytorch_model.bin`` and ``history_encoder/pytorch_model.bin`` load with ``strict=True``.
 One deliberate extension: an optional ``attention_mask`` makes the head ignore right padding (FTRL pools over every
 position); without a mask the computation is FTRL's.

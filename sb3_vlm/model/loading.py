@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": th.float32, "fp32": th.float32, "bfloat16": th.bfloat16, "bf16": th.bfloat16}
-# FTRL's LoRA (ftrl_reference §2.6); target_modules defaults to ftrl_lora_targets(model).
+# FTRL's LoRA (docs/compat/ftrl.md §2.6); target_modules defaults to ftrl_lora_targets(model).
 TINY_CONFIG_FILE = "tiny_qwen2_5_vl.json"  # shipped beside this module
 LORA_DEFAULTS: dict[str, Any] = dict(r=128, lora_alpha=64, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM")
 

@@ -1,4 +1,4 @@
-"""A judge's score in FTRL trajectory records (what ``sb3-vlm collect`` writes, ftrl_reference §5.5)."""
+"""A judge's score in FTRL trajectory records (what ``sb3-vlm collect`` writes, docs/compat/ftrl.md §5.5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """HTTP client for the FTRL-compatible inference server, for the ROS side (Python 3.8, standard library only).
 
-Drop-in for the original ``QwenClient`` (``ftrl_reference.md`` §5.2): same constructor and calls, plus
+Drop-in for the original ``QwenClient`` (docs/compat/ftrl.md §5.2): same constructor and calls, plus
 :meth:`QwenClient.get_config`, :meth:`QwenClient.health` and :meth:`QwenClient.infer_from_image_bytes`. Requests
 time out; connection errors and 5xx answers are retried a bounded number of times with exponential backoff
 (timeouts are not retried: the server is busy, asking again would only queue more work). Failed calls return

@@ -1,6 +1,6 @@
 """Learner-side hand-off: write the policy where the inference servers read it, then make them reload it.
 
-FTRL's trainer (ftrl_reference §4.6) saves to ``policy_tmp/``, replaces ``policy/`` and POSTs ``/reload`` to every
+FTRL's trainer (docs/compat/ftrl.md §4.6) saves to ``policy_tmp/``, replaces ``policy/`` and POSTs ``/reload`` to every
 server. :func:`publish_policy` does the same with one atomic directory swap: the policy is written into a temporary
 sibling directory, which replaces the target by renames only, so a reader sees the previous policy or the new one,
 never a mix, and a crash while writing leaves the previous one intact. Then each server is asked to reload, in

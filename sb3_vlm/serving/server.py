@@ -1,4 +1,4 @@
-"""FTRL-compatible HTTP inference server (ftrl_reference §5.1), FastAPI + uvicorn.
+"""FTRL-compatible HTTP inference server (docs/compat/ftrl.md §5.1), FastAPI + uvicorn.
 
 Routes and JSON names are FTRL's, so the stdlib :mod:`sb3_vlm.serving.client` and the original ``qwen_client.py`` work
 unchanged:
@@ -14,8 +14,8 @@ unchanged:
 
 Two serving modes:
 
-* ``"sft"`` (FTRL's behaviour, §5.4): the DPT head including its supervised ``mlp``, de-normalised with
-  ``pred * std + mean`` (no clipping); ``P`` outputs (e.g. 7 DWA parameters + next ``v``, ``w``).
+* ``"sft"`` (FTRL's behaviour, docs/compat/ftrl.md §5.4): the DPT head including its supervised ``mlp``,
+  de-normalised with ``pred * std + mean`` (no clipping); ``P`` outputs (e.g. 7 DWA parameters + next ``v``, ``w``).
 * ``"actor"``: the TD3 actor of a directory written by :meth:`sb3_vlm.td3.policies.VLMTD3Policy.save_pretrained`
   (or :func:`sb3_vlm.serving.handoff.publish_policy`): ``tanh`` action in [-1, 1], optional Gaussian exploration
   noise (std in action units, then clipped to [-1, 1], as SB3's TD3 collects), mapped to physical units with the
@@ -24,9 +24,9 @@ Two serving modes:
 Differences from the original, on purpose: binds 127.0.0.1 by default; a bounded request body (413); decoding
 errors answer 400 and wrong JSON types 422, after which the server keeps serving; concurrent requests are run through
 the model as one batch (requests arriving within ``batch_delay`` seconds of each other, up to ``max_batch_size``);
-``/reload`` really reloads the LoRA adapter (FTRL's key-name bug, §8.9), the heads, the history encoder, the
-normalisation and the actor head, in place when the architecture is unchanged, otherwise by rebuilding the model,
-and swaps them in only once all of them have loaded (a failed reload leaves the previous model serving).
+``/reload`` really reloads the LoRA adapter (FTRL's key-name bug, docs/compat/ftrl.md §8.9), the heads, the history
+encoder, the normalisation and the actor head, in place when the architecture is unchanged, otherwise by rebuilding the
+model, and swaps them in only once all of them have loaded (a failed reload leaves the previous model serving).
 A request's ``algorithm`` must name the planner the server serves (FTRL zipped any name with its one head).
 
 History frames (checkpoints with a history encoder): ``history="client"`` (FTRL, default in ``"sft"`` mode) stacks

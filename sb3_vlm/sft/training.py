@@ -1,4 +1,4 @@
-"""Supervised stage (FTRL's SFT, ftrl_reference §2.7, §3): regress planner parameters from scene images.
+"""Supervised stage (FTRL's SFT, docs/compat/ftrl.md §2.7, §3): regress planner parameters from scene images.
 
 The model is a :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` whose DPT head keeps its regression ``mlp``: image ->
 backbone (frozen, or LoRA) -> DPT pooled feature -> ``mlp`` -> ``P`` normalised parameters. Training follows FTRL:
@@ -57,8 +57,8 @@ LOSS_WEIGHTS: dict[str, tuple[float, ...]] = {
     "MPPI": (1.0, 1.0, 0.75, 0.75, 1.0, 1.0, 0.75, 1.25, 1.0, 1.0),
     "DDP": (1.0, 1.0, 0.75, 0.75, 1.25, 1.25, 1.0, 1.0),
 }
-"""Per-parameter loss weights of FTRL's ``planner_configs`` (ftrl_reference §2.7): the planner's parameters followed
-by ``next_linear_vel`` and ``next_angular_vel``. A head without the two velocities uses the leading entries."""
+"""Per-parameter loss weights of FTRL's ``planner_configs`` (docs/compat/ftrl.md §2.7): the planner's parameters
+followed by ``next_linear_vel`` and ``next_angular_vel``. A head without the two velocities uses the leading entries."""
 
 
 @dataclass

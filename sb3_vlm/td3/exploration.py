@@ -46,6 +46,7 @@ class ExplorationNoiseSchedule(BaseCallback):
     :param start: Standard deviation at step 0; None takes the model's noise as configured (``noise_std``), or, for
         a resumed model, the start recorded in it.
     :param decay_steps: Env steps of the decay (over all envs); None: the whole ``learn`` budget.
+
     Logged as ``train/Exploration_noise`` (FTRL's name). The current value lives in ``model.action_noise``, which
     SB3 saves with the model, and is recomputed from ``num_timesteps`` on resume.
     """

@@ -1,4 +1,4 @@
-"""TD3 policy around one shared VLM + DPT feature extractor (FTRL's actor/critic, ftrl_reference §4.1)."""
+"""TD3 policy around one shared VLM + DPT feature extractor (FTRL's actor/critic, docs/compat/ftrl.md §4.1)."""
 
 from __future__ import annotations
 

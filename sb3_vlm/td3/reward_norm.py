@@ -1,9 +1,9 @@
 """APPLR's reward normalisation for off-policy SB3 algorithms (stock ``TD3`` and ``VLMTD3`` alike).
 
-APPLR (applr_reference) divides rewards by the standard deviation and subtracts the mean of the **first 1,000
-rewards**, then keeps those statistics fixed. Here the replay buffer stores the raw rewards and normalises at sample
-time, through SB3's own hook (``BaseBuffer._normalize_reward``, the one ``VecNormalize`` uses), so every sampled
-reward, early or late, one-step or n-step, is scaled by the same fixed statistics once they are frozen.
+APPLR (docs/compat/applr.md "Reward") divides rewards by the standard deviation and subtracts the mean of the
+**first 1,000 rewards**, then keeps those statistics fixed. Here the replay buffer stores the raw rewards and normalises
+at sample time, through SB3's own hook (``BaseBuffer._normalize_reward``, the one ``VecNormalize`` uses), so every
+sampled reward, early or late, one-step or n-step, is scaled by the same fixed statistics once they are frozen.
 
 The statistics live in a :class:`RewardNormalizer` passed in ``replay_buffer_kwargs``: SB3 hands the buffer a shallow
 copy of those kwargs (the same object) and saves ``replay_buffer_kwargs`` in the model's zip, so the normaliser is

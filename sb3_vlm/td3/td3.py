@@ -29,7 +29,7 @@ SelfVLMTD3 = TypeVar("SelfVLMTD3", bound="VLMTD3")
 
 class VLMTD3(TD3):
     """
-    TD3 with a :class:`VLMTD3Policy` (FTRL's TD3 fine-tuning, ftrl_reference §4.2, in SB3's loop).
+    TD3 with a :class:`VLMTD3Policy` (FTRL's TD3 fine-tuning, docs/compat/ftrl.md §4.2, in SB3's loop).
 
     Differences from SB3's ``TD3``:
 

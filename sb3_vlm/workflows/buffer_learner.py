@@ -1,4 +1,4 @@
-"""FTRL's training loop over external collectors (``sb3-vlm learn-from-buffer``, ftrl_reference §4.6), without Ray.
+"""FTRL's training loop over external collectors (``sb3-vlm learn-from-buffer``, docs/compat/ftrl.md §4.6), without Ray.
 
 The collectors (``sb3-vlm collect --server URL --follow-signal``, or FTRL's own ROS/Gazebo ones) write
 ``actor_<id>/traj_<n>.pickle`` episodes into a buffer directory with the parameters the inference servers answer;

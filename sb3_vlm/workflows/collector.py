@@ -1,4 +1,4 @@
-"""Collection: run BarnNav episodes and write them in FTRL's collection layout (ftrl_reference §5.3-5.7), as
+"""Collection: run BarnNav episodes and write them in FTRL's collection layout (docs/compat/ftrl.md §5.3-5.7), as
 ``sb3-vlm collect`` does.
 
 Each step the planner parameters come from a parameter source (:mod:`sb3_vlm.workflows.sources`), FTRL-style:
@@ -21,19 +21,19 @@ Files, exactly FTRL's (``<buffer>/actor_<id>/``):
   after every step (T steps -> T + 1 frames), ``k`` counting on across episodes;
 * ``traj_<n>.pickle`` (``--mode train``) or ``<buffer>/test_sync/test_<id>_<n>.pickle`` (``--mode test``, plus
   ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
-  nav_metric]`` records (§5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
-* ``trajectory_results.txt``: one line per saved episode (§5.7);
+  nav_metric]`` records (docs/compat/ftrl.md §5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
+* ``trajectory_results.txt``: one line per saved episode (docs/compat/ftrl.md §5.7);
 * with ``--follow-signal``, the mode of each episode is the trainer's ``<buffer>/sync/continue.signal`` (``train`` /
-  ``test`` / ``pause``, §5.3 step 6), read before the episode (FTRL reads it after, and saves a train-phase episode
-  as a test one if the phase changed meanwhile);
-* with ``--sft``, FTRL's supervised data set (§2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv`` (one row per step
-  of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image) and
-  ``<buffer>/sft_data.json`` over every actor's rows.
+  ``test`` / ``pause``, docs/compat/ftrl.md §5.3 step 6), read before the episode (FTRL reads it after, and saves a
+  train-phase episode as a test one if the phase changed meanwhile);
+* with ``--sft``, FTRL's supervised data set (docs/compat/ftrl.md §2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv``
+  (one row per step of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image)
+  and ``<buffer>/sft_data.json`` over every actor's rows.
 
 Differences from FTRL, on purpose: ``obs`` is always the start-of-step velocity ``[[v, w]]`` (FTRL's DWA env
-recorded laser values there, §8.8); ``act`` holds the clipped parameters actually sent; history frames sent to the
-server are this episode's earlier frames (FTRL's client read the files before the current one, which at an
-episode's start belong to the previous episode); pickles are written atomically (temporary file + ``os.replace``);
+recorded laser values there, docs/compat/ftrl.md §8.8); ``act`` holds the clipped parameters actually sent; history
+frames sent to the server are this episode's earlier frames (FTRL's client read the files before the current one, which
+at an episode's start belong to the previous episode); pickles are written atomically (temporary file + ``os.replace``);
 numbering continues after the files already in the directory instead of overwriting them; the frames of an episode
 that is not saved are deleted.
 
@@ -93,7 +93,7 @@ __all__ = ["CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
 logger = logging.getLogger(__name__)
 
 MAX_SAVE_TIME = 70.0
-"""FTRL does not save episodes lasting this long (s) or more (§5.3 step 6)."""
+"""FTRL does not save episodes lasting this long (s) or more (docs/compat/ftrl.md §5.3 step 6)."""
 SLOW_SPEED = 0.05
 """``recovery`` counts end-of-step linear speeds at or below this (m/s) as slow."""
 _MAX_HISTORY = 8
@@ -182,7 +182,8 @@ class _Collector:
         return self.default.copy(), False
 
     def episode(self, world_id: int, seed: int | None, mode: str = "train") -> EpisodeReport:
-        """Run one episode in ``world_id`` and save it (as a ``mode`` episode) if FTRL would (§5.3)."""
+        """Run one episode in ``world_id`` and save it (as a ``mode`` episode) if FTRL would
+        (docs/compat/ftrl.md §5.3)."""
         self.mode = mode
         laser, info = self.env.reset(seed=seed, options={"world_id": world_id})
         image, data, path = self._render()
@@ -269,7 +270,8 @@ class _Collector:
         return report
 
     def _skip_reason(self, records: list[list[Any]]) -> str | None:
-        """FTRL's save rules (§5.3 step 6); the two "stuck" cases are logged to ``actor_error/<id>.txt``."""
+        """FTRL's save rules (docs/compat/ftrl.md §5.3 step 6); the two "stuck" cases are logged to
+        ``actor_error/<id>.txt``."""
         if len(records) <= 1:
             return "1 step or less"
         info = records[-1][4]

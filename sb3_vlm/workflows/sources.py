@@ -52,7 +52,8 @@ class ParameterSource(Protocol):
 
 
 def _history(frame: Frame, n: int) -> list[bytes]:
-    """``n`` history frames, newest first; missing ones repeat the oldest available, else the current frame (§5.2)."""
+    """``n`` history frames, newest first; missing ones repeat the oldest available, else the current frame
+    (docs/compat/ftrl.md §5.2)."""
     frames: list[bytes] = []
     for k in range(n):
         frames.append(frame.history[k] if k < len(frame.history) else (frames[-1] if frames else frame.png))
@@ -60,7 +61,7 @@ def _history(frame: Frame, n: int) -> list[bytes]:
 
 
 class ServerSource:
-    """Parameters from an inference server's ``/infer`` (FTRL's collector, §5.3 step 1).
+    """Parameters from an inference server's ``/infer`` (FTRL's collector, docs/compat/ftrl.md §5.3 step 1).
 
     :param url: Server base URL, e.g. ``http://127.0.0.1:7000``.
     :param planner: Planner name sent with each request.
