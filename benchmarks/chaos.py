@@ -11,9 +11,15 @@ of writing a trajectory file (its temporary pickle exists) and the learner in th
 Every transition has an id ``(collector, episode n, step)``: the collectors' ledgers (``actor_<id>/episodes.log``)
 against the episodes the learner's final checkpoint holds in its replay buffer (``state.json`` ``consumed``) give
 ``lost`` (logged, neither in the buffer nor still on disk) and ``duplicated`` (in the buffer more than once), in
-transitions. The final model is evaluated with ``sb3-vlm eval <run>``. Prints one JSON line.
+transitions. The final model is evaluated with ``sb3-vlm eval <run>``.
 
-    python benchmarks/chaos.py [--quick] [--kills 20] [--steps 600] [--seed 0] [--no-judge] [--out DIR]
+Then, where Ray is installed, ``--ray-kills`` of the kills go to the Ray async learner (``sb3-vlm train
+--ray-address local --collectors 2``, APPLR's MLP): its collector actors are SIGKILLed (Ray restarts them); the run
+must end with its step count and a model that evaluates. Transition ids are not tracked there: a killed actor's
+unfinished chunk is never returned (dropped), and nothing returned is added twice (``sb3_vlm.distributed``).
+Prints one JSON line.
+
+    python benchmarks/chaos.py [--quick] [--kills 24 --ray-kills 4] [--steps 600] [--seed 0] [--no-judge] [--out DIR]
 """
 
 from __future__ import annotations
@@ -295,12 +301,12 @@ class Chaos:
             "kills_by_target": dict(Counter(e["target"] for e in self.events)),
             "kill_moments": dict(Counter(e["moment"] for e in self.events)),
             "restarts": dict(self.restarts),
-            "max_recovery_s": None if None in recoveries else max(recoveries, default=0.0),
+            "max_recovery_s": _max_or_none(recoveries),
             "recovery_s_by_target": _by_target(self.events, "recovery_s"),
             "in_flight_by_target": _by_target(self.events, "in_flight"),
             "final_model_eval": _eval_summary(evaluated),
             "judge": self.judge,
-            "ray": "not part of this run (see the report)",
+            "ray": {"skipped": "--ray-kills 0"},
         }
 
 
@@ -310,6 +316,11 @@ def _actor(target: str) -> int:
 
 def _held_id(path: Path) -> tuple[int, int]:
     return int(path.parent.name.split("_")[1]), int(path.name.split("_")[1].split(".")[0])
+
+
+def _max_or_none(values: list[float | None]) -> float | None:
+    """The largest recovery time, None if any process did not recover."""
+    return None if None in values else max(values, default=0.0)
 
 
 def _eval_summary(evaluated: subprocess.CompletedProcess) -> dict[str, Any] | str:
@@ -327,6 +338,85 @@ def _by_target(events: list[dict[str, Any]], key: str) -> dict[str, list[Any]]:
     return out
 
 
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of every process below ``root``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            try:
+                found.append((pid, (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                continue
+            todo.append(pid)
+    return found
+
+
+def ray_phase(out: Path, kills: int, steps: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The Ray async learner (``sb3-vlm train --ray-address local --collectors 2``, APPLR's MLP on the laser) while
+    ``kills`` of its collector actors are SIGKILLed at random moments (Ray restarts them; the learner counts it)."""
+    try:
+        import ray  # noqa: F401 - only whether the extra is installed
+    except ImportError:
+        return {"skipped": "ray is not installed (pip install 'sb3-vlm[ray]')"}
+    conf = yaml.safe_load(default_conf("applr").read_text())
+    conf["BarnNav-v0"].update(learning_starts=64, batch_size=32, policy_kwargs="dict(net_arch=[32, 32])")
+    conf["BarnNav-v0"]["env_kwargs"]["max_steps"] = 20
+    path = out / "chaos_applr.yml"
+    path.write_text(yaml.safe_dump(conf))
+    argv = ["train", "--conf-file", str(path), "--ray-address", "local", "--collectors", "2", "--n-envs", "2"]
+    argv += ["--timesteps", str(steps), "--log-dir", str(out / "ray_runs"), "--final-eval", "0", "--eval-freq", "0"]
+    log = open(out / "logs" / "ray_train.log", "w")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([*CLI, *argv, "--no-progress-bar"], env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    actors = lambda: [pid for pid, cmd in _descendants(proc.pid) if cmd.startswith("ray::Collector")]  # noqa: E731
+    recoveries = []
+    try:
+        for _ in range(kills):
+            if wait(lambda: len(actors()) >= 2 or proc.poll() is not None, 300) is None or proc.poll() is not None:
+                break
+            time.sleep(float(rng.uniform(1.0, 4.0)))
+            before = set(actors())
+            if not before:
+                break
+            os.kill(int(rng.choice(sorted(before))), signal.SIGKILL)
+            back = wait(lambda old=before: bool(set(actors()) - old) or proc.poll() is not None, 300)
+            recoveries.append(None if back is None else round(back, 2))
+        code = proc.wait(timeout=1800)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = next((out / "ray_runs").glob("*__ray"), None)
+    result: dict[str, Any] = {
+        "kills": len(recoveries),
+        "recovery_s": recoveries,
+        "exit": code,
+        "requested_steps": steps,
+    }
+    if run is not None and (run / "model.zip").is_file():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(next((run / "tb").iterdir())))
+        events.Reload()
+        result["collector_restarts"] = int(events.Scalars("distributed/collector_restarts")[-1].value)
+        result["steps"] = int(events.Scalars("distributed/collector_restarts")[-1].step)
+        evaluated = subprocess.run(
+            [*CLI, "eval", str(run), "--worlds", "0,1", "--runs", "1", "--json"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        result["final_model_eval"] = _eval_summary(evaluated)
+    result["transition_ids"] = "not tracked: a killed actor's unreturned chunk is dropped, by Ray's design"
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI size: 4 kills, 64 steps")
@@ -335,15 +425,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--collectors", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-judge", action="store_true", help="collectors without the VLM judge reward")
+    parser.add_argument(
+        "--ray-kills", type=int, default=4, help="of --kills, how many hit the Ray async learner's collector actors"
+    )
+    parser.add_argument("--ray-steps", type=int, default=3000, help="env steps of the Ray run")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, help="work directory (default: a temporary one, deleted)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.kills, args.steps = 4, 64
+        args.kills, args.steps, args.ray_kills = 4, 64, 0
     out = args.out or Path(tempfile.mkdtemp(prefix="sb3_vlm_chaos_"))
     try:
-        chaos = Chaos(out, args.steps, args.kills, args.seed, args.collectors, not args.no_judge)
+        ray_kills = min(args.ray_kills, args.kills)
+        chaos = Chaos(out, args.steps, args.kills - ray_kills, args.seed, args.collectors, not args.no_judge)
         report = chaos.run(args.timeout)
+        if ray_kills:
+            report["ray"] = ray_phase(out, ray_kills, args.ray_steps, chaos.rng)
+            report["kills"] += report["ray"].get("kills", 0)
+            report["kills_by_target"]["ray_collector"] = report["ray"].get("kills", 0)
+            report["max_recovery_s"] = _max_or_none([report["max_recovery_s"], *report["ray"].get("recovery_s", [])])
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,12 +163,14 @@ def test_cli_learns_from_files_and_survives_a_dead_server(tmp_path: Path, capsys
     argv += ["--log-dir", str(tmp_path / "runs"), "--test-timeout", "0.3", "--poll-interval", "0.05", "--min-age", "0"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    # The backlog arrives in one poll: one cycle, 2 updates per 8 transitions.
-    summary = "24 transitions, 6 updates, 1 cycles, 2 publications (2 failed reloads), 0 test phases (1 without test"
+    # The backlog is spread over cycles of 8, oldest files first: three cycles, 2 updates per 8 transitions.
+    summary = "24 transitions, 6 updates, 3 cycles, 4 publications (4 failed reloads), 0 test phases (3 without test"
     assert summary in out, out
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "model.zip").is_file() and (run_dir / "policy" / "exploration_noise.pkl").is_file()
-    assert (buffer / "policy" / "sb3_vlm_config.json").is_file() and not list(buffer.rglob("traj_*.pickle"))
+    assert (buffer / "policy" / "sb3_vlm_config.json").is_file() and not list(buffer.rglob("traj_*.pickle*"))
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert state["num_timesteps"] == 24 and sorted(a for a, _, _ in state["consumed"]) == [0, 0, 0, 1, 1, 1]
     assert read_signal(buffer) == "train"
 
     write_signal(buffer, "pause")
