@@ -63,7 +63,7 @@ def _band(curves: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, n
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """Training return (left) and validation nav metric (right) vs environment steps, per route, mean and 95 %
-    band over seeds; default DWA and the best constant (test worlds) as lines on the right."""
+    band over seeds; default DWA and the best constant on the same validation worlds as lines on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,10 +80,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 steps, mean, half = _band([c[key] for c in curves], field)
                 ax.plot(steps, mean, color=color, label=label)
                 ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.2)
-    for key, label, style in (("dwa_nav_metric", "default DWA (test)", "k--"),
-                              ("best_constant_nav_metric", "best constant (test)", "g:")):  # fmt: skip
-        if result.get(key) is not None:
-            right.axhline(result[key], color=style[0], linestyle=style[1:], label=label)
+    refs = result.get("references", {})  # the reward-ordering stage ran them on the validation worlds
+    for key, label, style in (("default", "default DWA", "k--"),
+                              (f"constant:{result.get('best_constant')}", "best constant", "g:")):  # fmt: skip
+        if key in refs:
+            right.axhline(refs[key]["nav_metric"], color=style[0], linestyle=style[1:], label=label)
     left.set(xlabel="environment steps", ylabel="training return (mean of 100 episodes)")
     right.set(xlabel="environment steps", ylabel="nav metric, validation worlds")
     for ax in (left, right):

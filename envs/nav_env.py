@@ -95,8 +95,7 @@ REWARD_PRESETS: dict[str, RewardConfig] = {
     # Ours (the VLM zoo file's): a return ordered like the BARN metric. Forward progress sums to the distance driven
     # towards the goal line (the same 10 m for every success) and a success pays 100 x its nav metric, so among
     # successes the faster is worth more and a collision loses the success. Spearman's rho of the mean return with
-    # the nav metric over default DWA, 24 constants and 18 reactive rules (validation worlds, 1 s steps): 0.995
-    # undiscounted, 0.996 at gamma 0.99, 0.89 at 0.95 (applr: 0.76 / 0.88 / 0.99; ftrl: 0.75 / 0.69 / 0.87).
+    # the nav metric over reference policies: benchmarks/learning.py (reward_rank_corr; docs/learning.md).
     "barn": RewardConfig(
         slack=0.0, failure=0.0, success=0.0, collision=0.0, progress=1.0, progress_kind="forward", success_metric=100.0
     ),  # fmt: skip

@@ -69,7 +69,7 @@ def test_hyperparams_override_zoo_keys_and_merge_kwargs(tmp_path, capsys):
     assert vlm.algo_kwargs["policy_kwargs"] == {
         "backbone": "tiny", "freeze_vlm": True, "feature_cache_bytes": 2**29, "freeze_dpt": True
     }  # fmt: skip
-    assert vlm.env_kwargs == {"planner": "dwa", "reward": "ftrl", "max_steps": 7}
+    assert vlm.env_kwargs == {"planner": "dwa", "reward": "barn", "max_steps": 7}
 
     # Through the CLI, into a real run (and its saved settings, which eval and --resume read).
     conf = small_applr_conf(tmp_path, n_timesteps=60)
