@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from sample_efficiency import mean_curve
 
 RETURN_TAG, VAL_TAG = "rollout/ep_rew_mean", "train/Test_nav_metric"
 """SB3's training return (mean of the last 100 episodes) and the in-training evaluation's nav metric (on the
@@ -50,17 +50,6 @@ def _learning_starts(saved: dict[str, Any]) -> int:
     return int(cfg.algo_kwargs.get("learning_starts", 100))
 
 
-def _band(curves: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean and 95 % t half-width across seeds of one curve (each cut to the shortest)."""
-    n = min(len(c) for c in curves)
-    steps = np.array([p["env_steps"] for p in curves[0][:n]])
-    values = np.array([[p[key] for p in c[:n]] for c in curves])
-    if len(curves) < 2 or n == 0:
-        return steps, values.mean(axis=0), np.zeros(n)
-    half = stats.t.ppf(0.975, len(curves) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(curves))
-    return steps, values.mean(axis=0), half
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     """Training return (left) and validation nav metric (right) vs environment steps, per route, mean and 95 %
     band over seeds; default DWA and the best constant on the same validation worlds as lines on the right."""
@@ -77,7 +66,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         label = f"{'APPLR (MLP, laser)' if route == 'applr' else 'image route'}, {len(curves)} seeds"
         for ax, key, field in ((left, "train_return", "value"), (right, "val", "nav_metric")):
             if all(c[key] for c in curves):
-                steps, mean, half = _band([c[key] for c in curves], field)
+                steps, mean, half = mean_curve([c[key] for c in curves], field)
                 ax.plot(steps, mean, color=color, label=label)
                 ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.2)
     refs = result.get("references", {})  # the reward-ordering stage ran them on the validation worlds

@@ -138,11 +138,11 @@ def train_curve(settings: TrainSettings, every: int, test: list[int], offset: in
     return curve.points
 
 
-def mean_curve(curves: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean and 95 % t half-width across seeds (curves cut to the shortest)."""
+def mean_curve(curves: list[list[dict]], key: str = "nav_metric") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean and 95 % t half-width across seeds of each point's ``key`` (curves cut to the shortest)."""
     n = min(len(c) for c in curves)
     steps = np.array([p["env_steps"] for p in curves[0][:n]])
-    values = np.array([[p["nav_metric"] for p in c[:n]] for c in curves])
+    values = np.array([[p[key] for p in c[:n]] for c in curves])
     if len(curves) < 2:
         return steps, values[0], np.zeros(n)
     half = scipy_stats.t.ppf(0.975, len(curves) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(curves))
