@@ -9,6 +9,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
 
 import envs
+from sb3_vlm.td3.action_penalty import PreTanhPenaltyCallback
 from sb3_vlm.td3.clipping import GradientClipping
 from sb3_vlm.td3.exploration import ActorSaturationMonitor, ExplorationNoiseSchedule
 from sb3_vlm.td3.warmup import CriticWarmup
@@ -77,10 +78,14 @@ def test_a_saturated_actor_is_reported(caplog):
     assert "actor saturated" in caplog.text
 
 
-def test_zoo_files_carry_the_schedule_and_the_monitor():
+def test_zoo_files_carry_the_schedule_the_penalty_and_the_monitor():
     for policy, end, kinds in (
-        ("applr", 0.05, [ExplorationNoiseSchedule, ActorSaturationMonitor]),
-        ("vlm", 0.01, [ExplorationNoiseSchedule, GradientClipping, CriticWarmup, ActorSaturationMonitor]),
+        ("applr", 0.05, [ExplorationNoiseSchedule, PreTanhPenaltyCallback, ActorSaturationMonitor]),
+        (
+            "vlm",
+            0.01,
+            [ExplorationNoiseSchedule, GradientClipping, CriticWarmup, PreTanhPenaltyCallback, ActorSaturationMonitor],
+        ),  # fmt: skip
     ):
         cfg = load_zoo_config(default_conf(policy))
         made = cfg.callbacks()
