@@ -240,7 +240,7 @@ def main() -> None:
         ckpt = args.work_dir / "sft"
         if not (ckpt / "sb3_vlm_config.json").is_file():  # the default supervised checkpoint (quick: 64 pairs)
             sizes = {"samples": 64} if args.quick else {}
-            pretrain(PretrainSettings(ckpt, barn_dir=args.barn_dir, worlds="train", **sizes))
+            pretrain(PretrainSettings(ckpt, barn_dir=args.barn_dir, worlds="fit", **sizes))
         label_steps = json.loads((ckpt / "sb3_vlm_config.json").read_text())["sft"]["data"]["env_steps"]
         sft_only = mean_ci(per_world(str(ckpt), test, args.runs, args.barn_dir))
         vlm_runs = []
