@@ -3,10 +3,10 @@
 The pieces users combine, as separate processes on 127.0.0.1: the learner (``sb3-vlm learn-from-buffer``, tiny VLM
 TD3), the inference server (``sb3-vlm serve --mode actor`` on the learner's published policy, with ``--judge``: the
 collectors' VLM judge reward), and ``--collectors`` collectors (``sb3-vlm collect --follow-signal``). A seeded
-schedule SIGKILLs ``--kills`` of them, each restarted the way the README tells users: the learner with ``--resume
-<run>``, the server and the collectors by running the same command again. Among the kills: a collector in the middle
-of writing a trajectory file (its temporary pickle exists) and the learner in the middle of a policy publication
-(its temporary policy directory exists).
+schedule SIGKILLs ``--kills`` of them, each restarted the way docs/guide/robustness.md tells users: the learner with
+``--resume <run>``, the server and the collectors by running the same command again. Among the kills: a collector in
+the middle of writing a trajectory file (its temporary pickle exists) and the learner in the middle of a policy
+publication (its temporary policy directory exists).
 
 Every transition has an id ``(collector, episode n, step)``: the collectors' ledgers (``actor_<id>/episodes.log``)
 against the episodes the learner's final checkpoint holds in its replay buffer (``state.json`` ``consumed``) give

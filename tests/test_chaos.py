@@ -1,5 +1,6 @@
 """Kills in the middle of things: ``benchmarks/chaos.py --quick`` (learner, server and collectors SIGKILLed and
-restarted as the README says, nothing lost or duplicated), and the recovery pieces it relies on, one by one."""
+restarted as docs/guide/robustness.md says, nothing lost or duplicated), and the recovery pieces it relies on, one by
+one."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ SUMMARY_KEYS = (
 def test_quick_mode_writes_the_curves_and_the_summary(tmp_path):
     out, plot = tmp_path / "sample_efficiency.json", tmp_path / "sample_efficiency.png"
     args = [sys.executable, str(REPO / "benchmarks" / "sample_efficiency.py"), "--quick", "--out", str(out)]
-    args += ["--vlm-hyperparams", "policy_kwargs:dict(freeze_dpt=True)"]  # the README's recipe from a checkpoint
+    # the recipe from a checkpoint (docs/guide/supervised.md)
+    args += ["--vlm-hyperparams", "policy_kwargs:dict(freeze_dpt=True)"]
     run = subprocess.run([*args, "--plot", str(plot)], capture_output=True, text=True, check=True, timeout=1500)
     line = json.loads(run.stdout.strip().splitlines()[-1])
     result = json.loads(out.read_text())
