@@ -42,6 +42,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_train import CostmapStandIn, fill_replay  # noqa: E402
@@ -151,7 +152,32 @@ def update_rates(args: argparse.Namespace) -> dict[str, Any]:
     out["vlm_over_sb3_mlp_step_ratio"] = out["sb3_updates_per_s"] / out["vlm_cached_updates_per_s"]
     out["vlm_over_mlp_step_ratio_bf16"] = seconds["vlm_bf16"] / seconds["ours_bf16"]
     out["vlm_batch_size"], out["applr_batch_size"] = vlm["vlm"].batch_size, batch
+    out.update(gemm_floor(models["ours"], steps, batch, out["sb3_updates_per_s"]))
     return out
+
+
+def gemm_floor(model: FastTD3, steps: int, batch: int, sb3_updates_per_s: float) -> dict[str, float]:
+    """What the matrix products alone allow: the update's matmul FLOPs (torch's ``FlopCounterMode``, forward and
+    backward) over this CPU's measured GEMM rate at the first layer's shape, in fp32 and bf16. Everything else an
+    update does (Adam, activations, autograd, sampling) comes on top, so ``fp32_gemm_floor_speedup`` bounds what any
+    fp32 update can gain over stock TD3 here."""
+    with FlopCounterMode(display=False) as counter:
+        model.train(steps, batch)
+    flop = counter.get_total_flops() / steps
+    n_in = model.observation_space.shape[0] + model.action_space.shape[0]
+    rates = {}
+    for name, dtype in (("fp32", th.float32), ("bf16", th.bfloat16)):
+        x, w = th.randn(batch, n_in, dtype=dtype), th.randn(n_in, 512, dtype=dtype)
+        seconds = timed_calls({"gemm": lambda x=x, w=w: [x @ w for _ in range(20)]}, 15)["gemm"] / 20
+        rates[name] = 2 * batch * n_in * 512 / seconds
+    return {
+        "update_gflop": flop / 1e9,
+        "fp32_gemm_gflops": rates["fp32"] / 1e9,
+        "bf16_gemm_gflops": rates["bf16"] / 1e9,
+        "fp32_gemm_floor_updates_per_s": rates["fp32"] / flop,
+        "fp32_gemm_floor_speedup": rates["fp32"] / flop / sb3_updates_per_s,
+        "bf16_gemm_floor_speedup": rates["bf16"] / flop / sb3_updates_per_s,
+    }
 
 
 class Stopwatch:

@@ -19,6 +19,9 @@ KEYS = (
     "load_before",
     "callbacks_and_evaluations_share",
     "e2e_share_by_part",
+    "update_gflop",
+    "fp32_gemm_floor_speedup",
+    "bf16_gemm_floor_speedup",
 )
 
 
