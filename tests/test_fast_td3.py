@@ -185,6 +185,21 @@ def test_mlp_policy_zip_is_a_plain_sb3_td3_zip(tmp_path):
     assert FastTD3.load(tmp_path / "model.zip").critic.optimizer.defaults["fused"] is True
 
 
+def test_batched_policy_zip_loads_as_td3_through_the_safe_loader(tmp_path):
+    """A ``BatchedMlpPolicy`` zip is a TD3 one: ``load_algorithm`` (allowlisted unpickling) reads it as ``TD3``, not
+    as a VLM policy, and the loaded policy acts like the saved one."""
+    from sb3_vlm.formats.sb3_zip import is_vlm_zip, load_algorithm
+
+    model = FastTD3("BatchedMlpPolicy", laser_env(), policy_kwargs=dict(net_arch=[16]), **COMMON)
+    model.learn(30)
+    model.save(tmp_path / "model.zip")
+    assert not is_vlm_zip(tmp_path / "model.zip")
+    loaded = load_algorithm(tmp_path / "model.zip")
+    assert type(loaded) is TD3 and isinstance(loaded.policy, BatchedTD3Policy)
+    obs = laser_env().observation_space.sample()[None]
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
 def test_bf16_is_opt_in_and_trains():
     model = FastTD3("BatchedMlpPolicy", laser_env(), bf16=True, policy_kwargs=dict(net_arch=[16]), **COMMON)
     before = [p.detach().clone() for p in model.actor.parameters()]

@@ -29,6 +29,9 @@ from sb3_vlm.formats.safe_pickle import TRAJECTORY_GLOBALS, UnsafePickleError, s
 __all__ = ["is_vlm_zip", "load_algorithm"]
 
 _SERIALIZED = ":serialized:"
+_VLM_POLICY_MODULE = "sb3_vlm.td3.policies"
+"""Home of ``VLMTD3Policy``: zips whose policy class comes from here load as ``VLMTD3``; other policies of ours
+(``BatchedTD3Policy``) are TD3 policies."""
 # Objects SB3 pickles by value: spaces (with their numpy RNG), schedules, noise, train_freq, episode buffers.
 _VALUE_NAMES = {
     "collections": ["deque"],
@@ -53,7 +56,8 @@ _CLASS_NAMES = {
     "stable_baselines3.td3.policies": ["TD3Policy", "MlpPolicy", "CnnPolicy", "MultiInputPolicy"],
     "stable_baselines3.common.buffers": ["ReplayBuffer", "DictReplayBuffer", "NStepReplayBuffer"],
     "stable_baselines3.common.torch_layers": ["FlattenExtractor", "CombinedExtractor", "NatureCNN"],
-    "sb3_vlm.td3.policies": ["VLMTD3Policy"],
+    _VLM_POLICY_MODULE: ["VLMTD3Policy"],
+    "sb3_vlm.td3.batched": ["BatchedTD3Policy"],
     "sb3_vlm.model.extractor": ["VLMDPTExtractor"],
     "sb3_vlm.td3.reward_norm": [
         "NormalizedRewardReplayBuffer",
@@ -128,11 +132,12 @@ def _safe_objects(path: str | os.PathLike, data: Mapping[str, Any]) -> dict[str,
 def _is_vlm(data: Mapping[str, Any]) -> bool:
     policy_class = data.get("policy_class")
     module = policy_class.get("__module__", "") if isinstance(policy_class, dict) else ""
-    return isinstance(module, str) and module.split(".")[0] == "sb3_vlm"
+    return module == _VLM_POLICY_MODULE
 
 
 def is_vlm_zip(path: str | os.PathLike) -> bool:
-    """Whether the zip's policy class is defined in ``sb3_vlm`` (a VLM policy: load it with ``VLMTD3``).
+    """Whether the zip's policy class is ``VLMTD3Policy`` (load it with ``VLMTD3``; every other policy, ours
+    ``BatchedTD3Policy`` included, is a ``TD3`` one).
 
     Reads the ``__module__`` SB3 records for the saved ``policy_class`` in the zip's JSON ``data``; nothing is
     unpickled.

@@ -90,9 +90,8 @@ class FastTD3(TD3):
 
     Policies: SB3's (``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"``; a saved model is a plain SB3 TD3 zip
     that ``TD3.load`` reads) or ``"BatchedMlpPolicy"`` (:class:`~sb3_vlm.td3.batched.BatchedTD3Policy`: both Q
-    heads in one batched module, optional ``critic_layer_norm``; ``FastTD3.load`` and ``TD3.load`` read its zips,
-    with sb3-vlm installed; ``sb3_vlm.formats.sb3_zip.load_algorithm`` does not yet: it takes every zip whose policy
-    class comes from sb3-vlm for a VLM one).
+    heads in one batched module, optional ``critic_layer_norm``; ``FastTD3.load``, ``TD3.load`` and
+    ``sb3_vlm.formats.sb3_zip.load_algorithm`` read its zips, with sb3-vlm installed).
 
     :param policy: Policy alias or class.
     :param env: The environment.
