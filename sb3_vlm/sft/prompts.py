@@ -25,7 +25,7 @@ import numpy as np
 import torch as th
 import yaml
 
-from envs.nav_env import RewardConfig
+from envs.rewards import RewardConfig
 from sb3_vlm.sft.data import SFTDataset
 
 __all__ = [
