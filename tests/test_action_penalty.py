@@ -11,7 +11,7 @@ from stable_baselines3.common.callbacks import CallbackList
 
 from envs import BarnNavVecEnv
 from envs.probes import QuadraticBandit
-from sb3_vlm.td3.action_penalty import PreTanhPenaltyCallback
+from sb3_vlm.callbacks import PreTanhPenaltyCallback
 from sb3_vlm.workflows.training import build_model
 from sb3_vlm.zoo import default_conf, load_zoo_config
 

@@ -50,7 +50,8 @@ from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["FTRLConfigReport", "apply_ftrl_config", "deep_merge", "read_ftrl_config"]
 
-_SCHEDULE = "sb3_vlm.td3.exploration.ExplorationNoiseSchedule"
+_SCHEDULE = "sb3_vlm.callbacks.ExplorationNoiseScheduleCallback"
+_OLD_SCHEDULE = "sb3_vlm.td3.exploration.ExplorationNoiseSchedule"  # deprecated path, still in users' zoo files
 PLANNERS = ("DWA", "TEB", "MPPI", "DDP")
 
 
@@ -261,7 +262,7 @@ def _set_schedule_end(cfg: ZooConfig, end: float) -> None:
     """Point the zoo entry's exploration-noise schedule at ``end`` (adding the schedule if it has none)."""
     for i, spec in enumerate(cfg.callback_specs):
         name, kwargs = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
-        if name == _SCHEDULE:
+        if name in (_SCHEDULE, _OLD_SCHEDULE):
             cfg.callback_specs[i] = {name: {**(kwargs or {}), "end": end}}
             return
     cfg.callback_specs.append({_SCHEDULE: {"end": end}})

@@ -54,14 +54,14 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import (
+from sb3_vlm.callbacks import NavMetricsCallback
+from sb3_vlm.callbacks.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     MODEL_ZIP,
     POLICY_DIR,
     REPLAY_BUFFER,
     STATE_JSON,
-    NavMetricsCallback,
     find_checkpoint,
     save_policy_folder,
     save_training_checkpoint,
@@ -70,7 +70,7 @@ from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.ftrl_config import read_ftrl_config
 from sb3_vlm.formats.ftrl_files import read_signal, write_signal
 from sb3_vlm.formats.sb3_zip import load_algorithm
-from sb3_vlm.td3.exploration import noise_std
+from sb3_vlm.td3.noise import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 from sb3_vlm.workflows.training import FTRL_CONFIG_COPY, TrainSettings, build_model, make_vec_env, zoo_config
