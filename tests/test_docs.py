@@ -3,6 +3,7 @@ the public names, and the shell commands the docs mark as runnable run."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.util
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CODE_DIRS = ("sb3_vlm", "envs")
 API_PACKAGES = (*CODE_DIRS, "sb3_vlm.callbacks")  # each with its own ``currentmodule`` block in docs/api.rst
+MAX_MODULE_DOCSTRING_LINES = 10
 
 # A citation names its page on the same line: ``docs/compat/ftrl.md §5.3``, ``docs/compat/ftrl.md §5.3-5.7``,
 # ``docs/compat/applr.md "Reward"``; further ``§N.M`` on that line belong to the last page named before them.
@@ -78,6 +80,18 @@ def test_code_citations_resolve() -> None:
         elif target and target not in _targets(path):
             unresolved.append(f"{where}: {target} is not a section of docs/{page}")
     assert not unresolved, "\n".join(unresolved)
+
+
+def test_module_docstrings_say_what_the_module_holds_in_a_few_lines() -> None:
+    # design prose belongs to a docs page, which the docstring cites
+    long = []
+    for package in CODE_DIRS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False) or ""
+            lines = len(doc.splitlines())
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+    assert not long, long
 
 
 def test_no_citation_of_documents_outside_the_repository() -> None:
