@@ -46,11 +46,6 @@ def test_hook_gradient_equals_the_explicit_penalty() -> None:
     assert not all(th.allclose(h, p) for h, p in zip(hooked, plain_after_removal, strict=True))
 
 
-def test_coef_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="coef must be > 0"):
-        PreTanhPenaltyCallback(coef=0)
-
-
 def _saturation(model: TD3, env: BarnNavVecEnv) -> float:
     env.seed(123)
     obs = env.reset()

@@ -1,4 +1,5 @@
-"""Training callbacks: resumed NavMetricsCallback keeps its eval schedule and its best checkpoint."""
+"""Training callbacks: bad arguments are refused by name; a resumed NavMetricsCallback keeps its eval schedule and its
+best checkpoint."""
 
 import json
 
@@ -9,8 +10,33 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from sb3_vlm import callbacks
 from sb3_vlm.callbacks import NavMetricsCallback, SafeCheckpointCallback, nav_metrics
 from sb3_vlm.callbacks.checkpoint import STATE_JSON, save_training_checkpoint
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        ("ExplorationNoiseScheduleCallback", dict(end=-0.1), "standard deviations must be >= 0"),
+        ("ExplorationNoiseScheduleCallback", dict(end=0.1, start=-1.0), "standard deviations must be >= 0"),
+        ("ExplorationNoiseScheduleCallback", dict(end=0.1, decay_steps=0), "decay_steps"),
+        ("ActorSaturationMonitorCallback", dict(log_freq=0), "log_freq"),
+        ("ActorSaturationMonitorCallback", dict(window=0), "window"),
+        ("ActorSaturationMonitorCallback", dict(threshold=1.5), "threshold"),
+        ("CriticWarmupCallback", dict(), "exactly one of steps and fraction"),
+        ("CriticWarmupCallback", dict(steps=10, fraction=0.5), "exactly one of steps and fraction"),
+        ("CriticWarmupCallback", dict(steps=-1), "steps"),
+        ("CriticWarmupCallback", dict(fraction=1.5), "fraction"),
+        ("GradientClippingCallback", dict(max_norm=0.0), "max_norm"),
+        ("PreTanhPenaltyCallback", dict(coef=0.0), "coef"),
+        ("SafeCheckpointCallback", dict(save_path=".", save_freq=0), "save_freq"),
+        ("NavMetricsCallback", dict(eval_env=object(), eval_freq=0), "eval_freq"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(name: str, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        getattr(callbacks, name)(**kwargs)
 
 
 @pytest.fixture

@@ -128,8 +128,6 @@ def test_gradient_clipping_bounds_every_optimizer_step_of_stock_td3():
     model.policy.critic.optimizer.register_step_pre_hook(record)
     model.learn(32, reset_num_timesteps=False)
     assert norms and max(norms) > 1e-2
-    with pytest.raises(ValueError, match="max_norm"):
-        GradientClippingCallback(max_norm=0.0)
 
 
 def test_critic_warmup_keeps_the_actor_until_its_end_while_the_critic_learns():
@@ -143,5 +141,3 @@ def test_critic_warmup_keeps_the_actor_until_its_end_while_the_critic_learns():
     model.learn(64, callback=warmup, reset_num_timesteps=False)  # past step 64: the actor trains
     assert not all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))
     assert CriticWarmupCallback(fraction=0.5).fraction == 0.5
-    with pytest.raises(ValueError, match="exactly one"):
-        CriticWarmupCallback()
