@@ -225,7 +225,8 @@ class StopAfter(BaseCallback):
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     """The APPLR zoo file through ``sb3-vlm train``'s pieces, with the wall time attributed (see module doc)."""
-    from sb3_vlm.callbacks import REPLAY_BUFFER, NavMetricsCallback, SafeCheckpointCallback
+    from sb3_vlm.callbacks import NavMetricsCallback, SafeCheckpointCallback
+    from sb3_vlm.callbacks.checkpoint import REPLAY_BUFFER
     from sb3_vlm.workflows.training import EVALS_PER_RUN, TrainSettings, build_model, make_vec_env, zoo_config
 
     settings = TrainSettings(policy="applr", barn_dir=args.barn_dir, seed=0)

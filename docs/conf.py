@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib.metadata import version as _version
 from importlib.util import find_spec
+from pathlib import Path
 
 project = "sb3-vlm"
 author = "sb3-vlm contributors"
@@ -28,6 +30,9 @@ myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 autosummary_generate = True
+# The stubs are regenerated on every build: a stale one (a name since moved or removed) would be a page outside any
+# toctree, which -W turns into an error.
+shutil.rmtree(Path(__file__).parent / "generated", ignore_errors=True)
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

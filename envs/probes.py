@@ -1,17 +1,6 @@
-"""Probe environments with a known optimum, to check a learner before trusting it on BarnNav.
-
-Each isolates one thing a TD3 run on BarnNav depends on; an algorithm that fails a probe has a defect (or a setting)
-that BarnNav's noise would only hide:
-
-* :class:`QuadraticBandit`: one-step episodes, constant observation, reward ``-|a - target|^2`` with the target
-  inside the action box: the actor must settle at the target, not at a bound (critic extrapolation, actor
-  saturation, exploration-noise scale);
-* :class:`ContextualBandit`: the target depends on the observation (the actor must read its input);
-* :class:`TruncatedChain`: reward 1 every step, episodes cut by a time limit only: the value of any state is
-  ``1 / (1 - gamma)`` when time-limit truncation is bootstrapped (n-step returns across vectorised resets);
-* :class:`BarnNavBandit`: BarnNav with one set of planner parameters held for a whole episode, reward = that
-  episode's (discounted) return: the optimum is the best constant vector, measurable by a grid.
-"""
+"""Probe environments with a known optimum, to check a learner before trusting it on BarnNav: :class:`QuadraticBandit`,
+:class:`ContextualBandit`, :class:`TruncatedChain` and :class:`BarnNavBandit` each isolate one thing a TD3 run on
+BarnNav depends on (docs/learning.md "The ladder")."""
 
 from __future__ import annotations
 

@@ -1,44 +1,6 @@
-"""Batched navigation simulator: N robots, each in its own world, stepped together with numpy.
-
-One ``step`` = ``time_step`` s of simulated time. Each 0.05 s control tick the local planner (pluggable, one
-interface: :class:`envs.planners.base.LocalPlanner`; DWA, TEB, MPPI or DDP) computes a command
-(move_base's 20 Hz controller), the base tracks the command issued ``LATENCY_TICKS`` ticks earlier under its
-acceleration limits, and the body is checked for collision. The laser marks the obstacles it sees into each robot's
-known map every ``SCAN_EVERY`` ticks, and the global plan is recomputed when the known map makes it stale.
-Gymnasium environments and the SB3 ``VecEnv`` are thin layers over this class.
-
-What makes move_base + DWA slow and fail in Gazebo, and how it is modelled here (each fact from ros_jackal's
-configuration and the move_base / base_local_planner sources):
-
-- The DWA's own semantics (``envs.planners.dwa``): the padded footprint (0.62 x 0.53 m) checked exactly, plus the
-  half-cell margin of the rasterised check; rollouts whose centre enters an inscribed cell rejected; footprint-
-  outline costs with ``meter_scoring`` weights, which make it hesitate (creep, circle) before entering clutter;
-  in-place rotations that can go on for ever (its oscillation flags let one direction repeat); blind escapes.
-- Laser-only costmaps: only obstacles the laser has returned within ``obstacle_range`` exist for both planners;
-  unseen space is free, so plans run into obstacles discovered late and must be recomputed. The global plan needs
-  cells clear of the inscribed radius, so gaps narrower than the padded footprint (some BARN worlds) are closed.
-- Command latency (``LATENCY_TICKS``): a command acts ~0.1 s after the scan and pose it was computed from (laser ->
-  costmap update at 20 Hz -> controller at 20 Hz -> ``cmd_vel`` -> base controller).
-- move_base's state machine: while controlling, a failed replan keeps the old plan (the planner thread only acts on
-  failures in the PLANNING state); with no plan the base stops; the local planner's "no valid command" publishes
-  zero velocity. After ``planner_patience`` (5 s) or ``controller_patience`` (15 s) of that, the recovery behaviours
-  run in order: conservative reset (forget obstacles outside a 3 m square), a full in-place rotation, aggressive
-  reset (outside a square of 4 circumscribed radii), another rotation; then the goal is aborted (the robot stays
-  still until the episode times out).
-- Noise (``noise=True``), from each robot's own generator: laser range noise (Gazebo's ray sensor Gaussian noise),
-  velocity-tracking noise of the skid-steer base (wheel slip), start-pose jitter (Gazebo's reset), and where the
-  costmap puts each cylinder (``MARK_ERROR``).
-
-Why the real stack collides, and so does this one (``../reference/jackal_gazebo_facts.md`` of the project):
-
-- Collisions are checked on the true hull with its wheels (0.458 x 0.416 m) against the true cylinders, every tick;
-  the planners see only the costmap's marks, placed up to a cell (and the odometry's drift) off (``MARK_ERROR``).
-- The skid-steer base slides outward in turns in proportion to the centripetal acceleration and caps the yaw rate at
-  what its tyres hold (``envs.robot.skid_steer``); the DWA's rollouts know neither, so fast, sharp arcs drift into the
-  obstacles they were planned to miss: speed has a price.
-- Footprint clearing (``FOOTPRINT_CLEARING``): obstacles under the padded footprint vanish from the costmap.
-- The DWA's escape backs up without a footprint check into the laser's blind rear 90 degrees (``envs.planners.dwa``).
-"""
+"""Batched navigation simulator: N robots, each in its own world, stepped together with numpy (move_base's 20 Hz
+control ticks, command latency, laser-only costmaps, recovery behaviours, skid-steer slip). What is modelled and why:
+docs/guide/simulator.md "How move_base is modelled"."""
 
 from __future__ import annotations
 

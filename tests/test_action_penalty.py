@@ -11,7 +11,7 @@ from stable_baselines3.common.callbacks import CallbackList
 
 from envs import BarnNavVecEnv
 from envs.probes import QuadraticBandit
-from sb3_vlm.td3.action_penalty import PreTanhPenaltyCallback
+from sb3_vlm.callbacks import PreTanhPenaltyCallback
 from sb3_vlm.workflows.training import build_model
 from sb3_vlm.zoo import default_conf, load_zoo_config
 
@@ -44,11 +44,6 @@ def test_hook_gradient_equals_the_explicit_penalty() -> None:
     for h, e in zip(hooked, explicit, strict=True):
         th.testing.assert_close(h, e)
     assert not all(th.allclose(h, p) for h, p in zip(hooked, plain_after_removal, strict=True))
-
-
-def test_coef_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="coef must be > 0"):
-        PreTanhPenaltyCallback(coef=0)
 
 
 def _saturation(model: TD3, env: BarnNavVecEnv) -> float:

@@ -50,13 +50,18 @@ def test_patchify_resizes_other_sizes():
     assert grid.tolist() == [[1, 8, 12]]
 
 
-def test_patchify_rejects_bad_input():
-    with pytest.raises(ValueError, match=r"got shape \(3, 56, 84\)"):
-        patchify(images()[0])
-    with pytest.raises(ValueError, match="multiples of 28"):
-        patchify(images(), size=(50, 84))
-    with pytest.raises(TypeError, match="got ndarray"):
-        patchify(np.zeros((1, 3, 56, 84)))
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: patchify(images()[0]), ValueError, r"got shape \(3, 56, 84\)"),
+        (lambda: patchify(images(), size=(50, 84)), ValueError, "multiples of 28"),
+        (lambda: patchify(np.zeros((1, 3, 56, 84))), TypeError, "got ndarray"),
+    ],
+    ids=["unbatched", "size-not-multiple-of-28", "numpy-array"],
+)
+def test_patchify_rejects_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 def test_tiny_model_is_deterministic_and_leaves_the_global_rng_alone():

@@ -6,16 +6,15 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_vlm import callbacks
-from sb3_vlm.callbacks import NavMetricsCallback
+from sb3_vlm.callbacks import NavMetricsCallback, nav_metrics
 
 
 def test_window_is_summarised_per_ended_episode_and_logged_every_step(monkeypatch):
     model = TD3("MlpPolicy", DummyVecEnv([laser_env]), policy_kwargs=dict(net_arch=[8]))
     model.set_logger(configure(None, []))
     summaries = []
-    summarize = callbacks.summarize
-    monkeypatch.setattr(callbacks, "summarize", lambda finals: summaries.append(len(finals)) or summarize(finals))
+    summarize = nav_metrics.summarize
+    monkeypatch.setattr(nav_metrics, "summarize", lambda finals: summaries.append(len(finals)) or summarize(finals))
     cb = NavMetricsCallback()
     cb.init_callback(model)
     cb.on_training_start({}, {})

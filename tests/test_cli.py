@@ -16,7 +16,7 @@ import yaml
 from _paths import APPLR_DIR, needs_applr
 from stable_baselines3 import TD3
 
-from sb3_vlm.callbacks import REPLAY_BUFFER, STATE_JSON
+from sb3_vlm.callbacks.checkpoint import REPLAY_BUFFER, STATE_JSON
 from sb3_vlm.cli import main
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.zoo import default_conf, load_zoo_config

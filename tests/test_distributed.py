@@ -26,7 +26,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E4
 
 import envs  # noqa: E402
 from envs.planners import DWA_PARAMS  # noqa: E402
-from sb3_vlm.distributed import ActorRestartCallback, AsyncLearner, BufferDirectoryBridge, RayVecEnv  # noqa: E402
+from sb3_vlm.callbacks import ActorRestartCallback  # noqa: E402
+from sb3_vlm.distributed import AsyncLearner, BufferDirectoryBridge, RayVecEnv  # noqa: E402
 
 
 class CountingEnv(gym.Env):

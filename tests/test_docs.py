@@ -3,6 +3,7 @@ the public names, and the shell commands the docs mark as runnable run."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.util
@@ -17,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CODE_DIRS = ("sb3_vlm", "envs")
+API_PACKAGES = (*CODE_DIRS, "sb3_vlm.callbacks")  # each with its own ``currentmodule`` block in docs/api.rst
+MAX_MODULE_DOCSTRING_LINES = 10
 
 # A citation names its page on the same line: ``docs/compat/ftrl.md §5.3``, ``docs/compat/ftrl.md §5.3-5.7``,
 # ``docs/compat/applr.md "Reward"``; further ``§N.M`` on that line belong to the last page named before them.
@@ -79,12 +82,24 @@ def test_code_citations_resolve() -> None:
     assert not unresolved, "\n".join(unresolved)
 
 
+def test_module_docstrings_say_what_the_module_holds_in_a_few_lines() -> None:
+    # design prose belongs to a docs page, which the docstring cites
+    long = []
+    for package in CODE_DIRS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False) or ""
+            lines = len(doc.splitlines())
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+    assert not long, long
+
+
 def test_no_citation_of_documents_outside_the_repository() -> None:
     stale = [f"{w}:{n}" for w, n, line in _code_lines() if re.search(r"\b(ftrl|applr)_reference\b", line)]
     assert not stale, stale
 
 
-@pytest.mark.parametrize("package", CODE_DIRS)
+@pytest.mark.parametrize("package", API_PACKAGES)
 def test_api_reference_lists_every_public_name(package: str) -> None:
     text = (DOCS / "api.rst").read_text(encoding="utf-8")
     # the autosummary entries after ``.. currentmodule:: <package>``, up to the next currentmodule
@@ -107,7 +122,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    for package in CODE_DIRS:
+    for package in API_PACKAGES:
         for name in importlib.import_module(package).__all__:
             assert (out / "generated" / f"{package}.{name}.html").is_file(), f"no API page for {package}.{name}"
 

@@ -92,7 +92,7 @@ def test_every_key_is_applied_or_reported(tmp_path):
     policy = kw["policy_kwargs"]
     assert policy["backbone"] == "tiny" and policy["freeze_vlm"] is True and policy["freeze_dpt"] is False
     assert policy["freeze_history"] is False and policy["planner"] == "DWA" and cfg.env_kwargs["planner"] == "DWA"
-    schedule = [s for s in cfg.callback_specs if isinstance(s, dict) and "ExplorationNoiseSchedule" in next(iter(s))]
+    schedule = [s for s in cfg.callback_specs if isinstance(s, dict) and "NoiseScheduleCallback" in next(iter(s))]
     assert [next(iter(s.values()))["end"] for s in schedule] == [0.01]
 
     flat = {key for key, _ in report.applied} | {key for key, _ in report.unsupported}

@@ -12,7 +12,7 @@ from _helpers import png, running
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from envs.worlds import VAL_IDS
-from sb3_vlm.callbacks import path_length
+from sb3_vlm.callbacks.nav_metrics import path_length
 from sb3_vlm.cli import main
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient

@@ -16,7 +16,8 @@ from _helpers import free_port  # noqa: E402
 from _judge_server import Reply, judge_server  # noqa: E402
 from _laser_env import dict_image_env, image_env  # noqa: E402
 
-from sb3_vlm.rewards import JudgeLogCallback, VecVLMJudgeReward, VLMJudge, VLMJudgeReward  # noqa: E402
+from sb3_vlm.callbacks import JudgeLogCallback  # noqa: E402
+from sb3_vlm.rewards import VecVLMJudgeReward, VLMJudge, VLMJudgeReward  # noqa: E402
 
 
 @pytest.fixture

@@ -50,13 +50,18 @@ def test_wheel_ships_the_default_zoo_files_and_tiny_config(tmp_path):
     assert "sb3_vlm/model/tiny_qwen2_5_vl.json" in names  # tiny_config() reads it through importlib.resources
 
 
-def test_default_zoo_files_come_from_package_resources():
+@pytest.mark.parametrize("policy", ["vlm", "applr"])
+def test_default_zoo_files_come_from_package_resources(policy):
     from importlib import resources
 
     from sb3_vlm.zoo import default_conf
 
-    for policy in ("vlm", "applr"):
-        path = default_conf(policy)
-        assert path.is_file() and path.parent == Path(str(resources.files("zoo_configs")))
+    path = default_conf(policy)
+    assert path.is_file() and path.parent == Path(str(resources.files("zoo_configs")))
+
+
+def test_a_policy_without_a_default_zoo_file_is_refused():
+    from sb3_vlm.zoo import default_conf
+
     with pytest.raises(ValueError, match="got 'sac'"):
         default_conf("sac")

@@ -44,10 +44,12 @@ def test_tables_follow_ftrl(planner):
     assert type(make_planner(planner)) is PLANNERS[planner]
 
 
-def test_unknown_planner_names_the_known_ones():
-    for make in (lambda: gym.make("BarnNav-v0", planner="rrt"), lambda: BatchSim(1, planner="rrt")):
-        with pytest.raises(ValueError, match="ddp.*dwa.*mppi.*teb"):
-            make()
+@pytest.mark.parametrize(
+    "make", [lambda: gym.make("BarnNav-v0", planner="rrt"), lambda: BatchSim(1, planner="rrt")], ids=["env", "sim"]
+)
+def test_unknown_planner_names_the_known_ones(make):
+    with pytest.raises(ValueError, match="ddp.*dwa.*mppi.*teb"):
+        make()
 
 
 @pytest.mark.parametrize("planner", sorted(PARAMS))

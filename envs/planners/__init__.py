@@ -1,6 +1,14 @@
-"""Planners of the embedded simulator: parameter tables, global planner, local planners (DWA, TEB, MPPI, DDP)."""
+"""Planners of the embedded simulator: parameter tables, global planner, local planners (DWA, TEB, MPPI, DDP).
 
-from envs.planners.base import LocalPlanner, PeriodicPlanner, PlannerInput
+The parameter tables (:mod:`envs.planners.params`) load with the package; the planners, their numba kernels and the
+simulator only when a planner name is first asked for (PEP 562).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from envs._lazy import lazy_getattr
 from envs.planners.params import (
     DDP_PARAMS,
     DWA_PARAMS,
@@ -12,7 +20,10 @@ from envs.planners.params import (
     ParamTable,
     param_table,
 )
-from envs.planners.registry import PLANNERS, make_planner
+
+if TYPE_CHECKING:
+    from envs.planners.base import LocalPlanner, PeriodicPlanner, PlannerInput
+    from envs.planners.registry import PLANNERS, make_planner
 
 __all__ = [
     "DDP_PARAMS",
@@ -30,3 +41,14 @@ __all__ = [
     "make_planner",
     "param_table",
 ]
+
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "LocalPlanner": "base",
+        "PeriodicPlanner": "base",
+        "PlannerInput": "base",
+        "PLANNERS": "registry",
+        "make_planner": "registry",
+    },
+)

@@ -1,18 +1,5 @@
-"""Vectorised DDP local planner: an iLQR (differential dynamic programming with Gauss-Newton cost Hessians)
-trajectory optimiser over the unicycle, driven by FTRL's 6 DDP parameters.
-
-State ``(x, y, heading)``, control ``(v, w)``, ``HORIZON`` steps of ``STEP`` s. Stage cost:
-``W_REF |p - ref_t|^2 + W_OBS max(0, distance + robot_radius - d)^2 + W_TURN w^2 + W_COST cell cost`` with
-``ref_t`` the plan point ``REF_LEAD + max_vel_x * t`` ahead of the robot along the local plan (tracking it asks for
-full speed), ``d`` the clearance of the hull (two circles) from the nearest known cylinder (the costmap's marks)
-and the costmap cell cost under the centre (``inflation_radius``, also the global plan's). As in FTRL's sampling
-DDP, ``nr_pairs_`` constant ``(v, w)`` pairs over the velocity window are scored with the same cost (exact arcs,
-every ``PAIR_STRIDE``-th step); the best, acceleration-limited, or the previous solution shifted if cheaper,
-initialises ``ITERATIONS`` iLQR iterations (backward pass, then a line search over the step size), controls clipped
-to the velocity and acceleration limits. A solution whose hull comes closer than ``robot_radius`` to a known
-obstacle, or that stalls (``STALLED``), is not sent: the robot turns in place towards the plan (``RECOVERY_TURN``)
-if that keeps clear, else has no valid command (move_base then stops and recovers).
-"""
+"""Vectorised DDP local planner: an iLQR trajectory optimiser over the unicycle, started from sampled constant arcs,
+driven by FTRL's 6 DDP parameters (docs/guide/simulator.md "How each planner works")."""
 
 from __future__ import annotations
 

@@ -1,18 +1,6 @@
-"""Vectorised DWA local planner with base_local_planner's TrajectoryPlanner semantics (``dwa: true``).
-
-Per robot and control tick: sample ``vx_samples x vtheta_samples`` constant velocities inside the acceleration
-window of one controller period, roll each out for ``sim_time``, reject those whose padded footprint touches a
-known obstacle or whose centre enters an inscribed cell, and take the cheapest by
-``path_distance_bias * path_dist + goal_distance_bias * goal_dist + occdist_scale * resolution * max_cost``
-(``meter_scoring``: TrajectoryPlannerROS multiplies all three weights by the costmap resolution and the distances
-are in metres; distances of the rollout's end point; ``max_cost`` is the highest cell cost under the footprint
-outline along the rollout). With no valid forward motion it rotates in place to the valid heading that looks
-closest to the local goal; with no valid rotation it escapes: backs up at ``escape_vel`` *without* checking the
-footprint (TrajectoryPlanner: "we'll allow moving backwards slowly even when the static map shows it as blocked")
-and samples no forward motion until it has moved ``escape_reset_dist`` or turned ``escape_reset_theta``. So the
-DWA always has a command, and move_base's ``controller_patience`` never runs out. All candidates of all robots are
-one flat array: no Python loop per robot or candidate.
-"""
+"""Vectorised DWA local planner with base_local_planner's TrajectoryPlanner semantics (``dwa: true``): sampled
+constant-velocity rollouts, ``meter_scoring`` costs, in-place rotation and blind escapes
+(docs/guide/simulator.md "How each planner works")."""
 
 from __future__ import annotations
 

@@ -1,22 +1,5 @@
-"""Vectorised MPPI local planner (model-predictive path integral control) driven by FTRL's 8 MPPI parameters.
-
-Per robot and optimisation: ``nr_pairs_`` control sequences of ``nr_steps_`` steps (``STEP`` s each) are sampled:
-``EXPLORATION`` of them constant ``(v, w)`` drawn uniformly over the velocity window (FTRL's MPPI explores so),
-the others around the warm-started mean sequence with Gaussian noise (``linear_stddev``, ``angular_stddev``); all
-clipped to the velocity limits (``max_vel_x``, ``max_vel_theta``; a negative ``max_vel_x`` drives backwards
-only) and the base's acceleration limits, and rolled out on the unicycle. Each rollout's cost, from the same
-costmap as the DWA's:
-
-- ``COLLIDE`` once its padded footprint touches a known (marked) cylinder;
-- the costmap cell cost under the centre (``inflation_radius`` sets where it falls to 0), per second;
-- distance from the plan and misalignment with its direction (``1 - cos``), per second, and distance of the end
-  point from the plan point ``max_vel_x`` x horizon ahead (the goal of the horizon).
-
-The new mean is the average of the sequences weighted by ``exp(-(cost - min cost) / lambda)``; its first control
-is the command. A mean whose own rollout collides (averaging around both sides of an obstacle) is replaced by the
-cheapest sample; with every sample colliding there is no valid command (move_base then stops and recovers). The
-noise comes from a fixed table read at a per-robot offset, so a robot's commands depend on its own episode only.
-"""
+"""Vectorised MPPI local planner (model-predictive path integral control) driven by FTRL's 8 MPPI parameters
+(docs/guide/simulator.md "How each planner works")."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Planner parameter tables: names, physical ranges, defaults, integer flags.
-
-One table per planner; every conversion between the policy's [-1, 1] action and physical units goes through it.
-Ranges and defaults of DWA are APPLR's (ros_jackal ``RANGE_DICT``). TEB, MPPI and DDP follow FTRL
-(docs/compat/ftrl.md §4.4): names and order of the SFT/server tables, ranges of the env ``RANGE_DICT`` ("env"
-columns), defaults the RL yaml's ``param_init`` clipped into those ranges (FTRL's TEB ``dt_ref`` 0.5 and MPPI stddevs
-0.2 lie outside them), except ``max_vel_x``: 0.5 m/s, the DWA's move_base default, not FTRL's 1.5 (at 1.5 m/s every
-planner, the DWA too, collides in about half the BARN test worlds of the simulator: speed pays in collisions, as in
-Gazebo).
-"""
+"""Planner parameter tables: names, physical ranges, defaults, integer flags, one table per planner; every conversion
+between the policy's [-1, 1] action and physical units goes through it. Where the ranges and defaults come from:
+docs/compat/ftrl.md §4.4 and docs/guide/simulator.md "Local planners"."""
 
 from __future__ import annotations
 

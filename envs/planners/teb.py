@@ -1,27 +1,5 @@
-"""Vectorised TEB local planner (timed elastic band) driven by FTRL's 7 TEB parameters.
-
-The band: poses ``P_0 .. P_n`` (``P_0`` the robot, ``P_n`` the plan point ``LOOKAHEAD`` m ahead, both fixed) and
-time intervals ``dT_0 .. dT_{n-1}``, initialised along the local plan with segments that take ``dt_ref`` s at
-``max_vel_x`` (teb's band resolution), at most ``MAX_SEGMENTS`` of them: ``dt_ref`` acts where
-``LOOKAHEAD / (max_vel_x * dt_ref) < MAX_SEGMENTS``, i.e. above ~0.5 m/s. Each optimisation runs ``ITERATIONS``
-Levenberg-Marquardt iterations (block-sparse Jacobian by finite differences) on teb_local_planner's soft terms with
-its default weights:
-
-- non-holonomic kinematics (``weight_kinematics_nh`` 1000) and forward drive (``weight_kinematics_forward_drive``);
-- speed above ``max_vel_x`` forwards, ``max_vel_x_backwards`` backwards (``weight_max_vel_x`` 2), turn rate above
-  ``max_vel_theta`` (``weight_max_vel_theta``), linear and angular acceleration above the base's, from the
-  measured velocity on (``weight_acc_lim_x``, ``weight_acc_lim_theta``);
-- time optimality, ``dT`` (``weight_optimaltime``);
-- obstacles: clearance of the padded footprint (two circles; from the costmap's marks) below ``min_obstacle_dist``
-  (``weight_obstacle`` 50) and below ``inflation_dist`` (``weight_inflation`` 0.1: acts only beyond
-  ``min_obstacle_dist``).
-
-The command is the first segment's velocity and turn rate (clipped to the limits). As teb_local_planner's
-feasibility check, the first two segments, interpolated, must keep the hull ``FEASIBILITY_MARGIN`` off every known
-obstacle; otherwise there is no valid command (move_base stops and recovers). The command's own arc, held for
-``COMMAND_CHECK`` s, must keep clear too: else it is tried at half the speed, then turning in place, before giving
-up. ``inflation_radius`` is the costmap's (global plan).
-"""
+"""Vectorised TEB local planner (timed elastic band, Levenberg-Marquardt on teb_local_planner's soft terms) driven by
+FTRL's 7 TEB parameters (docs/guide/simulator.md "How each planner works")."""
 
 from __future__ import annotations
 

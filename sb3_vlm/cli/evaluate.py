@@ -17,7 +17,8 @@ from envs.nav_env import resolve_world_ids
 from envs.planners import DWA_PARAMS
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import BEST_MODEL_DIR, MODEL_ZIP
+from sb3_vlm.callbacks.checkpoint import MODEL_ZIP
+from sb3_vlm.callbacks.nav_metrics import BEST_MODEL_DIR
 from sb3_vlm.cli._args import parse_worlds
 from sb3_vlm.policies import LoadedPolicy, load_policy
 from sb3_vlm.workflows.evaluation import SUMMARY_COLUMNS, evaluate, format_table, per_world, summary

@@ -1,16 +1,5 @@
-"""``AsyncLearner``: collectors on Ray run episodes with versioned policy weights; the learner trains continuously.
-
-The FTRL pattern on Ray: ``n_collectors`` :class:`sb3_vlm.distributed.collectors.Collector` actors each step their
-own env batch with their own copy of the policy and return chunks of transitions; the learner (this process) adds
-every chunk to the model's replay buffer as it arrives, runs the model's own ``train()`` and publishes new weights
-(``ray.put`` once per version, handed only to collectors that have an older one). A chunk's policy lag is the number
-of versions published while it was collected; chunks older than ``max_policy_lag`` are dropped (counted), so the
-data the learner trains on is never staler than that. A collector that dies is restarted by Ray and gets the latest
-weights; its unfinished chunk was never returned, so nothing is added twice.
-
-Logged under ``distributed/``: ``weights_version``, ``policy_lag_mean``, ``policy_lag_max``, ``dropped_chunks``,
-``collector_restarts``, ``chunks``; plus ``rollout/ep_rew_mean``, ``time/fps`` and the model's ``train/`` keys.
-"""
+"""``AsyncLearner``: collectors on Ray run episodes with versioned policy weights; the learner trains continuously and
+drops chunks staler than ``max_policy_lag`` (docs/guide/ray.md "How the asynchronous learner works")."""
 
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
-"""``RayVecEnv``: an SB3 ``VecEnv`` whose environments live in Ray actors, restarted when they die.
-
-Each actor (:class:`sb3_vlm.distributed.runner.EnvRunner`) holds a contiguous share of the ``n_envs`` environments
-as one ``VecEnv``: a ``BarnNavVecEnv`` batch by default, or a ``DummyVecEnv`` of Gymnasium env factories. Actors are
-spread over the cluster's nodes; ``step_async`` sends every actor its actions at once and ``step_wait`` gathers them,
-so actors step in parallel, as in SB3's ``SubprocVecEnv``. Seeding follows ``BarnNavSubprocVecEnv``: env ``i`` sees
-exactly what it would see in one ``BarnNavVecEnv(n_envs)`` (or one ``DummyVecEnv``) with the same seed.
-
-Fault tolerance: actors are created with Ray's ``max_restarts``. When an actor dies (process killed, node lost), its
-pending step fails with ``RayActorError``; Ray reruns its constructor, and :class:`RayVecEnv` resets its envs and
-returns, for each of them, a truncated step (``done=True``, ``infos[i]["TimeLimit.truncated"]=True``,
-``infos[i]["terminal_observation"]`` = the last observation returned for env ``i``, reward 0,
-``infos[i]["actor_restarted"]=True``) whose next observation is the fresh episode's first. SB3 stores that step as a
-time-limit truncation, so nothing bootstraps from a terminal that never happened; transitions already returned are
-never repeated, and each env's observation chain stays unbroken.
-"""
+"""``RayVecEnv``: an SB3 ``VecEnv`` whose environments live in Ray actors, restarted when they die; seeded like
+``BarnNavSubprocVecEnv``, a dead actor's episodes reported truncated
+(docs/guide/ray.md "Seeding and fault tolerance")."""
 
 from __future__ import annotations
 

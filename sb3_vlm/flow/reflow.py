@@ -1,17 +1,5 @@
-"""Training of the flow-matching expert: supervised flow matching, and reflow (k-rectified flow) distillation.
-
-Reflow (Liu et al. 2022, Alg. 1): the frozen teacher maps noise ``x0`` to its many-step sample ``x1``; a student
-initialised as a copy of the teacher is trained with the same loss on the straight lines between these *coupled*
-pairs. The coupled paths no longer cross, so the student's flow is nearly straight and one Euler step lands where
-the teacher's whole ODE did. ``rounds > 1`` repeats with the last student as teacher (k-rectified flow).
-
-Couplings are cheap here (cached features, a small MLP teacher), so each training feature gets many noise draws
-(:data:`REFLOW_FIT`'s ``couplings_per_feature``): with one draw per image the student sees a few hundred points of
-the teacher's noise-to-sample map per scene family and generalises poorly to held-out scenes.
-
-Both run on precomputed ``[N, 256]`` features: the one VLM backbone computes them once (the vision encoder frozen,
-as the seed's reflow scripts do), so teacher and student share it and only the expert trains.
-"""
+"""Training of the flow-matching expert on precomputed features: supervised flow matching, and reflow (k-rectified
+flow, Liu et al. 2022) distillation into a nearly straight, one-step student (docs/guide/flow.md)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""Read and write the FTRL supervised checkpoint layout (docs/compat/ftrl.md §3.1, §3.3).
-
-```
-<ckpt>/adapter_config.json, adapter_model.safetensors     PEFT LoRA adapter (optional)
-<ckpt>/regression_head/pytorch_model.bin                   DPTHead state dict
-<ckpt>/history_encoder/pytorch_model.bin                   HistoryEncoder state dict (optional)
-<ckpt>/history_config.json                                 {"use_history", "num_history_frames", "history_dim", ...}
-<ckpt>/normalization/param_mean.npy, param_std.npy         SFT label statistics, float [P] (optional)
-```
-sb3-vlm adds ``actor_head/`` and ``critic/`` (safetensors) and ``sb3_vlm_config.json`` (where the base model comes
-from). Weights are read with ``torch.load(weights_only=True)``; zero-numel tensors (DeepSpeed ZeRO-3 placeholders) are
-dropped. Writes go to a temporary sibling directory that replaces the target only once complete.
-"""
+"""Read and write the FTRL supervised checkpoint layout (docs/compat/ftrl.md §3.1, §3.3), plus sb3-vlm's
+``actor_head/``, ``critic/`` and ``sb3_vlm_config.json``. Weights are read with ``torch.load(weights_only=True)``;
+writes go to a temporary sibling directory that replaces the target only once complete."""
 
 from __future__ import annotations
 

@@ -1,39 +1,6 @@
-"""FTRL's RL training YAML (``rlft/train.py``, docs/compat/ftrl.md §4.3) read as it is and mapped onto a zoo entry.
-
-FTRL reads ``buffer/<policy>/config.yaml`` and deep-merges the VLM file (``configs/ftrl_vlm_dwa.yaml``) over it, the
-VLM file's values winning; :func:`read_ftrl_config` does the same with an optional base file. :func:`apply_ftrl_config`
-then sets each key it knows on a :class:`~sb3_vlm.zoo.ZooConfig` and returns what it applied and what it could not
-(FTRL's server, container and cluster settings; options of its own trainer we have no counterpart for), so a caller
-can warn about every key that is not used instead of dropping it silently.
-
-The mapping (FTRL key -> our setting):
-
-================================================  ==========================================================
-``training_config.actor_lr`` / ``critic_lr``      ``VLMTD3(actor_lr=, critic_lr=)``
-``training_config.buffer_size``                   ``buffer_size``
-``training_config.freeze_vlm_actor``              ``policy_kwargs.freeze_vlm``
-``training_config.freeze_dpt_actor``              ``policy_kwargs.freeze_dpt``
-``training_config.freeze_history_actor``          ``policy_kwargs.freeze_history``
-``training_config.freeze_dpt_critic``             ``policy_kwargs.critic_dpt = not value`` (own trainable DPT)
-``training_config.vlm_checkpoint_path``           ``policy_kwargs.backbone``
-``training_config.use_4bit``                      ``policy_kwargs.quantization = "nf4"`` (or None)
-``training_config.exploration_noise_start``       ``noise_std`` (Gaussian, [-1, 1] action units)
-``training_config.exploration_noise_end``         ``ExplorationNoiseSchedule(end=)`` over the run
-``training_config.pre_collect``                   ``learning_starts``
-``training_config.policy_args.gamma`` / ``tau``   ``gamma`` / ``tau``
-``policy_args.policy_noise`` / ``noise_clip``     ``target_policy_noise`` / ``target_noise_clip``
-``policy_args.n_step``                            ``n_steps``
-``policy_args.update_actor_freq``                 ``policy_delay``
-``policy_args.exploration_noise``                 ``noise_std`` (unless ``exploration_noise_start`` is given)
-``training_args.max_step``                        ``n_timesteps``
-``training_args.collect_per_step``                ``train_freq`` = collect_per_step / n_envs env steps
-``training_args.update_per_step``                 ``gradient_steps``
-``training_args.batch_size``                      ``batch_size``
-``training_args.pre_collect``                     ``learning_starts``
-``env_config.env_id``                             ``env_kwargs.planner`` (its prefix: ``dwa_param-v0`` -> DWA)
-``env_config.seed``                               the run's seed
-================================================  ==========================================================
-"""
+"""FTRL's RL training YAML (``rlft/train.py``, docs/compat/ftrl.md §4.3) read as it is, deep-merged like FTRL's, and
+mapped onto a zoo entry with a report of the keys applied and not applied (the mapping, key by key:
+docs/guide/ftrl_workflow.md "FTRL's RL YAML, key by key")."""
 
 from __future__ import annotations
 
@@ -50,7 +17,8 @@ from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["FTRLConfigReport", "apply_ftrl_config", "deep_merge", "read_ftrl_config"]
 
-_SCHEDULE = "sb3_vlm.td3.exploration.ExplorationNoiseSchedule"
+_SCHEDULE = "sb3_vlm.callbacks.ExplorationNoiseScheduleCallback"
+_OLD_SCHEDULE = "sb3_vlm.td3.exploration.ExplorationNoiseSchedule"  # deprecated path, still in users' zoo files
 PLANNERS = ("DWA", "TEB", "MPPI", "DDP")
 
 
@@ -261,7 +229,7 @@ def _set_schedule_end(cfg: ZooConfig, end: float) -> None:
     """Point the zoo entry's exploration-noise schedule at ``end`` (adding the schedule if it has none)."""
     for i, spec in enumerate(cfg.callback_specs):
         name, kwargs = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
-        if name == _SCHEDULE:
+        if name in (_SCHEDULE, _OLD_SCHEDULE):
             cfg.callback_specs[i] = {name: {**(kwargs or {}), "end": end}}
             return
     cfg.callback_specs.append({_SCHEDULE: {"end": end}})

@@ -1,23 +1,6 @@
-"""FTRL's supervised data set (docs/compat/ftrl.md §2.8), read and written.
-
-Two forms are read, both giving scene images and labels in physical units (the planner's parameters followed by
-``next_linear_vel, next_angular_vel``):
-
-* the SFT JSON: a list of objects ``{"id", "images", "parameters", "conversations", "system_prompt"}`` (plus
-  optional ``prev_parameters`` and ``history_images``); ``images[0]`` is the scene, relative to ``image_folder``
-  (default: the JSON's directory); ``parameters`` holds the planner's P parameters and the two velocities;
-* the per-actor ``data.csv`` (``<root>/actor_<k>/data.csv`` or one such file): an ``img_label`` column (frame number
-  ``k`` of ``<Method>_<k:06d>.png`` beside the CSV, ``Method`` from a ``Method`` column or ``HB``, or the file
-  name itself) and one column per label under FTRL's names, which differ from the labels' in two places:
-  ``inflation_radius`` is the column ``final_inflation`` and ``next_linear_vel`` the column ``next_linear_vel:``.
-
-FTRL records no episode id, so the samples' group (kept whole by the validation split) is their actor directory.
-
-Written (:class:`SFTWriter`, used by ``sb3-vlm collect --sft``): each step appends a ``data.csv`` row in the actor
-directory (FTRL's columns, ``linear_vel/angular_vel`` at the start of the step, ``next_*`` measured at its end), the
-frame the step was chosen from is its image, and :func:`write_sft_json` turns every ``data.csv`` under a root into
-the SFT JSON, as FTRL's ``csv_to_json.py`` does (prompts in its indented SFT form).
-"""
+"""FTRL's supervised data set (docs/compat/ftrl.md §2.8), read (SFT JSON or per-actor ``data.csv``) and written
+(:class:`SFTWriter`, :func:`write_sft_json`); the columns and their quirks:
+docs/guide/supervised.md "FTRL's data set files"."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""Restricted unpickling for the pickle files that existing collectors and APPLR write.
-
-A pickle can call any importable function while it loads. The unpicklers here resolve globals only from an explicit
-allowlist and refuse everything else with :class:`UnsafePickleError` *before* anything is called, so a hostile file
-cannot run code (``os.system``, ``eval``, ...).
-
-* :func:`safe_load` / :func:`safe_loads`: trajectory pickles (FTRL and ros_jackal, protocols 2-5, numpy 1.x and 2.x
-  names): numpy arrays, scalars and dtypes, ``PIL.Image.Image``, builtin containers and scalars,
-  ``collections.OrderedDict``.
-* :func:`load_applr_actor_state_dict`: the published APPLR ``policy_actor`` file, a plain ``pickle.dump`` of an
-  ``OrderedDict`` of tensors whose storages are inner legacy ``torch.save`` blobs; each blob is loaded with
-  ``torch.load(weights_only=True)``.
-"""
+"""Restricted unpickling for the pickle files that existing collectors and APPLR write: globals resolve only from an
+explicit allowlist, anything else raises :class:`UnsafePickleError` before it is called, so a hostile file cannot run
+code. :func:`safe_load` / :func:`safe_loads` read trajectory pickles, :func:`load_applr_actor_state_dict` the
+published APPLR ``policy_actor``."""
 
 from __future__ import annotations
 

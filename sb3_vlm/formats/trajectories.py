@@ -1,29 +1,6 @@
-"""FTRL / APPLR trajectory files, read and written in one place: names, per-step records, PNG frames, the results
-line (``fill_replay_buffer`` in :mod:`sb3_vlm.td3.replay` puts read transitions into an SB3 buffer).
-
-Two on-disk formats are read (one episode per file, a list of per-step records, loaded with the restricted
-unpickler of :mod:`sb3_vlm.formats.safe_pickle`):
-
-* FTRL (docs/compat/ftrl.md §5.5): ``[obs, act, rew, done, info, opt_time, nav_metric]``; the costmap image is
-  ``info["img_PIL"]`` (RGB, 600 x 400), the start-of-step velocity ``info["last_state"] = [v, w]``, the episode's
-  nav metric is in the last record. ``act`` may carry P planner parameters or P + 2 entries (parameters followed by
-  ``next_linear_vel, next_angular_vel``); only the first P are the action.
-* ros_jackal / APPLR: ``[obs, action, reward, done, info]`` with the laser observation ``obs`` of shape (721,) or
-  (1, 721).
-
-Transitions follow the original learners: ``next_obs`` is the next record's observation and the last step reuses
-its own; ``status == "timeout"`` (or ``info["TimeLimit.truncated"]``) marks a truncation, every other ``done`` a
-termination (ros_jackal records carry no status, so their ends are terminations, as in the APPLR learner). Actions
-are stored scaled to [-1, 1] with the planner table's ``to_unit``.
-
-The files are written by :mod:`sb3_vlm.formats.ftrl_files` (the FTRL collector's layout, docs/compat/ftrl.md §5.3-5.7).
-
-Which files are read (the rule for files still being written): only names that are exactly ``traj_<n>.pickle``
-inside an ``actor_<id>`` directory (and ``test_<id>_<n>.pickle`` anywhere under the root if asked), last modified at
-least ``min_age_s`` seconds ago. Other names starting like a trajectory file (``traj_3.pickle.tmp``,
-``traj_3.pickle.part``) are reported as still being written. Empty, truncated, corrupt, refused (disallowed
-globals) and wrong-schema files are skipped and reported; they are never deleted.
-"""
+"""FTRL / APPLR trajectory files, read and written in one place: names, per-step records, PNG frames, the results line
+(``fill_replay_buffer`` in :mod:`sb3_vlm.td3.replay` puts read transitions into an SB3 buffer). Formats, transitions
+and which files are read: docs/guide/ftrl_workflow.md "Reading trajectory files"."""
 
 from __future__ import annotations
 

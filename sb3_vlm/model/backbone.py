@@ -1,18 +1,7 @@
-"""Qwen2.5-VL backbone: images (+ velocity, + an optional text prompt) -> the last 4 hidden states.
-
-The backbone turns a batch of images ``[B, 3, H, W]`` (+ optional robot velocity) into the last 4 hidden states of
-the language model, ``[B, L, H]`` each, low -> high, as FTRL feeds its DPT head (docs/compat/ftrl.md §2.1).
-
-* ``"tiny"`` (default): the real Qwen2.5-VL architecture at 0.9 M parameters with random weights from a fixed seed.
-  It has no tokenizer, so the input ids are built by hand: ``<vision_start> <image_pad>*n <vision_end>``, followed by
-  a prompt's UTF-8 bytes when one is given; a velocity is not encoded (the tiny model only sees the image).
-* A local model directory (``config.json`` + weights). If it brings a tokenizer, the text is FTRL's inference prompt
-  (docs/compat/ftrl.md §2.2) in the Qwen2.5-VL chat layout (§2.3), velocity included, and a given prompt is appended
-  to the user turn.
-
-Loading (dtype, quantization, adapters) lives in :mod:`sb3_vlm.model.loading`, the input pieces (FTRL prompts,
-patchify) in :mod:`sb3_vlm.model.inputs`; their public names are re-exported here. Nothing downloads.
-"""
+"""Qwen2.5-VL backbone: images (+ velocity, + an optional text prompt) -> the last 4 hidden states, as FTRL feeds its
+DPT head (docs/compat/ftrl.md §2.1); ``"tiny"`` (random weights, offline) or a local model directory
+(docs/guide/training.md "On a GPU with a real Qwen2.5-VL"). Loading lives in :mod:`sb3_vlm.model.loading`, the input
+pieces in :mod:`sb3_vlm.model.inputs` (their public names re-exported here). Nothing downloads."""
 
 from __future__ import annotations
 

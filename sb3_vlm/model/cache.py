@@ -1,14 +1,6 @@
-"""Content-keyed LRU cache of frozen-backbone outputs under a byte budget.
-
-With a frozen VLM, an image's backbone output never changes, so each distinct image only needs one backbone pass in its
-life; replay then reads the stored result. :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` decides WHAT is stored (the
-last-4 hidden states while the DPT head trains, the pooled 256-d feature when it is frozen too) and when the stored
-values are stale (a "version" that changes with every cached-side parameter); this module only stores, evicts and
-counts.
-
-Keys are SHA-1 digests of the observation's bytes (uint8 image, plus the robot velocity when present), so an image
-collected by a rollout and the same image sampled from the replay buffer share one entry.
-"""
+"""Content-keyed LRU cache of frozen-backbone outputs under a byte budget (keys: SHA-1 of the observation's bytes).
+:class:`~sb3_vlm.model.extractor.VLMDPTExtractor` decides what is stored and when it is stale; this module only stores,
+evicts and counts."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ reward network and the prompt-selection env it rewards.
 
 from gymnasium.envs.registration import register
 
-from sb3_vlm.rewards.callbacks import JudgeLogCallback
+from sb3_vlm._deprecation import module_getattr
 from sb3_vlm.rewards.judge import FAILURE_KINDS, JudgeResult, JudgeStats, VLMJudge
 from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.reward_net import RewardNet, RewardNetConfig
@@ -19,7 +19,6 @@ __all__ = [
     "DEFAULT_PROMPT",
     "DEFAULT_TASK",
     "FAILURE_KINDS",
-    "JudgeLogCallback",
     "JudgeResult",
     "JudgeRewardConfig",
     "JudgeStats",
@@ -34,3 +33,5 @@ __all__ = [
 ]
 
 register(id="BarnNavPromptSelection-v0", entry_point="sb3_vlm.rewards.prompt_env:make_prompt_selection_env")
+
+__getattr__ = module_getattr(__name__, moved={"JudgeLogCallback": "sb3_vlm.callbacks.JudgeLogCallback"})

@@ -7,7 +7,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_vlm.rewards.callbacks import JudgeLogCallback
+from sb3_vlm.callbacks.judge_log import JudgeLogCallback
 from sb3_vlm.rewards.judge import VLMJudge
 from sb3_vlm.rewards.wrappers import VecVLMJudgeReward
 

@@ -1,17 +1,6 @@
-"""Reward wrappers that add a :class:`~sb3_vlm.rewards.judge.VLMJudge` score to an env's reward.
-
-* :class:`VLMJudgeReward`: a ``gymnasium.Wrapper`` of one env;
-* :class:`VecVLMJudgeReward`: an SB3 ``VecEnvWrapper`` of any ``VecEnv`` (our batched ``BarnNavVecEnv`` included):
-  the judgements of all envs due at one step go out together and are waited for together.
-
-Modes: ``"terminal"`` judges the whole episode when it ends (frames sampled evenly over it) and adds the score to
-its last reward; ``"window"`` judges the last ``window`` frames every ``window`` steps, and the last ``window``
-frames again when the episode ends between two windows. A judged step pays
-``env_weight * r_env + judge_weight * score``; when the judgement fails (or does not finish within ``max_wait``
-seconds) it pays ``env_weight * r_env`` (plus ``judge_weight * failure_score`` if given): the episode keeps the env's
-own reward and goes on. Judged steps carry ``info["judge_score"]`` (float) or ``info["judge_failure"]`` (a kind of
-:data:`~sb3_vlm.rewards.judge.FAILURE_KINDS`), and ``info["judge_failures"]``, the wrapper's failures so far.
-"""
+"""Reward wrappers that add a :class:`~sb3_vlm.rewards.judge.VLMJudge` score to an env's reward:
+:class:`VLMJudgeReward` (one Gymnasium env) and :class:`VecVLMJudgeReward` (any SB3 ``VecEnv``, judgements of one
+step sent together); modes and failures: docs/guide/judge.md "What is sent and what a score means"."""
 
 from __future__ import annotations
 

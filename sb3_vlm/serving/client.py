@@ -1,14 +1,7 @@
-"""HTTP client for the FTRL-compatible inference server, for the ROS side (Python 3.8, standard library only).
-
-Drop-in for the original ``QwenClient`` (docs/compat/ftrl.md §5.2): same constructor and calls, plus
-:meth:`QwenClient.get_config`, :meth:`QwenClient.health` and :meth:`QwenClient.infer_from_image_bytes`. Requests
-time out; connection errors and 5xx answers are retried a bounded number of times with exponential backoff
-(timeouts are not retried: the server is busy, asking again would only queue more work). Failed calls return
-``None`` (``{}`` for :meth:`QwenClient.list_algorithms`) and log a warning, as the original did.
-
-This file must stay importable on Python 3.8 without third-party packages: annotations are strings
-(``from __future__ import annotations``) and nothing newer than 3.8 is used at run time.
-"""
+"""HTTP client for the FTRL-compatible inference server: a drop-in for the original ``QwenClient``
+(docs/compat/ftrl.md §5.2) with timeouts, bounded retries (connection errors and 5xx, not timeouts) and ``None`` on
+failure. This file must stay importable on Python 3.8 with the standard library alone (string annotations, nothing
+newer than 3.8 at run time): the ROS side copies it."""
 
 from __future__ import annotations
 

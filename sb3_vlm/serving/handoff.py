@@ -1,17 +1,5 @@
-"""Learner-side hand-off: write the policy where the inference servers read it, then make them reload it.
-
-FTRL's trainer (docs/compat/ftrl.md §4.6) saves to ``policy_tmp/``, replaces ``policy/`` and POSTs ``/reload`` to every
-server. :func:`publish_policy` does the same with one atomic directory swap: the policy is written into a temporary
-sibling directory, which replaces the target by renames only, so a reader sees the previous policy or the new one,
-never a mix, and a crash while writing leaves the previous one intact. Then each server is asked to reload, in
-parallel; a server that fails is reported, not raised: collection goes on with the servers that reloaded.
-
-Besides :meth:`VLMTD3Policy.save_pretrained`'s files the directory's ``sb3_vlm_config.json`` records, under
-``"policy"``, what a server needs to rebuild the policy without the environment: observation image shape and
-whether a velocity is observed, the action space's physical ranges, the parameter names if given, the head
-architecture (``net_arch``, ``activation_fn``, ``n_critics``) and the extractor's whole
-:class:`~sb3_vlm.model.config.VLMConfig` (``vlm``).
-"""
+"""Learner-side hand-off: write the policy atomically where the inference servers read it, then make them reload it
+(docs/guide/ftrl_workflow.md "Hand-off from the learner")."""
 
 from __future__ import annotations
 

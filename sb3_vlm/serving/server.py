@@ -1,43 +1,5 @@
-"""FTRL-compatible HTTP inference server (docs/compat/ftrl.md §5.1), FastAPI + uvicorn.
-
-Routes and JSON names are FTRL's, so the stdlib :mod:`sb3_vlm.serving.client` and the original ``qwen_client.py`` work
-unchanged:
-
-* ``GET /health``: ``status``, ``model_loaded``, ``device``, ``algorithm``, ``policy_name``, ``current_checkpoint``;
-* ``GET /algorithms``: ``algorithms``, ``current``;
-* ``GET /config``: ``algorithm``, ``num_params``, ``use_history``, ``num_history_frames``, ``history_dim``;
-* ``POST /infer``: JSON ``image_base64`` (bytes of an image file) or ``image_path``, ``history_images_base64``
-  (newest first), ``linear_vel`` (m/s), ``angular_vel`` (rad/s), ``algorithm`` -> ``parameters`` (name -> value),
-  ``parameters_array``, ``inference_time`` (s), ``success``, ``checkpoint``, ``model_version`` (the reloads
-  before the answering batch: which policy a collector acted with);
-* ``POST /reload``: re-reads the checkpoint directory.
-
-Two serving modes:
-
-* ``"sft"`` (FTRL's behaviour, docs/compat/ftrl.md §5.4): the DPT head including its supervised ``mlp``,
-  de-normalised with ``pred * std + mean`` (no clipping); ``P`` outputs (e.g. 7 DWA parameters + next ``v``, ``w``).
-* ``"actor"``: the TD3 actor of a directory written by :meth:`sb3_vlm.td3.policies.VLMTD3Policy.save_pretrained`
-  (or :func:`sb3_vlm.serving.handoff.publish_policy`): ``tanh`` action in [-1, 1], optional Gaussian exploration
-  noise (std in action units, then clipped to [-1, 1], as SB3's TD3 collects), mapped to physical units with the
-  policy's action space ``low + (a + 1) / 2 * (high - low)`` (APPLR's map; SB3 ``unscale_action``).
-
-Differences from the original, on purpose: binds 127.0.0.1 by default; a bounded request body (413); decoding
-errors answer 400 and wrong JSON types 422, after which the server keeps serving; concurrent requests are run through
-the model as one batch (requests arriving within ``batch_delay`` seconds of each other, up to ``max_batch_size``);
-``/reload`` really reloads the LoRA adapter (FTRL's key-name bug, docs/compat/ftrl.md §8.9), the heads, the history
-encoder, the normalisation and the actor head, in place when the architecture is unchanged, otherwise by rebuilding the
-model, and swaps them in only once all of them have loaded (a failed reload leaves the previous model serving).
-A request's ``algorithm`` must name the planner the server serves (FTRL zipped any name with its one head).
-
-History frames (checkpoints with a history encoder): ``history="client"`` (FTRL, default in ``"sft"`` mode) stacks
-the request's ``history_images_base64`` as given (newest first, cut or padded with the last one to the encoder's
-frame count; none given: the current frame repeated); ``history="current"`` (default in ``"actor"`` mode) always
-repeats the current frame, which is what :class:`sb3_vlm.model.extractor.VLMDPTExtractor` feeds during TD3 training, and
-``/config`` then reports ``num_history_frames = 0`` so clients send none.
-
-FastAPI and uvicorn are the optional extra ``serve`` (``pip install "sb3-vlm[serve]"``) and are imported only when
-an app is built.
-"""
+"""FTRL-compatible HTTP inference server (docs/compat/ftrl.md §5.1), FastAPI + uvicorn, imported only when an app is
+built. Routes, modes, history frames and the differences from FTRL's server: docs/guide/ftrl_workflow.md "Serving"."""
 
 from __future__ import annotations
 

@@ -1,23 +1,6 @@
-"""SFT labels by receding-horizon search in the embedded simulator (``sb3-vlm pretrain``, step 1).
-
-Pairs (scene image, good DWA parameters) from episodes on training worlds, with the simulator's sensor and actuation
-noise (no two episodes alike). At the start of every window of ``horizon`` steps (0.5 s each; 12 = 6 s) the state of
-each episode is copied into ``K`` robot slots of the same batched simulator; slot ``k`` drives the window with
-vector ``k`` of a fixed library (:data:`GRID`: speed x turning rate x inflation, the rest at the defaults; or the
-defaults and a Latin-hypercube sample of every parameter's range, drawn once from the seed), and the vector with the
-highest FTRL reward over the window (progress to the goal, proximity penalty, collision -100, success +50) labels
-the images of every state of the chosen branch (the vector the episode drives there: ``horizon`` pairs per window
-for the same simulated steps). The episode then continues from the end of the chosen branch (the copies replay the
-episode's own noise, so that branch *is* the episode driven by the label): the labelled states are those a policy
-that follows the labels visits, not those of default DWA, whose slow and cautious states a fast policy never sees.
-The episode itself also drives the defaults during the window, like slot 0, and must end exactly where slot 0 does,
-which checks every copy. As in FTRL the labels end with the velocity after the state's step (``next_linear_vel``,
-``next_angular_vel``) unless ``velocity_labels=False``.
-
-Why 6 s: over 2 s (the DWA's own rollout) the fastest vector always wins, and the collision it heads into comes
-after the window; measured on the training worlds, following the search scores BARN's nav metric 0.33 with 2 s
-windows and 0.42 with 6 s ones (the best constant vector: 0.32-0.37).
-"""
+"""SFT labels by receding-horizon search in the embedded simulator (``sb3-vlm pretrain``, step 1): every window, copies
+of each episode try a library of DWA vectors and the best labels the states of its branch, which the episode then
+follows (docs/guide/supervised.md "How the search works")."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""Prompts that steer a supervised VLM policy: their texts, the objective their labels are searched under, and
-where they are valid.
-
-A prompt file (YAML or JSON) is a list of entries::
-
-    - text: "Keep clear of obstacles."
-      reward: {collision: -10.0, progress: 5.0}   # RewardConfig fields for the label search (default: FTRL's)
-      planners: [DWA]                              # planners that support the prompt (default: all)
-      min_clearance: 0.0                           # valid only when the nearest laser return is this far (m)
-
-``sb3-vlm pretrain --prompts FILE`` searches labels for every prompt under its own ``reward`` and trains one
-checkpoint on all of them, the prompt text going through the VLM's input; the prompt-selection env
-(:mod:`sb3_vlm.rewards.prompt_env`) masks prompts by ``planners`` and ``min_clearance``.
-"""
+"""Prompts that steer a supervised VLM policy: their texts, the objective their labels are searched under, and where
+they are valid; the prompt file (YAML or JSON) and how ``sb3-vlm pretrain --prompts`` and the prompt-selection env
+use it: docs/guide/prompt_selection.md "1. A prompt-conditioned supervised policy"."""
 
 from __future__ import annotations
 
@@ -25,7 +14,7 @@ import numpy as np
 import torch as th
 import yaml
 
-from envs.nav_env import RewardConfig
+from envs.rewards import RewardConfig
 from sb3_vlm.sft.data import SFTDataset
 
 __all__ = [

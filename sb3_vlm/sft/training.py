@@ -1,24 +1,6 @@
-"""Supervised stage (FTRL's SFT, docs/compat/ftrl.md §2.7, §3): regress planner parameters from scene images.
-
-The model is a :class:`~sb3_vlm.model.extractor.VLMDPTExtractor` whose DPT head keeps its regression ``mlp``: image ->
-backbone (frozen, or LoRA) -> DPT pooled feature -> ``mlp`` -> ``P`` normalised parameters. Training follows FTRL:
-
-* labels normalised ``(y - mean) / (std + 1e-8)`` with the column mean and population std of the training labels
-  (stored as ``normalization/param_mean.npy`` / ``param_std.npy``), plus Gaussian label noise (0.01);
-* loss = mean over batch and parameters of ``w_j * (pred - label)**2``, ``w`` the planner's loss weights
-  (``planner_configs``: :data:`LOSS_WEIGHTS`);
-* AdamW, linear warm-up (3 %) then cosine decay (transformers' ``get_cosine_schedule_with_warmup``), no weight
-  decay.
-
-Differences, for a CPU and small data: the learning rate and batch size are the caller's (FTRL: 2e-5, 8, one epoch
-on 200k samples), gradients are clipped, and a validation split (by episode when ``groups`` are given) measures the
-weighted MSE before and after training against the predict-the-mean baseline (the normalised label is 0 for the
-training mean, so that baseline's loss is the weighted variance of the validation labels).
-
-The result is written in the FTRL layout (:func:`save_sft_checkpoint`), which ``VLMDPTExtractor(backbone=<dir>)``,
-``VLMTD3Policy(backbone=<dir>)``, ``sb3-vlm train --vlm <dir>`` and ``sb3-vlm serve --checkpoint <dir>`` load.
-Nothing here imports the simulator: data are arrays (:class:`~sb3_vlm.sft.data.SFTDataset`).
-"""
+"""Supervised stage (FTRL's SFT, docs/compat/ftrl.md §2.7, §3): regress planner parameters from scene images with
+FTRL's normalised, weighted MSE and write the FTRL checkpoint layout (docs/guide/supervised.md "Training"). Imports no
+simulator: data are arrays (:class:`~sb3_vlm.sft.data.SFTDataset`)."""
 
 from __future__ import annotations
 

@@ -1,21 +1,6 @@
-"""TD3 that starts at the supervised policy (FTRL's recipe: SFT, then RL) instead of at a random actor.
-
-A supervised checkpoint (``sb3-vlm pretrain``) carries a regression head: ``dpt.mlp`` maps the 256-d feature to the
-``P`` normalised parameters, de-normalised with the label statistics. SB3's TD3 actor is a fresh ``Linear + tanh``
-on the feature, so TD3 from such a checkpoint would throw the supervised policy away at step 0 and relearn it from
-rewards. :class:`SupervisedPrior` keeps it::
-
-    mu(f) = tanh(atanh(u(f)) + r(f))
-
-``u(f)`` is the supervised head's output mapped to the action range ``[-1, 1]`` (clamped to ``1 - 1e-3``) and
-``r`` the SB3 actor network without its tanh, last layer zero-initialised: at step 0 the actor *is* the supervised
-policy, and TD3 learns a correction in pre-tanh space (the head itself trains too when the DPT head does).
-
-A checkpoint with a flow-matching expert (``flow_head/``: ``sb3-vlm pretrain --head flow``, or a ``sb3-vlm distill``
-student) gives ``u(f)`` from that expert instead: its deterministic sample from its fixed noise with its configured
-number of Euler steps (one for a reflow student), a function of the feature alone, so reflow and TD3 compose. The
-expert stays frozen; TD3 trains the correction.
-"""
+"""TD3 that starts at the supervised policy (FTRL's recipe: SFT, then RL) instead of at a random actor:
+:class:`SupervisedPrior`, ``mu(f) = tanh(atanh(u(f)) + r(f))`` with ``u`` the supervised head's (or flow expert's)
+action and ``r`` a zero-initialised correction (docs/guide/supervised.md "TD3 from the supervised policy")."""
 
 from __future__ import annotations
 

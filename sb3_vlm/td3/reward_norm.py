@@ -1,19 +1,6 @@
-"""APPLR's reward normalisation for off-policy SB3 algorithms (stock ``TD3`` and ``VLMTD3`` alike).
-
-APPLR (docs/compat/applr.md "Reward") divides rewards by the standard deviation and subtracts the mean of the
-**first 1,000 rewards**, then keeps those statistics fixed. Here the replay buffer stores the raw rewards and normalises
-at sample time, through SB3's own hook (``BaseBuffer._normalize_reward``, the one ``VecNormalize`` uses), so every
-sampled reward, early or late, one-step or n-step, is scaled by the same fixed statistics once they are frozen.
-
-The statistics live in a :class:`RewardNormalizer` passed in ``replay_buffer_kwargs``: SB3 hands the buffer a shallow
-copy of those kwargs (the same object) and saves ``replay_buffer_kwargs`` in the model's zip, so the normaliser is
-saved with the model and restored on load, frozen or not. Use :func:`reward_normalization_kwargs` to pick the buffer
-class SB3 would pick (``DictReplayBuffer`` for Dict observations, ``NStepReplayBuffer`` for ``n_steps > 1``)::
-
-    model = TD3("MlpPolicy", env, **reward_normalization_kwargs(env.observation_space, n_steps=1, gamma=0.99))
-
-In a zoo file of ``sb3-vlm train``: ``reward_normalization: 1000`` (the number of first rewards).
-"""
+"""APPLR's reward normalisation (fixed statistics of the first rewards, applied at sample time through SB3's buffer
+hook) for off-policy SB3 algorithms, stock ``TD3`` and ``VLMTD3`` alike; in a zoo file: ``reward_normalization: 1000``
+(docs/guide/training.md "The zoo files")."""
 
 from __future__ import annotations
 

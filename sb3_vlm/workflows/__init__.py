@@ -1,3 +1,3 @@
 """The workflow stages that drive the embedded simulator (``envs``): training runs, evaluation and comparison,
-trajectory collection. The one part of sb3_vlm besides the CLI and the SFT label search that imports ``envs``; the
-``sb3-vlm`` subcommands only parse arguments and call these."""
+trajectory collection, learning from a buffer, ablations. Most import the simulator at module level (``import
+sb3_vlm`` loads none of them); the ``sb3-vlm`` subcommands only parse arguments and call these."""

@@ -1,23 +1,6 @@
 """The paper checklist's ablations (``sb3-vlm ablate``): the supervised model alone, then TD3 fine-tuning from it with
-the VLM frozen vs LoRA-tuned, the DPT head tuned vs frozen, and an actor learning-rate sweep, each over seeds on the
-same env-step budget, all evaluated on the same held-out test worlds with the same seeds.
-
-Arms (:data:`ARMS`): ``base`` = VLM frozen, DPT tuned, actor lr 1e-5 (a point of the sweep); ``vlm_lora`` = base + a
-fresh LoRA trained; ``dpt_frozen`` = base with the DPT head frozen (only the actor's linear head trains);
-``actor_lr_<x>`` = base with actor lr x in {1e-6, 5e-6, 5e-5}; ``sft`` = the supervised checkpoint served as is
-(FTRL's server: DPT head + its SFT mlp, no RL).
-
-The supervised checkpoint is ``sft`` or, without it, made here by ``sb3-vlm pretrain`` (``sft_samples`` pairs on
-training worlds). Per arm and seed, :func:`~sb3_vlm.workflows.training.train` runs the VLM zoo file from that
-checkpoint for ``timesteps`` env steps on training worlds (no test evaluation during training: the held-out worlds
-are only for this table, nothing is selected on them), then the final model runs one episode on each of the first
-``worlds`` test worlds and, for generalisation, as many training worlds. The per-seed mean nav metric is the
-replicate: each arm reports its mean over seeds with a 95 % Student-t interval on the test and the training worlds,
-plus the test success rate and env steps.
-
-Writes ``ablations.json``, ``ablations.md`` (the table) and ``ablations.png`` (nav metric +- CI per arm) into
-``out``; training output goes to ``out/train.log``.
-"""
+the VLM frozen vs LoRA-tuned, the DPT head tuned vs frozen, and an actor learning-rate sweep, over seeds, on the same
+held-out test worlds (docs/results/ablations.md "How the table is made")."""
 
 from __future__ import annotations
 

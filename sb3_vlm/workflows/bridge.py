@@ -1,18 +1,6 @@
-"""Bridge to collectors outside Ray: a buffer directory in, policy directories out (the FTRL/APPLR file protocol).
-
-ROS/Gazebo or Condor collectors write ``actor_<id>/traj_<n>.pickle`` files (FTRL or ros_jackal records) into a
-buffer directory and read the policy from a directory the learner replaces atomically, then ``/reload`` the
-inference servers. :class:`BufferDirectoryBridge` does the learner's side, for
-:class:`~sb3_vlm.distributed.AsyncLearner` (beside Ray collectors) and
-:class:`~sb3_vlm.workflows.buffer_learner.BufferLearner` (FTRL's loop, no Ray): every poll it
-loads the complete files (:func:`sb3_vlm.formats.trajectories.load_trajectories`), adds them to the replay buffer
-and deletes them (:func:`sb3_vlm.td3.replay.fill_replay_buffer`, so no file is read twice) or, with
-``hold_consumed``, renames them ``<name>.consumed`` until the learner's checkpoint holds them (:meth:`release`;
-after a crash :meth:`recover` deletes those the checkpoint holds and puts the others back), and every
-``publish_every`` weight versions it publishes the policy (:func:`sb3_vlm.serving.handoff.publish_policy`). A mixed
-fleet (Ray simulator collectors + Gazebo machines) thus trains one policy. Test episodes
-(``test_sync/test_<id>_<n>.pickle``) are read apart, for their metrics only (:meth:`BufferDirectoryBridge.poll_tests`).
-"""
+"""Bridge to collectors outside Ray: a buffer directory of trajectory files in, policy directories out (the FTRL/APPLR
+file protocol), for :class:`~sb3_vlm.distributed.AsyncLearner` and ``sb3-vlm learn-from-buffer``
+(docs/guide/ray.md "How the asynchronous learner works")."""
 
 from __future__ import annotations
 

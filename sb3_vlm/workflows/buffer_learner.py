@@ -1,39 +1,6 @@
-"""FTRL's training loop over external collectors (``sb3-vlm learn-from-buffer``, docs/compat/ftrl.md §4.6), without Ray.
-
-The collectors (``sb3-vlm collect --server URL --follow-signal``, or FTRL's own ROS/Gazebo ones) write
-``actor_<id>/traj_<n>.pickle`` episodes into a buffer directory with the parameters the inference servers answer;
-this learner trains on them and hands the new policy to the servers. One cycle, as FTRL's ``rlft/train.py``:
-
-1. collect: poll the buffer directory (:class:`~sb3_vlm.workflows.bridge.BufferDirectoryBridge`: restricted
-   unpickler, complete files only, each file added to the replay buffer once and deleted) until
-   ``collect_per_step`` new transitions arrived (``pre_collect`` before the first cycle; a backlog of files is
-   spread over cycles, oldest first, so a run ends within one episode of its budget);
-2. train: ``update_per_step`` gradient steps of the model's own ``train()`` (TD3 / VLMTD3) per ``collect_per_step``
-   transitions (the last file of a poll may bring a few more);
-3. publish: the policy directory is replaced atomically, then every server is asked to ``/reload`` it; a server
-   that does not answer is counted (``buffer/reload_failures``) and skipped, never fatal;
-4. test, every ``test_every`` cycles (or when someone writes ``test`` into the signal file): the signal
-   ``<buffer>/sync/continue.signal`` says ``test``, the collectors run their test worlds and write
-   ``test_sync/test_<id>_<n>.pickle``; once ``test_episodes`` arrived (or after ``test_timeout`` s) the signal goes
-   back to ``train`` and the episodes' outcomes are logged (``train/Test_nav_metric``...); a better test nav metric
-   writes ``policy_step_<k>/`` and ``best_model/`` (:class:`~sb3_vlm.callbacks.NavMetricsCallback`).
-
-``pause`` in the signal file (written by anyone) stops the collectors after their current episode; the learner
-waits (``buffer/paused_s``), never overwrites it, and goes on when it reads ``train`` again.
-
-With a ``checkpoint_dir`` (``sb3-vlm learn-from-buffer`` always gives one: ``<run>/checkpoints/last``), each cycle
-ends with an atomic checkpoint (model, replay buffer, the ``[actor, n, steps]`` of every episode in it, publication
-count), and the files of a cycle are renamed ``traj_<n>.pickle.consumed`` instead of deleted until that checkpoint is
-written: a learner killed at any moment and resumed (``--resume <run>``) has lost no transition and added none twice
-(the ``.consumed`` files its checkpoint holds are deleted, the others read again).
-
-The SB3 callback protocol is kept (``on_rollout_start`` / ``on_step`` per poll that brought episodes /
-``on_rollout_end`` / training): zoo callbacks (noise schedule, gradient clipping, critic warm-up) work unchanged,
-and FTRL's TensorBoard keys come from the episodes' final infos as in ``sb3-vlm train``. Logged under ``buffer/``:
-``cycle``, ``policy_version`` (publications), ``collector_model_version`` (newest server ``model_version`` among the
-episodes of the cycle, see :mod:`sb3_vlm.workflows.collector`), ``reload_failures``, ``skipped_files``,
-``test_timeouts``, ``paused_s``.
-"""
+"""FTRL's training loop over external collectors (``sb3-vlm learn-from-buffer``, docs/compat/ftrl.md §4.6), without
+Ray: poll trajectory files, train, publish, test, checkpoint, each cycle resumable; how and what it logs:
+docs/guide/ftrl_workflow.md "Learning from a buffer of external collectors"."""
 
 from __future__ import annotations
 
@@ -54,14 +21,14 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import (
+from sb3_vlm.callbacks import NavMetricsCallback
+from sb3_vlm.callbacks.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     MODEL_ZIP,
     POLICY_DIR,
     REPLAY_BUFFER,
     STATE_JSON,
-    NavMetricsCallback,
     find_checkpoint,
     save_policy_folder,
     save_training_checkpoint,
@@ -70,7 +37,7 @@ from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.ftrl_config import read_ftrl_config
 from sb3_vlm.formats.ftrl_files import read_signal, write_signal
 from sb3_vlm.formats.sb3_zip import load_algorithm
-from sb3_vlm.td3.exploration import noise_std
+from sb3_vlm.td3.noise import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 from sb3_vlm.workflows.training import FTRL_CONFIG_COPY, TrainSettings, build_model, make_vec_env, zoo_config

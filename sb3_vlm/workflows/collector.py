@@ -1,55 +1,6 @@
-"""Collection: run BarnNav episodes and write them in FTRL's collection layout (docs/compat/ftrl.md §5.3-5.7), as
-``sb3-vlm collect`` does.
-
-Each step the planner parameters come from a parameter source (:mod:`sb3_vlm.workflows.sources`), FTRL-style:
-
-* ``--server URL``: the inference server (:mod:`sb3_vlm.serving.server`, or FTRL's own) through the stdlib
-  :class:`~sb3_vlm.serving.client.QwenClient`: the step's scene image (PNG bytes) and velocity go to ``/infer``, the
-  first ``P`` entries of ``parameters_array`` are the parameters (an SFT head's two extra next-velocity outputs are
-  dropped, as FTRL does);
-* ``--policy PATH``: any local policy :func:`sb3_vlm.policies.load_policy` reads (a ``save_pretrained`` /
-  ``publish_policy`` directory, an FTRL SFT checkpoint, an SB3 zip of ``VLMTD3`` or ``TD3``), in process,
-  deterministic;
-* neither: the planner's default parameters (default DWA).
-
-When the source fails (server down, timeout, error, malformed answer) the step uses the default parameters, as FTRL
-falls back to ``param_init``. Parameters are clipped to the env's ranges before they are sent.
-
-Files, exactly FTRL's (``<buffer>/actor_<id>/``):
-
-* ``FTRL_<k:06d>.png``: the robot-frame scene (``envs.render``, FTRL's native 400 H x 600 W), one at reset and one
-  after every step (T steps -> T + 1 frames), ``k`` counting on across episodes;
-* ``traj_<n>.pickle`` (``--mode train``) or ``<buffer>/test_sync/test_<id>_<n>.pickle`` (``--mode test``, plus
-  ``<buffer>/sync/actor_<id>.done`` = ``"test:<n>"``): a list of ``[obs, act, rew, done, info, opt_time,
-  nav_metric]`` records (docs/compat/ftrl.md §5.5); ``opt_time`` and ``nav_metric`` are 0 except in the last record;
-* ``trajectory_results.txt``: one line per saved episode (docs/compat/ftrl.md §5.7);
-* with ``--follow-signal``, the mode of each episode is the trainer's ``<buffer>/sync/continue.signal`` (``train`` /
-  ``test`` / ``pause``, docs/compat/ftrl.md §5.3 step 6), read before the episode (FTRL reads it after, and saves a
-  train-phase episode as a test one if the phase changed meanwhile);
-* with ``--sft``, FTRL's supervised data set (docs/compat/ftrl.md §2.8, :mod:`sb3_vlm.formats.ftrl_sft`): ``data.csv``
-  (one row per step of a saved episode: its parameters and end-of-step velocity as labels, its start frame as the image)
-  and ``<buffer>/sft_data.json`` over every actor's rows.
-
-Differences from FTRL, on purpose: ``obs`` is always the start-of-step velocity ``[[v, w]]`` (FTRL's DWA env
-recorded laser values there, docs/compat/ftrl.md §8.8); ``act`` holds the clipped parameters actually sent; history
-frames sent to the server are this episode's earlier frames (FTRL's client read the files before the current one, which
-at an episode's start belong to the previous episode); pickles are written atomically (temporary file + ``os.replace``);
-numbering continues after the files already in the directory instead of overwriting them; the frames of an episode
-that is not saved are deleted.
-
-Each saved train episode is also written to ``actor_<id>/episodes.log`` (``traj_<n>.pickle <steps>``, ours), once its
-pickle is complete and just before it is renamed into place: the actor's ledger of committed episodes (transition
-ids are ``(actor, n, step)``), and what makes a collector killed at any moment restartable as it is (re-run the same
-``sb3-vlm collect``): a complete temporary pickle of a logged episode is renamed into place, any other temporary
-file is deleted, and numbering continues after the log, so no ``n`` is used twice even once the learner has deleted
-the files.
-
-Per-step ``info`` values of the embedded simulator: ``time`` is simulated seconds since the reset; ``collision``
-counts steps ending in a collision (a collision ends the episode, so 0 or 1); ``recovery`` is
-``(slow + 1e-4) / (steps + 1e-4)`` over the end-of-step velocities so far, slow meaning ``v <= 0.05`` m/s;
-``smoothness`` is minus the sum of the absolute turning angles (rad) between successive per-step displacements;
-``model_version`` (ours) is the server's reload count of the policy that chose the step's parameters (``--server``).
-"""
+"""Collection: BarnNav episodes driven by a server's, a policy's or the default parameters, written in FTRL's
+collection layout (docs/compat/ftrl.md §5.3-5.7), as ``sb3-vlm collect`` does. The files, the differences from FTRL
+and the per-step ``info`` values: docs/guide/ftrl_workflow.md "What the collector writes"."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from envs import BarnNavVecEnv
 from envs.planners import DWA_PARAMS
 from envs.worlds import get_world
-from sb3_vlm.callbacks import run_episodes
+from sb3_vlm.callbacks.nav_metrics import run_episodes
 from sb3_vlm.policies import LoadedPolicy
 
 __all__ = [

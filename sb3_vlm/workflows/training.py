@@ -22,14 +22,13 @@ from stable_baselines3.common.vec_env import VecMonitor
 from envs import BarnNavSubprocVecEnv, BarnNavVecEnv
 from envs.nav_env import resolve_world_ids
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import (
+from sb3_vlm.callbacks import NavMetricsCallback, SafeCheckpointCallback
+from sb3_vlm.callbacks.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     MODEL_ZIP,
     POLICY_DIR,
     REPLAY_BUFFER,
-    NavMetricsCallback,
-    SafeCheckpointCallback,
     find_checkpoint,
     save_policy_folder,
 )
