@@ -206,7 +206,8 @@ class Stopwatch:
 
 
 class StopAfter(BaseCallback):
-    """Ends ``learn`` after ``seconds`` of wall time; records the time and step count at ``mark_steps``."""
+    """Ends ``learn`` after ``seconds`` of wall time, but not before the first update after ``mark_steps`` (the
+    learning start); records the time and step count at ``mark_steps``."""
 
     def __init__(self, seconds: float, mark_steps: int):
         super().__init__()
@@ -218,9 +219,10 @@ class StopAfter(BaseCallback):
         self.start = time.perf_counter()
 
     def _on_step(self) -> bool:
-        if self.marked_at is None and self.num_timesteps >= self.mark_steps:
+        if self.marked_at is None and self.num_timesteps > self.mark_steps:
             self.marked_at, self.mark_time = self.num_timesteps, time.perf_counter()
-        return time.perf_counter() - self.start < self.seconds
+        # Runs past ``seconds`` until the step after the mark, so that at least one update call is timed.
+        return self.marked_at in (None, self.num_timesteps) or time.perf_counter() - self.start < self.seconds
 
 
 def end_to_end(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The paper checklist's ablations (``sb3-vlm ablate``): the supervised model alone, then TD3 fine-tuning from it with
 the VLM frozen vs LoRA-tuned, the DPT head tuned vs frozen, and an actor learning-rate sweep, over seeds, on the same
-held-out test worlds (docs/results/ablations.md "How the table is made")."""
+held-out test worlds (docs/results/ablations.md "The arms")."""
 
 from __future__ import annotations
 
