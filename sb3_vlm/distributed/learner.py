@@ -27,6 +27,7 @@ from ray.exceptions import RayActorError
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.distributed.collectors import Chunk, Collector
 from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
@@ -93,10 +94,7 @@ class AsyncLearner:
     ) -> None:
         if not isinstance(model, OffPolicyAlgorithm):
             raise TypeError(f"AsyncLearner needs an off-policy SB3 model (TD3, VLMTD3), got {type(model).__name__}")
-        if not (isinstance(n_collectors, int) and n_collectors >= (0 if bridge is not None else 1)):
-            raise ValueError(
-                f"AsyncLearner: n_collectors must be a positive int (or 0 with a bridge), got {n_collectors!r}"
-            )
+        check_int(n_collectors, "n_collectors", 0 if bridge else 1, owner="AsyncLearner", note="0 only with a bridge")
         k = model.n_envs
         if env_fns is not None and (env_kwargs or len(env_fns) != n_collectors * k):
             raise ValueError(

@@ -19,6 +19,7 @@ import torch as th
 from scipy import stats
 from tqdm.auto import tqdm
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.rewards.reward_net import RewardNet, RewardNetConfig
 
 __all__ = ["WindowData", "collect_windows", "evaluate_reward_net", "fit_reward_net", "split_by_episode"]
@@ -88,8 +89,7 @@ def collect_windows(env: Any, episodes: int, seed: int = 0, progress_bar: bool =
     :param env: The prompt-selection env (its ``info`` gives the prompt, parameters and true return).
     :param seed: Seed of the first reset (episode ``e`` resets with ``seed + e``) and of the prompt choices.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"collect_windows: episodes must be an int >= 1, got {episodes!r}")
+    check_int(episodes, "episodes", owner="collect_windows")
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {k: [] for k in _FIELDS}
     for e in tqdm(range(episodes), desc="episodes", disable=not progress_bar):

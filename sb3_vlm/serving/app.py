@@ -27,6 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         'pip install "sb3-vlm[serve]"'
     ) from e
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.serving.server import DEFAULT_PORT, PolicyServer, RequestError
 
 logger = logging.getLogger("sb3_vlm.serving.server")
@@ -223,8 +224,7 @@ def build_app(
         raise ValueError("build_app: pass exactly one of checkpoint and server")
     if server is not None and server_kwargs:
         raise ValueError(f"build_app: server_kwargs are for a new server, got {sorted(server_kwargs)} with server=")
-    if max_body_bytes < 1:
-        raise ValueError(f"build_app: max_body_bytes must be >= 1, got {max_body_bytes}")
+    check_int(max_body_bytes, "max_body_bytes", owner="build_app")
     if server is None:
         server = PolicyServer(checkpoint, **server_kwargs)
     return create_app(server, max_body_bytes)

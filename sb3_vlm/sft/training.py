@@ -36,6 +36,7 @@ from gymnasium import spaces
 from tqdm.auto import tqdm
 
 from sb3_vlm._constants import TINY
+from sb3_vlm._validation import check_int
 from sb3_vlm.formats.checkpoint import write_checkpoint
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
@@ -78,9 +79,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SFTConfig: {name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), name, owner="SFTConfig")
         if not self.lr > 0:
             raise ValueError(f"SFTConfig: lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -54,6 +54,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
+from sb3_vlm._validation import check_int
 from sb3_vlm.callbacks import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
@@ -166,8 +167,7 @@ class BufferLearner:
             ("test_every", test_every, 0),
             ("test_episodes", test_episodes, 1),
         ):
-            if not (isinstance(value, int) and value >= low):
-                raise ValueError(f"BufferLearner: {name} must be an int >= {low}, got {value!r}")
+            check_int(value, name, low, owner="BufferLearner")
         self.buffer_dir = Path(buffer_dir)
         self.bridge = BufferDirectoryBridge(
             self.buffer_dir,
