@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch as th
@@ -19,7 +19,7 @@ import torch as th
 from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
 from sb3_vlm.sft.data import SFTDataset
-from sb3_vlm.sft.labels import generate_pairs
+from sb3_vlm.sft.labels import LabelSettings, generate_pairs
 from sb3_vlm.sft.prompts import generate_prompt_pairs, load_prompts, report_prompts
 from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, make_sft_extractor, save_sft_checkpoint, train_sft
 
@@ -89,6 +89,11 @@ class PretrainSettings:
     prompts: Path | None = None
     progress_bar: bool = True
 
+    def label_settings(self) -> LabelSettings:
+        """The label search of these settings: ``samples`` pairs (per prompt with ``prompts``)."""
+        names = [f.name for f in fields(LabelSettings) if f.name not in ("n_samples", "reward")]
+        return LabelSettings(self.samples, **{name: getattr(self, name) for name in names})
+
 
 def pretrain(settings: PretrainSettings) -> Path:
     """Generate pairs (or load ``settings.data``), train, write the checkpoint; returns ``settings.out``."""
@@ -96,13 +101,10 @@ def pretrain(settings: PretrainSettings) -> Path:
     if settings.data is not None:
         data, data_stats = SFTDataset.load(settings.data, settings.image_size), {"source": str(settings.data)}
     else:
-        names = ("barn_dir", "image_size", "library", "candidates", "horizon", "n_envs", "velocity_labels", "seed")
-        passed = {name: getattr(settings, name) for name in (*names, "temperature", "noise_replicas", "worlds")}
-        passed.update(progress_bar=settings.progress_bar)
         if settings.prompts is not None:  # prompt-conditioned policy (issue 15)
-            data, data_stats = generate_prompt_pairs(load_prompts(settings.prompts), settings.samples, **passed)
+            data, data_stats = generate_prompt_pairs(load_prompts(settings.prompts), settings.label_settings())
         else:
-            data, data_stats = generate_pairs(settings.samples, **passed)
+            data, data_stats = generate_pairs(settings.label_settings())
         barn_dir = None if settings.barn_dir is None else str(settings.barn_dir)
         data_stats.update(worlds=settings.worlds, barn_dir=barn_dir)
         print(
