@@ -25,7 +25,7 @@ from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.workflows.buffer_learner import BufferLearner
-from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.collector import CollectSettings, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 56, 84
@@ -150,7 +150,11 @@ def test_cli_learns_from_files_and_survives_a_dead_server(tmp_path: Path, capsys
     a test phase without collectors gives up after --test-timeout and training ends normally."""
     buffer = tmp_path / "buffer"
     for actor in (0, 1):
-        collect(buffer, actor_id=actor, episodes=3, progress_bar=False, max_steps=4, seed=actor)
+        collect(
+            buffer,
+            None,
+            CollectSettings(actor_id=actor, episodes=3, progress_bar=False, seed=actor, env_kwargs={"max_steps": 4}),
+        )
     conf = tmp_path / "conf.yml"
     conf.write_text(
         "BarnNavCostmap-v0:\n  n_timesteps: 24\n  policy: 'sb3_vlm.VLMTD3Policy'\n  batch_size: 4\n"

@@ -17,7 +17,7 @@ from sb3_vlm.formats.trajectories import load_trajectories
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.td3.replay import fill_replay_buffer
-from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.collector import CollectSettings, collect
 from sb3_vlm.workflows.sources import ServerSource
 
 H, W = 56, 84
@@ -32,10 +32,10 @@ def test_ftrl_ddp_checkpoint_drives_the_ddp_env_and_its_pickles_fill_a_ddp_buffe
         assert client.list_algorithms() == {"algorithms": ["DWA", "TEB", "MPPI", "DDP"], "current": "DDP"}
         config = client.get_config()
         assert config is not None and config["algorithm"] == "DDP" and config["num_params"] == 8
-        summary = collect(
-            buffer, ServerSource(url, "DDP"), actor_id=6, episodes=1, progress_bar=False, max_save_time=0,
-            planner="ddp", max_steps=3,
-        )  # fmt: skip
+        settings = CollectSettings(
+            actor_id=6, progress_bar=False, max_save_time=0, env_kwargs=dict(planner="ddp", max_steps=3)
+        )
+        summary = collect(buffer, ServerSource(url, "DDP"), settings)
     (report,) = summary.episodes
     assert report.steps == 3 and report.source_steps == 3 and report.fallback_steps == 0
     records = pickle.loads(report.path.read_bytes())

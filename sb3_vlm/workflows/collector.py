@@ -58,6 +58,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ from tqdm.auto import tqdm
 from envs import BarnNav
 from envs.nav_env import resolve_world_ids
 from envs.planners import ParamTable
+from sb3_vlm._validation import check_int, settings_from
 from sb3_vlm.formats.ftrl_files import (
     FTRL_IMAGE_SIZE,
     METHOD,
@@ -88,7 +90,7 @@ from sb3_vlm.rewards.wrappers import EpisodeFrames
 from sb3_vlm.workflows.collection_reports import CollectSummary, EpisodeReport
 from sb3_vlm.workflows.sources import Frame, ParameterSource
 
-__all__ = ["CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
+__all__ = ["CollectSettings", "CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +99,10 @@ MAX_SAVE_TIME = 70.0
 SLOW_SPEED = 0.05
 """``recovery`` counts end-of-step linear speeds at or below this (m/s) as slow."""
 _MAX_HISTORY = 8
+"""Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
 EPISODES_LOG = "episodes.log"
 """Per-actor ledger of the saved train episodes, ``traj_<n>.pickle <steps>`` per line (see the module docstring)."""
 _LOG_LINE = re.compile(r"^traj_(\d+)\.pickle (\d+)$", re.MULTILINE)
-"""Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
 _MIN_DISPLACEMENT = 1e-3
 """Per-step displacements shorter than this (m) have no direction and are left out of ``smoothness``."""
 
@@ -108,42 +110,134 @@ _MIN_DISPLACEMENT = 1e-3
 # ------------------------------------------------------------------------------------------------------- collection
 
 
+@dataclass
+class CollectSettings:
+    """
+    How :func:`collect` runs and saves episodes (see the module docstring).
+
+    :param actor_id: Actor id: ``actor_<id>/``, ``test_<id>_<n>.pickle``.
+    :param episodes: Episodes to run (saved or not).
+    :param worlds: Worlds run in turn, episode ``e`` in ``worlds[e % len(worlds)]``: a list of ids, ``"train"``,
+        ``"test"`` or ``"all"``; None: world ``actor_id`` (FTRL's actor runs its own world).
+    :param barn_dir: Directory of real BARN worlds, or None for the generated ones.
+    :param seed: Seed of the first reset (the following episodes continue its generator); None: unseeded.
+    :param mode: ``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``).
+    :param max_save_time: Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all.
+    :param progress_bar: Show a tqdm bar over episodes.
+    :param judge_weight: Weight of the score of :func:`collect`'s ``judge``.
+    :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
+        step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
+        image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
+    :param follow_signal: Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's
+        collector does: ``train`` runs a training episode, ``pause`` waits (polling every ``signal_poll`` s),
+        ``test`` runs one test episode in each of ``test_worlds`` once per test phase, then waits for the phase to
+        end; no file means ``train``. ``episodes`` then counts training episodes and ``mode`` is not used.
+    :param test_worlds: Worlds of the test phases (same forms as ``worlds``); None: ``worlds``.
+    :param signal_poll: Seconds between reads of the signal file while waiting.
+    :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
+    """
+
+    actor_id: int = 0
+    episodes: int = 1
+    worlds: str | Sequence[int] | None = None
+    barn_dir: str | os.PathLike | None = None
+    seed: int | None = 0
+    mode: str = "train"
+    max_save_time: float = MAX_SAVE_TIME
+    progress_bar: bool = True
+    judge_weight: float = 1.0
+    sft: bool = False
+    follow_signal: bool = False
+    test_worlds: str | Sequence[int] | None = None
+    signal_poll: float = 0.5
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("train", "test"):
+            raise ValueError(f"CollectSettings: mode must be 'train' or 'test', got {self.mode!r}")
+        check_int(self.episodes, "episodes", owner="CollectSettings")
+        check_int(self.actor_id, "actor_id", 0, owner="CollectSettings")
+        if not self.signal_poll > 0:
+            raise ValueError(f"CollectSettings: signal_poll must be > 0 s, got {self.signal_poll!r}")
+
+
+@dataclass
+class _Track:
+    """Running path statistics of an episode, for FTRL's per-step ``info`` values (see the module docstring)."""
+
+    position: np.ndarray  # [2] m, at the end of the last step
+    slow: int = 0
+    collisions: int = 0
+    smoothness: float = 0.0
+    heading: float | None = None
+
+    def update(self, velocity: np.ndarray, info: dict[str, Any], steps: int) -> dict[str, Any]:
+        """Count the step that ended with ``velocity`` and ``info`` (``steps`` so far); its FTRL info values."""
+        self.slow += bool(velocity[0] <= SLOW_SPEED)
+        self.collisions += info["status"] == "collision"
+        position = np.asarray(info["pose"][:2], dtype=np.float64)
+        move, self.position = position - self.position, position
+        if np.hypot(*move) >= _MIN_DISPLACEMENT:
+            heading = float(np.arctan2(move[1], move[0]))
+            if self.heading is not None:
+                self.smoothness -= abs((heading - self.heading + np.pi) % (2 * np.pi) - np.pi)
+            self.heading = heading
+        return {
+            "world": info["world"],
+            "time": float(info["time"]),
+            "collision": int(self.collisions),
+            "status": info["status"],
+            "recovery": (self.slow + 1e-4) / (steps + 1e-4),
+            "smoothness": float(self.smoothness),
+        }
+
+
+@dataclass
+class _Episode:
+    """The episode being run: the current observation and what has been recorded."""
+
+    laser: np.ndarray
+    image: np.ndarray  # scene at the start of the next step
+    png: bytes  # the same as PNG bytes
+    velocity: np.ndarray  # [2] float64, at the start of the next step
+    track: _Track
+    frames: list[Path]  # frame files written
+    judged: EpisodeFrames | None  # frames kept for the judge
+    history: list[bytes] = field(default_factory=list)  # earlier frames, newest first
+    records: list[list[Any]] = field(default_factory=list)  # FTRL records
+    # per step: start frame number, parameters, start and end velocity (the rows of FTRL's SFT data)
+    sft_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    from_source: int = 0  # steps whose parameters came from the source
+
+
 class _Collector:
     """State of one collecting process: the env, the counters of frames and pickles, the output directories."""
 
     def __init__(
-        self,
-        buffer: Path,
-        source: ParameterSource | None,
-        actor_id: int,
-        env: BarnNav,
-        max_save_time: float,
-        judge: Any = None,
-        judge_weight: float = 1.0,
-        sft: bool = False,
+        self, buffer: Path, source: ParameterSource | None, env: BarnNav, settings: CollectSettings, judge: Any = None
     ):
-        self.buffer, self.source, self.actor_id, self.env = buffer, source, actor_id, env
+        self.buffer, self.source, self.env, self.settings = buffer, source, env, settings
+        self.actor_id, self.max_save_time = settings.actor_id, settings.max_save_time
         self.mode = "train"
         """Mode of the current episode: where it is saved."""
-        self.max_save_time = max_save_time
-        self.judge, self.judge_weight = judge, judge_weight
+        self.judge = judge
         self.params: ParamTable = env.batch.params
         # float64 copies of the table (its arrays are float32): the recorded defaults read 1.57, not 1.5700000524
         specs = self.params.specs
         self.low, self.high, self.default = (
             np.array([getattr(s, attr) for s in specs], dtype=np.float64) for attr in ("low", "high", "default")
         )
-        self.actor_dir = buffer / f"actor_{actor_id}"
+        self.actor_dir = buffer / f"actor_{self.actor_id}"
         self.actor_dir.mkdir(parents=True, exist_ok=True)
         self.test_dir = buffer / "test_sync"
         self.log = self.actor_dir / EPISODES_LOG
         logged = self._recover()
         self.next_traj = {
             "train": max(next_number(self.actor_dir, r"traj_(\d+)\.pickle(?:\.consumed)?"), max(logged, default=0) + 1),
-            "test": max(next_number(self.test_dir, rf"test_{actor_id}_(\d+)\.pickle"), 1),
+            "test": max(next_number(self.test_dir, rf"test_{self.actor_id}_(\d+)\.pickle"), 1),
         }
         self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
-        self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if sft else None
+        self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if settings.sft else None
 
     def _recover(self) -> set[int]:
         """Finish what a killed collector of this actor left (see the module docstring); the logged numbers."""
@@ -181,72 +275,60 @@ class _Collector:
                 logger.warning("parameter source returned %s; using the default parameters", raw[: p + 2])
         return self.default.copy(), False
 
+    def _velocity(self) -> np.ndarray:
+        return self.env.batch.velocity_obs()[0].astype(np.float64)
+
     def episode(self, world_id: int, seed: int | None, mode: str = "train") -> EpisodeReport:
         """Run one episode in ``world_id`` and save it (as a ``mode`` episode) if FTRL would
         (docs/compat/ftrl.md §5.3)."""
         self.mode = mode
         laser, info = self.env.reset(seed=seed, options={"world_id": world_id})
-        image, data, path = self._render()
-        frames = [path]
+        image, png, path = self._render()
         judged = None if self.judge is None else EpisodeFrames("terminal", 1, 4 * self.judge.num_frames)
         if judged is not None:
             judged.reset(image)
-        history: list[bytes] = []
-        velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
-        positions = [np.asarray(info["pose"][:2], dtype=np.float64)]
-        records: list[list[Any]] = []
-        sft_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # frame, params, start/end velocity
-        slow = collisions = from_source = 0
-        smoothness = 0.0
-        heading: float | None = None
+        track = _Track(np.asarray(info["pose"][:2], dtype=np.float64))
+        run = _Episode(laser, image, png, self._velocity(), track, [path], judged)
         done = False
         while not done:
-            frame = Frame(image, data, velocity, laser, tuple(history))
-            params, used_source = self._choose(frame)
-            from_source += used_source
-            laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
-            done = terminated or truncated
-            start_image, start_velocity, start_frame = image, velocity, self.next_frame - 1
-            history = [data, *history[: _MAX_HISTORY - 1]]
-            image, data, path = self._render()
-            frames.append(path)
-            if judged is not None:
-                judged.add(image)
-            velocity = self.env.batch.velocity_obs()[0].astype(np.float64)
-            sft_rows.append((start_frame, params, start_velocity, velocity))
+            done, info = self._step(run)
+        run.records[-1][5] = float(info["opt_time"])
+        run.records[-1][6] = float(info["nav_metric"])
+        return self._finish(run)
 
-            slow += bool(velocity[0] <= SLOW_SPEED)
-            collisions += info["status"] == "collision"
-            positions.append(np.asarray(info["pose"][:2], dtype=np.float64))
-            move = positions[-1] - positions[-2]
-            if np.hypot(*move) >= _MIN_DISPLACEMENT:
-                new_heading = float(np.arctan2(move[1], move[0]))
-                if heading is not None:
-                    smoothness -= abs((new_heading - heading + np.pi) % (2 * np.pi) - np.pi)
-                heading = new_heading
-            steps = len(records) + 1
-            ftrl_info = {
-                "world": info["world"],
-                "time": float(info["time"]),
-                "collision": int(collisions),
-                "status": info["status"],
-                "recovery": (slow + 1e-4) / (steps + 1e-4),
-                "smoothness": float(smoothness),
-                "img_label": path.name,
-                "img_PIL": Image.fromarray(start_image),
-                "last_state": [float(start_velocity[0]), float(start_velocity[1])],
-            }
-            version = getattr(self.source, "model_version", None)
-            if used_source and version is not None:  # which served policy chose this step's parameters
-                ftrl_info["model_version"] = int(version)
-            obs = np.array([start_velocity], dtype=np.float64)
-            records.append([obs, params, float(reward), bool(done), ftrl_info, 0.0, 0.0])
+    def _step(self, run: _Episode) -> tuple[bool, dict[str, Any]]:
+        """One step of ``run``: choose the parameters, step the env, write the frame, record it; (done, info)."""
+        params, used_source = self._choose(Frame(run.image, run.png, run.velocity, run.laser, tuple(run.history)))
+        run.from_source += used_source
+        run.laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
+        done = terminated or truncated
+        start_image, start_velocity, start_frame = run.image, run.velocity, self.next_frame - 1
+        run.history = [run.png, *run.history[: _MAX_HISTORY - 1]]
+        run.image, run.png, path = self._render()
+        run.frames.append(path)
+        if run.judged is not None:
+            run.judged.add(run.image)
+        run.velocity = self._velocity()
+        run.sft_rows.append((start_frame, params, start_velocity, run.velocity))
+        ftrl_info = run.track.update(run.velocity, info, len(run.records) + 1)
+        ftrl_info.update(
+            img_label=path.name,
+            img_PIL=Image.fromarray(start_image),
+            last_state=[float(start_velocity[0]), float(start_velocity[1])],
+        )
+        version = getattr(self.source, "model_version", None)
+        if used_source and version is not None:  # which served policy chose this step's parameters
+            ftrl_info["model_version"] = int(version)
+        obs = np.array([start_velocity], dtype=np.float64)
+        run.records.append([obs, params, float(reward), bool(done), ftrl_info, 0.0, 0.0])
+        return done, info
 
-        records[-1][5] = float(info["opt_time"])
-        records[-1][6] = float(info["nav_metric"])
+    def _finish(self, run: _Episode) -> EpisodeReport:
+        """Spread the tail reward, add the judge's score, save the episode if FTRL would (else delete its frames)."""
+        records = run.records
         spread_tail_reward(records)
-        if judged is not None:  # the judge's score joins the last reward; info says judge_score or judge_failure
-            judge_ftrl_episode(records, judged.frames(), self.judge, self.judge_weight)
+        if run.judged is not None:  # the judge's score joins the last reward; info says judge_score or judge_failure
+            judge_ftrl_episode(records, run.judged.frames(), self.judge, self.settings.judge_weight)
         last = records[-1][4]
         report = EpisodeReport(
             world=last["world"],
@@ -255,17 +337,17 @@ class _Collector:
             time=last["time"],
             reward=float(sum(r[2] for r in records)),
             nav_metric=records[-1][6],
-            source_steps=from_source,
-            fallback_steps=len(records) - from_source if self.source is not None else 0,
+            source_steps=run.from_source,
+            fallback_steps=len(records) - run.from_source if self.source is not None else 0,
         )
         report.skipped = self._skip_reason(records)
         if report.skipped is None:
             report.path = self._save(records)
             if self.sft is not None:
-                for row in sft_rows:
+                for row in run.sft_rows:
                     self.sft.add(*row)
         else:
-            for frame_path in frames:  # nobody will read them: FTRL left them on disk
+            for frame_path in run.frames:  # nobody will read them: FTRL left them on disk
                 frame_path.unlink(missing_ok=True)
         return report
 
@@ -314,87 +396,72 @@ class _Collector:
 def collect(
     buffer: str | os.PathLike,
     source: ParameterSource | None = None,
+    settings: CollectSettings | None = None,
     *,
-    actor_id: int = 0,
-    episodes: int = 1,
-    worlds: str | Sequence[int] | None = None,
-    barn_dir: str | os.PathLike | None = None,
-    seed: int | None = 0,
-    mode: str = "train",
-    max_save_time: float = MAX_SAVE_TIME,
-    progress_bar: bool = True,
     judge: Any = None,
-    judge_weight: float = 1.0,
-    sft: bool = False,
-    follow_signal: bool = False,
-    test_worlds: str | Sequence[int] | None = None,
-    signal_poll: float = 0.5,
-    **env_kwargs: Any,
+    **kwargs: Any,
 ) -> CollectSummary:
-    """Run ``episodes`` BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
+    """Run BarnNav episodes and write them in FTRL's layout under ``buffer`` (see the module docstring).
 
     :param buffer: Buffer directory (FTRL: ``buffer/<policy_name>``).
     :param source: Parameter source (:class:`ServerSource`, :class:`LocalPolicySource`, any callable of a
         :class:`Frame`), or None for the default parameters.
-    :param actor_id: Actor id: ``actor_<id>/``, ``test_<id>_<n>.pickle``.
-    :param episodes: Episodes to run (saved or not).
-    :param worlds: Worlds run in turn, episode ``e`` in ``worlds[e % len(worlds)]``: a list of ids, ``"train"``,
-        ``"test"`` or ``"all"``; None: world ``actor_id`` (FTRL's actor runs its own world).
-    :param barn_dir: Directory of real BARN worlds, or None for the generated ones.
-    :param seed: Seed of the first reset (the following episodes continue its generator); None: unseeded.
-    :param mode: ``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``).
-    :param max_save_time: Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all.
-    :param progress_bar: Show a tqdm bar over episodes.
+    :param settings: What to run and save (:class:`CollectSettings`; None: its defaults). The call form of sb3-vlm
+        0.1, its names as keyword arguments of ``collect`` (NavBatch arguments among them), still works for one
+        release and warns (``DeprecationWarning``).
     :param judge: A :class:`sb3_vlm.rewards.VLMJudge` scoring each episode from its scene frames (sampled evenly),
-        or None. Its score, times ``judge_weight``, is added to the last record's reward (after FTRL's tail
+        or None. Its score, times ``settings.judge_weight``, is added to the last record's reward (after FTRL's tail
         spreading) and written as ``info["judge_score"]``; a failed judgement leaves the reward and writes
         ``info["judge_failure"]``.
-    :param judge_weight: Weight of the judge's score.
-    :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
-        step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
-        image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
-    :param follow_signal: Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's
-        collector does: ``train`` runs a training episode, ``pause`` waits (polling every ``signal_poll`` s),
-        ``test`` runs one test episode in each of ``test_worlds`` once per test phase, then waits for the phase to
-        end; no file means ``train``. ``episodes`` then counts training episodes and ``mode`` is not used.
-    :param test_worlds: Worlds of the test phases (same forms as ``worlds``); None: ``worlds``.
-    :param signal_poll: Seconds between reads of the signal file while waiting.
-    :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
     :return: One report per episode.
-    :raises ValueError: for a bad mode, episode count or world set.
+    :raises ValueError: for a world set that does not exist.
     """
-    if mode not in ("train", "test"):
-        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
-    if not (isinstance(episodes, int) and episodes > 0):
-        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    if not (isinstance(actor_id, int) and actor_id >= 0):
-        raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
-    world_ids = resolve_world_ids([actor_id] if worlds is None else worlds, barn_dir)
-    test_ids = world_ids if test_worlds is None else resolve_world_ids(test_worlds, barn_dir)
-    env = BarnNav(barn_dir=barn_dir, worlds=sorted(set(world_ids) | set(test_ids)), **env_kwargs)
+    if kwargs and settings is None:  # sb3-vlm 0.1: the settings and NavBatch arguments mixed as keywords
+        names = {f.name for f in fields(CollectSettings)}
+        env_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        kwargs = {k: v for k, v in kwargs.items() if k in names} | ({"env_kwargs": env_kwargs} if env_kwargs else {})
+    settings = settings_from(CollectSettings, settings, (), kwargs, "collect")
+    world_ids = resolve_world_ids(
+        [settings.actor_id] if settings.worlds is None else settings.worlds, settings.barn_dir
+    )
+    test_ids = world_ids if settings.test_worlds is None else resolve_world_ids(settings.test_worlds, settings.barn_dir)
+    worlds = sorted(set(world_ids) | set(test_ids))
+    env = BarnNav(barn_dir=settings.barn_dir, worlds=worlds, **settings.env_kwargs)
     buffer = Path(buffer)
-    collector = _Collector(buffer, source, actor_id, env, max_save_time, judge, judge_weight, sft)
+    collector = _Collector(buffer, source, env, settings, judge)
+    summary = _run_episodes(collector, settings, world_ids, test_ids)
+    if settings.sft:
+        write_sft_json(buffer, collector.params.planner, collector.params.names)
+    return summary
+
+
+def _run_episodes(
+    collector: _Collector, settings: CollectSettings, world_ids: list[int], test_ids: list[int]
+) -> CollectSummary:
+    """The episodes of :func:`collect`: ``settings.episodes`` in ``world_ids`` in turn, and with ``follow_signal``
+    the test phases in ``test_ids`` the signal file asks for."""
     summary = CollectSummary()
-    bar = tqdm(total=episodes, desc=f"collect actor_{actor_id}", unit="ep", disable=not progress_bar)
+    desc, disable = f"collect actor_{settings.actor_id}", not settings.progress_bar
+    bar = tqdm(total=settings.episodes, desc=desc, unit="ep", disable=disable)
     done, tested = 0, False  # tested: this test phase's episodes are run
-    while done < episodes:
-        if follow_signal:
-            signal = read_signal(buffer) or "train"
+    while done < settings.episodes:
+        seed = settings.seed if not summary.episodes else None
+        if settings.follow_signal:
+            signal = read_signal(collector.buffer) or "train"
             if signal == "pause" or (signal == "test" and tested):
-                time.sleep(signal_poll)
+                time.sleep(settings.signal_poll)
                 continue
             tested = signal == "test"
             if tested:
                 for world in test_ids:
-                    summary.episodes.append(collector.episode(world, seed if not summary.episodes else None, "test"))
+                    summary.episodes.append(collector.episode(world, seed, "test"))
+                    seed = None
                 continue
-        seed_now = seed if not summary.episodes else None
-        report = collector.episode(world_ids[done % len(world_ids)], seed_now, "train" if follow_signal else mode)
+        mode = "train" if settings.follow_signal else settings.mode
+        report = collector.episode(world_ids[done % len(world_ids)], seed, mode)
         summary.episodes.append(report)
         done += 1
         bar.update()
         bar.set_postfix(status=report.status, nav=f"{report.nav_metric:.3f}", saved=len(summary.saved))
     bar.close()
-    if sft:
-        write_sft_json(buffer, collector.params.planner, collector.params.names)
     return summary
