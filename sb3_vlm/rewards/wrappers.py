@@ -225,7 +225,8 @@ class VLMJudgeReward(_Judged, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Add a VLM judge's score to one env's reward (see the module docstring for modes and failures).
 
     Example:
-        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), VLMJudge(url, model), mode="window")
+        >>> judge = VLMJudge(JudgeSettings(url, model))
+        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), judge, mode="window")
 
     Args:
         env: The env. Its frames come from ``frame_source``.
