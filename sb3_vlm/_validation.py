@@ -54,8 +54,8 @@ def settings_from(cls: type[S], settings: Any, args: tuple[Any, ...], kwargs: di
     if not positional and not kwargs:
         return cls()
     warnings.warn(
-        f"{caller}(...) with separate arguments is deprecated and will be removed in the next release; pass "
-        f"{caller}({cls.__name__}(...)) with the same names",
+        f"{caller}: the settings as separate arguments are deprecated and will be removed in the next release; pass "
+        f"a {cls.__name__} with the same names instead",
         DeprecationWarning,
         stacklevel=3,
     )

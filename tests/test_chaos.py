@@ -16,7 +16,7 @@ from _tiny_ckpt import build_tiny_checkpoint
 from envs.planners import DWA_PARAMS
 from sb3_vlm.cli import main
 from sb3_vlm.formats.trajectories import load_trajectories
-from sb3_vlm.serving.server import PolicyServer
+from sb3_vlm.serving.server import PolicyServer, ServerSettings
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
 from sb3_vlm.workflows.collector import EPISODES_LOG, CollectSettings, collect
 
@@ -110,5 +110,5 @@ def test_server_starts_from_the_copy_a_cut_off_publication_left(tmp_path: Path) 
     leftover = tmp_path / ".policy.old-abc123"
     leftover.mkdir()
     shutil.move(str(policy), leftover / "policy")  # killed between the two renames of the swap
-    server = PolicyServer(policy, params=DWA_PARAMS)
+    server = PolicyServer(policy, ServerSettings(params=DWA_PARAMS))
     assert server.health()["model_loaded"] and not policy.exists()

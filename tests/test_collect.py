@@ -27,6 +27,7 @@ from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.td3.replay import fill_replay_buffer
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.workflows.collector import CollectSettings, CollectSummary, collect
@@ -102,7 +103,7 @@ def test_collect_train_publish_reload(sft_ckpt: TinyCheckpoint, tmp_path: Path) 
     policy_dir = buffer / "policy"
     assert publish_policy(model.policy, policy_dir, parameter_names=DWA_NAMES).ok  # FTRL: SFT start -> policy/
 
-    with running(build_app(policy_dir, mode="actor", batch_delay=0.0)) as url:
+    with running(build_app(policy_dir, ServerSettings(mode="actor", batch_delay=0.0))) as url:
         summary = run_cli("--server", url, "--buffer", str(buffer), "--episodes", "2", "--max-steps", "4")
         assert [e.steps for e in summary.episodes] == [4, 4] and summary.fallback_steps == 0
         assert [e.source_steps for e in summary.episodes] == [4, 4]
@@ -234,7 +235,7 @@ def test_test_mode_and_the_save_rules(tmp_path: Path) -> None:
     assert (loaded.episodes, loaded.n_transitions) == (1, 2)
 
     # One-step episodes are not saved (FTRL), and their frames are removed.
-    with pytest.deprecated_call(match=r"collect\(CollectSettings\(\.\.\.\)\)"):  # the call form of sb3-vlm 0.1
+    with pytest.deprecated_call(match="collect: .* pass a CollectSettings"):  # the call form of sb3-vlm 0.1
         short = collect(tmp_path / "short", actor_id=5, episodes=2, progress_bar=False, max_steps=1)
     assert short.saved == [] and [e.skipped for e in short.episodes] == ["1 step or less"] * 2
     assert not list((tmp_path / "short" / "actor_5").glob("*.png"))

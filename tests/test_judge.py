@@ -180,7 +180,7 @@ def test_bad_settings(bad, message):
 def test_settings_from_json_lists_and_the_old_call_form():
     settings = JudgeSettings("http://127.0.0.1:1/v1", "m", image_size=[28, 42], score_range=[0, 1])
     assert (settings.image_size, settings.score_range) == ((28, 42), (0.0, 1.0))
-    with pytest.deprecated_call(match=r"VLMJudge\(JudgeSettings\(\.\.\.\)\)"):  # the call form of sb3-vlm 0.1
+    with pytest.deprecated_call(match="VLMJudge: .* pass a JudgeSettings"):  # the call form of sb3-vlm 0.1
         judge = VLMJudge("http://127.0.0.1:1/v1", "m", num_frames=3)
     assert judge.settings == JudgeSettings("http://127.0.0.1:1/v1", "m", num_frames=3) and judge.num_frames == 3
     judge.close()

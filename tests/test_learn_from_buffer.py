@@ -23,6 +23,7 @@ from sb3_vlm.formats.ftrl_files import read_signal, write_signal
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.workflows.buffer_learner import BufferLearner
 from sb3_vlm.workflows.collector import CollectSettings, collect
@@ -69,7 +70,7 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
     policy_dir = buffer / "policy"
     publish_policy(model.policy, policy_dir, parameter_names=list(DWA_PARAMS.names))
     dead = f"http://127.0.0.1:{free_port()}"
-    with running(build_app(policy_dir, mode="actor", batch_delay=0.0)) as url:
+    with running(build_app(policy_dir, ServerSettings(mode="actor", batch_delay=0.0))) as url:
         learner = BufferLearner(
             model,
             buffer,
