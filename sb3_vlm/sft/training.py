@@ -257,71 +257,29 @@ def train_sft(
     :return: Metrics and statistics.
     """
     config = config or SFTConfig()
-    if extractor.dpt.num_params != data.num_params:
-        raise ValueError(
-            f"train_sft: the head predicts {extractor.dpt.num_params} values but the labels have {data.num_params} "
-            "columns; build the extractor with num_params=data.num_params"
-        )
-    space = extractor._observation_space
-    if not isinstance(space, spaces.Box):
-        raise TypeError(f"train_sft needs an extractor on image observations (a Box), got {space}")
-    expected = tuple(space.shape)
-    if tuple(data.images.shape[1:]) != expected:
-        raise ValueError(f"train_sft: images must be [N, {', '.join(map(str, expected))}], got {data.images.shape}")
+    trainable = _trainable_parameters(extractor, data)
     weights = _loss_weights(loss_weights, data.num_params)
-    trainable = [p for p in extractor.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("train_sft: the extractor has no trainable parameter (freeze_dpt=True and no LoRA)")
     names = data.names or tuple(f"param_{j}" for j in range(data.num_params))
 
     start = time.perf_counter()
     train_idx, val_idx = split_train_val(len(data), config.val_fraction, data.groups, config.seed)
     mean, std = normalization_stats(data.labels[train_idx])
     targets = normalize(data.labels, mean, std)
-    val_images, val_targets = data.images[val_idx], targets[val_idx]
     val_prompts = None if data.prompts is None else data.prompts[val_idx]
-    baseline = float(weighted_mse(th.zeros(len(val_idx), data.num_params), th.from_numpy(val_targets), weights))
-    before, _ = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
-
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    # Imported here: transformers.optimization pulls in peft and bitsandbytes, which `sb3-vlm pretrain --help` avoids.
-    from transformers import get_cosine_schedule_with_warmup
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.warmup_ratio), total)
-    generator = th.Generator().manual_seed(config.seed)
-    train_loss: list[float] = []
-    val_curve: list[float] = []
-    pred = np.zeros_like(val_targets)
-    bar = tqdm(total=total, desc="sft", unit="step", disable=not config.progress_bar)
+    val = _Validation(data.images[val_idx], targets[val_idx], weights, config.batch_size, val_prompts)
+    baseline = float(weighted_mse(th.zeros(len(val_idx), data.num_params), th.from_numpy(val.targets), weights))
+    before, pred = val.evaluate(extractor)
+    trainer = _Trainer(extractor, data, targets, weights, trainable, len(train_idx), config)
+    train_loss, val_curve = [], []
+    bar = tqdm(total=trainer.total_steps, desc="sft", unit="step", disable=not config.progress_bar)
     # Dropout draws from the global torch RNG: seed it for this run without leaving a trace outside.
     with th.random.fork_rng(devices=[]):
         th.manual_seed(config.seed)
         extractor.train(True)
         try:
             for _ in range(config.epochs):
-                order = train_idx[th.randperm(len(train_idx), generator=generator).numpy()]
-                losses = []
-                for k in range(0, len(order), config.batch_size):
-                    batch = order[k : k + config.batch_size]
-                    target = th.from_numpy(targets[batch])
-                    if config.label_noise_std > 0:
-                        target = target + config.label_noise_std * th.randn(target.shape, generator=generator)
-                    prompts = None if data.prompts is None else data.prompts[batch]
-                    pred = _predict(extractor, th.from_numpy(data.images[batch]), prompts)
-                    loss = weighted_mse(pred, target, weights)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.max_grad_norm is not None:
-                        th.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    losses.append(loss.item())
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                train_loss.append(float(np.mean(losses)))
-                val_loss, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
+                train_loss.append(trainer.epoch(train_idx, bar))
+                val_loss, pred = val.evaluate(extractor)
                 val_curve.append(val_loss)
                 bar.set_postfix(loss=f"{train_loss[-1]:.4f}", val=f"{val_curve[-1]:.4f}")
         finally:
@@ -341,11 +299,98 @@ def train_sft(
         val_mse=val_curve,
         n_train=len(train_idx),
         n_val=len(val_idx),
-        steps=total,
+        steps=trainer.total_steps,
         seconds=time.perf_counter() - start,
         param_mean=mean,
         param_std=std,
     )
+
+
+def _trainable_parameters(extractor: VLMDPTExtractor, data: SFTDataset) -> list[th.nn.Parameter]:
+    """The parameters :func:`train_sft` updates, once the extractor is checked against the data."""
+    if extractor.dpt.num_params != data.num_params:
+        raise ValueError(
+            f"train_sft: the head predicts {extractor.dpt.num_params} values but the labels have {data.num_params} "
+            "columns; build the extractor with num_params=data.num_params"
+        )
+    space = extractor._observation_space
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"train_sft needs an extractor on image observations (a Box), got {space}")
+    expected = tuple(space.shape)
+    if tuple(data.images.shape[1:]) != expected:
+        raise ValueError(f"train_sft: images must be [N, {', '.join(map(str, expected))}], got {data.images.shape}")
+    trainable = [p for p in extractor.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("train_sft: the extractor has no trainable parameter (freeze_dpt=True and no LoRA)")
+    return trainable
+
+
+@dataclass
+class _Validation:
+    """The validation split of :func:`train_sft` (normalised targets)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    weights: th.Tensor | None
+    batch_size: int
+    prompts: np.ndarray | None
+
+    def evaluate(self, extractor: VLMDPTExtractor) -> tuple[float, np.ndarray]:
+        """The loss on the split and the predictions (see :func:`evaluate`)."""
+        return evaluate(extractor, self.images, self.targets, self.weights, self.batch_size, self.prompts)
+
+
+class _Trainer:
+    """The optimiser side of :func:`train_sft`: AdamW with linear warm-up and cosine decay over every step, label
+    noise, gradient clipping."""
+
+    def __init__(
+        self,
+        extractor: VLMDPTExtractor,
+        data: SFTDataset,
+        targets: np.ndarray,
+        weights: th.Tensor | None,
+        trainable: list[th.nn.Parameter],
+        n_train: int,
+        config: SFTConfig,
+    ):
+        self.extractor, self.data, self.targets, self.weights = extractor, data, targets, weights
+        self.trainable, self.config = trainable, config
+        self.total_steps = math.ceil(n_train / config.batch_size) * config.epochs
+        self.optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        # Imported here: transformers.optimization pulls in peft and bitsandbytes, which `sb3-vlm pretrain --help`
+        # avoids.
+        from transformers import get_cosine_schedule_with_warmup
+
+        warmup = math.ceil(self.total_steps * config.warmup_ratio)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.generator = th.Generator().manual_seed(config.seed)
+
+    def epoch(self, train_idx: np.ndarray, bar: Any) -> float:
+        """One pass over ``train_idx`` in a fresh order; the mean training loss."""
+        order = train_idx[th.randperm(len(train_idx), generator=self.generator).numpy()]
+        losses = []
+        for k in range(0, len(order), self.config.batch_size):
+            losses.append(self.step(order[k : k + self.config.batch_size]))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        return float(np.mean(losses))
+
+    def step(self, batch: np.ndarray) -> float:
+        """One optimiser step on the pairs ``batch``; its loss."""
+        config, data = self.config, self.data
+        target = th.from_numpy(self.targets[batch])
+        if config.label_noise_std > 0:
+            target = target + config.label_noise_std * th.randn(target.shape, generator=self.generator)
+        prompts = None if data.prompts is None else data.prompts[batch]
+        loss = weighted_mse(_predict(self.extractor, th.from_numpy(data.images[batch]), prompts), target, self.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
 
 
 def save_sft_checkpoint(
