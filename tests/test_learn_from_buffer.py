@@ -182,3 +182,13 @@ def test_cli_learns_from_files_and_survives_a_dead_server(tmp_path: Path, capsys
     (buffer / "sync" / "continue.signal").write_text("stop\n")
     with pytest.raises(ValueError, match=r"continue\.signal: expected one of \['train', 'test', 'pause'\], got 'stop'"):
         read_signal(buffer)
+
+
+def test_learn_from_buffer_old_home_is_a_deprecated_alias():
+    from sb3_vlm.workflows import buffer_learner
+    from sb3_vlm.workflows.buffer_runs import learn_from_buffer
+
+    with pytest.deprecated_call(match="import it from sb3_vlm.workflows.buffer_runs"):
+        assert buffer_learner.learn_from_buffer is learn_from_buffer
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        buffer_learner.nope  # noqa: B018
