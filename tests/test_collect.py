@@ -240,12 +240,19 @@ def test_test_mode_and_the_save_rules(tmp_path: Path) -> None:
     assert short.saved == [] and [e.skipped for e in short.episodes] == ["1 step or less"] * 2
     assert not list((tmp_path / "short" / "actor_5").glob("*.png"))
 
-    with pytest.raises(ValueError, match="CollectSettings: mode must be 'train' or 'test', got 'eval'"):
-        CollectSettings(mode="eval")
-    with pytest.raises(ValueError, match="CollectSettings: episodes must be a positive int, got 0"):
-        CollectSettings(episodes=0)
-    with pytest.raises(ValueError, match="CollectSettings: actor_id must be an int >= 0, got -1"):
-        CollectSettings(actor_id=-1)
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"mode": "eval"}, "mode must be 'train' or 'test', got 'eval'"),
+        ({"episodes": 0}, "episodes must be a positive int, got 0"),
+        ({"actor_id": -1}, "actor_id must be an int >= 0, got -1"),
+        ({"signal_poll": 0}, "signal_poll must be > 0 s, got 0"),
+    ],
+)
+def test_collect_settings_check_themselves(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"CollectSettings: {message}"):
+        CollectSettings(**bad)
 
 
 def test_spread_tail_reward() -> None:

@@ -325,17 +325,22 @@ def test_publish_policy_reloads_the_actor_server(sft_ckpt: TinyCheckpoint, tmp_p
 # ------------------------------------------------------------------------------------------------ construction errors
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"mode": "critic"}, "ServerSettings: mode must be one of"),
+        ({"noise_std": 0.1}, "noise_std > 0 needs mode='actor'"),
+        ({"history": "all"}, "ServerSettings: history must be one of"),
+        ({"max_batch_size": 0}, "ServerSettings: max_batch_size must be a positive int, got 0"),
+        ({"batch_delay": -1}, "ServerSettings: batch_delay must be >= 0 s, got -1"),
+    ],
+)
+def test_server_settings_check_themselves(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerSettings(**bad)
+
+
 def test_bad_server_arguments(sft_ckpt: TinyCheckpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="ServerSettings: mode must be one of"):
-        ServerSettings(mode="critic")
-    with pytest.raises(ValueError, match="noise_std > 0 needs mode='actor'"):
-        ServerSettings(noise_std=0.1)
-    with pytest.raises(ValueError, match="ServerSettings: history must be one of"):
-        ServerSettings(history="all")
-    with pytest.raises(ValueError, match="ServerSettings: max_batch_size must be a positive int, got 0"):
-        ServerSettings(max_batch_size=0)
-    with pytest.raises(ValueError, match="ServerSettings: batch_delay must be >= 0 s, got -1"):
-        ServerSettings(batch_delay=-1)
     with pytest.raises(ValueError, match=r"no actor_head/ \(mode='actor'"):
         PolicyServer(sft_ckpt.path, ServerSettings(mode="actor", params=DWA_PARAMS))
     table = type("Table", (), {"names": DWA_PARAMS.names[:5], "low": 0, "high": 1})()

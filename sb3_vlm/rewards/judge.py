@@ -87,50 +87,49 @@ class JudgeSettings:
     """
     How a :class:`VLMJudge` asks: the server, the prompt, the frames and the client's limits (JSON-able: a training
     run saves them; lists given for ``image_size`` and ``score_range`` become tuples).
-
-    :param base_url: API root including ``/v1``, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang),
-        ``http://localhost:11434/v1`` (Ollama).
-    :param model: Model name the server knows (vLLM: the served model path or ``--served-model-name``).
-    :param task: Task description put into the prompt.
-    :param prompt_template: Template with ``{task}``, ``{num_frames}``, ``{low}``, ``{high}``.
-    :param api_key_env: Environment variable holding the API key (read once, never logged or stored on the
-        judge); unset: ``"EMPTY"``, what local servers accept.
-    :param num_frames: Frames per request, sampled evenly (first and last included).
-    :param image_size: ``(H, W)`` the frames are resized to (pixels), or None to send them as they are.
-    :param image_format: ``"png"`` or ``"jpeg"``.
-    :param jpeg_quality: JPEG quality 1..95.
-    :param temperature: Sampling temperature (0: greedy, the same frames get the same score).
-    :param max_tokens: Answer length limit (tokens).
-    :param timeout: Seconds one HTTP attempt may take.
-    :param max_retries: Retries of the ``openai`` client (connection errors, timeouts, 408/409/429/5xx).
-    :param max_concurrency: Requests in flight at most (thread-pool workers).
-    :param score_range: ``(low, high)``: scores are clipped to it.
-    :param cache_size: Answers kept (least recently used dropped); 0 disables the cache.
-    :param breaker_failures: After this many transport failures in a row (timeout, connection, http), requests fail
-        at once with ``"breaker"`` for ``breaker_cooldown`` s, then one is tried again; 0 disables this.
-    :param breaker_cooldown: Seconds the judge stays off after ``breaker_failures`` failures.
-    :param extra_body: Extra JSON fields of every request (server-specific, e.g. ``{"top_k": 1}``).
     """
 
     base_url: str
+    """API root including ``/v1``, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang), ``http://localhost:11434/v1``
+    (Ollama)."""
     model: str
+    """Model name the server knows (vLLM: the served model path or ``--served-model-name``)."""
     task: str = scoring.DEFAULT_TASK
+    """Task description put into the prompt."""
     prompt_template: str = scoring.DEFAULT_PROMPT
+    """Template with ``{task}``, ``{num_frames}``, ``{low}``, ``{high}``."""
     api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (read once, never logged or stored on the judge); unset: ``"EMPTY"``,
+    what local servers accept."""
     num_frames: int = 8
+    """Frames per request, sampled evenly (first and last included)."""
     image_size: tuple[int, int] | None = None
+    """``(H, W)`` the frames are resized to (pixels), or None to send them as they are."""
     image_format: str = "png"
+    """``"png"`` or ``"jpeg"``."""
     jpeg_quality: int = 90
+    """JPEG quality 1..95."""
     temperature: float = 0.0
+    """Sampling temperature (0: greedy, the same frames get the same score)."""
     max_tokens: int = 64
-    timeout: float = 30.0
-    max_retries: int = 2
-    max_concurrency: int = 8
+    """Answer length limit (tokens)."""
     score_range: tuple[float, float] = (0.0, 10.0)
-    cache_size: int = 10_000
-    breaker_failures: int = 5
-    breaker_cooldown: float = 30.0
+    """``(low, high)``: scores are clipped to it."""
+    timeout: float = 30.0
+    """Seconds one HTTP attempt may take."""
+    max_retries: int = 2
+    """Retries of the ``openai`` client (connection errors, timeouts, 408/409/429/5xx)."""
+    max_concurrency: int = 8
+    """Requests in flight at most (thread-pool workers)."""
     extra_body: dict[str, Any] | None = None
+    """Extra JSON fields of every request (server-specific, e.g. ``{"top_k": 1}``)."""
+    cache_size: int = 10_000
+    """Answers kept (least recently used dropped); 0 disables the cache."""
+    breaker_failures: int = 5
+    """After this many transport failures in a row (timeout, connection, http), requests fail at once with ``"breaker"``
+    for ``breaker_cooldown`` s, then one is tried again; 0 disables this."""
+    breaker_cooldown: float = 30.0
+    """Seconds the judge stays off after ``breaker_failures`` failures."""
 
     def __post_init__(self) -> None:
         check_int(self.num_frames, "num_frames", owner="JudgeSettings")

@@ -57,7 +57,7 @@ import torch as th
 
 from sb3_vlm._validation import check_int, settings_from
 from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint, recover_directory
-from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
+from sb3_vlm.policies import MODES, DirectoryOptions, VLMDirectoryPolicy, load_directory
 from sb3_vlm.serving.batching import Batcher
 from sb3_vlm.serving.reload import ArchitectureChanged, dir_identity, prepare_in_place
 from sb3_vlm.serving.requests import RequestError, b64_bytes, decode_image, read_image_path
@@ -103,53 +103,34 @@ class _Result:
 
 
 @dataclass
-class ServerSettings:
+class ServerSettings(DirectoryOptions):
     """
-    How a :class:`PolicyServer` builds the policy of its checkpoint directory and serves it.
+    How a :class:`PolicyServer` builds the policy of its checkpoint directory (the fields of
+    :class:`~sb3_vlm.policies.DirectoryOptions`, ``mode`` ``"sft"`` by default) and serves it.
 
-    :param mode: ``"sft"`` (supervised head, FTRL), ``"actor"`` (TD3 actor) or ``"flow"`` (flow-matching expert).
-    :param algorithm: Planner served (``DWA``, ``TEB``, ``MPPI``, ``DDP``); requests must name it.
-    :param params: Planner parameter table (``names``, ``low``, ``high``), e.g. ``envs.planners.DWA_PARAMS``: output
-        names, and in ``"actor"`` mode the physical ranges (else those recorded by ``publish_policy``).
-    :param base_model: Base model (``"tiny"`` or a local directory) if the checkpoint does not name it.
-    :param noise_std: ``"actor"`` mode: std of the Gaussian exploration noise added to the [-1, 1] action.
-    :param history: ``"client"`` or ``"current"`` history frames (see the module docstring); None: ``"client"`` in
-        ``"sft"`` mode, ``"current"`` in ``"actor"`` mode (:attr:`history_source`).
-    :param use_velocity: Put the request's velocity into the prompt (tokenizer backbones); None: as recorded by
-        ``publish_policy``, else True (FTRL).
-    :param input_size: ``(height, width)`` incoming images are resized to (Pillow bilinear, as the replay loader);
-        None: the observation size recorded by ``publish_policy`` in ``"actor"`` mode, else the image's own size.
-    :param dtype: Backbone dtype, ``"float32"`` or ``"bfloat16"``.
-    :param quantization: ``"nf4"``, ``"int8"`` or None.
-    :param vlm_image_size: ``(height, width)`` the VLM resizes to (multiples of 28), if not recorded; None: the
-        processor's rule.
-    :param seed: Weight seed of the tiny backbone, if not recorded.
-    :param max_batch_size: Most requests run through the model at once.
-    :param batch_delay: Seconds the worker waits for more requests after the first one of a batch.
-    :param max_image_pixels: Largest decoded image (width x height) accepted.
-    :param image_roots: Directories ``image_path`` requests may read from (FTRL's fallback: a file on the server's
-        machine); the real path (symlinks resolved) must lie inside one of them, else 403. Empty (default): every
-        ``image_path`` is refused (403), so a client cannot read arbitrary files through the server.
-    :param noise_seed: Seed of the exploration noise.
+    Incoming images are resized to ``input_size`` (Pillow bilinear, as the replay loader; None: the observation size
+    recorded by ``publish_policy`` in ``"actor"`` mode, else the image's own size).
     """
 
     mode: str = "sft"
-    algorithm: str = "DWA"
-    params: ParamTableLike | None = None
-    base_model: str | os.PathLike | None = None
+    """``"sft"`` (supervised head, FTRL), ``"actor"`` (TD3 actor) or ``"flow"`` (flow-matching expert)."""
     noise_std: float = 0.0
+    """``"actor"`` mode: std of the Gaussian exploration noise added to the [-1, 1] action."""
     history: str | None = None
-    use_velocity: bool | None = None
-    input_size: tuple[int, int] | None = None
-    dtype: str = "float32"
-    quantization: str | None = None
-    vlm_image_size: tuple[int, int] | None = None
-    seed: int = 0
+    """``"client"`` or ``"current"`` history frames (see the module docstring); None: ``"client"`` in ``"sft"`` mode,
+    ``"current"`` in ``"actor"`` mode (:attr:`history_source`)."""
     max_batch_size: int = 8
+    """Most requests run through the model at once."""
     batch_delay: float = 0.005
+    """Seconds the worker waits for more requests after the first one of a batch."""
     max_image_pixels: int = 4096 * 4096
+    """Largest decoded image (width x height) accepted."""
     image_roots: Sequence[str | os.PathLike] = ()
+    """Directories ``image_path`` requests may read from (FTRL's fallback: a file on the server's machine); the real
+    path (symlinks resolved) must lie inside one of them, else 403. Empty (default): every ``image_path`` is refused
+    (403), so a client cannot read arbitrary files through the server."""
     noise_seed: int | None = None
+    """Seed of the exploration noise."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -157,6 +138,7 @@ class ServerSettings:
         if self.history not in (None, *HISTORY_SOURCES):
             raise ValueError(f"ServerSettings: history must be one of {HISTORY_SOURCES} or None, got {self.history!r}")
         self.algorithm = self.algorithm.upper()
+        self.base_model = None if self.base_model is None else str(self.base_model)
         self.noise_std = _validate_noise(self.noise_std, self.mode)
         check_int(self.max_batch_size, "max_batch_size", owner="ServerSettings")
         check_int(self.max_image_pixels, "max_image_pixels", owner="ServerSettings")
@@ -177,21 +159,6 @@ class ServerSettings:
             return self.history
         return "client" if self.mode == "sft" else "current"
 
-    def directory_options(self) -> DirectoryOptions:
-        """How :func:`~sb3_vlm.policies.load_directory` builds the policy."""
-        return DirectoryOptions(
-            mode=self.mode,
-            algorithm=self.algorithm,
-            base_model=None if self.base_model is None else str(self.base_model),
-            params=self.params,
-            use_velocity=self.use_velocity,
-            input_size=self.input_size,
-            dtype=self.dtype,
-            quantization=self.quantization,
-            vlm_image_size=self.vlm_image_size,
-            seed=self.seed,
-        )
-
 
 class PolicyServer:
     """
@@ -201,8 +168,8 @@ class PolicyServer:
     :param checkpoint: Checkpoint directory in the FTRL layout (``"sft"``) or written by
         :meth:`VLMTD3Policy.save_pretrained` / :func:`sb3_vlm.serving.handoff.publish_policy` (``"actor"``).
     :param settings: How to build and serve it (:class:`ServerSettings`; None: its defaults). The call form of
-        sb3-vlm 0.1, ``PolicyServer(checkpoint, mode, ..., **kwargs)`` with the names of :class:`ServerSettings`,
-        still works for one release and warns (``DeprecationWarning``).
+        sb3-vlm 0.1, ``PolicyServer(checkpoint, mode, **kwargs)`` with the names of :class:`ServerSettings`, still
+        works for one release and warns (``DeprecationWarning``).
     """
 
     def __init__(
@@ -213,7 +180,6 @@ class PolicyServer:
         self.noise_std, self.max_batch_size, self.batch_delay = s.noise_std, s.max_batch_size, float(s.batch_delay)
         self.max_image_pixels, self.image_roots = s.max_image_pixels, s.image_roots
         self.checkpoint = Path(checkpoint)
-        self._options = s.directory_options()
         self._rng = np.random.default_rng(s.noise_seed)
         self._model_lock = threading.Lock()  # held while the model runs or is modified
         self._reload_lock = threading.Lock()  # one reload at a time
@@ -240,7 +206,7 @@ class PolicyServer:
         for _ in range(_RELOAD_ATTEMPTS):
             source = recover_directory(self.checkpoint) or self.checkpoint
             before = dir_identity(source)
-            model = load_directory(source, self._options)
+            model = load_directory(source, self.settings)
             if dir_identity(source) == before:
                 return model
         raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times in a row")

@@ -105,48 +105,44 @@ LIBRARIES = ("lhs", "grid")
 
 @dataclass
 class LabelSettings:
-    """
-    One label search of :func:`generate_pairs` (see the module docstring).
-
-    :param n_samples: Pairs to return.
-    :param barn_dir: Real BARN worlds, or None for generated ones.
-    :param worlds: World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the 250 training worlds, generated
-        or of ``barn_dir``).
-    :param image_size: ``(height, width)`` of the scene images.
-    :param library: The ``K`` vectors tried from every state: ``"grid"`` (:data:`GRID`, ``K = 24``) or ``"lhs"``
-        (the defaults + ``candidates - 1`` Latin-hypercube vectors over every parameter's range).
-    :param candidates: ``K`` of the ``"lhs"`` library, >= 2.
-    :param horizon: Steps (0.5 s each) every candidate drives: the window of one label, >= 1.
-    :param n_envs: Episodes rolled out side by side (the simulator holds ``n_envs * (K * noise_replicas + 1)``
-        robots).
-    :param velocity_labels: Append the velocity after the state's step on the chosen branch (FTRL's 9 outputs).
-    :param temperature: None: the label is the best vector; a float ``T > 0`` (reward units; 10 = 1 m of progress):
-        the softmax(return / T)-weighted mean of the library (soft labels: what an MSE head can fit when several
-        vectors are about as good). The episode follows the best vector either way.
-    :param noise_replicas: ``R``: each candidate drives the window ``R`` times, the first copy with the episode's own
-        noise, the others with fresh sensor and actuation noise, and scores the mean return. With ``R = 1`` the
-        search knows the episode's future noise (it picks the fast vector that happens not to crash); ``R > 1``
-        prefers vectors that work whatever the noise, which an image policy (that cannot see the noise) can follow.
-    :param seed: Seed of worlds, noise and candidates.
-    :param progress_bar: Show a tqdm bar.
-    :param reward: The objective candidates are scored by: a preset of ``envs.nav_env.REWARD_PRESETS`` or a
-        :class:`~envs.nav_env.RewardConfig` (a prompt's objective, :mod:`sb3_vlm.sft.prompts`).
-    """
+    """One label search of :func:`generate_pairs` (see the module docstring)."""
 
     n_samples: int
+    """Pairs to return."""
     barn_dir: str | Path | None = None
+    """Real BARN worlds, or None for generated ones."""
     worlds: str | Sequence[int] | None = None
+    """World set (``"train"``, ``"test"``, ``"all"``, ids, or None: the 250 training worlds, generated or of
+    ``barn_dir``)."""
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    """``(height, width)`` of the scene images."""
     library: str = "lhs"
+    """The ``K`` vectors tried from every state: ``"grid"`` (:data:`GRID`, ``K = 24``) or ``"lhs"`` (the defaults +
+    ``candidates - 1`` Latin-hypercube vectors over every parameter's range)."""
     candidates: int = 24
+    """``K`` of the ``"lhs"`` library, >= 2."""
     horizon: int = 12
+    """Steps (0.5 s each) every candidate drives: the window of one label, >= 1."""
     n_envs: int = 8
+    """Episodes rolled out side by side (the simulator holds ``n_envs * (K * noise_replicas + 1)`` robots)."""
     velocity_labels: bool = True
+    """Append the velocity after the state's step on the chosen branch (FTRL's 9 outputs)."""
     temperature: float | None = None
+    """None: the label is the best vector; a float ``T > 0`` (reward units; 10 = 1 m of progress): the softmax(return /
+    T)-weighted mean of the library (soft labels: what an MSE head can fit when several vectors are about as good). The
+    episode follows the best vector either way."""
     noise_replicas: int = 3
+    """``R``: each candidate drives the window ``R`` times, the first copy with the episode's own noise, the others with
+    fresh sensor and actuation noise, and scores the mean return. With ``R = 1`` the search knows the episode's future
+    noise (it picks the fast vector that happens not to crash); ``R > 1`` prefers vectors that work whatever the noise,
+    which an image policy (that cannot see the noise) can follow."""
     seed: int = 0
+    """Seed of worlds, noise and candidates."""
     progress_bar: bool = True
+    """Show a tqdm bar."""
     reward: str | RewardConfig = "ftrl"
+    """The objective candidates are scored by: a preset of ``envs.nav_env.REWARD_PRESETS`` or a
+    :class:`~envs.nav_env.RewardConfig` (a prompt's objective, :mod:`sb3_vlm.sft.prompts`)."""
 
     def __post_init__(self) -> None:
         for name, minimum in (

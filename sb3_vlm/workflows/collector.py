@@ -112,45 +112,42 @@ _MIN_DISPLACEMENT = 1e-3
 
 @dataclass
 class CollectSettings:
-    """
-    How :func:`collect` runs and saves episodes (see the module docstring).
-
-    :param actor_id: Actor id: ``actor_<id>/``, ``test_<id>_<n>.pickle``.
-    :param episodes: Episodes to run (saved or not).
-    :param worlds: Worlds run in turn, episode ``e`` in ``worlds[e % len(worlds)]``: a list of ids, ``"train"``,
-        ``"test"`` or ``"all"``; None: world ``actor_id`` (FTRL's actor runs its own world).
-    :param barn_dir: Directory of real BARN worlds, or None for the generated ones.
-    :param seed: Seed of the first reset (the following episodes continue its generator); None: unseeded.
-    :param mode: ``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``).
-    :param max_save_time: Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all.
-    :param progress_bar: Show a tqdm bar over episodes.
-    :param judge_weight: Weight of the score of :func:`collect`'s ``judge``.
-    :param sft: Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per
-        step of each saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the
-        image), then ``<buffer>/sft_data.json`` from every actor's ``data.csv``.
-    :param follow_signal: Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's
-        collector does: ``train`` runs a training episode, ``pause`` waits (polling every ``signal_poll`` s),
-        ``test`` runs one test episode in each of ``test_worlds`` once per test phase, then waits for the phase to
-        end; no file means ``train``. ``episodes`` then counts training episodes and ``mode`` is not used.
-    :param test_worlds: Worlds of the test phases (same forms as ``worlds``); None: ``worlds``.
-    :param signal_poll: Seconds between reads of the signal file while waiting.
-    :param env_kwargs: Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...).
-    """
+    """How :func:`collect` runs and saves episodes (see the module docstring)."""
 
     actor_id: int = 0
+    """Actor id: ``actor_<id>/``, ``test_<id>_<n>.pickle``."""
     episodes: int = 1
+    """Episodes to run (saved or not)."""
     worlds: str | Sequence[int] | None = None
+    """Worlds run in turn, episode ``e`` in ``worlds[e % len(worlds)]``: a list of ids, ``"train"``, ``"test"`` or
+    ``"all"``; None: world ``actor_id`` (FTRL's actor runs its own world)."""
     barn_dir: str | os.PathLike | None = None
+    """Directory of real BARN worlds, or None for the generated ones."""
     seed: int | None = 0
+    """Seed of the first reset (the following episodes continue its generator); None: unseeded."""
     mode: str = "train"
+    """``"train"`` (``actor_<id>/traj_<n>.pickle``) or ``"test"`` (``test_sync/test_<id>_<n>.pickle``)."""
     max_save_time: float = MAX_SAVE_TIME
+    """Episodes lasting this long (s) or more are not saved (FTRL: 70); 0 saves them all."""
     progress_bar: bool = True
+    """Show a tqdm bar over episodes."""
     judge_weight: float = 1.0
+    """Weight of the score of :func:`collect`'s ``judge``."""
     sft: bool = False
+    """Also write FTRL's supervised data set (:mod:`sb3_vlm.formats.ftrl_sft`): a ``data.csv`` row per step of each
+    saved episode (the step's parameters and end-of-step velocity as labels, its start frame as the image), then
+    ``<buffer>/sft_data.json`` from every actor's ``data.csv``."""
     follow_signal: bool = False
+    """Obey the trainer's ``<buffer>/sync/continue.signal`` before each episode, as FTRL's collector does: ``train``
+    runs a training episode, ``pause`` waits (polling every ``signal_poll`` s), ``test`` runs one test episode in each
+    of ``test_worlds`` once per test phase, then waits for the phase to end; no file means ``train``. ``episodes`` then
+    counts training episodes and ``mode`` is not used."""
     test_worlds: str | Sequence[int] | None = None
+    """Worlds of the test phases (same forms as ``worlds``); None: ``worlds``."""
     signal_poll: float = 0.5
+    """Seconds between reads of the signal file while waiting."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Other :class:`envs.nav_env.NavBatch` arguments (``max_steps``, ``time_step``, ``reward``...)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "test"):
