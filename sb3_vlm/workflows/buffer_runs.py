@@ -3,27 +3,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch as th
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
 from sb3_vlm.callbacks import CHECKPOINT_LAST, MODEL_ZIP, POLICY_DIR, REPLAY_BUFFER, find_checkpoint, save_policy_folder
 from sb3_vlm.formats.buffer_npz import load_replay_buffer
-from sb3_vlm.formats.ftrl_config import read_ftrl_config
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.workflows.buffer_learner import BufferLearner
-from sb3_vlm.workflows.training import FTRL_CONFIG_COPY, TrainSettings, build_model, make_vec_env, zoo_config
+from sb3_vlm.workflows.training import (
+    TrainSettings,
+    build_model,
+    make_vec_env,
+    new_run_dir,
+    write_run_config,
+    zoo_config,
+)
 from sb3_vlm.zoo import ZooConfig
 
 __all__ = ["learn_from_buffer"]
@@ -60,11 +63,8 @@ def learn_from_buffer(
         th.set_num_threads(settings.torch_threads)
     conf_file, cfg, env_kwargs = zoo_config(settings)
     spaces_env = make_vec_env(cfg.env_id, 1, seed=settings.seed, **env_kwargs)  # never stepped
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        options = {"buffer": str(buffer_dir), "servers": list(servers), **learner_kwargs}
-        run_dir = _new_run(settings, conf_file, cfg, options)
+    options = {"buffer": str(buffer_dir), "servers": list(servers), **learner_kwargs}
+    run_dir = Path(resume) if resume is not None else _new_run(settings, conf_file, cfg, options)
     checkpoint_dir = run_dir / "checkpoints" / CHECKPOINT_LAST
     model = _model(settings, cfg, spaces_env, run_dir, checkpoint_dir if resume is not None else None)
     params = param_table(cfg.env_kwargs.get("planner", "dwa"))
@@ -79,10 +79,7 @@ def learn_from_buffer(
         learner.learn(cfg.n_timesteps, callback=cfg.callbacks())
     finally:
         spaces_env.close()
-    model.save(run_dir / "model.zip")
-    if isinstance(model.policy, VLMTD3Policy):
-        save_policy_folder(model, run_dir / POLICY_DIR)
-    print(_summary(learner, buffer_dir, run_dir))
+    _finish(learner, buffer_dir, run_dir)
     return run_dir
 
 
@@ -102,15 +99,9 @@ def _saved_run(run_dir: Path) -> tuple[TrainSettings, str, list[str], dict[str, 
 def _new_run(settings: TrainSettings, conf_file: Path, cfg: ZooConfig, options: dict[str, Any]) -> Path:
     """A new run directory holding ``run_config.json`` (the settings, and ``options`` under :data:`RUN_KEY`) and the
     merged ``--ftrl-config`` file."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
-    saved[RUN_KEY] = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-    (run_dir / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
-    if settings.ftrl_config is not None:
-        merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
-        (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
+    run_dir = new_run_dir(settings, cfg, conf_file)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    write_run_config(run_dir, settings, conf_file, {RUN_KEY: options})
     return run_dir
 
 
@@ -126,10 +117,14 @@ def _model(
     return model
 
 
-def _summary(learner: BufferLearner, buffer_dir: str | os.PathLike, run_dir: Path) -> str:
-    """The line printed at the end of a run."""
+def _finish(learner: BufferLearner, buffer_dir: str | os.PathLike, run_dir: Path) -> None:
+    """Save the trained model (``model.zip``, and ``policy/`` for a VLM policy) and print what the run did."""
+    model = learner.model
+    model.save(run_dir / "model.zip")
+    if isinstance(model.policy, VLMTD3Policy):
+        save_policy_folder(model, run_dir / POLICY_DIR)
     tests = [c.test["nav_metric"] for c in learner.cycles if c.test]
-    return (
+    print(
         f"learned from {buffer_dir}: {learner.model.num_timesteps} transitions, "
         f"{sum(c.updates for c in learner.cycles)} updates, {len(learner.cycles)} cycles, "
         f"{learner.version} publications ({learner.reload_failures} failed reloads), {len(tests)} test phases "
