@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -73,24 +72,17 @@ from sb3_vlm._validation import check_int, settings_from
 from sb3_vlm.formats.ftrl_files import (
     FTRL_IMAGE_SIZE,
     METHOD,
-    RESULTS_FILE,
-    atomic_write,
-    frame_name,
-    next_number,
-    png_bytes,
     read_signal,
-    results_line,
     spread_tail_reward,
-    trajectory_name,
-    write_trajectory,
 )
 from sb3_vlm.formats.ftrl_sft import SFTWriter, write_sft_json
 from sb3_vlm.rewards.records import judge_ftrl_episode
 from sb3_vlm.rewards.wrappers import EpisodeFrames
+from sb3_vlm.workflows.actor_files import EPISODES_LOG, ActorFiles
 from sb3_vlm.workflows.collection_reports import CollectSummary, EpisodeReport
 from sb3_vlm.workflows.sources import Frame, ParameterSource
 
-__all__ = ["CollectSettings", "CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
+__all__ = ["EPISODES_LOG", "CollectSettings", "CollectSummary", "EpisodeReport", "MAX_SAVE_TIME", "collect"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +92,6 @@ SLOW_SPEED = 0.05
 """``recovery`` counts end-of-step linear speeds at or below this (m/s) as slow."""
 _MAX_HISTORY = 8
 """Earlier frames of the episode kept for the server's history encoder (FTRL's use 2 to 4)."""
-EPISODES_LOG = "episodes.log"
-"""Per-actor ledger of the saved train episodes, ``traj_<n>.pickle <steps>`` per line (see the module docstring)."""
-_LOG_LINE = re.compile(r"^traj_(\d+)\.pickle (\d+)$", re.MULTILINE)
 _MIN_DISPLACEMENT = 1e-3
 """Per-step displacements shorter than this (m) have no direction and are left out of ``smoothness``."""
 
@@ -208,57 +197,27 @@ class _Episode:
 
 
 class _Collector:
-    """State of one collecting process: the env, the counters of frames and pickles, the output directories."""
+    """State of one collecting process: the env, its parameter source and judge, and the actor's files."""
 
     def __init__(
         self, buffer: Path, source: ParameterSource | None, env: BarnNav, settings: CollectSettings, judge: Any = None
     ):
-        self.buffer, self.source, self.env, self.settings = buffer, source, env, settings
-        self.actor_id, self.max_save_time = settings.actor_id, settings.max_save_time
+        self.buffer, self.source, self.env, self.settings, self.judge = buffer, source, env, settings, judge
         self.mode = "train"
         """Mode of the current episode: where it is saved."""
-        self.judge = judge
         self.params: ParamTable = env.batch.params
         # float64 copies of the table (its arrays are float32): the recorded defaults read 1.57, not 1.5700000524
         specs = self.params.specs
         self.low, self.high, self.default = (
             np.array([getattr(s, attr) for s in specs], dtype=np.float64) for attr in ("low", "high", "default")
         )
-        self.actor_dir = buffer / f"actor_{self.actor_id}"
-        self.actor_dir.mkdir(parents=True, exist_ok=True)
-        self.test_dir = buffer / "test_sync"
-        self.log = self.actor_dir / EPISODES_LOG
-        logged = self._recover()
-        self.next_traj = {
-            "train": max(next_number(self.actor_dir, r"traj_(\d+)\.pickle(?:\.consumed)?"), max(logged, default=0) + 1),
-            "test": max(next_number(self.test_dir, rf"test_{self.actor_id}_(\d+)\.pickle"), 1),
-        }
-        self.next_frame = next_number(self.actor_dir, rf"{METHOD}_(\d{{6}})\.png")
-        self.sft = SFTWriter(self.actor_dir, self.params.names, METHOD) if settings.sft else None
-
-    def _recover(self) -> set[int]:
-        """Finish what a killed collector of this actor left (see the module docstring); the logged numbers."""
-        text = self.log.read_text() if self.log.is_file() else ""
-        if text and not text.endswith("\n"):  # a line cut off by the kill: its pickle was never renamed
-            text = text[: text.rfind("\n") + 1]
-            self.log.write_text(text)
-        logged = {int(m.group(1)) for m in _LOG_LINE.finditer(text)}
-        for tmp in self.actor_dir.glob("*.tmp"):
-            match = re.fullmatch(r"traj_(\d+)\.pickle\.\d+\.tmp", tmp.name)
-            if match and int(match.group(1)) in logged:
-                os.replace(tmp, self.actor_dir / trajectory_name(int(match.group(1))))
-            else:
-                tmp.unlink()
-        return logged
+        self.files = ActorFiles(buffer, settings.actor_id)
+        self.sft = SFTWriter(self.files.actor_dir, self.params.names, METHOD) if settings.sft else None
 
     def _render(self) -> tuple[np.ndarray, bytes, Path]:
         """Render the scene now (400 x 600), write it as the next frame; return pixels, PNG bytes and the file."""
         image = self.env.batch.costmap_obs(FTRL_IMAGE_SIZE)[0]
-        data = png_bytes(image)
-        path = self.actor_dir / frame_name(self.next_frame)
-        atomic_write(path, data)
-        self.next_frame += 1
-        return image, data, path
+        return (image, *self.files.write_frame(image))
 
     def _choose(self, frame: Frame) -> tuple[np.ndarray, bool]:
         """Clipped parameters ``[P]`` float64 for this step and whether they came from the source."""
@@ -299,7 +258,7 @@ class _Collector:
         run.from_source += used_source
         run.laser, reward, terminated, truncated, info = self.env.step(params.astype(np.float32))
         done = terminated or truncated
-        start_image, start_velocity, start_frame = run.image, run.velocity, self.next_frame - 1
+        start_image, start_velocity, start_frame = run.image, run.velocity, self.files.next_frame - 1
         run.history = [run.png, *run.history[: _MAX_HISTORY - 1]]
         run.image, run.png, path = self._render()
         run.frames.append(path)
@@ -337,9 +296,9 @@ class _Collector:
             source_steps=run.from_source,
             fallback_steps=len(records) - run.from_source if self.source is not None else 0,
         )
-        report.skipped = self._skip_reason(records)
+        report.skipped = self.files.skip_reason(records, self.mode, self.settings.max_save_time)
         if report.skipped is None:
-            report.path = self._save(records)
+            report.path = self.files.save(records, self.mode)
             if self.sft is not None:
                 for row in run.sft_rows:
                     self.sft.add(*row)
@@ -347,47 +306,6 @@ class _Collector:
             for frame_path in run.frames:  # nobody will read them: FTRL left them on disk
                 frame_path.unlink(missing_ok=True)
         return report
-
-    def _skip_reason(self, records: list[list[Any]]) -> str | None:
-        """FTRL's save rules (docs/compat/ftrl.md §5.3 step 6); the two "stuck" cases are logged to
-        ``actor_error/<id>.txt``."""
-        if len(records) <= 1:
-            return "1 step or less"
-        info = records[-1][4]
-        reason = None
-        if info["recovery"] >= 1.0 - 1e-9 and info["status"] == "timeout":
-            reason = "timeout without moving (recovery 1.0)"
-        elif self.max_save_time > 0 and info["time"] >= self.max_save_time:
-            reason = f"time {info['time']:.1f} s >= {self.max_save_time:g} s"
-        if reason is not None:
-            error_dir = self.buffer / "actor_error"
-            error_dir.mkdir(parents=True, exist_ok=True)
-            with open(error_dir / f"{self.actor_id}.txt", "a") as f:
-                f.write(f"not saved ({reason}): {results_line(self.mode, records)}\n")
-        return reason
-
-    def _save(self, records: list[list[Any]]) -> Path:
-        test = self.mode == "test"
-        n = self.next_traj[self.mode]
-        self.next_traj[self.mode] += 1
-        directory = self.test_dir if test else self.actor_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / trajectory_name(n, self.actor_id if test else None)
-
-        def log_commit() -> None:
-            with open(self.log, "a") as f:
-                f.write(f"{path.name} {len(records)}\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-        write_trajectory(path, records, None if test else log_commit)
-        with open(self.actor_dir / RESULTS_FILE, "a") as f:
-            f.write(results_line(self.mode, records) + "\n")
-        if test:
-            sync = self.buffer / "sync"
-            sync.mkdir(parents=True, exist_ok=True)
-            atomic_write(sync / f"actor_{self.actor_id}.done", f"test:{n}".encode())
-        return path
 
 
 def collect(
