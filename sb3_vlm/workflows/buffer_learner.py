@@ -144,13 +144,9 @@ class BufferLearner:
                 f"with a VLMTD3Policy (VLMTD3), got {type(model).__name__} with {type(model.policy).__name__}"
             )
         self.model = model
-        self.collect_per_step = check_int(
-            collect_per_step or model.train_freq.frequency * model.n_envs, "collect_per_step", owner="BufferLearner"
+        self.collect_per_step, self.update_per_step, self.pre_collect = _cycle_sizes(
+            model, collect_per_step, update_per_step, pre_collect
         )
-        update_per_step = model.gradient_steps if update_per_step is None else update_per_step
-        self.update_per_step = check_int(update_per_step, "update_per_step", 0, owner="BufferLearner")
-        pre_collect = model.learning_starts if pre_collect is None else pre_collect
-        self.pre_collect = check_int(pre_collect, "pre_collect", 0, owner="BufferLearner")
         self.test_every = check_int(test_every, "test_every", 0, owner="BufferLearner")
         self.test_episodes = check_int(test_episodes, "test_episodes", owner="BufferLearner")
         self.buffer_dir = Path(buffer_dir)
@@ -169,14 +165,10 @@ class BufferLearner:
         self.version = 0
         """Publications so far (the first, before any update, serves the starting policy)."""
         self.cycles: list[Cycle] = []
-        self.reload_failures = 0
-        self.test_timeouts = 0
+        self.reload_failures = self.test_timeouts = 0
         self.paused_s = 0.0
-        self.metrics = NavMetricsCallback(
-            best_path=None if self.run_dir is None else self.run_dir / "checkpoints" / CHECKPOINT_BEST,
-            policy_dir=self.run_dir,
-            summary=verbose > 0,
-        )
+        best = None if self.run_dir is None else self.run_dir / "checkpoints" / CHECKPOINT_BEST
+        self.metrics = NavMetricsCallback(best_path=best, policy_dir=self.run_dir, summary=verbose > 0)
 
     # ------------------------------------------------------------------ the steps of a cycle
 
@@ -330,6 +322,21 @@ class BufferLearner:
             self._log(cycle)
         cb.on_training_end()
         return model
+
+
+def _cycle_sizes(
+    model: OffPolicyAlgorithm, collect_per_step: int | None, update_per_step: int | None, pre_collect: int | None
+) -> tuple[int, int, int]:
+    """``collect_per_step``, ``update_per_step`` and ``pre_collect``, by default the model's ``train_freq * n_envs``,
+    ``gradient_steps`` and ``learning_starts``."""
+    collect = collect_per_step or model.train_freq.frequency * model.n_envs
+    update = model.gradient_steps if update_per_step is None else update_per_step
+    pre = model.learning_starts if pre_collect is None else pre_collect
+    return (
+        check_int(collect, "collect_per_step", owner="BufferLearner"),
+        check_int(update, "update_per_step", 0, owner="BufferLearner"),
+        check_int(pre, "pre_collect", 0, owner="BufferLearner"),
+    )
 
 
 def __getattr__(name: str) -> Any:
