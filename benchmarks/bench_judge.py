@@ -35,6 +35,7 @@ import numpy as np
 from envs import BarnNavVecEnv
 from envs.planners import DWA_PARAMS
 from sb3_vlm.rewards import VecVLMJudgeReward, VLMJudge
+from sb3_vlm.rewards.judge import JudgeSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _judge_server import Reply, judge_server  # noqa: E402
@@ -124,8 +125,8 @@ def main() -> None:
     served = local_server(args.server, args.model, args.server_delay_ms) if args.base_url is None else None
     with served or _given(args.base_url) as url:
         settings = {"cache_size": 0, "timeout": 60.0, "max_retries": 0, "max_tokens": args.max_tokens}
-        serial = VLMJudge(url, args.model, max_concurrency=1, **settings)
-        batched = VLMJudge(url, args.model, max_concurrency=args.concurrency, **settings)
+        serial = VLMJudge(JudgeSettings(url, args.model, max_concurrency=1, **settings))
+        batched = VLMJudge(JudgeSettings(url, args.model, max_concurrency=args.concurrency, **settings))
         requests_per_s(batched, 4, True, rng)  # warm-up: connections, encoder
         serial_rps = requests_per_s(serial, args.requests, False, rng)
         batched_rps = requests_per_s(batched, args.requests, True, rng)

@@ -36,7 +36,7 @@ from sb3_vlm.flow import REFLOW_FIT, FitConfig, FlowHeadConfig, FlowMatchingHead
 from sb3_vlm.flow.policy import distill, train_flow_head
 from sb3_vlm.policies import load_policy
 from sb3_vlm.sft.data import SFTDataset, normalize, split_train_val
-from sb3_vlm.sft.labels import generate_pairs
+from sb3_vlm.sft.labels import LabelSettings, generate_pairs
 from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, make_sft_extractor, save_sft_checkpoint, train_sft
 from sb3_vlm.workflows.evaluation import evaluate, summary
 
@@ -113,7 +113,7 @@ def main() -> None:
     if args.data is not None:
         data = SFTDataset.load(args.data)
     else:
-        data, _ = generate_pairs(args.samples, barn_dir=args.barn_dir, worlds="train", seed=args.seed, n_envs=8)
+        data, _ = generate_pairs(LabelSettings(args.samples, barn_dir=args.barn_dir, worlds="train", seed=args.seed))
         if args.save_data is not None:  # rerun on the same pairs without the search
             data.save(args.save_data)
     data = SFTDataset(data.images, data.labels[:, : len(DWA_PARAMS.names)], data.groups, DWA_PARAMS.names)

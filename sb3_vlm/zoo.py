@@ -15,6 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 from torch import nn
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.formats.yaml_file import read_yaml
 
 ZOO_PACKAGE = "zoo_configs"
@@ -143,12 +144,8 @@ def load_zoo_config(
         raise ValueError(f"{path}: only noise_type 'normal' is supported, got {noise_type!r}")
     callback_specs = _callback_specs(path, hp.pop("callback", None))
     reward_normalization = hp.pop("reward_normalization", None)
-    if reward_normalization is not None and (
-        isinstance(reward_normalization, bool) or not isinstance(reward_normalization, int) or reward_normalization < 2
-    ):
-        raise ValueError(
-            f"{path}: reward_normalization must be the number (>= 2) of first rewards, got {reward_normalization!r}"
-        )
+    if reward_normalization is not None:
+        check_int(reward_normalization, "reward_normalization", 2, owner=str(path), note="the number of first rewards")
     hp["policy"] = _policy(hp.get("policy", "MlpPolicy"))
     if isinstance(hp.get("train_freq"), list):
         hp["train_freq"] = tuple(hp["train_freq"])

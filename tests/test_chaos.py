@@ -17,9 +17,9 @@ from _tiny_ckpt import build_tiny_checkpoint
 from envs.planners import DWA_PARAMS
 from sb3_vlm.cli import main
 from sb3_vlm.formats.trajectories import load_trajectories
-from sb3_vlm.serving.server import PolicyServer
+from sb3_vlm.serving.server import PolicyServer, ServerSettings
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
-from sb3_vlm.workflows.collector import EPISODES_LOG, collect
+from sb3_vlm.workflows.collector import EPISODES_LOG, CollectSettings, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,7 +49,7 @@ def test_chaos_quick_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 def test_collector_restart_finishes_or_undoes_a_killed_write(tmp_path: Path) -> None:
     actor = tmp_path / "actor_0"
     actor.mkdir()
-    collect(tmp_path, actor_id=0, episodes=2, max_steps=6, progress_bar=False)
+    collect(tmp_path, None, _settings(actor_id=0, episodes=2))
     logged = (actor / EPISODES_LOG).read_text()
     assert logged.splitlines() == [
         f"traj_{n}.pickle {len(r)}" for n, r in ((1, _records(actor, 1)), (2, _records(actor, 2)))
@@ -61,7 +61,7 @@ def test_collector_restart_finishes_or_undoes_a_killed_write(tmp_path: Path) -> 
     with open(actor / EPISODES_LOG, "a") as f:
         f.write("traj_3.pick")
 
-    collect(tmp_path, actor_id=0, episodes=1, max_steps=6, progress_bar=False)  # the same command, re-run
+    collect(tmp_path, None, _settings(actor_id=0, episodes=1))  # the same command, re-run
     assert not list(actor.glob("*.tmp"))
     lines = (actor / EPISODES_LOG).read_text().splitlines()
     assert lines[:2] == logged.splitlines() and lines[2].startswith("traj_3.pickle ")
@@ -73,8 +73,12 @@ def test_collector_restart_finishes_or_undoes_a_killed_write(tmp_path: Path) -> 
     assert bridge.recover(committed={(0, 1), (0, 2), (0, 3)}) == (0, 0)
     for path in actor.glob("traj_*.pickle"):
         path.unlink()
-    collect(tmp_path, actor_id=0, episodes=1, max_steps=6, progress_bar=False)
+    collect(tmp_path, None, _settings(actor_id=0, episodes=1))
     assert (actor / "traj_4.pickle").is_file()
+
+
+def _settings(actor_id: int, episodes: int) -> CollectSettings:
+    return CollectSettings(actor_id=actor_id, episodes=episodes, progress_bar=False, env_kwargs={"max_steps": 6})
 
 
 def _records(actor: Path, n: int) -> list:
@@ -84,7 +88,7 @@ def _records(actor: Path, n: int) -> list:
 
 
 def test_held_files_are_deleted_or_read_again_after_a_learner_restart(tmp_path: Path) -> None:
-    collect(tmp_path, actor_id=3, episodes=2, max_steps=6, progress_bar=False)
+    collect(tmp_path, None, _settings(actor_id=3, episodes=2))
     actor = tmp_path / "actor_3"
     for n in (1, 2):  # what a learner killed before its checkpoint leaves: both held
         os.replace(actor / f"traj_{n}.pickle", actor / f"traj_{n}.pickle.consumed")
@@ -107,5 +111,5 @@ def test_server_starts_from_the_copy_a_cut_off_publication_left(tmp_path: Path) 
     leftover = tmp_path / ".policy.old-abc123"
     leftover.mkdir()
     shutil.move(str(policy), leftover / "policy")  # killed between the two renames of the swap
-    server = PolicyServer(policy, params=DWA_PARAMS)
+    server = PolicyServer(policy, ServerSettings(params=DWA_PARAMS))
     assert server.health()["model_loaded"] and not policy.exists()

@@ -27,9 +27,10 @@ from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.td3.replay import fill_replay_buffer
 from sb3_vlm.td3.td3 import VLMTD3
-from sb3_vlm.workflows.collector import CollectSummary, collect
+from sb3_vlm.workflows.collector import CollectSettings, CollectSummary, collect
 
 H, W = 56, 84
 DWA_NAMES = list(DWA_PARAMS.names)
@@ -102,7 +103,7 @@ def test_collect_train_publish_reload(sft_ckpt: TinyCheckpoint, tmp_path: Path) 
     policy_dir = buffer / "policy"
     assert publish_policy(model.policy, policy_dir, parameter_names=DWA_NAMES).ok  # FTRL: SFT start -> policy/
 
-    with running(build_app(policy_dir, mode="actor", batch_delay=0.0)) as url:
+    with running(build_app(policy_dir, ServerSettings(mode="actor", batch_delay=0.0))) as url:
         summary = run_cli("--server", url, "--buffer", str(buffer), "--episodes", "2", "--max-steps", "4")
         assert [e.steps for e in summary.episodes] == [4, 4] and summary.fallback_steps == 0
         assert [e.source_steps for e in summary.episodes] == [4, 4]
@@ -223,7 +224,9 @@ def test_collect_falls_back_to_default_parameters_when_the_server_is_down(tmp_pa
 
 def test_test_mode_and_the_save_rules(tmp_path: Path) -> None:
     buffer = tmp_path / "buffer"
-    summary = collect(buffer, actor_id=5, episodes=1, mode="test", progress_bar=False, max_steps=2)
+    summary = collect(
+        buffer, None, CollectSettings(actor_id=5, mode="test", progress_bar=False, env_kwargs={"max_steps": 2})
+    )
     assert summary.saved == [buffer / "test_sync" / "test_5_1.pickle"]
     assert (buffer / "sync" / "actor_5.done").read_text() == "test:1"
     assert not list((buffer / "actor_5").glob("traj_*"))
@@ -232,14 +235,24 @@ def test_test_mode_and_the_save_rules(tmp_path: Path) -> None:
     assert (loaded.episodes, loaded.n_transitions) == (1, 2)
 
     # One-step episodes are not saved (FTRL), and their frames are removed.
-    short = collect(tmp_path / "short", actor_id=5, episodes=2, progress_bar=False, max_steps=1)
+    with pytest.deprecated_call(match="collect: .* pass a CollectSettings"):  # the call form of sb3-vlm 0.1
+        short = collect(tmp_path / "short", actor_id=5, episodes=2, progress_bar=False, max_steps=1)
     assert short.saved == [] and [e.skipped for e in short.episodes] == ["1 step or less"] * 2
     assert not list((tmp_path / "short" / "actor_5").glob("*.png"))
 
-    with pytest.raises(ValueError, match="mode must be 'train' or 'test'"):
-        collect(buffer, mode="eval")
-    with pytest.raises(ValueError, match="episodes must be a positive int"):
-        collect(buffer, episodes=0)
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"mode": "eval"}, "mode must be 'train' or 'test', got 'eval'"),
+        ({"episodes": 0}, "episodes must be a positive int, got 0"),
+        ({"actor_id": -1}, "actor_id must be an int >= 0, got -1"),
+        ({"signal_poll": 0}, "signal_poll must be > 0 s, got 0"),
+    ],
+)
+def test_collect_settings_check_themselves(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"CollectSettings: {message}"):
+        CollectSettings(**bad)
 
 
 def test_spread_tail_reward() -> None:

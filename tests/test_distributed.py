@@ -171,7 +171,7 @@ def test_vec_env_contract():
         while time.monotonic() < deadline:  # (ray.kill is asynchronous)
             ray.get(inner.actors[0].ping.remote())
             time.sleep(0.1)
-    with pytest.raises(ValueError, match="n_envs must be an int >= n_actors"):
+    with pytest.raises(ValueError, match=r"n_envs must be an int >= 2 \(one env per actor at least\), got 1"):
         RayVecEnv(1, n_actors=2)
     with pytest.raises(TypeError, match="exclusive"):
         RayVecEnv(env_fns=counting_fns(2), max_steps=3)

@@ -16,6 +16,7 @@ from sb3_vlm.callbacks.nav_metrics import path_length
 from sb3_vlm.cli import main
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.zoo import default_conf
 
 FTRL_KEYS = [
@@ -77,7 +78,7 @@ def test_train_writes_ftrl_keys_folders_and_summary(tmp_path, capsys):
     assert final == pytest.approx(0.01)  # the end of the schedule
 
     # FTRL's server reads the folder as an SFT checkpoint (head + normalisation); ours too, pickle beside it.
-    with running(build_app(run_dir / "best_model", batch_delay=0.0)) as url:
+    with running(build_app(run_dir / "best_model", ServerSettings(batch_delay=0.0))) as url:
         client = QwenClient(url, num_history_frames=0, timeout=60)
         data, _ = png(0, (56, 84))
         params = client.get_parameters_array(client.infer_from_image_bytes(data, 0.3, 0.0))

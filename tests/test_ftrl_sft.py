@@ -15,7 +15,7 @@ from sb3_vlm.cli import main
 from sb3_vlm.formats.ftrl_sft import FTRLSFTError, read_ftrl_sft
 from sb3_vlm.formats.safe_pickle import safe_load
 from sb3_vlm.model.extractor import VLMDPTExtractor
-from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.collector import CollectSettings, collect
 
 SIZE = (56, 84)
 NAMES = DWA_PARAMS.names + VELOCITY_OUTPUTS
@@ -122,7 +122,10 @@ def test_pretrain_trains_on_ftrl_sft_json(tmp_path):
 
 def test_collect_writes_ftrl_sft_data_that_reads_back(tmp_path):
     buffer = tmp_path / "buffer"
-    summary = collect(buffer, actor_id=3, episodes=2, progress_bar=False, max_steps=4, max_save_time=0, sft=True)
+    settings = CollectSettings(
+        actor_id=3, episodes=2, max_save_time=0, progress_bar=False, sft=True, env_kwargs={"max_steps": 4}
+    )
+    summary = collect(buffer, None, settings)
     records = [step for path in summary.saved for step in safe_load(path)]
     data = read_ftrl_sft(buffer / "sft_data.json", SIZE)
     assert len(data.labels) == len(records) == summary.steps

@@ -34,9 +34,10 @@ SERVER: dict[str, str] = {}
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from sb3_vlm.serving.app import build_app
     from sb3_vlm.serving.chat import ChatModel, add_chat_routes
+    from sb3_vlm.serving.server import ServerSettings
 
     checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp("http") / "checkpoint-5").path
-    app = build_app(checkpoint, mode="sft", params=DWA_PARAMS, image_roots=[ROOT], max_body_bytes=1 << 16)
+    app = build_app(checkpoint, ServerSettings(params=DWA_PARAMS, image_roots=[ROOT]), max_body_bytes=1 << 16)
     add_chat_routes(app, ChatModel.from_source("tiny"))
     with running(app) as url:
         SERVER["url"] = url

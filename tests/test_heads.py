@@ -181,7 +181,7 @@ def test_dpt_head_rejects_bad_input():
     head = DPTHead(32, 6)
     with pytest.raises(ValueError, match="expects 4 hidden states"):
         head(hidden(h=32)[:3])
-    with pytest.raises(ValueError, match="num_params must be > 0, got 0"):
+    with pytest.raises(ValueError, match="num_params must be a positive int, got 0"):
         DPTHead(32, 0)
 
 

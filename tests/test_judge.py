@@ -18,6 +18,7 @@ from _laser_env import dict_image_env, image_env  # noqa: E402
 
 from sb3_vlm.callbacks import JudgeLogCallback  # noqa: E402
 from sb3_vlm.rewards import VecVLMJudgeReward, VLMJudge, VLMJudgeReward  # noqa: E402
+from sb3_vlm.rewards.judge import JudgeSettings  # noqa: E402
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def _pixels(part):
 
 def _judge(url, **kwargs):
     kwargs = {"timeout": 2.0, "max_retries": 0, **kwargs}
-    return VLMJudge(url, "judge-test", **kwargs)
+    return VLMJudge(JudgeSettings(url, "judge-test", **kwargs))
 
 
 # ---------------------------------------------------------------------------------------------------- the request
@@ -159,15 +160,31 @@ def test_closed_port_and_breaker():
     assert stats.requests == 2 and stats.failures == 4
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="prompt_template"):
-        VLMJudge("http://127.0.0.1:1/v1", "m", prompt_template="{nope}")
-    with pytest.raises(ValueError, match="score_range"):
-        VLMJudge("http://127.0.0.1:1/v1", "m", score_range=(5, 5))
-    with pytest.raises(ValueError, match="num_frames"):
-        VLMJudge("http://127.0.0.1:1/v1", "m", num_frames=0)
-    with pytest.raises(ValueError, match="image_format"):
-        VLMJudge("http://127.0.0.1:1/v1", "m", image_format="gif")
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"prompt_template": "{nope}"}, "prompt_template"),
+        ({"score_range": (5, 5)}, r"JudgeSettings: score_range must be \(low, high\) with low < high, got \(5, 5\)"),
+        ({"num_frames": 0}, "JudgeSettings: num_frames must be a positive int, got 0"),
+        ({"image_format": "gif"}, "JudgeSettings: image_format must be 'png' or 'jpeg', got 'gif'"),
+        ({"image_size": (28, 0)}, r"JudgeSettings: image_size must be None or \(height, width\) positive ints"),
+        ({"timeout": 0}, "JudgeSettings: timeout must be > 0 s, got 0"),
+        ({"max_retries": -1}, "JudgeSettings: max_retries must be an int >= 0, got -1"),
+        ({"max_concurrency": 0}, "JudgeSettings: max_concurrency must be a positive int, got 0"),
+    ],
+)
+def test_bad_settings(bad, message):
+    with pytest.raises(ValueError, match=message):
+        JudgeSettings("http://127.0.0.1:1/v1", "m", **bad)
+
+
+def test_settings_from_json_lists_and_the_old_call_form():
+    settings = JudgeSettings("http://127.0.0.1:1/v1", "m", image_size=[28, 42], score_range=[0, 1])
+    assert (settings.image_size, settings.score_range) == ((28, 42), (0.0, 1.0))
+    with pytest.deprecated_call(match="VLMJudge: .* pass a JudgeSettings"):  # the call form of sb3-vlm 0.1
+        judge = VLMJudge("http://127.0.0.1:1/v1", "m", num_frames=3)
+    assert judge.settings == JudgeSettings("http://127.0.0.1:1/v1", "m", num_frames=3) and judge.num_frames == 3
+    judge.close()
 
 
 # ---------------------------------------------------------------------------------------------- gymnasium wrapper
@@ -324,7 +341,7 @@ def _train(url, tmp_path, steps=300, **judge_kwargs):
 
     from envs import BarnNavVecEnv
 
-    judge = VLMJudge(url, "judge-test", **{"timeout": 0.5, "max_retries": 0, **judge_kwargs})
+    judge = VLMJudge(JudgeSettings(url, "judge-test", **{"timeout": 0.5, "max_retries": 0, **judge_kwargs}))
     venv = BarnNavVecEnv(2, observation="laser", max_steps=15)
     env = VecVLMJudgeReward(venv, judge, env_weight=0.0, max_wait=0.5)
     model = TD3("MlpPolicy", env, learning_starts=50, batch_size=16, policy_kwargs={"net_arch": [16]}, seed=0)

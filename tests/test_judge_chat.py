@@ -9,6 +9,7 @@ pytest.importorskip("fastapi")
 from _helpers import b64, png, post, running  # noqa: E402
 
 from sb3_vlm.rewards import VLMJudge  # noqa: E402
+from sb3_vlm.rewards.judge import JudgeSettings  # noqa: E402
 from sb3_vlm.serving.chat import ChatModel, build_chat_app  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def test_bad_requests_are_400(url, extra, content, match):
 
 
 def test_vlm_judge_round_trip(url):
-    judge = VLMJudge(url, "tiny", max_tokens=4, timeout=60, max_retries=0)
+    judge = VLMJudge(JudgeSettings(url, "tiny", max_tokens=4, timeout=60, max_retries=0))
     frames = [png(k)[1] for k in range(12)]
     result = judge.score(frames)
     # random weights: the text is gibberish, so the score is usually missing; the protocol is what counts

@@ -23,9 +23,10 @@ from sb3_vlm.formats.ftrl_files import read_signal, write_signal
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.workflows.buffer_learner import BufferLearner
-from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.collector import CollectSettings, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 56, 84
@@ -69,7 +70,7 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
     policy_dir = buffer / "policy"
     publish_policy(model.policy, policy_dir, parameter_names=list(DWA_PARAMS.names))
     dead = f"http://127.0.0.1:{free_port()}"
-    with running(build_app(policy_dir, mode="actor", batch_delay=0.0)) as url:
+    with running(build_app(policy_dir, ServerSettings(mode="actor", batch_delay=0.0))) as url:
         learner = BufferLearner(
             model,
             buffer,
@@ -150,7 +151,11 @@ def test_cli_learns_from_files_and_survives_a_dead_server(tmp_path: Path, capsys
     a test phase without collectors gives up after --test-timeout and training ends normally."""
     buffer = tmp_path / "buffer"
     for actor in (0, 1):
-        collect(buffer, actor_id=actor, episodes=3, progress_bar=False, max_steps=4, seed=actor)
+        collect(
+            buffer,
+            None,
+            CollectSettings(actor_id=actor, episodes=3, progress_bar=False, seed=actor, env_kwargs={"max_steps": 4}),
+        )
     conf = tmp_path / "conf.yml"
     conf.write_text(
         "BarnNavCostmap-v0:\n  n_timesteps: 24\n  policy: 'sb3_vlm.VLMTD3Policy'\n  batch_size: 4\n"
@@ -177,3 +182,13 @@ def test_cli_learns_from_files_and_survives_a_dead_server(tmp_path: Path, capsys
     (buffer / "sync" / "continue.signal").write_text("stop\n")
     with pytest.raises(ValueError, match=r"continue\.signal: expected one of \['train', 'test', 'pause'\], got 'stop'"):
         read_signal(buffer)
+
+
+def test_learn_from_buffer_old_home_is_a_deprecated_alias():
+    from sb3_vlm.workflows import buffer_learner
+    from sb3_vlm.workflows.buffer_runs import learn_from_buffer
+
+    with pytest.deprecated_call(match="import it from sb3_vlm.workflows.buffer_runs"):
+        assert buffer_learner.learn_from_buffer is learn_from_buffer
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        buffer_learner.nope  # noqa: B018

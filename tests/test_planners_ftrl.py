@@ -16,8 +16,9 @@ from envs.planners import DDP_PARAMS
 from sb3_vlm.formats.trajectories import load_trajectories
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
+from sb3_vlm.serving.server import ServerSettings
 from sb3_vlm.td3.replay import fill_replay_buffer
-from sb3_vlm.workflows.collector import collect
+from sb3_vlm.workflows.collector import CollectSettings, collect
 from sb3_vlm.workflows.sources import ServerSource
 
 H, W = 56, 84
@@ -25,17 +26,17 @@ H, W = 56, 84
 
 def test_ftrl_ddp_checkpoint_drives_the_ddp_env_and_its_pickles_fill_a_ddp_buffer(tmp_path: Path) -> None:
     ckpt = build_tiny_checkpoint(tmp_path / "checkpoint-2500", num_params=8)
-    app = build_app(ckpt.path, mode="sft", algorithm="DDP", params=DDP_PARAMS, batch_delay=0.0)
+    app = build_app(ckpt.path, ServerSettings(algorithm="DDP", params=DDP_PARAMS, batch_delay=0.0))
     buffer = tmp_path / "buffer" / "ddp_rlft"
     with running(app) as url:
         client = QwenClient(url, algorithm="DDP")
         assert client.list_algorithms() == {"algorithms": ["DWA", "TEB", "MPPI", "DDP"], "current": "DDP"}
         config = client.get_config()
         assert config is not None and config["algorithm"] == "DDP" and config["num_params"] == 8
-        summary = collect(
-            buffer, ServerSource(url, "DDP"), actor_id=6, episodes=1, progress_bar=False, max_save_time=0,
-            planner="ddp", max_steps=3,
-        )  # fmt: skip
+        settings = CollectSettings(
+            actor_id=6, progress_bar=False, max_save_time=0, env_kwargs=dict(planner="ddp", max_steps=3)
+        )
+        summary = collect(buffer, ServerSource(url, "DDP"), settings)
     (report,) = summary.episodes
     assert report.steps == 3 and report.source_steps == 3 and report.fallback_steps == 0
     records = pickle.loads(report.path.read_bytes())

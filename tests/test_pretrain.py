@@ -15,7 +15,7 @@ from sb3_vlm import VLMTD3, VLMDPTExtractor
 from sb3_vlm._constants import VELOCITY_OUTPUTS as VELOCITY_NAMES
 from sb3_vlm.cli import main
 from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
-from sb3_vlm.sft.labels import GRID, clone_slot, generate_pairs
+from sb3_vlm.sft.labels import GRID, LabelSettings, clone_slot, generate_pairs
 from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def pairs():
     return generate_pairs(
-        40, worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False
+        LabelSettings(40, worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
     )
 
 
@@ -91,7 +91,7 @@ def test_generated_pairs_are_valid_and_differ_across_states(pairs):
 
 
 def test_the_grid_library_varies_speed_turning_and_inflation_only():
-    data, stats = generate_pairs(24, worlds=[1], library="grid", horizon=2, n_envs=1, seed=0, progress_bar=False)
+    data, stats = generate_pairs(LabelSettings(24, worlds=[1], library="grid", horizon=2, n_envs=1, progress_bar=False))
     library = np.array(stats["library"])
     assert library.shape == (24, 7) and len(np.unique(library, axis=0)) == 24
     np.testing.assert_allclose(library[0], DWA_PARAMS.default, atol=1e-6)
@@ -99,20 +99,20 @@ def test_the_grid_library_varies_speed_turning_and_inflation_only():
     fixed = [j for j in range(7) if j not in varied]
     np.testing.assert_allclose(data.labels[:, fixed], np.tile(DWA_PARAMS.default[fixed], (24, 1)), atol=1e-6)
     assert set(np.round(library[:, DWA_PARAMS.index("max_vel_x")], 3)) == set(GRID["max_vel_x"])
-    with pytest.raises(ValueError, match="library"):
-        generate_pairs(4, worlds=[1], library="random", n_envs=1)
+    with pytest.raises(ValueError, match=r"library must be one of \('lhs', 'grid'\), got 'random'"):
+        LabelSettings(4, worlds=[1], library="random", n_envs=1)
 
 
 def test_noise_replicas_score_each_candidate_under_fresh_noise():
     kwargs = dict(worlds=[1], library="lhs", candidates=3, horizon=2, n_envs=2, seed=0, progress_bar=False)
-    one, single = generate_pairs(12, noise_replicas=1, **kwargs)
-    three, triple = generate_pairs(12, noise_replicas=3, **kwargs)
+    one, single = generate_pairs(LabelSettings(12, noise_replicas=1, **kwargs))
+    three, triple = generate_pairs(LabelSettings(12, noise_replicas=3, **kwargs))
     # Each window simulates the episode plus 3 copies of 3 candidates instead of 3 (the replay check passed inside).
     windows = sum(triple["chosen"]) + triple["skipped_ties"]
     assert triple["env_steps"] <= windows * 2 * 2 * (1 + 9) and triple["env_steps"] > 2 * single["env_steps"]
     assert three.labels.shape == one.labels.shape
-    with pytest.raises(ValueError, match="noise_replicas"):
-        generate_pairs(4, noise_replicas=0, **kwargs)
+    with pytest.raises(ValueError, match="LabelSettings: noise_replicas must be a positive int, got 0"):
+        LabelSettings(4, noise_replicas=0, **kwargs)
 
 
 def test_soft_labels_weight_the_candidates_by_return(pairs):
@@ -121,8 +121,8 @@ def test_soft_labels_weight_the_candidates_by_return(pairs):
     since they follow the best vector either way."""
     hard, stats = pairs
     kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
-    flat, _ = generate_pairs(40, temperature=1e9, **kwargs)
-    sharp, _ = generate_pairs(40, temperature=1e-9, **kwargs)
+    flat, _ = generate_pairs(LabelSettings(40, temperature=1e9, **kwargs))
+    sharp, _ = generate_pairs(LabelSettings(40, temperature=1e-9, **kwargs))
     np.testing.assert_array_equal(flat.images, hard.images)
     np.testing.assert_allclose(flat.labels[:, :7], np.tile(np.mean(stats["library"], axis=0), (40, 1)), rtol=1e-5)
     library = np.array(stats["library"])
@@ -228,3 +228,27 @@ def test_td3_from_a_supervised_checkpoint_starts_at_its_policy(pairs, tmp_path):
     model.save(tmp_path / "model.zip")
     loaded = VLMTD3.load(tmp_path / "model.zip", env=image_env())
     np.testing.assert_allclose(loaded.predict(images, deterministic=True)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"n_samples": 0}, "n_samples must be a positive int, got 0"),
+        ({"candidates": 1}, "candidates must be an int >= 2, got 1"),
+        ({"horizon": 2.0}, "horizon must be a positive int, got 2.0"),
+        ({"n_envs": True}, "n_envs must be a positive int, got True"),
+        ({"temperature": 0.0}, r"temperature must be None or > 0 \(reward units\), got 0.0"),
+    ],
+)
+def test_label_settings_check_themselves(bad, message):
+    with pytest.raises(ValueError, match=f"LabelSettings: {message}"):
+        LabelSettings(**{"n_samples": 4, **bad})
+
+
+def test_generate_pairs_old_call_form_warns_and_gives_the_same_pairs(pairs):
+    kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=4, seed=0, progress_bar=False)
+    with pytest.deprecated_call(match="generate_pairs: .* pass a LabelSettings"):
+        data, _ = generate_pairs(40, **kwargs)
+    np.testing.assert_array_equal(data.labels, pairs[0].labels)
+    with pytest.raises(TypeError, match="not both"):
+        generate_pairs(LabelSettings(4), seed=1)

@@ -229,12 +229,13 @@ def test_cli_reward_net_and_select_prompt(tmp_path, capsys):
 
 def test_prompt_pairs_train_a_prompt_conditioned_checkpoint(tmp_path, capsys):
     from sb3_vlm.sft.data import SFTDataset
+    from sb3_vlm.sft.labels import LabelSettings
     from sb3_vlm.sft.prompts import generate_prompt_pairs, report_prompts
     from sb3_vlm.sft.training import SFTConfig, make_sft_extractor, train_sft
 
     specs = [DEFAULT_PROMPTS[0], DEFAULT_PROMPTS[2]]
     kwargs = dict(worlds=WORLDS, library="lhs", candidates=4, horizon=2, n_envs=2, noise_replicas=1, progress_bar=False)
-    data, stats = generate_prompt_pairs(specs, 12, **kwargs)
+    data, stats = generate_prompt_pairs(specs, LabelSettings(12, **kwargs))
     assert len(data) == 24 and data.prompts.tolist() == [specs[0].text] * 12 + [specs[1].text] * 12
     assert set(stats["per_prompt"]) == {s.text for s in specs} and len(stats["chosen"]) == 4
     # Same seed, same starts: the two prompts' episode ids are the same set (a split by episode holds out both).

@@ -108,5 +108,5 @@ def test_both_algorithms_normalise_samples_and_keep_the_statistics_in_the_zip(tm
 def test_zoo_option_is_checked(tmp_path):
     path = zoo_file(tmp_path, "applr")
     path.write_text(path.read_text().replace(f"reward_normalization: {FIRST_N}", "reward_normalization: true"))
-    with pytest.raises(ValueError, match="reward_normalization must be the number"):
+    with pytest.raises(ValueError, match=r"reward_normalization must be an int >= 2 \(the number of first rewards\)"):
         load_zoo_config(path)

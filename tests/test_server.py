@@ -18,15 +18,16 @@ from _helpers import b64, free_port, png, post, running
 from _tiny_ckpt import TinyCheckpoint, build_tiny_checkpoint
 from gymnasium import spaces
 
-from envs.planners import DWA_PARAMS
+from envs.planners import DWA_PARAMS, TEB_PARAMS
 from sb3_vlm import VLMDPTExtractor, VLMTD3Policy
 from sb3_vlm.cli.serve import add_arguments as add_serve_arguments
+from sb3_vlm.cli.serve import max_body_bytes, server_settings
 from sb3_vlm.formats.checkpoint import atomic_directory
 from sb3_vlm.formats.trajectories import resize_image
 from sb3_vlm.serving.app import build_app
 from sb3_vlm.serving.client import QwenClient
 from sb3_vlm.serving.handoff import publish_policy
-from sb3_vlm.serving.server import PolicyServer, RequestError
+from sb3_vlm.serving.server import PolicyServer, RequestError, ServerSettings
 
 H, W = 56, 84
 MAX_BODY = 256 * 1024
@@ -71,9 +72,8 @@ def reference(sft_ckpt: TinyCheckpoint) -> VLMDPTExtractor:
 def sft_url(sft_ckpt: TinyCheckpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # image_path may read the tests' tmp_path directories (all under pytest's base temp), nothing else.
     roots = [tmp_path_factory.getbasetemp()]
-    app = build_app(
-        sft_ckpt.path, mode="sft", params=DWA_PARAMS, max_body_bytes=MAX_BODY, batch_delay=0.02, image_roots=roots
-    )
+    settings = ServerSettings(params=DWA_PARAMS, batch_delay=0.02, image_roots=roots)
+    app = build_app(sft_ckpt.path, settings, max_body_bytes=MAX_BODY)
     with running(app) as url:
         yield url
 
@@ -125,12 +125,12 @@ def test_image_path_reads_only_inside_the_image_roots(sft_url: str, sft_ckpt: Ti
     status, answer = post(f"{sft_url}/infer", {**body, "image_path": str(tmp_path / "missing.png")})
     assert status == 400 and "cannot be read" in answer["detail"]
 
-    no_roots = PolicyServer(sft_ckpt.path, params=DWA_PARAMS)
+    no_roots = PolicyServer(sft_ckpt.path, ServerSettings(params=DWA_PARAMS))
     with pytest.raises(RequestError) as refused:
         no_roots.decode_request({**body, "image_path": str(tmp_path / "passwd.png")})
     assert refused.value.status_code == 403 and "--image-root" in refused.value.message
-    with pytest.raises(ValueError, match="image_roots must be existing directories"):
-        PolicyServer(sft_ckpt.path, image_roots=[tmp_path / "nope"])
+    with pytest.raises(ValueError, match="ServerSettings: image_roots must be existing directories"):
+        ServerSettings(image_roots=[tmp_path / "nope"])
 
 
 def test_history_frames_from_the_client(sft_url: str, reference: VLMDPTExtractor, tmp_path: Path) -> None:
@@ -261,8 +261,8 @@ def test_publish_policy_reloads_the_actor_server(sft_ckpt: TinyCheckpoint, tmp_p
     small = resize_image(resized_source, (H, W))
 
     # Ranges, names and observation size come from the published directory: no parameter table needed.
-    actor_app = build_app(directory, mode="actor", batch_delay=0.0)
-    sft_app = build_app(directory, mode="sft", params=DWA_PARAMS)  # FTRL: the SFT head on the RL-updated weights
+    actor_app = build_app(directory, ServerSettings(mode="actor", batch_delay=0.0))
+    sft_app = build_app(directory, ServerSettings(params=DWA_PARAMS))  # FTRL: the SFT head on the RL-updated weights
     with running(actor_app) as actor_url, running(sft_app) as sft_url:
         client = QwenClient(actor_url, timeout=30)
         assert client.num_history_frames == 0  # actor mode repeats the current frame, as in training
@@ -325,22 +325,34 @@ def test_publish_policy_reloads_the_actor_server(sft_ckpt: TinyCheckpoint, tmp_p
 # ------------------------------------------------------------------------------------------------ construction errors
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"mode": "critic"}, "ServerSettings: mode must be one of"),
+        ({"noise_std": 0.1}, "noise_std > 0 needs mode='actor'"),
+        ({"history": "all"}, "ServerSettings: history must be one of"),
+        ({"max_batch_size": 0}, "ServerSettings: max_batch_size must be a positive int, got 0"),
+        ({"batch_delay": -1}, "ServerSettings: batch_delay must be >= 0 s, got -1"),
+    ],
+)
+def test_server_settings_check_themselves(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerSettings(**bad)
+
+
 def test_bad_server_arguments(sft_ckpt: TinyCheckpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="mode must be one of"):
-        PolicyServer(sft_ckpt.path, mode="critic")
-    with pytest.raises(ValueError, match="noise_std > 0 needs mode='actor'"):
-        PolicyServer(sft_ckpt.path, noise_std=0.1)
-    with pytest.raises(ValueError, match="history must be one of"):
-        PolicyServer(sft_ckpt.path, history="all")
     with pytest.raises(ValueError, match=r"no actor_head/ \(mode='actor'"):
-        PolicyServer(sft_ckpt.path, mode="actor", params=DWA_PARAMS)
+        PolicyServer(sft_ckpt.path, ServerSettings(mode="actor", params=DWA_PARAMS))
+    table = type("Table", (), {"names": DWA_PARAMS.names[:5], "low": 0, "high": 1})()
     with pytest.raises(ValueError, match="predicts 9 values but the parameter table has 5"):
-        PolicyServer(sft_ckpt.path, params=type("Table", (), {"names": DWA_PARAMS.names[:5], "low": 0, "high": 1})())
+        PolicyServer(sft_ckpt.path, ServerSettings(params=table))
     policy = VLMTD3Policy.from_pretrained(sft_ckpt.path, OBS_SPACE, ACTION_SPACE)
     plain = policy.save_pretrained(tmp_path / "plain")  # no hand-off metadata: ranges must be given
     with pytest.raises(ValueError, match=r"needs the physical parameter ranges: pass params="):
-        PolicyServer(plain, mode="actor")
-    server = PolicyServer(plain, mode="actor", params=DWA_PARAMS)
+        PolicyServer(plain, ServerSettings(mode="actor"))
+    with pytest.deprecated_call(match="PolicyServer: .* pass a ServerSettings"):  # the call form of sb3-vlm 0.1
+        server = PolicyServer(plain, "actor", params=DWA_PARAMS)
+    assert server.settings == ServerSettings(mode="actor", params=DWA_PARAMS)
     assert server.config()["parameter_names"] == DWA_NAMES and server.config()["num_history_frames"] == 0
 
     monkeypatch.setitem(sys.modules, "fastapi", None)
@@ -360,3 +372,12 @@ def test_serve_arguments() -> None:
     assert args.image_root == [Path("/data/a"), Path("/data/b")]
     with pytest.raises(SystemExit):
         parser.parse_args(["--checkpoint", "c", "--input-size", "56"])
+    args = parser.parse_args(["--checkpoint", "c", "--mode", "actor", "--algorithm", "teb", "--batch-delay-ms", "2"])
+    settings = server_settings(args)
+    assert (settings.mode, settings.algorithm, settings.params, settings.batch_delay) == (
+        "actor",
+        "TEB",
+        TEB_PARAMS,
+        0.002,
+    )
+    assert settings.history_source == "current" and max_body_bytes(args) == 8 << 20

@@ -10,7 +10,7 @@ from envs.planners import PARAM_TABLES
 from sb3_vlm.cli import judge_options
 from sb3_vlm.cli._args import options, parse_worlds
 from sb3_vlm.rewards.build import make_judge
-from sb3_vlm.workflows.collector import MAX_SAVE_TIME, CollectSummary, collect
+from sb3_vlm.workflows.collector import MAX_SAVE_TIME, CollectSettings, CollectSummary, collect
 from sb3_vlm.workflows.sources import LocalPolicySource, ParameterSource, ServerSource
 
 
@@ -49,6 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     judge_options.add_arguments(parser, wrapper=False)
 
 
+def collect_settings(args: argparse.Namespace) -> CollectSettings:
+    """The :class:`CollectSettings` of the options."""
+    return CollectSettings(
+        worlds=parse_worlds(args.worlds),
+        test_worlds=parse_worlds(args.test_worlds),
+        progress_bar=not args.no_progress_bar,
+        env_kwargs=options(args, "max_steps", "planner"),
+        **options(args, "actor_id", "episodes", "barn_dir", "seed", "mode", "max_save_time", "judge_weight"),
+        **options(args, "sft", "follow_signal"),
+    )
+
+
 def run(args: argparse.Namespace) -> CollectSummary:
     """Collect with the options of :func:`add_arguments`; prints a one-line summary and returns the reports."""
     planner = args.planner
@@ -60,16 +72,7 @@ def run(args: argparse.Namespace) -> CollectSummary:
     settings = judge_options.judge_settings(args)
     judge = None if settings is None else make_judge(settings)
     try:
-        summary = collect(
-            args.buffer,
-            source,
-            worlds=parse_worlds(args.worlds),
-            progress_bar=not args.no_progress_bar,
-            judge=judge,
-            **options(args, "actor_id", "episodes", "barn_dir", "seed", "mode", "max_save_time", "judge_weight"),
-            **options(args, "sft", "max_steps", "planner", "follow_signal"),
-            test_worlds=parse_worlds(args.test_worlds),
-        )
+        summary = collect(args.buffer, source, collect_settings(args), judge=judge)
     finally:
         if isinstance(source, LocalPolicySource):
             source.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sb3_vlm.cli._args import options
 from sb3_vlm.cli.train import add_model_arguments, settings_of
-from sb3_vlm.workflows.buffer_learner import learn_from_buffer
+from sb3_vlm.workflows.buffer_runs import learn_from_buffer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

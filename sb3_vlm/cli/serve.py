@@ -9,7 +9,7 @@ from typing import Any
 from sb3_vlm._constants import TINY
 from sb3_vlm.cli._args import image_size
 from sb3_vlm.policies import MODES
-from sb3_vlm.serving.server import DEFAULT_PORT, HISTORY_SOURCES
+from sb3_vlm.serving.server import DEFAULT_PORT, HISTORY_SOURCES, ServerSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-name", default=None, help="model name the judge answers to (default: dir name)")
 
 
-def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :func:`sb3_vlm.serving.app.build_app` arguments of the options (all but host, port and log level)."""
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The :class:`~sb3_vlm.serving.server.ServerSettings` of the options."""
     from envs.planners import PARAM_TABLES
 
     algorithm = args.algorithm.upper()
-    return dict(
+    return ServerSettings(
         mode=args.mode,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         algorithm=algorithm,
         params=PARAM_TABLES.get(algorithm),
         base_model=args.base_model,
@@ -74,12 +73,17 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def max_body_bytes(args: argparse.Namespace) -> int:
+    """``--max-body-mb`` in bytes."""
+    return int(args.max_body_mb * 1024 * 1024)
+
+
 def build_judge_app(args: argparse.Namespace) -> Any:
     """The inference server's app plus the judge's chat routes (:mod:`sb3_vlm.serving.chat`), for ``--judge``."""
     from sb3_vlm.serving.app import build_app
     from sb3_vlm.serving.chat import ChatModel, add_chat_routes
 
-    app = build_app(args.checkpoint, **server_kwargs(args))
+    app = build_app(args.checkpoint, server_settings(args), max_body_bytes=max_body_bytes(args))
     source = args.judge_model or args.base_model or TINY
     add_chat_routes(app, ChatModel.from_source(source, name=args.judge_name, seed=args.seed))
     return app
@@ -94,4 +98,5 @@ def run(args: argparse.Namespace) -> None:
         return
     from sb3_vlm.serving.app import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, log_level=args.log_level, **server_kwargs(args))
+    settings, body = server_settings(args), max_body_bytes(args)
+    serve(args.checkpoint, args.host, args.port, settings, max_body_bytes=body, log_level=args.log_level)

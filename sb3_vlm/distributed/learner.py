@@ -16,6 +16,7 @@ from ray.exceptions import RayActorError
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.distributed.collectors import Chunk, Collector
 from sb3_vlm.distributed.vec_env import _barn_nav_venv, _dummy_venv
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
@@ -82,10 +83,7 @@ class AsyncLearner:
     ) -> None:
         if not isinstance(model, OffPolicyAlgorithm):
             raise TypeError(f"AsyncLearner needs an off-policy SB3 model (TD3, VLMTD3), got {type(model).__name__}")
-        if not (isinstance(n_collectors, int) and n_collectors >= (0 if bridge is not None else 1)):
-            raise ValueError(
-                f"AsyncLearner: n_collectors must be a positive int (or 0 with a bridge), got {n_collectors!r}"
-            )
+        check_int(n_collectors, "n_collectors", 0 if bridge else 1, owner="AsyncLearner", note="0 only with a bridge")
         k = model.n_envs
         if env_fns is not None and (env_kwargs or len(env_fns) != n_collectors * k):
             raise ValueError(
@@ -98,22 +96,7 @@ class AsyncLearner:
         self.bridge, self.poll_interval = bridge, float(poll_interval)
         self.steps_per_chunk, self.sync_every, self.max_policy_lag = steps_per_chunk, sync_every, max_policy_lag
         self.gradient_steps_per_chunk = gradient_steps_per_chunk or steps_per_chunk * max(1, model.gradient_steps)
-        policy_kwargs = model.policy._get_constructor_parameters()  # BasePolicy.load's recipe
-        options = {**DEFAULT_COLLECTOR_OPTIONS, **(collector_options or {})}
-        device = "cuda" if options.get("num_gpus") else "cpu"
-        actor_class = ray.remote(Collector).options(**options)
-        seed = model.seed if model.seed is not None else int(np.random.randint(2**31))
-        self.collectors = []
-        for c in range(n_collectors):
-            if env_fns is not None:
-                make = functools.partial(_dummy_venv, list(env_fns[c * k : (c + 1) * k]))
-            else:
-                make = functools.partial(_barn_nav_venv, k, env_kwargs)
-            self.collectors.append(
-                actor_class.remote(
-                    c, make, type(model.policy), policy_kwargs, action_noise, seed + 1000 * (c + 1), device
-                )
-            )
+        self.collectors = self._start_collectors(n_collectors, env_fns, env_kwargs, action_noise, collector_options)
         self.version = 0
         self.sent = [-1] * n_collectors
         """Weights version last handed to each collector."""
@@ -122,6 +105,35 @@ class AsyncLearner:
         self.chunks_per_collector = [0] * n_collectors
         self.transitions_added = 0
         self.lags: list[int] = []
+
+    def _start_collectors(
+        self,
+        n_collectors: int,
+        env_fns: Sequence[Callable[[], gym.Env]] | None,
+        env_kwargs: dict[str, Any],
+        action_noise: float,
+        collector_options: Mapping[str, Any] | None,
+    ) -> list[Any]:
+        """One Ray :class:`Collector` actor per collector, each with ``model.n_envs`` envs and the model's policy
+        class (its seed offset by collector)."""
+        model, k = self.model, self.model.n_envs
+        policy_kwargs = model.policy._get_constructor_parameters()  # BasePolicy.load's recipe
+        options = {**DEFAULT_COLLECTOR_OPTIONS, **(collector_options or {})}
+        device = "cuda" if options.get("num_gpus") else "cpu"
+        actor_class = ray.remote(Collector).options(**options)
+        seed = model.seed if model.seed is not None else int(np.random.randint(2**31))
+        collectors = []
+        for c in range(n_collectors):
+            if env_fns is not None:
+                make = functools.partial(_dummy_venv, list(env_fns[c * k : (c + 1) * k]))
+            else:
+                make = functools.partial(_barn_nav_venv, k, env_kwargs)
+            collectors.append(
+                actor_class.remote(
+                    c, make, type(model.policy), policy_kwargs, action_noise, seed + 1000 * (c + 1), device
+                )
+            )
+        return collectors
 
     def _publish(self) -> None:
         self.version += 1
@@ -187,10 +199,11 @@ class AsyncLearner:
             model.set_logger(configure_logger(model.verbose, model.tensorboard_log, "AsyncLearner"))
         self._weights = ray.put({k: v.detach().cpu() for k, v in model.policy.state_dict().items()})
         self._since_publish = 0
-        returns: deque[float] = deque(maxlen=100)
-        pending = {self._submit(c): c for c in range(len(self.collectors))}
-        waiting: dict[ray.ObjectRef, tuple[int, float]] = {}  # pings to restarting collectors: (collector, deadline)
-        events, start, start_steps, last_poll = 0, time.perf_counter(), model.num_timesteps, -np.inf
+        self._returns: deque[float] = deque(maxlen=100)
+        self._pending = {self._submit(c): c for c in range(len(self.collectors))}
+        self._waiting: dict[ray.ObjectRef, tuple[int, float]] = {}  # pings to restarting collectors: (c, deadline)
+        events, last_poll = 0, -np.inf
+        self._start = (time.perf_counter(), model.num_timesteps)
         try:
             while model.num_timesteps < total_timesteps:
                 if self.bridge is not None and time.monotonic() - last_poll >= self.poll_interval:
@@ -199,53 +212,68 @@ class AsyncLearner:
                     events += model.num_timesteps > before
                     if model.num_timesteps >= total_timesteps:
                         break
-                if not pending and not waiting:  # bridge only: nothing to wait for but the next poll
+                if not self._pending and not self._waiting:  # bridge only: nothing to wait for but the next poll
                     time.sleep(max(0.0, self.poll_interval - (time.monotonic() - last_poll)))
                     continue
                 timeout = None if self.bridge is None else self.poll_interval
-                ready, _ = ray.wait([*pending, *waiting], num_returns=1, timeout=timeout)
+                ready, _ = ray.wait([*self._pending, *self._waiting], num_returns=1, timeout=timeout)
                 if not ready:
                     continue
-                (ref,) = ready
-                if ref in waiting:  # a restarting collector: submit again once it answers
-                    c, deadline = waiting.pop(ref)
-                    try:
-                        ray.get(ref)
-                        pending[self._submit(c)] = c
-                    except RayActorError as exc:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"AsyncLearner: collector {c} did not come back") from exc
-                        time.sleep(0.1)
-                        waiting[self.collectors[c].ping.remote()] = c, deadline
-                    continue
-                c = pending.pop(ref)
-                try:
-                    chunk: Chunk = ray.get(ref)
-                except RayActorError:  # died mid-chunk: Ray restarts it; the chunk was never returned
-                    self.collector_restarts += 1
-                    self.sent[c] = -1  # the restarted collector has no weights
-                    waiting[self.collectors[c].ping.remote()] = c, time.monotonic() + self.restart_timeout
-                    continue
-                lag = self.version - chunk.version
-                if lag > self.max_policy_lag:
-                    self.dropped_chunks += 1
-                else:
-                    self._add(chunk)
-                    model.num_timesteps += chunk.n_transitions
-                    self.chunks_per_collector[c] += 1
-                    self.lags.append(lag)
-                    returns.extend(chunk.episode_returns)
-                    self._train(chunk.n_transitions, total_timesteps)
-                events += 1
-                if model.num_timesteps < total_timesteps:
-                    pending[self._submit(c)] = c
-                if events % log_interval == 0 and model.num_timesteps < total_timesteps:
-                    self._log(returns, (model.num_timesteps - start_steps) / (time.perf_counter() - start))
+                if ready[0] in self._waiting:  # a restarting collector: submit again once it answers
+                    self._on_ping(ready[0])
+                elif self._on_chunk(ready[0], total_timesteps):
+                    events += 1
+                    if events % log_interval == 0 and model.num_timesteps < total_timesteps:
+                        self._log(self._returns, self._fps())
         finally:
-            for ref in pending:  # the collectors' unfinished chunks are not wanted any more
+            for ref in self._pending:  # the collectors' unfinished chunks are not wanted any more
                 ray.cancel(ref)
-        self._log(returns, (model.num_timesteps - start_steps) / (time.perf_counter() - start))
+        self._log(self._returns, self._fps())
         return model
+
+    def _fps(self) -> float:
+        """Transitions per second since :meth:`learn` started."""
+        started, steps = self._start
+        return (self.model.num_timesteps - steps) / (time.perf_counter() - started)
+
+    def _on_ping(self, ref: ray.ObjectRef) -> None:
+        """A restarting collector answered a ping (or failed again): ask it for a chunk, or ping it again until its
+        deadline."""
+        c, deadline = self._waiting.pop(ref)
+        try:
+            ray.get(ref)
+            self._pending[self._submit(c)] = c
+        except RayActorError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"AsyncLearner: collector {c} did not come back") from exc
+            time.sleep(0.1)
+            self._waiting[self.collectors[c].ping.remote()] = c, deadline
+
+    def _on_chunk(self, ref: ray.ObjectRef, total_timesteps: int) -> bool:
+        """A collector returned a chunk: add it (unless its weights are too old) and train, then ask for the next
+        one. False if the collector died instead (Ray restarts it; it is pinged until it is back)."""
+        model = self.model
+        c = self._pending.pop(ref)
+        try:
+            chunk: Chunk = ray.get(ref)
+        except RayActorError:  # died mid-chunk: the chunk was never returned
+            self.collector_restarts += 1
+            self.sent[c] = -1  # the restarted collector has no weights
+            self._waiting[self.collectors[c].ping.remote()] = c, time.monotonic() + self.restart_timeout
+            return False
+        lag = self.version - chunk.version
+        if lag > self.max_policy_lag:
+            self.dropped_chunks += 1
+        else:
+            self._add(chunk)
+            model.num_timesteps += chunk.n_transitions
+            self.chunks_per_collector[c] += 1
+            self.lags.append(lag)
+            self._returns.extend(chunk.episode_returns)
+            self._train(chunk.n_transitions, total_timesteps)
+        if model.num_timesteps < total_timesteps:
+            self._pending[self._submit(c)] = c
+        return True
 
     def _log(self, returns: deque[float], fps: float) -> None:
         logger, recent = self.model.logger, self.lags[-100:]

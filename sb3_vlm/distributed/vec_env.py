@@ -17,6 +17,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.distributed.runner import EnvRunner, RunnerStep
 
 __all__ = ["RayVecEnv"]
@@ -71,18 +72,15 @@ class RayVecEnv(VecEnv):
         address: str | None = None,
         **env_kwargs: Any,
     ) -> None:
-        if not (isinstance(n_actors, int) and n_actors > 0):
-            raise ValueError(f"RayVecEnv: n_actors must be a positive int, got {n_actors!r}")
+        check_int(n_actors, "n_actors", owner="RayVecEnv")
         if env_fns is not None:
             if env_kwargs:
                 raise TypeError(f"RayVecEnv: env_fns and BarnNav arguments {sorted(env_kwargs)} are exclusive")
             if n_envs is not None and n_envs != len(env_fns):
                 raise ValueError(f"RayVecEnv: n_envs must be None or len(env_fns) = {len(env_fns)}, got {n_envs!r}")
             n_envs = len(env_fns)
-        if not (isinstance(n_envs, int) and n_envs >= n_actors):
-            raise ValueError(f"RayVecEnv: n_envs must be an int >= n_actors ({n_actors}), got {n_envs!r}")
-        if not (isinstance(max_restarts, int) and max_restarts >= -1):
-            raise ValueError(f"RayVecEnv: max_restarts must be an int >= -1, got {max_restarts!r}")
+        check_int(n_envs, "n_envs", n_actors, owner="RayVecEnv", note="one env per actor at least")
+        check_int(max_restarts, "max_restarts", -1, owner="RayVecEnv")
         if not ray.is_initialized():
             ray.init(address=address)
         shares = np.array_split(np.arange(n_envs), n_actors)

@@ -20,6 +20,8 @@ import torch as th
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sb3_vlm._validation import check_int
+
 CONFIG_NAME = "flow_head_config.json"
 WEIGHTS_NAME = "flow_head.safetensors"
 T_MIN = 1e-3
@@ -49,9 +51,7 @@ class FlowHeadConfig:
 
     def __post_init__(self) -> None:
         for name in ("action_dim", "chunk", "feature_dim", "hidden", "time_dim", "num_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"FlowHeadConfig.{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), name, owner="FlowHeadConfig")
         if self.time_dim % 2:
             raise ValueError(f"FlowHeadConfig.time_dim must be even (sin and cos halves), got {self.time_dim}")
 

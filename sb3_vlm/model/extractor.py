@@ -98,20 +98,9 @@ class VLMDPTExtractor(BaseFeaturesExtractor):
         backbone = config.backbone
         ckpt = read_checkpoint(backbone) if is_checkpoint_dir(backbone) else None
         adapter = None if ckpt is None else ckpt.adapter_dir
-        lora = config.lora
-        if lora is not None and config.freeze_vlm:
-            warnings.warn(
-                "VLMDPTExtractor: `lora` is ignored with freeze_vlm=True (a frozen fresh LoRA is a no-op)", stacklevel=2
-            )
-            lora = None
-        if not config.freeze_vlm and lora is None and adapter is None:
-            raise ValueError(
-                "VLMDPTExtractor: freeze_vlm=False trains LoRA only; pass lora=dict(r=..., ...) or a checkpoint with "
-                f"an adapter, got lora=None and backbone={backbone!r}"
-            )
+        lora = _fresh_lora(config, adapter)
         freeze_vlm, freeze_dpt, freeze_history = config.freeze_vlm, config.freeze_dpt, config.freeze_history
-        self.freeze_vlm = freeze_vlm
-        self.freeze_dpt = freeze_dpt
+        self.freeze_vlm, self.freeze_dpt = freeze_vlm, freeze_dpt
         self.freeze_history = freeze_dpt if freeze_history is None else freeze_history
         self.backbone = VLMBackbone.from_pretrained(
             backbone if ckpt is None else _base_of_checkpoint(backbone, ckpt, config.base_model),
@@ -381,3 +370,20 @@ def _base_of_checkpoint(path: str, ckpt: FTRLCheckpoint, base_model: str | os.Pa
             "base_model='/path/to/Qwen2.5-VL' (nothing is downloaded)"
         )
     raise ValueError(f"checkpoint {path} does not name its base model; pass base_model='tiny' or a local directory")
+
+
+def _fresh_lora(config: VLMConfig, adapter: Any) -> dict[str, Any] | None:
+    """The fresh LoRA to add to the backbone: ``config.lora``, unless the VLM is frozen (a frozen fresh LoRA is a
+    no-op: ignored, with a warning). A trained VLM needs LoRA: a fresh one or the checkpoint's ``adapter``."""
+    lora = config.lora
+    if lora is not None and config.freeze_vlm:
+        warnings.warn(
+            "VLMDPTExtractor: `lora` is ignored with freeze_vlm=True (a frozen fresh LoRA is a no-op)", stacklevel=3
+        )
+        lora = None
+    if not config.freeze_vlm and lora is None and adapter is None:
+        raise ValueError(
+            "VLMDPTExtractor: freeze_vlm=False trains LoRA only; pass lora=dict(r=..., ...) or a checkpoint with "
+            f"an adapter, got lora=None and backbone={config.backbone!r}"
+        )
+    return lora

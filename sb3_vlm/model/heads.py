@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb3_vlm._constants import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
+from sb3_vlm._validation import check_int
 
 __all__ = ["DPTHead", "FeatureRefinementBlock", "HistoryEncoder", "history_transform"]
 
@@ -112,10 +113,8 @@ class DPTHead(nn.Module):
     ):
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("num_params", num_params), ("feature_dim", feature_dim)):
-            if value <= 0:
-                raise ValueError(f"DPTHead: {name} must be > 0, got {value}")
-        if num_layers < 2:
-            raise ValueError(f"DPTHead: num_layers must be >= 2, got {num_layers}")
+            check_int(value, name, owner="DPTHead")
+        check_int(num_layers, "num_layers", 2, owner="DPTHead")
         self.hidden_size = hidden_size
         self.num_params = num_params
         self.feature_dim = feature_dim
@@ -247,8 +246,7 @@ class HistoryEncoder(nn.Module):
 
     def __init__(self, hidden_dim: int = 256, num_frames: int = 2, num_transformer_layers: int = 2):
         super().__init__()
-        if num_frames <= 0:
-            raise ValueError(f"HistoryEncoder: num_frames must be > 0, got {num_frames}")
+        check_int(num_frames, "num_frames", owner="HistoryEncoder")
         self.hidden_dim = hidden_dim
         self.num_frames = num_frames
         self.img_encoder = nn.Sequential(

@@ -167,32 +167,10 @@ def load_directory(
 ) -> VLMDirectoryPolicy:
     """A policy or supervised checkpoint directory (base model included); see :class:`DirectoryOptions`."""
     checkpoint = Path(checkpoint)
-    name = name or checkpoint.name
     ckpt = read_checkpoint(checkpoint)
     meta: dict[str, Any] = dict(ckpt.config.get(POLICY_METADATA_KEY) or {})
     recorded_kwargs: dict[str, Any] = dict(meta.get("policy_kwargs") or {})
-    # The extractor as it was trained (the VLMConfig saved with the checkpoint or recorded by publish_policy; older
-    # hand-offs recorded image_size/planner/seed only), then what serving changes.
-    recorded = dict(ckpt.config.get("vlm") or recorded_kwargs.get("vlm") or {})
-    for key in ("image_size", "planner", "seed"):
-        if key in recorded_kwargs:
-            recorded.setdefault(key, recorded_kwargs[key])
-    recorded.setdefault("planner", options.algorithm)
-    recorded.setdefault("seed", options.seed)
-    vlm = VLMConfig.build(
-        recorded,
-        backbone=str(checkpoint),
-        base_model=options.base_model,  # None: the one the checkpoint names
-        # Keep an adapter as separate LoRA modules (frozen below): /reload then swaps its weights in place.
-        freeze_vlm=not (checkpoint / ADAPTER_CONFIG).is_file(),
-        freeze_dpt=True,
-        freeze_history=True,
-        lora=None,
-        dtype=options.dtype,
-        quantization=options.quantization,
-        image_size=_tuple_or_none(recorded.get("image_size"), options.vlm_image_size),
-        feature_cache_bytes=0,
-    )
+    vlm = _vlm_config(checkpoint, ckpt.config, recorded_kwargs, options)
     has_flow = (checkpoint / FLOW_DIR).is_dir()
     mode = options.mode or ("actor" if ACTOR_HEAD_DIR in ckpt.extras else "flow" if has_flow else "sft")
     if mode not in MODES:
@@ -207,42 +185,93 @@ def load_directory(
         input_size = (int(image_shape[1]), int(image_shape[2]))
     obs_space = _image_space(image_shape, use_velocity)
 
-    flow_head = None
+    flow_head = policy = None
     if mode in ("sft", "flow"):
         extractor = VLMDPTExtractor(obs_space, vlm)
-        policy = None
         num_outputs = ckpt.num_params
         if mode == "flow":
-            if not has_flow:
-                raise CheckpointError(
-                    f"{checkpoint}: no {FLOW_DIR}/ (mode='flow' needs `sb3-vlm pretrain --head flow`)"
-                )
-            flow_head = FlowMatchingHead.from_pretrained(checkpoint / FLOW_DIR).eval()
+            flow_head = _flow_head(checkpoint, has_flow)
             num_outputs = flow_head.config.action_dim
     else:
-        if ACTOR_HEAD_DIR not in ckpt.extras:
-            raise CheckpointError(
-                f"{checkpoint}: no {ACTOR_HEAD_DIR}/ (mode='actor' serves a directory written by "
-                "VLMTD3Policy.save_pretrained or publish_policy; use mode='sft' for a supervised checkpoint)"
-            )
-        action_space = _action_space(checkpoint, options.params, meta.get("action_space"))
-        policy_kwargs: dict[str, Any] = {}
-        if "net_arch" in recorded_kwargs:
-            policy_kwargs["net_arch"] = recorded_kwargs["net_arch"]
-        if "activation_fn" in recorded_kwargs:
-            policy_kwargs["activation_fn"] = getattr(th.nn, str(recorded_kwargs["activation_fn"]))
-        if "n_critics" in recorded_kwargs:
-            policy_kwargs["n_critics"] = int(recorded_kwargs["n_critics"])
-        policy = VLMTD3Policy.from_pretrained(checkpoint, obs_space, action_space, vlm=vlm, **policy_kwargs)
-        policy.set_training_mode(False)
+        policy = _actor_policy(checkpoint, ckpt.extras, options.params, meta, recorded_kwargs, obs_space, vlm)
         extractor = policy.features_extractor
-        num_outputs = int(action_space.shape[0])
+        num_outputs = int(policy.action_space.shape[0])
     extractor.requires_grad_(False)
     extractor.train(False)
     names = _output_names(num_outputs, options.params, meta.get("parameter_names"))
     return VLMDirectoryPolicy(
-        name, mode, extractor, policy, checkpoint, names, use_velocity, input_size, flow_head=flow_head
+        name or checkpoint.name,
+        mode,
+        extractor,
+        policy,
+        checkpoint,
+        names,
+        use_velocity,
+        input_size,
+        flow_head=flow_head,
     )
+
+
+def _vlm_config(
+    checkpoint: Path, config: Mapping[str, Any], recorded_kwargs: Mapping[str, Any], options: DirectoryOptions
+) -> VLMConfig:
+    """The extractor as it was trained (the VLMConfig saved with the checkpoint or recorded by publish_policy; older
+    hand-offs recorded image_size/planner/seed only), then what serving changes."""
+    recorded = dict(config.get("vlm") or recorded_kwargs.get("vlm") or {})
+    for key in ("image_size", "planner", "seed"):
+        if key in recorded_kwargs:
+            recorded.setdefault(key, recorded_kwargs[key])
+    recorded.setdefault("planner", options.algorithm)
+    recorded.setdefault("seed", options.seed)
+    return VLMConfig.build(
+        recorded,
+        backbone=str(checkpoint),
+        base_model=options.base_model,  # None: the one the checkpoint names
+        # Keep an adapter as separate LoRA modules (frozen below): /reload then swaps its weights in place.
+        freeze_vlm=not (checkpoint / ADAPTER_CONFIG).is_file(),
+        freeze_dpt=True,
+        freeze_history=True,
+        lora=None,
+        dtype=options.dtype,
+        quantization=options.quantization,
+        image_size=_tuple_or_none(recorded.get("image_size"), options.vlm_image_size),
+        feature_cache_bytes=0,
+    )
+
+
+def _flow_head(checkpoint: Path, has_flow: bool) -> FlowMatchingHead:
+    """The flow-matching expert of ``flow_head/``, in eval mode."""
+    if not has_flow:
+        raise CheckpointError(f"{checkpoint}: no {FLOW_DIR}/ (mode='flow' needs `sb3-vlm pretrain --head flow`)")
+    return FlowMatchingHead.from_pretrained(checkpoint / FLOW_DIR).eval()
+
+
+def _actor_policy(
+    checkpoint: Path,
+    extras: Any,
+    params: ParamTableLike | None,
+    meta: Mapping[str, Any],
+    recorded_kwargs: Mapping[str, Any],
+    obs_space: spaces.Space,
+    vlm: VLMConfig,
+) -> VLMTD3Policy:
+    """The TD3 policy of ``actor_head/`` with its recorded architecture, in eval mode."""
+    if ACTOR_HEAD_DIR not in extras:
+        raise CheckpointError(
+            f"{checkpoint}: no {ACTOR_HEAD_DIR}/ (mode='actor' serves a directory written by "
+            "VLMTD3Policy.save_pretrained or publish_policy; use mode='sft' for a supervised checkpoint)"
+        )
+    action_space = _action_space(checkpoint, params, meta.get("action_space"))
+    policy_kwargs: dict[str, Any] = {}
+    if "net_arch" in recorded_kwargs:
+        policy_kwargs["net_arch"] = recorded_kwargs["net_arch"]
+    if "activation_fn" in recorded_kwargs:
+        policy_kwargs["activation_fn"] = getattr(th.nn, str(recorded_kwargs["activation_fn"]))
+    if "n_critics" in recorded_kwargs:
+        policy_kwargs["n_critics"] = int(recorded_kwargs["n_critics"])
+    policy = VLMTD3Policy.from_pretrained(checkpoint, obs_space, action_space, vlm=vlm, **policy_kwargs)
+    policy.set_training_mode(False)
+    return policy
 
 
 def _output_names(num_outputs: int, params: ParamTableLike | None, recorded: Sequence[str] | None) -> tuple[str, ...]:

@@ -44,18 +44,7 @@ def load_policy(
     name, _, target = text.partition("=") if "=" in text.partition(":")[0] else ("", "", text)
     path = Path(target)
     if target == "dwa" or target.startswith("dwa:"):
-        table = _need(params, text)
-        values = np.asarray(table.default, dtype=np.float64).copy()
-        for item in filter(None, target.partition(":")[2].split(",")):
-            key, _, value = item.partition("=")
-            if key.strip() not in table.names:
-                raise ValueError(
-                    f"policy {text!r}: unknown parameter {key.strip()!r}; the parameters are {table.names}"
-                )
-            values[table.names.index(key.strip())] = float(value)
-        if hasattr(table, "validate"):
-            values = table.validate(values)
-        return FixedParams(name or target, values, table.names)
+        return _fixed_params(text, name or target, target.partition(":")[2], _need(params, text))
     if (path.is_dir() and (path / APPLR_ACTOR_FILE).is_file()) or path.name == APPLR_ACTOR_FILE:
         table = _need(params, text)
         policy = applr_policy(path, table.low, table.high, device=device)
@@ -74,6 +63,19 @@ def load_policy(
         f"policy {text!r}: expected 'dwa', 'dwa:name=value,...', an APPLR directory (policy_actor), an SB3 .zip, "
         "or a policy/checkpoint directory (actor_head/ or regression_head/)"
     )
+
+
+def _fixed_params(spec: str, name: str, values_text: str, table: ParamTableLike) -> FixedParams:
+    """The planner's defaults with the ``name=value,...`` of ``values_text`` (``dwa:max_vel_x=1.5``) set."""
+    values = np.asarray(table.default, dtype=np.float64).copy()
+    for item in filter(None, values_text.split(",")):
+        key, _, value = item.partition("=")
+        if key.strip() not in table.names:
+            raise ValueError(f"policy {spec!r}: unknown parameter {key.strip()!r}; the parameters are {table.names}")
+        values[table.names.index(key.strip())] = float(value)
+    if hasattr(table, "validate"):
+        values = table.validate(values)
+    return FixedParams(name, values, table.names)
 
 
 def _need(params: ParamTableLike | None, spec: str) -> ParamTableLike:

@@ -8,19 +8,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_vlm.callbacks.judge_log import JudgeLogCallback
-from sb3_vlm.rewards.judge import VLMJudge
+from sb3_vlm.rewards.judge import JudgeSettings, VLMJudge
 from sb3_vlm.rewards.wrappers import VecVLMJudgeReward
 
 __all__ = ["make_judge", "judge_reward"]
 
 
 def make_judge(settings: dict[str, Any]) -> VLMJudge:
-    """The :class:`VLMJudge` of ``settings["judge"]`` (its keyword arguments; lists stand for tuples)."""
-    kwargs = dict(settings["judge"])
-    for key in ("image_size", "score_range"):
-        if kwargs.get(key) is not None:
-            kwargs[key] = tuple(kwargs[key])
-    return VLMJudge(**kwargs)
+    """The :class:`VLMJudge` of ``settings["judge"]`` (the fields of :class:`JudgeSettings`)."""
+    return VLMJudge(JudgeSettings(**settings["judge"]))
 
 
 def judge_reward(venv: VecEnv, settings: dict[str, Any] | None) -> tuple[VecEnv, list[BaseCallback]]:

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from sb3_vlm._validation import check_int, settings_from
 from sb3_vlm.rewards import scoring
 
-__all__ = ["FAILURE_KINDS", "JudgeResult", "JudgeStats", "VLMJudge"]
+__all__ = ["FAILURE_KINDS", "JudgeResult", "JudgeSettings", "JudgeStats", "VLMJudge"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,80 @@ class JudgeStats:
         return JudgeStats(**{**self.__dict__, "failures_by_kind": dict(self.failures_by_kind)})
 
 
+@dataclass
+class JudgeSettings:
+    """
+    How a :class:`VLMJudge` asks: the server, the prompt, the frames and the client's limits (JSON-able: a training
+    run saves them; lists given for ``image_size`` and ``score_range`` become tuples).
+    """
+
+    base_url: str
+    """API root including ``/v1``, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang), ``http://localhost:11434/v1``
+    (Ollama)."""
+    model: str
+    """Model name the server knows (vLLM: the served model path or ``--served-model-name``)."""
+    task: str = scoring.DEFAULT_TASK
+    """Task description put into the prompt."""
+    prompt_template: str = scoring.DEFAULT_PROMPT
+    """Template with ``{task}``, ``{num_frames}``, ``{low}``, ``{high}``."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (read once, never logged or stored on the judge); unset: ``"EMPTY"``,
+    what local servers accept."""
+    num_frames: int = 8
+    """Frames per request, sampled evenly (first and last included)."""
+    image_size: tuple[int, int] | None = None
+    """``(H, W)`` the frames are resized to (pixels), or None to send them as they are."""
+    image_format: str = "png"
+    """``"png"`` or ``"jpeg"``."""
+    jpeg_quality: int = 90
+    """JPEG quality 1..95."""
+    temperature: float = 0.0
+    """Sampling temperature (0: greedy, the same frames get the same score)."""
+    max_tokens: int = 64
+    """Answer length limit (tokens)."""
+    score_range: tuple[float, float] = (0.0, 10.0)
+    """``(low, high)``: scores are clipped to it."""
+    timeout: float = 30.0
+    """Seconds one HTTP attempt may take."""
+    max_retries: int = 2
+    """Retries of the ``openai`` client (connection errors, timeouts, 408/409/429/5xx)."""
+    max_concurrency: int = 8
+    """Requests in flight at most (thread-pool workers)."""
+    extra_body: dict[str, Any] | None = None
+    """Extra JSON fields of every request (server-specific, e.g. ``{"top_k": 1}``)."""
+    cache_size: int = 10_000
+    """Answers kept (least recently used dropped); 0 disables the cache."""
+    breaker_failures: int = 5
+    """After this many transport failures in a row (timeout, connection, http), requests fail at once with ``"breaker"``
+    for ``breaker_cooldown`` s, then one is tried again; 0 disables this."""
+    breaker_cooldown: float = 30.0
+    """Seconds the judge stays off after ``breaker_failures`` failures."""
+
+    def __post_init__(self) -> None:
+        check_int(self.num_frames, "num_frames", owner="JudgeSettings")
+        if self.image_format not in ("png", "jpeg"):
+            raise ValueError(f"JudgeSettings: image_format must be 'png' or 'jpeg', got {self.image_format!r}")
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+                raise ValueError(
+                    f"JudgeSettings: image_size must be None or (height, width) positive ints, got {self.image_size!r}"
+                )
+            self.image_size = (int(size[0]), int(size[1]))
+        low, high = (float(v) for v in self.score_range)
+        if not low < high:
+            raise ValueError(
+                f"JudgeSettings: score_range must be (low, high) with low < high, got {self.score_range!r}"
+            )
+        self.score_range = (low, high)
+        if not self.timeout > 0:
+            raise ValueError(f"JudgeSettings: timeout must be > 0 s, got {self.timeout!r}")
+        for name in ("max_retries", "cache_size", "breaker_failures"):
+            check_int(getattr(self, name), name, 0, owner="JudgeSettings")
+        check_int(self.max_concurrency, "max_concurrency", owner="JudgeSettings")
+        scoring.render_prompt(self.prompt_template, self.task, self.num_frames, low, high)  # template errors now
+
+
 class VLMJudge:
     """
     Score frames of an episode with a VLM behind an OpenAI-compatible chat-completions endpoint.
@@ -92,96 +167,37 @@ class VLMJudge:
 
     Example::
 
-        judge = VLMJudge("http://localhost:8000/v1", "Qwen/Qwen2.5-VL-7B-Instruct", task="reach the goal smoothly")
+        settings = JudgeSettings("http://localhost:8000/v1", "Qwen/Qwen2.5-VL-7B-Instruct", task="reach the goal")
+        judge = VLMJudge(settings)
         result = judge.score(frames)  # list of uint8 [H, W, 3] images
         result.score, result.failure
 
-    :param base_url: API root including ``/v1``, e.g. ``http://localhost:8000/v1`` (vLLM, SGLang),
-        ``http://localhost:11434/v1`` (Ollama).
-    :param model: Model name the server knows (vLLM: the served model path or ``--served-model-name``).
-    :param task: Task description put into the prompt.
-    :param prompt_template: Template with ``{task}``, ``{num_frames}``, ``{low}``, ``{high}``.
-    :param api_key_env: Environment variable holding the API key (read once, never logged or stored on the
-        judge); unset: ``"EMPTY"``, what local servers accept.
-    :param num_frames: Frames per request, sampled evenly (first and last included).
-    :param image_size: ``(H, W)`` the frames are resized to (pixels), or None to send them as they are.
-    :param image_format: ``"png"`` or ``"jpeg"``.
-    :param jpeg_quality: JPEG quality 1..95.
-    :param temperature: Sampling temperature (0: greedy, the same frames get the same score).
-    :param max_tokens: Answer length limit (tokens).
-    :param timeout: Seconds one HTTP attempt may take.
-    :param max_retries: Retries of the ``openai`` client (connection errors, timeouts, 408/409/429/5xx).
-    :param max_concurrency: Requests in flight at most (thread-pool workers).
-    :param score_range: ``(low, high)``: scores are clipped to it.
-    :param cache_size: Answers kept (least recently used dropped); 0 disables the cache.
-    :param breaker_failures: After this many transport failures in a row (timeout, connection, http), requests fail
-        at once with ``"breaker"`` for ``breaker_cooldown`` s, then one is tried again; 0 disables this.
-    :param breaker_cooldown: Seconds the judge stays off after ``breaker_failures`` failures.
-    :param extra_body: Extra JSON fields of every request (server-specific, e.g. ``{"top_k": 1}``).
+    :param settings: The server, prompt, frames and limits (:class:`JudgeSettings`). The call form of sb3-vlm 0.1,
+        ``VLMJudge(base_url, model, **kwargs)`` with the names of :class:`JudgeSettings`, still works for one release
+        and warns (``DeprecationWarning``).
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        task: str = scoring.DEFAULT_TASK,
-        prompt_template: str = scoring.DEFAULT_PROMPT,
-        api_key_env: str = "OPENAI_API_KEY",
-        num_frames: int = 8,
-        image_size: tuple[int, int] | None = None,
-        image_format: str = "png",
-        jpeg_quality: int = 90,
-        temperature: float = 0.0,
-        max_tokens: int = 64,
-        timeout: float = 30.0,
-        max_retries: int = 2,
-        max_concurrency: int = 8,
-        score_range: tuple[float, float] = (0.0, 10.0),
-        cache_size: int = 10_000,
-        breaker_failures: int = 5,
-        breaker_cooldown: float = 30.0,
-        extra_body: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, settings: JudgeSettings | str | None = None, *args: Any, **kwargs: Any) -> None:
         try:
             import openai
         except ImportError as e:
             raise ImportError('VLMJudge needs the openai package: pip install "sb3-vlm[judge]"') from e
-        if not (isinstance(num_frames, int) and num_frames > 0):
-            raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-        if image_format not in ("png", "jpeg"):
-            raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
-        if image_size is not None:
-            size = tuple(image_size)
-            if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-                raise ValueError(f"image_size must be None or (height, width) positive ints, got {image_size!r}")
-            image_size = (int(size[0]), int(size[1]))
-        low, high = (float(v) for v in score_range)
-        if not low < high:
-            raise ValueError(f"score_range must be (low, high) with low < high, got {score_range!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
-        counts = {"max_retries": max_retries, "cache_size": cache_size, "breaker_failures": breaker_failures}
-        for name, value in counts.items():
-            if not (isinstance(value, int) and value >= 0):
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if not (isinstance(max_concurrency, int) and max_concurrency > 0):
-            raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
-        self.base_url, self.model, self.task, self.prompt_template = base_url, model, task, prompt_template
-        scoring.render_prompt(prompt_template, task, num_frames, low, high)  # template errors now, not in a worker
-        self.num_frames, self.image_size, self.image_format = num_frames, image_size, image_format
-        self.jpeg_quality, self.temperature, self.max_tokens = int(jpeg_quality), float(temperature), int(max_tokens)
-        self.timeout, self.max_retries, self.max_concurrency = float(timeout), max_retries, max_concurrency
-        self.low, self.high, self.cache_size = low, high, cache_size
-        self.breaker_failures, self.breaker_cooldown = breaker_failures, float(breaker_cooldown)
-        self.extra_body = dict(extra_body or {})
+        self.settings = s = settings_from(JudgeSettings, settings, args, kwargs, "VLMJudge")
+        self.base_url, self.model, self.task, self.prompt_template = s.base_url, s.model, s.task, s.prompt_template
+        self.num_frames, self.image_size, self.image_format = s.num_frames, s.image_size, s.image_format
+        self.jpeg_quality, self.temperature, self.max_tokens = int(s.jpeg_quality), float(s.temperature), s.max_tokens
+        self.timeout, self.max_retries, self.max_concurrency = float(s.timeout), s.max_retries, s.max_concurrency
+        (self.low, self.high), self.cache_size = s.score_range, s.cache_size
+        self.breaker_failures, self.breaker_cooldown = s.breaker_failures, float(s.breaker_cooldown)
+        self.extra_body = dict(s.extra_body or {})
         self._openai = openai
         self._client = openai.OpenAI(
-            api_key=os.environ.get(api_key_env) or "EMPTY",
-            base_url=base_url,
+            api_key=os.environ.get(s.api_key_env) or "EMPTY",
+            base_url=s.base_url,
             timeout=self.timeout,
-            max_retries=max_retries,
+            max_retries=s.max_retries,
         )
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vlm-judge")
+        self._pool = ThreadPoolExecutor(max_workers=s.max_concurrency, thread_name_prefix="vlm-judge")
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._inflight: dict[str, Future[JudgeResult]] = {}

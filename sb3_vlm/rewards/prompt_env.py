@@ -24,6 +24,7 @@ from envs.planners import PARAM_TABLES
 from envs.render import DEFAULT_IMAGE_SIZE
 from envs.wrappers import make_costmap_env
 from sb3_vlm._constants import FEATURE_DIM, TINY
+from sb3_vlm._validation import check_int
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.sft.prompts import DEFAULT_PROMPTS, PROMPTS_FILE, PromptSpec, load_prompts, prompt_mask
 
@@ -149,8 +150,7 @@ class PromptSelection(gym.Wrapper, gym.utils.RecordConstructorArgs):
         space = env.observation_space
         if not (isinstance(space, spaces.Box) and space.dtype == np.uint8 and space.shape[-1:] == (3,)):
             raise ValueError(f"PromptSelection needs a costmap env with image observations [H, W, 3], got {space}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"PromptSelection: window must be an int >= 1 (BarnNav steps), got {window!r}")
+        check_int(window, "window", owner="PromptSelection", note="BarnNav steps")
         if reward not in REWARD_KINDS:
             raise ValueError(f"PromptSelection: reward must be one of {REWARD_KINDS}, got {reward!r}")
         if reward == "learned" and reward_net is None:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sb3_vlm._constants import FEATURE_DIM, SAFETENSORS_WEIGHTS
+from sb3_vlm._validation import check_int
 
 __all__ = ["CONFIG_NAME", "RewardNet", "RewardNetConfig"]
 
@@ -53,8 +54,9 @@ class RewardNetConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if not self.prompts or not self.param_names:
             raise ValueError(f"RewardNetConfig: needs prompts and param_names, got {self.prompts}, {self.param_names}")
-        if self.feature_dim < 1 or any(h < 1 for h in self.hidden):
-            raise ValueError(f"RewardNetConfig: sizes must be >= 1, got {self.feature_dim}, {self.hidden}")
+        check_int(self.feature_dim, "feature_dim", owner="RewardNetConfig")
+        for i, width in enumerate(self.hidden):
+            check_int(width, f"hidden[{i}]", owner="RewardNetConfig")
         if not (np.isfinite(self.return_std) and self.return_std > 0):
             raise ValueError(f"RewardNetConfig: return_std must be > 0, got {self.return_std}")
 

@@ -19,6 +19,7 @@ import torch as th
 from scipy import stats
 from tqdm.auto import tqdm
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.rewards.reward_net import RewardNet, RewardNetConfig
 
 __all__ = ["WindowData", "collect_windows", "evaluate_reward_net", "fit_reward_net", "split_by_episode"]
@@ -88,8 +89,7 @@ def collect_windows(env: Any, episodes: int, seed: int = 0, progress_bar: bool =
     :param env: The prompt-selection env (its ``info`` gives the prompt, parameters and true return).
     :param seed: Seed of the first reset (episode ``e`` resets with ``seed + e``) and of the prompt choices.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"collect_windows: episodes must be an int >= 1, got {episodes!r}")
+    check_int(episodes, "episodes", owner="collect_windows")
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {k: [] for k in _FIELDS}
     for e in tqdm(range(episodes), desc="episodes", disable=not progress_bar):
@@ -199,10 +199,58 @@ def fit_reward_net(
     rest, val = data.subset(rest_idx), data.subset(val_idx)
     train_idx, stop_idx = split_by_episode(rest, val_fraction, seed + 1)
     train, stop = rest.subset(train_idx), rest.subset(stop_idx)
+    net = _fresh_net(train, prompts, param_names, hidden, seed)
+    optimizer = th.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    stop_loss, best_epoch = _train(
+        net, optimizer, _tensors(train, net.config), _tensors(stop, net.config), epochs, batch_size, seed
+    )
+    metrics = {
+        "val": evaluate_reward_net(net, val),
+        "train": evaluate_reward_net(net, train),
+        "best_epoch": best_epoch,
+        "stop_loss": stop_loss,
+        "seconds": time.perf_counter() - t0,
+    }
+    return net, metrics
+
+
+def _train(
+    net: RewardNet,
+    optimizer: th.optim.Optimizer,
+    train: tuple[th.Tensor, ...],
+    stop: tuple[th.Tensor, ...],
+    epochs: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[float, int]:
+    """Train ``epochs`` epochs and keep the weights of the epoch with the lowest loss on ``stop`` (the network ends
+    in eval mode); that loss and epoch."""
+    generator = th.Generator().manual_seed(seed)
+    best = (float("inf"), 0, {k: v.clone() for k, v in net.state_dict().items()})
+    for epoch in range(epochs):
+        net.train()
+        for rows in th.randperm(len(train[0]), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            _loss(net, tuple(t[rows] for t in train)).backward()
+            optimizer.step()
+        net.eval()
+        with th.no_grad():
+            stop_loss = float(_loss(net, stop))
+        if stop_loss < best[0]:
+            best = (stop_loss, epoch, {k: v.clone() for k, v in net.state_dict().items()})
+    net.load_state_dict(best[2])
+    net.eval()
+    return best[0], best[1]
+
+
+def _fresh_net(
+    train: WindowData, prompts: tuple[str, ...], param_names: tuple[str, ...], hidden: tuple[int, ...], seed: int
+) -> RewardNet:
+    """A new network (weights from ``seed``) with the return and feature statistics of the training windows."""
     config = RewardNetConfig(
         prompts=prompts,
         param_names=param_names,
-        feature_dim=data.features.shape[1],
+        feature_dim=train.features.shape[1],
         hidden=hidden,
         return_mean=float(train.returns.mean()),
         return_std=float(train.returns.std() + 1e-6),
@@ -214,44 +262,23 @@ def fit_reward_net(
     # Near-constant feature dimensions would blow up on held-out images: floor each std at a tenth of the mean.
     std = train.features.std(0)
     net.feature_std.copy_(th.as_tensor(np.maximum(std, 0.1 * std.mean() + 1e-6)))
+    return net
 
-    def tensors(d: WindowData) -> tuple[th.Tensor, ...]:
-        target = (d.returns - config.return_mean) / config.return_std
-        return (
-            th.as_tensor(d.features, dtype=th.float32),
-            th.as_tensor(d.prompts),
-            th.as_tensor(d.params, dtype=th.float32),
-            th.as_tensor(target, dtype=th.float32),
-            th.as_tensor(d.success, dtype=th.float32),
-        )
 
-    def loss_of(batch: tuple[th.Tensor, ...]) -> th.Tensor:
-        out = net(*batch[:3])
-        return nn_f.mse_loss(out[:, 0], batch[3]) + nn_f.binary_cross_entropy_with_logits(out[:, 1], batch[4])
+def _tensors(data: WindowData, config: RewardNetConfig) -> tuple[th.Tensor, ...]:
+    """Features, prompts, parameters, standardised return and success of the windows, as tensors."""
+    target = (data.returns - config.return_mean) / config.return_std
+    return (
+        th.as_tensor(data.features, dtype=th.float32),
+        th.as_tensor(data.prompts),
+        th.as_tensor(data.params, dtype=th.float32),
+        th.as_tensor(target, dtype=th.float32),
+        th.as_tensor(data.success, dtype=th.float32),
+    )
 
-    nn_f = th.nn.functional
-    train_t, stop_t = tensors(train), tensors(stop)
-    optimizer = th.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = th.Generator().manual_seed(seed)
-    best = (float("inf"), 0, {k: v.clone() for k, v in net.state_dict().items()})
-    for epoch in range(epochs):
-        net.train()
-        for rows in th.randperm(len(train), generator=generator).split(batch_size):
-            optimizer.zero_grad()
-            loss_of(tuple(t[rows] for t in train_t)).backward()
-            optimizer.step()
-        net.eval()
-        with th.no_grad():
-            stop_loss = float(loss_of(stop_t))
-        if stop_loss < best[0]:
-            best = (stop_loss, epoch, {k: v.clone() for k, v in net.state_dict().items()})
-    net.load_state_dict(best[2])
-    net.eval()
-    metrics = {
-        "val": evaluate_reward_net(net, val),
-        "train": evaluate_reward_net(net, train),
-        "best_epoch": best[1],
-        "stop_loss": best[0],
-        "seconds": time.perf_counter() - t0,
-    }
-    return net, metrics
+
+def _loss(net: RewardNet, batch: tuple[th.Tensor, ...]) -> th.Tensor:
+    """MSE on the standardised return + BCE on success."""
+    out = net(*batch[:3])
+    functional = th.nn.functional
+    return functional.mse_loss(out[:, 0], batch[3]) + functional.binary_cross_entropy_with_logits(out[:, 1], batch[4])

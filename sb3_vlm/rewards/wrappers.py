@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.rewards.judge import JudgeResult, VLMJudge
 
 __all__ = ["EpisodeFrames", "JudgeRewardConfig", "VLMJudgeReward", "VecVLMJudgeReward"]
@@ -106,8 +107,7 @@ class JudgeRewardConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("terminal", "window"):
             raise ValueError(f"mode must be 'terminal' or 'window', got {self.mode!r}")
-        if not (isinstance(self.window, int) and self.window > 0):
-            raise ValueError(f"window must be a positive int (steps), got {self.window!r}")
+        check_int(self.window, "window", note="steps")
         if self.max_wait is not None and not self.max_wait > 0:
             raise ValueError(f"max_wait must be > 0 s, got {self.max_wait!r}")
         if not (callable(self.frame_source) or self.frame_source in ("auto", "observation", "render")):
@@ -214,7 +214,8 @@ class VLMJudgeReward(_Judged, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Add a VLM judge's score to one env's reward (see the module docstring for modes and failures).
 
     Example:
-        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), VLMJudge(url, model), mode="window")
+        >>> judge = VLMJudge(JudgeSettings(url, model))
+        >>> env = VLMJudgeReward(gym.make("BarnNav-v0", render_mode="rgb_array"), judge, mode="window")
 
     Args:
         env: The env. Its frames come from ``frame_source``.

@@ -27,7 +27,8 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         'pip install "sb3-vlm[serve]"'
     ) from e
 
-from sb3_vlm.serving.server import DEFAULT_PORT, PolicyServer, RequestError
+from sb3_vlm._validation import check_int, settings_from
+from sb3_vlm.serving.server import DEFAULT_PORT, PolicyServer, RequestError, ServerSettings
 
 logger = logging.getLogger("sb3_vlm.serving.server")
 
@@ -117,7 +118,7 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
     """
     :param server: The loaded model and batch worker.
     :param max_body_bytes: Largest request body accepted.
-    :return: The app (see :func:`sb3_vlm.serving.server.build_app`).
+    :return: The app (see :func:`build_app`).
     """
 
     @asynccontextmanager
@@ -131,6 +132,14 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
     app = FastAPI(title="sb3-vlm inference server", lifespan=lifespan)
     app.state.server = server
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, drain_bytes=max(4 * max_body_bytes, 16 << 20))
+    _add_error_handlers(app)
+    _add_state_routes(app, server)
+    _add_model_routes(app, server)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Request errors and wrong JSON types as ``{"detail", "success": False}`` answers (400-413, 422)."""
 
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
@@ -144,6 +153,10 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
         ]
         return JSONResponse(status_code=422, content={"detail": detail, "success": False})
 
+
+def _add_state_routes(app: FastAPI, server: PolicyServer) -> None:
+    """``GET /health``, ``/config``, ``/algorithms``."""
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return server.health()
@@ -155,6 +168,10 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
     @app.get("/algorithms")
     async def algorithms() -> dict[str, Any]:
         return server.algorithms()
+
+
+def _add_model_routes(app: FastAPI, server: PolicyServer) -> None:
+    """``POST /infer`` (decoded off the event loop, answered by the batch worker) and ``POST /reload``."""
 
     @app.post("/infer")
     async def infer(body: InferRequest) -> Any:
@@ -185,8 +202,6 @@ def create_app(server: PolicyServer, max_body_bytes: int) -> FastAPI:
             logger.exception("reload of %s failed", server.checkpoint)
             return JSONResponse(status_code=500, content={"detail": f"reload failed: {e}", "success": False})
 
-    return app
-
 
 def _require_serving() -> tuple[Any, Any]:
     """Import FastAPI and uvicorn lazily, naming the extra that provides them."""
@@ -203,6 +218,7 @@ def _require_serving() -> tuple[Any, Any]:
 
 def build_app(
     checkpoint: str | os.PathLike | None = None,
+    settings: ServerSettings | str | None = None,
     *,
     server: PolicyServer | None = None,
     max_body_bytes: int = 8 * 1024 * 1024,
@@ -213,20 +229,21 @@ def build_app(
     the batch worker runs while the app does (its lifespan).
 
     :param checkpoint: Checkpoint directory (see :class:`PolicyServer`); or pass ``server``.
-    :param server: An existing :class:`PolicyServer` instead of ``checkpoint`` + ``server_kwargs``.
+    :param settings: How to build and serve it (:class:`ServerSettings`; None: its defaults). The call form of
+        sb3-vlm 0.1, its names as keyword arguments (``server_kwargs``), still works for one release and warns.
+    :param server: An existing :class:`PolicyServer` instead of ``checkpoint`` + ``settings``.
     :param max_body_bytes: Largest request body accepted (413 above it).
-    :param server_kwargs: :class:`PolicyServer` arguments (``mode``, ``algorithm``, ``params``, ``noise_std``, ...).
     :return: The app; its :class:`PolicyServer` is ``app.state.server``.
     """
     _require_serving()
     if (checkpoint is None) == (server is None):
         raise ValueError("build_app: pass exactly one of checkpoint and server")
-    if server is not None and server_kwargs:
-        raise ValueError(f"build_app: server_kwargs are for a new server, got {sorted(server_kwargs)} with server=")
-    if max_body_bytes < 1:
-        raise ValueError(f"build_app: max_body_bytes must be >= 1, got {max_body_bytes}")
+    if server is not None and (settings is not None or server_kwargs):
+        given = sorted(server_kwargs) or "settings"
+        raise ValueError(f"build_app: settings are for a new server, got {given} with server=")
+    check_int(max_body_bytes, "max_body_bytes", owner="build_app")
     if server is None:
-        server = PolicyServer(checkpoint, **server_kwargs)
+        server = PolicyServer(checkpoint, settings_from(ServerSettings, settings, (), server_kwargs, "build_app"))
     return create_app(server, max_body_bytes)
 
 
@@ -234,7 +251,7 @@ def serve(
     checkpoint: str | os.PathLike,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    mode: str = "sft",
+    settings: ServerSettings | str | None = None,
     *,
     max_body_bytes: int = 8 * 1024 * 1024,
     log_level: str = "info",
@@ -247,11 +264,12 @@ def serve(
     :param host: Interface to bind; ``0.0.0.0`` exposes the server to the network (FTRL's default), so it is not
         the default here.
     :param port: TCP port.
-    :param mode: ``"sft"`` or ``"actor"``.
+    :param settings: How to build and serve it (:class:`ServerSettings`). The call form of sb3-vlm 0.1 (``mode``
+        here, the other names as keyword arguments) still works for one release and warns.
     :param max_body_bytes: Largest request body accepted.
     :param log_level: uvicorn log level.
-    :param server_kwargs: Other :class:`PolicyServer` arguments.
     """
     _, uvicorn = _require_serving()
-    app = build_app(checkpoint, mode=mode, max_body_bytes=max_body_bytes, **server_kwargs)
+    settings = settings_from(ServerSettings, settings, (), server_kwargs, "serve")
+    app = build_app(checkpoint, settings, max_body_bytes=max_body_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

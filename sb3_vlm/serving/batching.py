@@ -11,6 +11,8 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from sb3_vlm._validation import check_int
+
 __all__ = ["Batcher"]
 
 logger = logging.getLogger(__name__)
@@ -38,10 +40,9 @@ class Batcher:
         max_batch_size: int = 8,
         batch_delay: float = 0.005,
     ):
-        if max_batch_size < 1 or batch_delay < 0:
-            raise ValueError(
-                f"Batcher: need max_batch_size >= 1 and batch_delay >= 0, got {max_batch_size}, {batch_delay}"
-            )
+        check_int(max_batch_size, "max_batch_size", owner="Batcher")
+        if not batch_delay >= 0:
+            raise ValueError(f"Batcher: batch_delay must be >= 0 s, got {batch_delay}")
         self.run, self.key = run, key
         self.max_batch_size, self.batch_delay = int(max_batch_size), float(batch_delay)
         self._queue: queue.Queue[_Queued | None] = queue.Queue()

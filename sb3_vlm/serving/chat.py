@@ -165,43 +165,13 @@ class ChatModel:
 
         :raises ChatRequestError: 400 for a malformed request or an option this server does not support.
         """
-        from sb3_vlm.model.backbone import patchify
-
-        if not isinstance(body, dict):
-            raise ChatRequestError(400, "the request body must be a JSON object")
-        if body.get("stream"):
-            raise ChatRequestError(400, "stream is not supported")
-        if body.get("n", 1) != 1:
-            raise ChatRequestError(400, f"n must be 1, got {body.get('n')!r}")
-        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 64
-        temperature = body.get("temperature", 1.0)
-        if not (isinstance(limit, int) and 0 < limit <= MAX_NEW_TOKENS):
-            raise ChatRequestError(400, f"max_tokens must be an int in 1..{MAX_NEW_TOKENS}, got {limit!r}")
-        if not (isinstance(temperature, (int, float)) and 0 <= temperature <= 2):
-            raise ChatRequestError(400, f"temperature must be in [0, 2], got {temperature!r}")
+        limit, temperature = _options(body)
         messages, images = self._messages(body)
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        config, vision = self.model.config, self.model.config.vision_config
-        inputs: dict[str, Any] = {}
-        if images:
-            patches = [
-                patchify(
-                    th.from_numpy(image.copy()).permute(2, 0, 1)[None],
-                    patch_size=vision.patch_size,
-                    merge_size=vision.spatial_merge_size,
-                    temporal_patch_size=vision.temporal_patch_size,
-                )
-                for image in images
-            ]
-            pad = "<|image_pad|>"
-            pieces = text.split(pad)
-            counts = [int(grid[0].prod()) // vision.spatial_merge_size**2 for _, grid in patches]
-            text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:], strict=True))
-            inputs["pixel_values"] = th.cat([p for p, _ in patches]).to(self.model.dtype)
-            inputs["image_grid_thw"] = th.cat([g for _, g in patches])
+        text, inputs = self._image_inputs(text, images)
         encoded = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         input_ids = encoded["input_ids"]
-        inputs["mm_token_type_ids"] = (input_ids == config.image_token_id).int()
+        inputs["mm_token_type_ids"] = (input_ids == self.model.config.image_token_id).int()
         sampling = {"do_sample": True, "temperature": float(temperature)} if temperature > 0 else {"do_sample": False}
         with self._lock, th.inference_mode():
             output = self.model.generate(
@@ -228,10 +198,51 @@ class ChatModel:
             },
         }
 
+    def _image_inputs(self, text: str, images: list[np.ndarray]) -> tuple[str, dict[str, Any]]:
+        """The prompt with each image's ``<|image_pad|>`` repeated once per merged patch, and the images' pixel
+        values and grids (none without images)."""
+        from sb3_vlm.model.backbone import patchify
+
+        if not images:
+            return text, {}
+        vision = self.model.config.vision_config
+        patches = [
+            patchify(
+                th.from_numpy(image.copy()).permute(2, 0, 1)[None],
+                patch_size=vision.patch_size,
+                merge_size=vision.spatial_merge_size,
+                temporal_patch_size=vision.temporal_patch_size,
+            )
+            for image in images
+        ]
+        pad = "<|image_pad|>"
+        pieces = text.split(pad)
+        counts = [int(grid[0].prod()) // vision.spatial_merge_size**2 for _, grid in patches]
+        text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:], strict=True))
+        pixels = th.cat([p for p, _ in patches]).to(self.model.dtype)
+        return text, {"pixel_values": pixels, "image_grid_thw": th.cat([g for _, g in patches])}
+
     def models(self) -> dict[str, Any]:
         """The ``/v1/models`` answer."""
         entry = {"id": self.name, "object": "model", "created": self.created, "owned_by": "sb3-vlm"}
         return {"object": "list", "data": [entry]}
+
+
+def _options(body: Any) -> tuple[int, float]:
+    """The answer length limit and the temperature of a request body (400 for what this server does not do)."""
+    if not isinstance(body, dict):
+        raise ChatRequestError(400, "the request body must be a JSON object")
+    if body.get("stream"):
+        raise ChatRequestError(400, "stream is not supported")
+    if body.get("n", 1) != 1:
+        raise ChatRequestError(400, f"n must be 1, got {body.get('n')!r}")
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or 64
+    temperature = body.get("temperature", 1.0)
+    if not (isinstance(limit, int) and 0 < limit <= MAX_NEW_TOKENS):
+        raise ChatRequestError(400, f"max_tokens must be an int in 1..{MAX_NEW_TOKENS}, got {limit!r}")
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature <= 2):
+        raise ChatRequestError(400, f"temperature must be in [0, 2], got {temperature!r}")
+    return limit, temperature
 
 
 def add_chat_routes(app: FastAPI, chat: ChatModel) -> None:

@@ -57,39 +57,13 @@ def prepare_in_place(model: VLMDirectoryPolicy, ckpt: FTRLCheckpoint) -> Callabl
 
     :raises ArchitectureChanged: When only a rebuild can load ``ckpt``.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import PeftModel, set_peft_model_state_dict
 
     ext = model.extractor
-    path = model.checkpoint
     peft_model = ext.backbone.model if isinstance(ext.backbone.model, PeftModel) else None
-    adapter: dict[str, th.Tensor] | None = None
-    if (ckpt.adapter_dir is not None) != (peft_model is not None):
-        raise ArchitectureChanged("adapter added or removed")
-    if peft_model is not None:
-        live = peft_model.peft_config["default"]
-        if lora_signature(LoraConfig.from_pretrained(path)) != lora_signature(live):
-            raise ArchitectureChanged("LoRA configuration changed")
-        adapter = {k: v for k, v in load_file(path / ADAPTER_WEIGHTS).items() if v.numel() > 0}
-        expected = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
-        try:
-            check_state(expected, adapter, str(path / ADAPTER_WEIGHTS), "the live LoRA adapter")
-        except CheckpointError as e:
-            raise ArchitectureChanged(str(e)) from e
+    adapter = _adapter_state(peft_model, ckpt, model.checkpoint)
     try:
-        check_state(ext.dpt.state_dict(), ckpt.head_state, f"{path}/regression_head", "DPTHead")
-        if (ckpt.history_state is None) != (ext.history is None):
-            raise ArchitectureChanged("history encoder added or removed")
-        if ext.history is not None:
-            assert ckpt.history_state is not None
-            check_state(ext.history.state_dict(), ckpt.history_state, f"{path}/history_encoder", "HistoryEncoder")
-        actor_state = None
-        if model.policy is not None:
-            if ACTOR_HEAD_DIR not in ckpt.extras:
-                raise CheckpointError(f"{path}: no {ACTOR_HEAD_DIR}/ (mode='actor')")
-            actor_state = ckpt.extras[ACTOR_HEAD_DIR]
-            live_actor = {k: v for k, v in model.policy.actor.state_dict().items() if not k.startswith("features_")}
-            check_state(live_actor, actor_state, f"{path}/{ACTOR_HEAD_DIR}", "the actor head")
+        actor_state = _check_heads(model, ckpt)
     except CheckpointError as e:
         raise ArchitectureChanged(str(e)) from e
     history_size = int(ckpt.history_config.get("history_image_size", 224))
@@ -108,6 +82,47 @@ def prepare_in_place(model: VLMDirectoryPolicy, ckpt: FTRLCheckpoint) -> Callabl
             model.policy.actor.load_state_dict(actor_state, strict=False)
 
     return apply
+
+
+def _adapter_state(peft_model: Any, ckpt: FTRLCheckpoint, path: Path) -> dict[str, th.Tensor] | None:
+    """The checkpoint's LoRA weights, once checked against the live adapter (None without one)."""
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if (ckpt.adapter_dir is not None) != (peft_model is not None):
+        raise ArchitectureChanged("adapter added or removed")
+    if peft_model is None:
+        return None
+    live = peft_model.peft_config["default"]
+    if lora_signature(LoraConfig.from_pretrained(path)) != lora_signature(live):
+        raise ArchitectureChanged("LoRA configuration changed")
+    adapter = {k: v for k, v in load_file(path / ADAPTER_WEIGHTS).items() if v.numel() > 0}
+    expected = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
+    try:
+        check_state(expected, adapter, str(path / ADAPTER_WEIGHTS), "the live LoRA adapter")
+    except CheckpointError as e:
+        raise ArchitectureChanged(str(e)) from e
+    return adapter
+
+
+def _check_heads(model: VLMDirectoryPolicy, ckpt: FTRLCheckpoint) -> dict[str, th.Tensor] | None:
+    """Check the DPT head, history encoder and (actor mode) actor head of ``ckpt`` against the live ones; the actor
+    head's state, or None."""
+    ext, path = model.extractor, model.checkpoint
+    check_state(ext.dpt.state_dict(), ckpt.head_state, f"{path}/regression_head", "DPTHead")
+    if (ckpt.history_state is None) != (ext.history is None):
+        raise ArchitectureChanged("history encoder added or removed")
+    if ext.history is not None:
+        assert ckpt.history_state is not None
+        check_state(ext.history.state_dict(), ckpt.history_state, f"{path}/history_encoder", "HistoryEncoder")
+    if model.policy is None:
+        return None
+    if ACTOR_HEAD_DIR not in ckpt.extras:
+        raise CheckpointError(f"{path}: no {ACTOR_HEAD_DIR}/ (mode='actor')")
+    actor_state = ckpt.extras[ACTOR_HEAD_DIR]
+    live_actor = {k: v for k, v in model.policy.actor.state_dict().items() if not k.startswith("features_")}
+    check_state(live_actor, actor_state, f"{path}/{ACTOR_HEAD_DIR}", "the actor head")
+    return actor_state
 
 
 def dir_identity(path: Path) -> tuple[int, int] | None:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from sb3_vlm._validation import check_int, settings_from
 from sb3_vlm.formats.checkpoint import CheckpointError, read_checkpoint, recover_directory
-from sb3_vlm.policies import MODES, DirectoryOptions, ParamTableLike, VLMDirectoryPolicy, load_directory
+from sb3_vlm.policies import MODES, DirectoryOptions, VLMDirectoryPolicy, load_directory
 from sb3_vlm.serving.batching import Batcher
 from sb3_vlm.serving.reload import ArchitectureChanged, dir_identity, prepare_in_place
 from sb3_vlm.serving.requests import RequestError, b64_bytes, decode_image, read_image_path
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_PORT",
     "PolicyServer",
     "RequestError",
+    "ServerSettings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,64 @@ class _Result:
 # ------------------------------------------------------------------------------------------------------------ server
 
 
+@dataclass
+class ServerSettings(DirectoryOptions):
+    """
+    How a :class:`PolicyServer` builds the policy of its checkpoint directory (the fields of
+    :class:`~sb3_vlm.policies.DirectoryOptions`, ``mode`` ``"sft"`` by default) and serves it.
+
+    Incoming images are resized to ``input_size`` (Pillow bilinear, as the replay loader; None: the observation size
+    recorded by ``publish_policy`` in ``"actor"`` mode, else the image's own size).
+    """
+
+    mode: str = "sft"
+    """``"sft"`` (supervised head, FTRL), ``"actor"`` (TD3 actor) or ``"flow"`` (flow-matching expert)."""
+    noise_std: float = 0.0
+    """``"actor"`` mode: std of the Gaussian exploration noise added to the [-1, 1] action."""
+    history: str | None = None
+    """``"client"`` or ``"current"`` history frames (see the module docstring); None: ``"client"`` in ``"sft"`` mode,
+    ``"current"`` in ``"actor"`` mode (:attr:`history_source`)."""
+    max_batch_size: int = 8
+    """Most requests run through the model at once."""
+    batch_delay: float = 0.005
+    """Seconds the worker waits for more requests after the first one of a batch."""
+    max_image_pixels: int = 4096 * 4096
+    """Largest decoded image (width x height) accepted."""
+    image_roots: Sequence[str | os.PathLike] = ()
+    """Directories ``image_path`` requests may read from (FTRL's fallback: a file on the server's machine); the real
+    path (symlinks resolved) must lie inside one of them, else 403. Empty (default): every ``image_path`` is refused
+    (403), so a client cannot read arbitrary files through the server."""
+    noise_seed: int | None = None
+    """Seed of the exploration noise."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"ServerSettings: mode must be one of {MODES}, got {self.mode!r}")
+        if self.history not in (None, *HISTORY_SOURCES):
+            raise ValueError(f"ServerSettings: history must be one of {HISTORY_SOURCES} or None, got {self.history!r}")
+        self.algorithm = self.algorithm.upper()
+        self.base_model = None if self.base_model is None else str(self.base_model)
+        self.noise_std = _validate_noise(self.noise_std, self.mode)
+        check_int(self.max_batch_size, "max_batch_size", owner="ServerSettings")
+        check_int(self.max_image_pixels, "max_image_pixels", owner="ServerSettings")
+        if not self.batch_delay >= 0:
+            raise ValueError(f"ServerSettings: batch_delay must be >= 0 s, got {self.batch_delay!r}")
+        if self.input_size is not None:
+            self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.image_roots = tuple(Path(os.path.realpath(root)) for root in self.image_roots)
+        missing = [str(root) for root in self.image_roots if not root.is_dir()]
+        if missing:
+            raise ValueError(f"ServerSettings: image_roots must be existing directories, got {missing}")
+
+    @property
+    def history_source(self) -> str:
+        """Where history frames come from: ``history``, or by default ``"client"`` in ``"sft"`` mode, else
+        ``"current"``."""
+        if self.history is not None:
+            return self.history
+        return "client" if self.mode == "sft" else "current"
+
+
 class PolicyServer:
     """
     The model behind the HTTP routes: request decoding, the batching worker and ``/reload``. Framework-free; see
@@ -69,92 +129,23 @@ class PolicyServer:
 
     :param checkpoint: Checkpoint directory in the FTRL layout (``"sft"``) or written by
         :meth:`VLMTD3Policy.save_pretrained` / :func:`sb3_vlm.serving.handoff.publish_policy` (``"actor"``).
-    :param mode: ``"sft"`` (supervised head, FTRL) or ``"actor"`` (TD3 actor).
-    :param algorithm: Planner served (``DWA``, ``TEB``, ``MPPI``, ``DDP``); requests must name it.
-    :param params: Planner parameter table (``names``, ``low``, ``high``), e.g. ``envs.planners.DWA_PARAMS``: output
-        names, and in ``"actor"`` mode the physical ranges (else those recorded by ``publish_policy``).
-    :param base_model: Base model (``"tiny"`` or a local directory) if the checkpoint does not name it.
-    :param noise_std: ``"actor"`` mode: std of the Gaussian exploration noise added to the [-1, 1] action.
-    :param history: ``"client"`` or ``"current"`` history frames (see the module docstring); None: ``"client"`` in
-        ``"sft"`` mode, ``"current"`` in ``"actor"`` mode.
-    :param use_velocity: Put the request's velocity into the prompt (tokenizer backbones); None: as recorded by
-        ``publish_policy``, else True (FTRL).
-    :param input_size: ``(height, width)`` incoming images are resized to (Pillow bilinear, as the replay loader);
-        None: the observation size recorded by ``publish_policy`` in ``"actor"`` mode, else the image's own size.
-    :param dtype: Backbone dtype, ``"float32"`` or ``"bfloat16"``.
-    :param quantization: ``"nf4"``, ``"int8"`` or None.
-    :param vlm_image_size: ``(height, width)`` the VLM resizes to (multiples of 28), if not recorded; None: the
-        processor's rule.
-    :param seed: Weight seed of the tiny backbone, if not recorded.
-    :param max_batch_size: Most requests run through the model at once.
-    :param batch_delay: Seconds the worker waits for more requests after the first one of a batch.
-    :param max_image_pixels: Largest decoded image (width x height) accepted.
-    :param image_roots: Directories ``image_path`` requests may read from (FTRL's fallback: a file on the server's
-        machine); the real path (symlinks resolved) must lie inside one of them, else 403. Empty (default): every
-        ``image_path`` is refused (403), so a client cannot read arbitrary files through the server.
-    :param noise_seed: Seed of the exploration noise.
+    :param settings: How to build and serve it (:class:`ServerSettings`; None: its defaults). The call form of
+        sb3-vlm 0.1, ``PolicyServer(checkpoint, mode, **kwargs)`` with the names of :class:`ServerSettings`, still
+        works for one release and warns (``DeprecationWarning``).
     """
 
     def __init__(
-        self,
-        checkpoint: str | os.PathLike,
-        mode: str = "sft",
-        algorithm: str = "DWA",
-        params: ParamTableLike | None = None,
-        base_model: str | os.PathLike | None = None,
-        noise_std: float = 0.0,
-        history: str | None = None,
-        use_velocity: bool | None = None,
-        input_size: tuple[int, int] | None = None,
-        dtype: str = "float32",
-        quantization: str | None = None,
-        vlm_image_size: tuple[int, int] | None = None,
-        seed: int = 0,
-        max_batch_size: int = 8,
-        batch_delay: float = 0.005,
-        max_image_pixels: int = 4096 * 4096,
-        image_roots: Sequence[str | os.PathLike] = (),
-        noise_seed: int | None = None,
+        self, checkpoint: str | os.PathLike, settings: ServerSettings | str | None = None, *args: Any, **kwargs: Any
     ):
-        if mode not in MODES:
-            raise ValueError(f"PolicyServer: mode must be one of {MODES}, got {mode!r}")
-        history = history if history is not None else ("client" if mode == "sft" else "current")
-        if history not in HISTORY_SOURCES:
-            raise ValueError(f"PolicyServer: history must be one of {HISTORY_SOURCES} or None, got {history!r}")
-        if max_batch_size < 1 or batch_delay < 0 or max_image_pixels < 1:
-            raise ValueError(
-                "PolicyServer: need max_batch_size >= 1, batch_delay >= 0 and max_image_pixels >= 1, got "
-                f"{max_batch_size}, {batch_delay}, {max_image_pixels}"
-            )
-        _validate_noise(noise_std, mode)
-        self.mode = mode
-        self.algorithm = algorithm.upper()
-        self.history_source = history
-        self.noise_std = float(noise_std)
-        self.max_batch_size = int(max_batch_size)
-        self.batch_delay = float(batch_delay)
-        self.max_image_pixels = int(max_image_pixels)
-        self.image_roots = tuple(Path(os.path.realpath(root)) for root in image_roots)
-        missing = [str(root) for root in self.image_roots if not root.is_dir()]
-        if missing:
-            raise ValueError(f"PolicyServer: image_roots must be existing directories, got {missing}")
+        self.settings = s = settings_from(ServerSettings, settings, args, kwargs, "PolicyServer")
+        self.mode, self.algorithm, self.history_source = s.mode, s.algorithm, s.history_source
+        self.noise_std, self.max_batch_size, self.batch_delay = s.noise_std, s.max_batch_size, float(s.batch_delay)
+        self.max_image_pixels, self.image_roots = s.max_image_pixels, s.image_roots
         self.checkpoint = Path(checkpoint)
-        self._options = DirectoryOptions(
-            mode=mode,
-            algorithm=self.algorithm,
-            base_model=None if base_model is None else str(base_model),
-            params=params,
-            use_velocity=use_velocity,
-            input_size=None if input_size is None else (int(input_size[0]), int(input_size[1])),
-            dtype=dtype,
-            quantization=quantization,
-            vlm_image_size=vlm_image_size,
-            seed=seed,
-        )
-        self._rng = np.random.default_rng(noise_seed)
+        self._rng = np.random.default_rng(s.noise_seed)
         self._model_lock = threading.Lock()  # held while the model runs or is modified
         self._reload_lock = threading.Lock()  # one reload at a time
-        self._batcher = Batcher(self._predict, lambda item: tuple(item.image.shape), max_batch_size, batch_delay)
+        self._batcher = Batcher(self._predict, lambda item: tuple(item.image.shape), s.max_batch_size, s.batch_delay)
         self.model_version = 0
         self.model = self._load()
         planner = self.model.extractor.backbone.planner
@@ -177,7 +168,7 @@ class PolicyServer:
         for _ in range(_RELOAD_ATTEMPTS):
             source = recover_directory(self.checkpoint) or self.checkpoint
             before = dir_identity(source)
-            model = load_directory(source, self._options)
+            model = load_directory(source, self.settings)
             if dir_identity(source) == before:
                 return model
         raise CheckpointError(f"{self.checkpoint}: replaced while being read {_RELOAD_ATTEMPTS} times in a row")

@@ -4,18 +4,23 @@ use it: docs/guide/prompt_selection.md "1. A prompt-conditioned supervised polic
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
 import yaml
 
 from envs.rewards import RewardConfig
+from sb3_vlm._validation import settings_from
 from sb3_vlm.sft.data import SFTDataset
+
+if TYPE_CHECKING:
+    from sb3_vlm.sft.labels import LabelSettings
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -141,7 +146,7 @@ def prompt_mask(specs: Sequence[PromptSpec], planner: str, clearance: float) -> 
 
 
 def generate_prompt_pairs(
-    specs: Sequence[PromptSpec], samples_per_prompt: int, **kwargs: Any
+    specs: Sequence[PromptSpec], settings: LabelSettings | int, *args: Any, **kwargs: Any
 ) -> tuple[SFTDataset, dict[str, Any]]:
     """
     Label pairs for every prompt under its own objective (:func:`sb3_vlm.sft.labels.generate_pairs` with the
@@ -150,17 +155,19 @@ def generate_prompt_pairs(
     Episode ids are shared, so a validation split by episode holds a start out under every prompt.
 
     :param specs: The prompts.
-    :param samples_per_prompt: Pairs per prompt.
-    :param kwargs: Other :func:`~sb3_vlm.sft.labels.generate_pairs` arguments (``barn_dir``, ``worlds``, ``seed``...).
+    :param settings: The search of every prompt (:class:`~sb3_vlm.sft.labels.LabelSettings`: ``n_samples`` pairs
+        per prompt, its ``reward`` replaced by the prompt's). The call form of sb3-vlm 0.1,
+        ``generate_prompt_pairs(specs, samples_per_prompt, **kwargs)``, still works for one release and warns.
     :return: The pairs with their ``prompts`` column, and per-prompt statistics under ``"per_prompt"``.
     """
-    from sb3_vlm.sft.labels import generate_pairs  # the simulator, only when labels are made
+    from sb3_vlm.sft.labels import LabelSettings, generate_pairs  # the simulator, only when labels are made
 
+    settings = settings_from(LabelSettings, settings, args, kwargs, "generate_prompt_pairs")
     if not specs:
         raise ValueError("generate_prompt_pairs: needs at least one prompt, got none")
     parts, per_prompt = [], {}
     for spec in specs:
-        data, stats = generate_pairs(samples_per_prompt, reward=spec.reward_config(), **kwargs)
+        data, stats = generate_pairs(dataclasses.replace(settings, reward=spec.reward_config()))
         parts.append(data)
         per_prompt[spec.text] = stats
     merged = SFTDataset(

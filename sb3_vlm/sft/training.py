@@ -5,11 +5,9 @@ simulator: data are arrays (:class:`~sb3_vlm.sft.data.SFTDataset`)."""
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +15,17 @@ import torch as th
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from sb3_vlm._constants import TINY
-from sb3_vlm.formats.checkpoint import write_checkpoint
+from sb3_vlm._validation import check_int
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
+from sb3_vlm.sft.regression import (
+    LOSS_WEIGHTS,
+    evaluate,
+    make_sft_extractor,
+    predict,
+    save_sft_checkpoint,
+    weighted_mse,
+)
 
 __all__ = [
     "LOSS_WEIGHTS",
@@ -32,15 +37,6 @@ __all__ = [
     "train_sft",
     "weighted_mse",
 ]
-
-LOSS_WEIGHTS: dict[str, tuple[float, ...]] = {
-    "DWA": (1.0, 1.0, 0.75, 0.75, 0.75, 0.75, 1.25, 1.0, 1.0),
-    "TEB": (1.25, 1.0, 0.75, 0.75, 1.0, 1.25, 1.25, 1.0, 1.0),
-    "MPPI": (1.0, 1.0, 0.75, 0.75, 1.0, 1.0, 0.75, 1.25, 1.0, 1.0),
-    "DDP": (1.0, 1.0, 0.75, 0.75, 1.25, 1.25, 1.0, 1.0),
-}
-"""Per-parameter loss weights of FTRL's ``planner_configs`` (docs/compat/ftrl.md §2.7): the planner's parameters
-followed by ``next_linear_vel`` and ``next_angular_vel``. A head without the two velocities uses the leading entries."""
 
 
 @dataclass
@@ -60,9 +56,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SFTConfig: {name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), name, owner="SFTConfig")
         if not self.lr > 0:
             raise ValueError(f"SFTConfig: lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -119,100 +113,6 @@ class SFTResult:
         return data
 
 
-def weighted_mse(pred: th.Tensor, target: th.Tensor, weights: th.Tensor | None = None) -> th.Tensor:
-    """
-    FTRL's regression loss: mean over batch and parameters of ``w_j * (pred - target)**2``.
-
-    :param pred: ``[B, P]`` normalised predictions.
-    :param target: ``[B, P]`` normalised labels.
-    :param weights: ``[P]`` loss weights, or None (plain MSE).
-    :return: Scalar tensor.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"weighted_mse: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-    squared = (pred - target) ** 2
-    if weights is not None:
-        squared = squared * weights
-    return squared.mean()
-
-
-def make_sft_extractor(
-    image_shape: Sequence[int],
-    num_params: int,
-    backbone: str | os.PathLike = TINY,
-    lora: Mapping[str, Any] | None = None,
-    feature_cache_bytes: int = 0,
-    **kwargs: Any,
-) -> VLMDPTExtractor:
-    """
-    A :class:`VLMDPTExtractor` set up for SFT: trainable DPT head, frozen VLM (or a fresh trainable LoRA).
-
-    :param image_shape: ``(3, H, W)`` of the uint8 images.
-    :param num_params: ``P`` of a fresh head (ignored when ``backbone`` is an FTRL checkpoint).
-    :param backbone: ``"tiny"``, a local Qwen2.5-VL directory, or an FTRL checkpoint to continue from.
-    :param lora: ``LoraConfig`` kwargs (e.g. ``dict(r=8, lora_alpha=8)``) to train LoRA too, or None.
-    :param feature_cache_bytes: With a frozen VLM, cache the backbone's hidden states (each image passes it once).
-    :param kwargs: Other :class:`VLMDPTExtractor` arguments (``image_size``, ``planner``, ``dtype``...). The tiny
-        backbone's weight seed stays the extractor's default: every loader of the checkpoint rebuilds the same base.
-    :return: The extractor, in eval mode.
-    """
-    space = spaces.Box(0, 255, shape=tuple(int(s) for s in image_shape), dtype=np.uint8)
-    return VLMDPTExtractor(
-        space,
-        backbone=backbone,
-        freeze_vlm=lora is None,
-        freeze_dpt=False,
-        lora=lora,
-        num_params=num_params,
-        feature_cache_bytes=feature_cache_bytes if lora is None else 0,
-        **kwargs,
-    )
-
-
-def _predict(extractor: VLMDPTExtractor, images: th.Tensor, prompts: np.ndarray | None = None) -> th.Tensor:
-    """Normalised SFT predictions ``[B, P]``: the extractor's pooled feature (of the images with their prompts, if
-    any) through the head's ``mlp``."""
-    return extractor.dpt.mlp(extractor(images, prompts=None if prompts is None else prompts.tolist()))
-
-
-@th.no_grad()
-def evaluate(
-    extractor: VLMDPTExtractor,
-    images: np.ndarray,
-    targets: np.ndarray,
-    weights: th.Tensor | None = None,
-    batch_size: int = 64,
-    prompts: np.ndarray | None = None,
-) -> tuple[float, np.ndarray]:
-    """
-    Weighted MSE of the extractor's SFT head on normalised targets, in eval mode (its mode is restored).
-
-    :param extractor: The model.
-    :param images: ``[N, 3, H, W]`` uint8.
-    :param targets: ``[N, P]`` normalised labels.
-    :param weights: ``[P]`` loss weights or None.
-    :param batch_size: Images per forward pass.
-    :param prompts: ``[N]`` prompt texts of a prompt-conditioned model, or None.
-    :return: The loss (mean over pairs and parameters) and the predictions ``[N, P]`` (normalised, float32).
-    """
-    was_training = extractor.training
-    extractor.train(False)
-    try:
-        preds = [
-            _predict(extractor, th.from_numpy(images[i : i + batch_size]), _rows(prompts, i, batch_size)).numpy()
-            for i in range(0, len(images), batch_size)
-        ]
-    finally:
-        extractor.train(was_training)
-    pred = np.concatenate(preds).astype(np.float32)
-    loss = weighted_mse(th.from_numpy(pred), th.from_numpy(np.asarray(targets, dtype=np.float32)), weights)
-    return float(loss), pred
-
-
-def _rows(prompts: np.ndarray | None, start: int, size: int) -> np.ndarray | None:
-    return None if prompts is None else prompts[start : start + size]
-
-
 def _loss_weights(weights: Sequence[float] | None, num_params: int) -> th.Tensor | None:
     if weights is None:
         return None
@@ -240,77 +140,20 @@ def train_sft(
     :return: Metrics and statistics.
     """
     config = config or SFTConfig()
-    if extractor.dpt.num_params != data.num_params:
-        raise ValueError(
-            f"train_sft: the head predicts {extractor.dpt.num_params} values but the labels have {data.num_params} "
-            "columns; build the extractor with num_params=data.num_params"
-        )
-    space = extractor._observation_space
-    if not isinstance(space, spaces.Box):
-        raise TypeError(f"train_sft needs an extractor on image observations (a Box), got {space}")
-    expected = tuple(space.shape)
-    if tuple(data.images.shape[1:]) != expected:
-        raise ValueError(f"train_sft: images must be [N, {', '.join(map(str, expected))}], got {data.images.shape}")
+    trainable = _trainable_parameters(extractor, data)
     weights = _loss_weights(loss_weights, data.num_params)
-    trainable = [p for p in extractor.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("train_sft: the extractor has no trainable parameter (freeze_dpt=True and no LoRA)")
     names = data.names or tuple(f"param_{j}" for j in range(data.num_params))
 
     start = time.perf_counter()
     train_idx, val_idx = split_train_val(len(data), config.val_fraction, data.groups, config.seed)
     mean, std = normalization_stats(data.labels[train_idx])
     targets = normalize(data.labels, mean, std)
-    val_images, val_targets = data.images[val_idx], targets[val_idx]
     val_prompts = None if data.prompts is None else data.prompts[val_idx]
-    baseline = float(weighted_mse(th.zeros(len(val_idx), data.num_params), th.from_numpy(val_targets), weights))
-    before, _ = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
-
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    # Imported here: transformers.optimization pulls in peft and bitsandbytes, which `sb3-vlm pretrain --help` avoids.
-    from transformers import get_cosine_schedule_with_warmup
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * config.warmup_ratio), total)
-    generator = th.Generator().manual_seed(config.seed)
-    train_loss: list[float] = []
-    val_curve: list[float] = []
-    pred = np.zeros_like(val_targets)
-    bar = tqdm(total=total, desc="sft", unit="step", disable=not config.progress_bar)
-    # Dropout draws from the global torch RNG: seed it for this run without leaving a trace outside.
-    with th.random.fork_rng(devices=[]):
-        th.manual_seed(config.seed)
-        extractor.train(True)
-        try:
-            for _ in range(config.epochs):
-                order = train_idx[th.randperm(len(train_idx), generator=generator).numpy()]
-                losses = []
-                for k in range(0, len(order), config.batch_size):
-                    batch = order[k : k + config.batch_size]
-                    target = th.from_numpy(targets[batch])
-                    if config.label_noise_std > 0:
-                        target = target + config.label_noise_std * th.randn(target.shape, generator=generator)
-                    prompts = None if data.prompts is None else data.prompts[batch]
-                    pred = _predict(extractor, th.from_numpy(data.images[batch]), prompts)
-                    loss = weighted_mse(pred, target, weights)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.max_grad_norm is not None:
-                        th.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    losses.append(loss.item())
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                train_loss.append(float(np.mean(losses)))
-                val_loss, pred = evaluate(extractor, val_images, val_targets, weights, config.batch_size, val_prompts)
-                val_curve.append(val_loss)
-                bar.set_postfix(loss=f"{train_loss[-1]:.4f}", val=f"{val_curve[-1]:.4f}")
-        finally:
-            extractor.train(False)
-            bar.close()
-
+    val = _Validation(data.images[val_idx], targets[val_idx], weights, config.batch_size, val_prompts)
+    baseline = float(weighted_mse(th.zeros(len(val_idx), data.num_params), th.from_numpy(val.targets), weights))
+    before, _ = val.evaluate(extractor)
+    trainer = _Trainer(extractor, data, targets, weights, trainable, len(train_idx), config)
+    train_loss, val_curve, pred = trainer.run(train_idx, val)
     denorm = pred.astype(np.float64) * std + mean
     truth = data.labels[val_idx]
     extractor.param_mean, extractor.param_std = mean, std
@@ -324,29 +167,116 @@ def train_sft(
         val_mse=val_curve,
         n_train=len(train_idx),
         n_val=len(val_idx),
-        steps=total,
+        steps=trainer.total_steps,
         seconds=time.perf_counter() - start,
         param_mean=mean,
         param_std=std,
     )
 
 
-def save_sft_checkpoint(
-    extractor: VLMDPTExtractor, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
-) -> Path:
-    """
-    Write the extractor in the FTRL layout, atomically: PEFT adapter (if it has LoRA), ``regression_head/``,
-    ``normalization/`` and ``sb3_vlm_config.json`` (``base_model`` + ``metadata`` under the key ``"sft"``).
+def _trainable_parameters(extractor: VLMDPTExtractor, data: SFTDataset) -> list[th.nn.Parameter]:
+    """The parameters :func:`train_sft` updates, once the extractor is checked against the data."""
+    if extractor.dpt.num_params != data.num_params:
+        raise ValueError(
+            f"train_sft: the head predicts {extractor.dpt.num_params} values but the labels have {data.num_params} "
+            "columns; build the extractor with num_params=data.num_params"
+        )
+    space = extractor._observation_space
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"train_sft needs an extractor on image observations (a Box), got {space}")
+    expected = tuple(space.shape)
+    if tuple(data.images.shape[1:]) != expected:
+        raise ValueError(f"train_sft: images must be [N, {', '.join(map(str, expected))}], got {data.images.shape}")
+    trainable = [p for p in extractor.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("train_sft: the extractor has no trainable parameter (freeze_dpt=True and no LoRA)")
+    return trainable
 
-    :param extractor: A trained extractor (:func:`train_sft` sets its normalisation statistics).
-    :param path: Target directory (created or replaced).
-    :param metadata: JSON-able facts about the run (metrics, data, hyper-parameters), or None.
-    :return: ``path``.
-    """
-    if extractor.param_mean is None or extractor.param_std is None:
-        raise ValueError("save_sft_checkpoint: the extractor has no param_mean/param_std; run train_sft first")
-    parts = extractor.checkpoint_parts()
-    if metadata is not None:
-        parts.config["sft"] = dict(metadata)
-    save_adapter = extractor.backbone.save_adapter if extractor.backbone.has_adapter else None
-    return write_checkpoint(path, parts, save_adapter=save_adapter)
+
+@dataclass
+class _Validation:
+    """The validation split of :func:`train_sft` (normalised targets)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    weights: th.Tensor | None
+    batch_size: int
+    prompts: np.ndarray | None
+
+    def evaluate(self, extractor: VLMDPTExtractor) -> tuple[float, np.ndarray]:
+        """The loss on the split and the predictions (see :func:`evaluate`)."""
+        return evaluate(extractor, self.images, self.targets, self.weights, self.batch_size, self.prompts)
+
+
+class _Trainer:
+    """The optimiser side of :func:`train_sft`: AdamW with linear warm-up and cosine decay over every step, label
+    noise, gradient clipping."""
+
+    def __init__(
+        self,
+        extractor: VLMDPTExtractor,
+        data: SFTDataset,
+        targets: np.ndarray,
+        weights: th.Tensor | None,
+        trainable: list[th.nn.Parameter],
+        n_train: int,
+        config: SFTConfig,
+    ):
+        self.extractor, self.data, self.targets, self.weights = extractor, data, targets, weights
+        self.trainable, self.config = trainable, config
+        self.total_steps = math.ceil(n_train / config.batch_size) * config.epochs
+        self.optimizer = th.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        # Imported here: transformers.optimization pulls in peft and bitsandbytes, which `sb3-vlm pretrain --help`
+        # avoids.
+        from transformers import get_cosine_schedule_with_warmup
+
+        warmup = math.ceil(self.total_steps * config.warmup_ratio)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.generator = th.Generator().manual_seed(config.seed)
+
+    def run(self, train_idx: np.ndarray, val: _Validation) -> tuple[list[float], list[float], np.ndarray]:
+        """``config.epochs`` epochs on ``train_idx``, each followed by a validation; the mean training loss and the
+        validation loss of every epoch, and the last validation predictions. The extractor ends in eval mode."""
+        config, extractor = self.config, self.extractor
+        train_loss, val_curve = [], []
+        bar = tqdm(total=self.total_steps, desc="sft", unit="step", disable=not config.progress_bar)
+        # Dropout draws from the global torch RNG: seed it for this run without leaving a trace outside.
+        with th.random.fork_rng(devices=[]):
+            th.manual_seed(config.seed)
+            extractor.train(True)
+            try:
+                for _ in range(config.epochs):
+                    train_loss.append(self.epoch(train_idx, bar))
+                    val_loss, pred = val.evaluate(extractor)
+                    val_curve.append(val_loss)
+                    bar.set_postfix(loss=f"{train_loss[-1]:.4f}", val=f"{val_curve[-1]:.4f}")
+            finally:
+                extractor.train(False)
+                bar.close()
+        return train_loss, val_curve, pred
+
+    def epoch(self, train_idx: np.ndarray, bar: Any) -> float:
+        """One pass over ``train_idx`` in a fresh order; the mean training loss."""
+        order = train_idx[th.randperm(len(train_idx), generator=self.generator).numpy()]
+        losses = []
+        for k in range(0, len(order), self.config.batch_size):
+            losses.append(self.step(order[k : k + self.config.batch_size]))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        return float(np.mean(losses))
+
+    def step(self, batch: np.ndarray) -> float:
+        """One optimiser step on the pairs ``batch``; its loss."""
+        config, data = self.config, self.data
+        target = th.from_numpy(self.targets[batch])
+        if config.label_noise_std > 0:
+            target = target + config.label_noise_std * th.randn(target.shape, generator=self.generator)
+        prompts = None if data.prompts is None else data.prompts[batch]
+        loss = weighted_mse(predict(self.extractor, th.from_numpy(data.images[batch]), prompts), target, self.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()

@@ -14,6 +14,8 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_vlm._validation import check_int
+
 __all__ = ["BatchedCritic", "BatchedMLP", "BatchedMlpPolicy", "BatchedTD3Policy"]
 
 
@@ -43,8 +45,7 @@ class BatchedMLP(nn.Module):
         output_dim: int = 1,
     ):
         super().__init__()
-        if n < 1:
-            raise ValueError(f"BatchedMLP: n must be >= 1, got {n}")
+        check_int(n, "n", owner="BatchedMLP")
         self.activation = activation_fn()
         if any(True for _ in self.activation.parameters()):
             raise ValueError(f"BatchedMLP: the activation must have no parameters, got {activation_fn.__name__}")

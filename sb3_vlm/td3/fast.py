@@ -133,19 +133,11 @@ class FastTD3(TD3):
         actor_losses, critic_losses = [], []
         for _ in range(gradient_steps):
             self._n_updates += 1
-            # 1. a replay batch; n-step returns bring their own discount
+            # 1. a replay batch
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-
+            # 2. TD target
+            target_q_values = self._target_q_values(replay_data)
             with bf16_autocast(self.device, self.bf16):
-                with th.no_grad():
-                    # 2. TD target: target actor + clipped noise (same RNG draws as TD3), min of the target Qs
-                    noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
-                    noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
-                    next_actions = (self.actor_target(replay_data.next_observations) + noise).clamp(-1, 1)
-                    next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
-                    next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
-                    target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
                 # 3. critic step on the summed MSE of the Q heads
                 current_q_values = self.critic(replay_data.observations, replay_data.actions)
                 critic_loss = sum(F.mse_loss(q.float(), target_q_values.float()) for q in current_q_values)
@@ -154,7 +146,6 @@ class FastTD3(TD3):
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
-
             # 4. every policy_delay steps: actor step, then polyak averaging of both target networks
             if self._n_updates % self.policy_delay == 0:
                 # The critic's own weights get no gradient here (TD3 zeroes them before its next critic step)
@@ -177,3 +168,16 @@ class FastTD3(TD3):
         self.logger.record("train/critic_loss", values[0])
         if actor_losses:
             self.logger.record("train/actor_loss", values[1])
+
+    @th.no_grad()
+    def _target_q_values(self, replay_data: Any) -> th.Tensor:
+        """Target actor + clipped noise (same RNG draws as TD3), min of the target Qs; n-step returns bring their own
+        discount."""
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with bf16_autocast(self.device, self.bf16):
+            noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
+            noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
+            next_actions = (self.actor_target(replay_data.next_observations) + noise).clamp(-1, 1)
+            next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+            next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values

@@ -70,15 +70,7 @@ def fill_replay_buffer(
     buffer = getattr(model_or_buffer, "replay_buffer", model_or_buffer)
     if not isinstance(buffer, ReplayBuffer):
         raise TypeError(f"fill_replay_buffer needs an off-policy model or a (Dict)ReplayBuffer, got {type(buffer)}")
-    if isinstance(data, LoadResult):
-        trajectories: list[Trajectory] | None = data.trajectories
-    elif len(data) > 0 and all(isinstance(d, Trajectory) for d in data):
-        trajectories = list(data)
-    else:
-        trajectories = None
-    transitions = [t for traj in trajectories for t in traj.transitions] if trajectories is not None else list(data)
-    if not all(isinstance(t, Transition) for t in transitions):
-        raise TypeError("fill_replay_buffer: data must be a LoadResult, trajectories or transitions")
+    trajectories, transitions = _unpack(data)
     if delete_after_load and trajectories is None and transitions:
         raise ValueError("fill_replay_buffer: delete_after_load needs trajectories (or a LoadResult), got transitions")
     if not transitions:
@@ -88,28 +80,67 @@ def fill_replay_buffer(
             f"fill_replay_buffer: actions have shape {transitions[0].action.shape}, the buffer expects "
             f"({buffer.action_dim},)"
         )
+    layout = _Layout(buffer)
+    # Convert (mostly views) and check everything before the buffer changes.
+    converted = [(layout(t.obs), layout(t.next_obs)) for t in transitions]
+    _add(buffer, transitions, converted)
+    if learning_starts is not None and isinstance(model_or_buffer, OffPolicyAlgorithm):
+        model_or_buffer.learning_starts = learning_starts
+    if delete_after_load:
+        for traj in trajectories:
+            for file in (traj.path, *traj.frames):
+                file.unlink(missing_ok=True)
+    return len(transitions)
 
-    space = buffer.observation_space
-    if isinstance(buffer, DictReplayBuffer):
-        targets = {key: (sub, _target_kind(sub, key)) for key, sub in space.spaces.items()}
+
+def _unpack(
+    data: LoadResult | Sequence[Trajectory] | Sequence[Transition],
+) -> tuple[list[Trajectory] | None, list[Transition]]:
+    """The trajectories of ``data`` (None for bare transitions) and all its transitions, in order."""
+    if isinstance(data, LoadResult):
+        trajectories: list[Trajectory] | None = data.trajectories
+    elif len(data) > 0 and all(isinstance(d, Trajectory) for d in data):
+        trajectories = list(data)
     else:
-        targets = {None: (space, _target_kind(space, None))}
+        trajectories = None
+    transitions = [t for traj in trajectories for t in traj.transitions] if trajectories is not None else list(data)
+    if not all(isinstance(t, Transition) for t in transitions):
+        raise TypeError("fill_replay_buffer: data must be a LoadResult, trajectories or transitions")
+    return trajectories, transitions
 
-    def layout(parts: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
-        missing = [kind for _sub, kind in targets.values() if kind not in parts]
+
+class _Layout:
+    """A transition's observation parts in a buffer's layout: one array per key of a ``DictReplayBuffer`` (key
+    None for a ``Box`` one)."""
+
+    def __init__(self, buffer: ReplayBuffer):
+        space = buffer.observation_space
+        if isinstance(buffer, DictReplayBuffer):
+            self.targets = {key: (sub, _target_kind(sub, key)) for key, sub in space.spaces.items()}
+        else:
+            self.targets = {None: (space, _target_kind(space, None))}
+
+    def __call__(self, parts: dict[str, np.ndarray]) -> dict[str | None, np.ndarray]:
+        missing = [kind for _sub, kind in self.targets.values() if kind not in parts]
         if missing:
             raise ValueError(
                 f"fill_replay_buffer: the buffer needs observation {missing}, the transitions have {sorted(parts)}"
             )
-        return {key: _convert(parts[kind], sub, kind) for key, (sub, kind) in targets.items()}
+        return {key: _convert(parts[kind], sub, kind) for key, (sub, kind) in self.targets.items()}
 
-    # Convert (mostly views) and check everything before the buffer changes.
-    converted = [(layout(t.obs), layout(t.next_obs)) for t in transitions]
+
+def _add(
+    buffer: ReplayBuffer,
+    transitions: list[Transition],
+    converted: list[tuple[dict[str | None, np.ndarray], dict[str | None, np.ndarray]]],
+) -> None:
+    """Add the transitions ``n_envs`` at a time, the last group padded from the start (with a warning)."""
     n_envs = buffer.n_envs
+    keys = list(converted[0][0])
     for start in range(0, len(transitions), n_envs):
         index = [(start + j) % len(transitions) for j in range(n_envs)]
-        obs = {key: np.stack([converted[i][0][key] for i in index]) for key in targets}
-        next_obs = {key: np.stack([converted[i][1][key] for i in index]) for key in targets}
+        obs = {key: np.stack([converted[i][0][key] for i in index]) for key in keys}
+        next_obs = {key: np.stack([converted[i][1][key] for i in index]) for key in keys}
         group = [transitions[i] for i in index]
         buffer.add(
             obs if isinstance(buffer, DictReplayBuffer) else obs[None],
@@ -123,13 +154,5 @@ def fill_replay_buffer(
         warnings.warn(
             f"fill_replay_buffer: {len(transitions)} transitions for {n_envs} envs; the last group was padded with "
             f"{n_envs - len(transitions) % n_envs} repeated transitions",
-            stacklevel=2,
+            stacklevel=3,
         )
-
-    if learning_starts is not None and isinstance(model_or_buffer, OffPolicyAlgorithm):
-        model_or_buffer.learning_starts = learning_starts
-    if delete_after_load:
-        for traj in trajectories:
-            for file in (traj.path, *traj.frames):
-                file.unlink(missing_ok=True)
-    return len(transitions)

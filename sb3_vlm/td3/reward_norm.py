@@ -11,6 +11,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer, NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_vlm._validation import check_int
+
 __all__ = [
     "NormalizedRewardDictReplayBuffer",
     "NormalizedRewardNStepReplayBuffer",
@@ -29,8 +31,7 @@ class RewardNormalizer:
     """
 
     def __init__(self, first_n: int = 1000, eps: float = 1e-8) -> None:
-        if not (isinstance(first_n, int) and first_n >= 2):
-            raise ValueError(f"RewardNormalizer: first_n must be an int >= 2, got {first_n!r}")
+        check_int(first_n, "first_n", 2, owner="RewardNormalizer")
         self.first_n, self.eps = first_n, float(eps)
         self.count = 0
         self.mean = 0.0

@@ -158,76 +158,88 @@ class VLMTD3(TD3):
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         cache = self.policy.features_extractor.feature_cache
         cache_before = None if cache is None else cache.stats()
-
-        own_dpt = self.critic.dpt is not None  # the critic pools the hidden states with its own DPT copy
-        extractor = self.policy.features_extractor
         critic_only = critic_only_parameters(self.critic.optimizer, self.actor.optimizer)
         online = [*self.critic.parameters(), *self.actor.mu.parameters()]  # heads only: never the shared backbone
         targets = [*self.critic_target.parameters(), *self.actor_target.mu.parameters()]
-        actor_losses, critic_losses, bc_losses = [], [], []
+        losses: dict[str, list[th.Tensor]] = {"actor": [], "bc": [], "critic": []}
         norms: dict[str, list[float | None]] = {"actor": [], "critic": []}
         for _ in range(gradient_steps):
             self._n_updates += 1
+            # Sample the replay buffer
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
             update_actor = self._n_updates % self.policy_delay == 0
-
-            with th.no_grad(), bf16_autocast(self.device, self.bf16):
-                if own_dpt:
-                    next_hidden = self.policy.hidden(replay_data.next_observations)
-                    next_features = extractor.pool(*next_hidden)
-                    next_critic_features = self.critic_target.own_features(*next_hidden)
-                else:
-                    next_features = next_critic_features = self.policy.features(replay_data.next_observations)
-                noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
-                noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
-                next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
-                next_q_values = th.cat(self.critic_target.q_values(next_critic_features, next_actions), dim=1)
-                next_q_values, _ = th.min(next_q_values.float(), dim=1, keepdim=True)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
-
+            # Target Q values: clipped noise on the target action, the smaller of the twin target critics
+            target_q_values = self._target_q_values(replay_data)
+            # Critic loss; the one backbone pass on obs builds a graph only when the actor is updated in this step
             with bf16_autocast(self.device, self.bf16):
-                # The one backbone pass on obs; it builds a graph only when the actor is updated in this step.
-                with th.set_grad_enabled(update_actor):
-                    if own_dpt:
-                        hidden = self.policy.hidden(replay_data.observations)
-                        features = extractor.pool(*hidden)
-                    else:
-                        features = self.policy.features(replay_data.observations)
-                critic_features = self.critic.own_features(*hidden) if own_dpt else features.detach()
+                features, critic_features = self._features(replay_data.observations, self.critic, grad=update_actor)
                 current_q_values = self.critic.q_values(critic_features, replay_data.actions)
                 critic_loss = sum(F.mse_loss(q.float(), target_q_values) for q in current_q_values)
             assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.detach())
+            losses["critic"].append(critic_loss.detach())
             norms["critic"].append(self._step(self.critic.optimizer, critic_loss))
-
+            # Delayed actor update, then polyak averaging of the heads
             if update_actor:
-                # The actor loss trains the actor (and the extractor's trainable parts), not the critic's weights.
-                with frozen(critic_only), bf16_autocast(self.device, self.bf16):
-                    actions = self.actor.mu(features)
-                    q_values = self.critic.q1(critic_features.detach(), actions).float()
-                    if self.bc_alpha is None:
-                        actor_loss = -q_values.mean()
-                    else:  # TD3+BC: Q scaled by its mean magnitude, so alpha weighs the terms whatever the rewards
-                        scale = self.bc_alpha / q_values.abs().mean().detach().clamp_min(1e-6)
-                        bc_loss = F.mse_loss(actions.float(), replay_data.actions)
-                        actor_loss = -scale * q_values.mean() + bc_loss
-                        bc_losses.append(bc_loss.detach())
-                actor_losses.append(actor_loss.detach())
+                with frozen(critic_only):  # the actor loss trains the actor (and extractor), not the critic
+                    actor_loss, bc_loss = self._actor_loss(features, critic_features, replay_data.actions)
+                losses["actor"].append(actor_loss.detach())
+                if bc_loss is not None:
+                    losses["bc"].append(bc_loss.detach())
                 norms["actor"].append(self._step(self.actor.optimizer, actor_loss))
                 polyak_update_foreach(online, targets, self.tau)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/skipped_updates", self.skipped_updates)
-        for name, losses in (("actor", actor_losses), ("bc", bc_losses), ("critic", critic_losses)):
-            if losses:
-                self.logger.record(f"train/{name}_loss", th.stack(losses).mean().item())
-        for name, values in norms.items():  # gradient norms before clipping, of the updates that stepped
-            stepped = [v for v in values if v is not None]
+        for name, values in losses.items():
+            if values:
+                self.logger.record(f"train/{name}_loss", th.stack(values).mean().item())
+        for name, grad_norms in norms.items():  # gradient norms before clipping, of the updates that stepped
+            stepped = [v for v in grad_norms if v is not None]
             if stepped:
                 self.logger.record(f"train/{name}_grad_norm", float(np.mean(stepped)))
         if cache is not None and cache_before is not None:
             self._log_cache(cache_before, cache.stats())
+
+    def _features(self, obs: Any, critic: Any, grad: bool) -> tuple[th.Tensor, th.Tensor]:
+        """The actor's features of ``obs`` and ``critic``'s, from one backbone pass (a graph only with ``grad``):
+        a critic with its own DPT copy pools the hidden states itself, else it reads the actor's features,
+        detached."""
+        with th.set_grad_enabled(grad):
+            if critic.dpt is None:
+                features = self.policy.features(obs)
+            else:
+                hidden = self.policy.hidden(obs)
+                features = self.policy.features_extractor.pool(*hidden)
+        return features, features.detach() if critic.dpt is None else critic.own_features(*hidden)
+
+    @th.no_grad()
+    def _target_q_values(self, replay_data: Any) -> th.Tensor:
+        """``r + (1 - done) * discount * min_i Q'_i(s', clip(mu'(s') + clipped noise))``."""
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with bf16_autocast(self.device, self.bf16):
+            next_features, next_critic_features = self._features(
+                replay_data.next_observations, self.critic_target, grad=False
+            )
+            noise = replay_data.actions.clone().data.normal_(0, self.target_policy_noise)
+            noise = noise.clamp(-self.target_noise_clip, self.target_noise_clip)
+            next_actions = (self.actor_target.mu(next_features) + noise).clamp(-1, 1)
+            next_q_values = th.cat(self.critic_target.q_values(next_critic_features, next_actions), dim=1)
+            next_q_values, _ = th.min(next_q_values.float(), dim=1, keepdim=True)
+            return replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+    def _actor_loss(
+        self, features: th.Tensor, critic_features: th.Tensor, replayed: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """``-Q1(s, mu(s))``, or with ``bc_alpha`` TD3+BC's loss (Q scaled by its mean magnitude, so alpha weighs the
+        terms whatever the rewards, plus the MSE to the ``replayed`` actions); the BC term or None."""
+        with bf16_autocast(self.device, self.bf16):
+            actions = self.actor.mu(features)
+            q_values = self.critic.q1(critic_features.detach(), actions).float()
+            if self.bc_alpha is None:
+                return -q_values.mean(), None
+            scale = self.bc_alpha / q_values.abs().mean().detach().clamp_min(1e-6)
+            bc_loss = F.mse_loss(actions.float(), replayed)
+            return -scale * q_values.mean() + bc_loss, bc_loss
 
     def _log_cache(self, before: CacheStats, after: CacheStats) -> None:
         """Feature-cache counters: the hit rate of this ``train`` call's lookups, totals for the rest."""

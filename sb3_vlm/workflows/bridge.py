@@ -14,6 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
+from sb3_vlm._validation import check_int
 from sb3_vlm.formats.trajectories import CONSUMED_SUFFIX, Trajectory, load_trajectories
 
 __all__ = ["BufferDirectoryBridge", "episode_id", "episode_info"]
@@ -85,8 +86,7 @@ class BufferDirectoryBridge:
         include_test: bool = False,
         hold_consumed: bool = False,
     ) -> None:
-        if not (isinstance(publish_every, int) and publish_every > 0):
-            raise ValueError(f"BufferDirectoryBridge: publish_every must be a positive int, got {publish_every!r}")
+        check_int(publish_every, "publish_every", owner="BufferDirectoryBridge")
         if params is None:
             from envs.planners import DWA_PARAMS  # the simulator's table; imported only when none is given
 

@@ -4,45 +4,33 @@ docs/guide/ftrl_workflow.md "Learning from a buffer of external collectors"."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch as th
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from envs.planners import param_table
-from sb3_vlm._constants import RUN_CONFIG
+from sb3_vlm._validation import check_int
 from sb3_vlm.callbacks import NavMetricsCallback
 from sb3_vlm.callbacks.checkpoint import (
     CHECKPOINT_BEST,
-    CHECKPOINT_LAST,
-    MODEL_ZIP,
-    POLICY_DIR,
-    REPLAY_BUFFER,
     STATE_JSON,
     find_checkpoint,
-    save_policy_folder,
     save_training_checkpoint,
 )
-from sb3_vlm.formats.buffer_npz import load_replay_buffer
-from sb3_vlm.formats.ftrl_config import read_ftrl_config
 from sb3_vlm.formats.ftrl_files import read_signal, write_signal
-from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.td3.noise import noise_std
 from sb3_vlm.td3.policies import VLMTD3Policy
 from sb3_vlm.workflows.bridge import BufferDirectoryBridge
-from sb3_vlm.workflows.training import FTRL_CONFIG_COPY, TrainSettings, build_model, make_vec_env, zoo_config
 
-__all__ = ["BufferLearner", "Cycle", "learn_from_buffer"]
+__all__ = ["BufferLearner", "Cycle"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,18 +111,11 @@ class BufferLearner:
                 f"with a VLMTD3Policy (VLMTD3), got {type(model).__name__} with {type(model.policy).__name__}"
             )
         self.model = model
-        self.collect_per_step = collect_per_step or model.train_freq.frequency * model.n_envs
-        self.update_per_step = model.gradient_steps if update_per_step is None else update_per_step
-        self.pre_collect = model.learning_starts if pre_collect is None else pre_collect
-        for name, value, low in (
-            ("collect_per_step", self.collect_per_step, 1),
-            ("update_per_step", self.update_per_step, 0),
-            ("pre_collect", self.pre_collect, 0),
-            ("test_every", test_every, 0),
-            ("test_episodes", test_episodes, 1),
-        ):
-            if not (isinstance(value, int) and value >= low):
-                raise ValueError(f"BufferLearner: {name} must be an int >= {low}, got {value!r}")
+        self.collect_per_step, self.update_per_step, self.pre_collect = _cycle_sizes(
+            model, collect_per_step, update_per_step, pre_collect
+        )
+        self.test_every = check_int(test_every, "test_every", 0, owner="BufferLearner")
+        self.test_episodes = check_int(test_episodes, "test_episodes", owner="BufferLearner")
         self.buffer_dir = Path(buffer_dir)
         self.bridge = BufferDirectoryBridge(
             self.buffer_dir,
@@ -146,19 +127,15 @@ class BufferLearner:
         )
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.test_every, self.test_episodes, self.test_timeout = test_every, test_episodes, float(test_timeout)
+        self.test_timeout = float(test_timeout)
         self.poll_interval, self.server_noise, self.verbose = float(poll_interval), server_noise, verbose
         self.version = 0
         """Publications so far (the first, before any update, serves the starting policy)."""
         self.cycles: list[Cycle] = []
-        self.reload_failures = 0
-        self.test_timeouts = 0
+        self.reload_failures = self.test_timeouts = 0
         self.paused_s = 0.0
-        self.metrics = NavMetricsCallback(
-            best_path=None if self.run_dir is None else self.run_dir / "checkpoints" / CHECKPOINT_BEST,
-            policy_dir=self.run_dir,
-            summary=verbose > 0,
-        )
+        best = None if self.run_dir is None else self.run_dir / "checkpoints" / CHECKPOINT_BEST
+        self.metrics = NavMetricsCallback(best_path=best, policy_dir=self.run_dir, summary=verbose > 0)
 
     # ------------------------------------------------------------------ the steps of a cycle
 
@@ -314,84 +291,32 @@ class BufferLearner:
         return model
 
 
-def learn_from_buffer(
-    settings: TrainSettings,
-    buffer_dir: str | os.PathLike | None,
-    servers: Sequence[str] = (),
-    resume: str | os.PathLike | None = None,
-    **learner_kwargs: Any,
-) -> Path:
-    """
-    ``sb3-vlm learn-from-buffer``: the model of ``settings`` (zoo file, ``--ftrl-config``, ``--vlm``; one env, the
-    files bring one transition at a time) trained by a :class:`BufferLearner` for the zoo file's ``n_timesteps``
-    (FTRL's ``max_step``), checkpointed every cycle into ``<run>/checkpoints/last``. FTRL's ``collect_per_step`` /
-    ``update_per_step`` / ``pre_collect`` come from the zoo entry (``train_freq``, ``gradient_steps``,
-    ``learning_starts``) unless given in ``learner_kwargs``.
-
-    :param resume: A run directory of this command to continue (killed or not): its saved settings, buffer directory,
-        servers and options are used, ``settings`` and the others ignored.
-    :return: The run directory: TensorBoard logs, ``run_config.json``, ``checkpoints/last``, ``policy_step_<k>/``,
-        ``best_model/``, ``model.zip`` and ``policy/`` at the end.
-    """
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / RUN_CONFIG).is_file():
-            raise FileNotFoundError(f"--resume {run_dir}: no {RUN_CONFIG} (not a learn-from-buffer run directory)")
-        saved = json.loads((run_dir / RUN_CONFIG).read_text())
-        if "learn_from_buffer" not in saved:
-            raise ValueError(f"--resume {run_dir}: a run of `sb3-vlm train`, not of learn-from-buffer")
-        settings = TrainSettings.from_run(run_dir)
-        options = dict(saved["learn_from_buffer"])
-        buffer_dir, servers = options.pop("buffer"), options.pop("servers")
-        learner_kwargs = {k: Path(v) if k == "publish_dir" and v is not None else v for k, v in options.items()}
-    elif buffer_dir is None:
-        raise ValueError("learn-from-buffer needs --buffer (or --resume RUN_DIR)")
-    settings.n_envs = 1
-    if settings.torch_threads > 0:
-        th.set_num_threads(settings.torch_threads)
-    conf_file, cfg, env_kwargs = zoo_config(settings)
-    spaces_env = make_vec_env(cfg.env_id, 1, seed=settings.seed, **env_kwargs)  # never stepped
-    if resume is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
-        options = {k: str(v) if isinstance(v, Path) else v for k, v in learner_kwargs.items()}
-        saved["learn_from_buffer"] = {"buffer": str(buffer_dir), "servers": list(servers), **options}
-        (run_dir / RUN_CONFIG).write_text(json.dumps(saved, indent=2))
-        if settings.ftrl_config is not None:
-            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
-            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
-
-    checkpoint_dir = run_dir / "checkpoints" / CHECKPOINT_LAST
-    last = find_checkpoint(checkpoint_dir) if resume is not None else None
-    if last is not None:
-        model = load_algorithm(last / MODEL_ZIP, env=spaces_env, tensorboard_log=str(run_dir / "tb"))
-        load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
-    else:
-        model = build_model(cfg, spaces_env, settings.seed, str(run_dir / "tb"), settings.verbose)
-    params = param_table(cfg.env_kwargs.get("planner", "dwa"))
-    learner = BufferLearner(
-        model, buffer_dir, servers, run_dir=run_dir, params=params, verbose=1, checkpoint_dir=checkpoint_dir,
-        **learner_kwargs,
-    )  # fmt: skip
-    if resume is not None:
-        learner.restore()
-        print(f"resumed {run_dir} at {model.num_timesteps} transitions")
-    try:
-        learner.learn(cfg.n_timesteps, callback=cfg.callbacks())
-    finally:
-        spaces_env.close()
-    model.save(run_dir / "model.zip")
-    if isinstance(model.policy, VLMTD3Policy):
-        save_policy_folder(model, run_dir / POLICY_DIR)
-    tests = [c.test["nav_metric"] for c in learner.cycles if c.test]
-    print(
-        f"learned from {buffer_dir}: {model.num_timesteps} transitions, "
-        f"{sum(c.updates for c in learner.cycles)} updates, {len(learner.cycles)} cycles, "
-        f"{learner.version} publications ({learner.reload_failures} failed reloads), {len(tests)} test phases "
-        f"({learner.test_timeouts} without test episodes)"
-        + (f", best test nav metric {max(tests):.3f}" if tests else "")
-        + f" -> {run_dir}"
+def _cycle_sizes(
+    model: OffPolicyAlgorithm, collect_per_step: int | None, update_per_step: int | None, pre_collect: int | None
+) -> tuple[int, int, int]:
+    """``collect_per_step``, ``update_per_step`` and ``pre_collect``, by default the model's ``train_freq * n_envs``,
+    ``gradient_steps`` and ``learning_starts``."""
+    collect = collect_per_step or model.train_freq.frequency * model.n_envs
+    update = model.gradient_steps if update_per_step is None else update_per_step
+    pre = model.learning_starts if pre_collect is None else pre_collect
+    return (
+        check_int(collect, "collect_per_step", owner="BufferLearner"),
+        check_int(update, "update_per_step", 0, owner="BufferLearner"),
+        check_int(pre, "pre_collect", 0, owner="BufferLearner"),
     )
-    return run_dir
+
+
+def __getattr__(name: str) -> Any:
+    # learn_from_buffer lived here in sb3-vlm 0.1; its home is sb3_vlm.workflows.buffer_runs (which imports this
+    # module, hence the late import).
+    if name == "learn_from_buffer":
+        warnings.warn(
+            "sb3_vlm.workflows.buffer_learner.learn_from_buffer is deprecated and will be removed in the next "
+            "release; import it from sb3_vlm.workflows.buffer_runs",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from sb3_vlm.workflows.buffer_runs import learn_from_buffer
+
+        return learn_from_buffer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

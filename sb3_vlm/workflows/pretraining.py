@@ -11,17 +11,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch as th
 
-from envs.render import DEFAULT_IMAGE_SIZE
 from sb3_vlm._constants import TINY
 from sb3_vlm.sft.data import SFTDataset
-from sb3_vlm.sft.labels import generate_pairs
+from sb3_vlm.sft.labels import LabelSettings, generate_pairs
 from sb3_vlm.sft.prompts import generate_prompt_pairs, load_prompts, report_prompts
-from sb3_vlm.sft.training import LOSS_WEIGHTS, SFTConfig, make_sft_extractor, save_sft_checkpoint, train_sft
+from sb3_vlm.sft.training import (
+    LOSS_WEIGHTS,
+    SFTConfig,
+    SFTResult,
+    make_sft_extractor,
+    save_sft_checkpoint,
+    train_sft,
+)
 
 __all__ = ["PretrainSettings", "pretrain"]
 
@@ -71,14 +78,14 @@ class PretrainSettings:
     barn_dir: Path | None = None
     worlds: str | list[int] | None = None
     seed: int = 0
-    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
-    library: str = "lhs"
-    candidates: int = 24
-    horizon: int = 12
-    n_envs: int = 8
-    velocity_labels: bool = True
-    noise_replicas: int = 3
-    temperature: float | None = None
+    image_size: tuple[int, int] = LabelSettings.image_size
+    library: str = LabelSettings.library
+    candidates: int = LabelSettings.candidates
+    horizon: int = LabelSettings.horizon
+    n_envs: int = LabelSettings.n_envs
+    velocity_labels: bool = LabelSettings.velocity_labels
+    noise_replicas: int = LabelSettings.noise_replicas
+    temperature: float | None = LabelSettings.temperature
     val_fraction: float = SFTConfig.val_fraction
     cache_mb: float = 1024
     data: Path | None = None
@@ -89,29 +96,16 @@ class PretrainSettings:
     prompts: Path | None = None
     progress_bar: bool = True
 
+    def label_settings(self) -> LabelSettings:
+        """The label search of these settings: ``samples`` pairs (per prompt with ``prompts``)."""
+        names = [f.name for f in fields(LabelSettings) if f.name not in ("n_samples", "reward")]
+        return LabelSettings(self.samples, **{name: getattr(self, name) for name in names})
+
 
 def pretrain(settings: PretrainSettings) -> Path:
     """Generate pairs (or load ``settings.data``), train, write the checkpoint; returns ``settings.out``."""
     th.manual_seed(settings.seed)  # fresh head weights
-    if settings.data is not None:
-        data, data_stats = SFTDataset.load(settings.data, settings.image_size), {"source": str(settings.data)}
-    else:
-        names = ("barn_dir", "image_size", "library", "candidates", "horizon", "n_envs", "velocity_labels", "seed")
-        passed = {name: getattr(settings, name) for name in (*names, "temperature", "noise_replicas", "worlds")}
-        passed.update(progress_bar=settings.progress_bar)
-        if settings.prompts is not None:  # prompt-conditioned policy (issue 15)
-            data, data_stats = generate_prompt_pairs(load_prompts(settings.prompts), settings.samples, **passed)
-        else:
-            data, data_stats = generate_pairs(settings.samples, **passed)
-        barn_dir = None if settings.barn_dir is None else str(settings.barn_dir)
-        data_stats.update(worlds=settings.worlds, barn_dir=barn_dir)
-        print(
-            f"generated {len(data)} pairs from {data_stats['episodes']} episodes in {data_stats['seconds']:.1f} s "
-            f"(library choices {data_stats['chosen']}, defaults first; "
-            f"{data_stats['skipped_ties']} states where all candidates tie skipped)"
-        )
-        if settings.save_data is not None:
-            print(f"pairs -> {data.save(settings.save_data)}")
+    data, data_stats = _pairs(settings)
     planner = "DWA"
     weights = LOSS_WEIGHTS[planner][: data.num_params]
     lora = dict(r=settings.lora_r, lora_alpha=settings.lora_r, lora_dropout=0.05) if settings.lora else None
@@ -126,7 +120,55 @@ def pretrain(settings: PretrainSettings) -> Path:
     training = {k: getattr(settings, k) for k in ("epochs", "batch_size", "lr", "val_fraction", "seed")}
     config = SFTConfig(progress_bar=settings.progress_bar, **training)
     result = train_sft(extractor, data, weights, config)
-    metrics = result.to_dict()
+    _print_validation(result)
+    metadata = {
+        "planner": planner,
+        "parameter_names": list(data.names or ()),
+        "image_shape": list(data.images.shape[1:]),
+        "loss_weights": list(weights),
+        "lora": lora,
+        "data": data_stats,
+        "config": asdict(config),
+        "metrics": result.to_dict(),
+    }
+    out = save_sft_checkpoint(extractor, settings.out, metadata)
+    if data.prompts is not None:  # prompt-conditioned policy (issue 15)
+        report_prompts(extractor, data, settings.prompts, out)
+    print(f"checkpoint -> {out} (start TD3 from it: sb3-vlm train --vlm {out})")
+    if settings.head == "flow":
+        from sb3_vlm.flow import FitConfig, FlowHeadConfig
+        from sb3_vlm.flow.policy import FLOW_DIR, train_flow_head
+
+        head_config = FlowHeadConfig(action_dim=data.num_params, num_steps=settings.flow_steps)
+        fit_config = FitConfig(steps=settings.flow_train_steps, seed=settings.seed)
+        train_flow_head(extractor, data, head_config, fit_config, out=out)
+        print(f"flow expert -> {out / FLOW_DIR} ({settings.flow_steps} Euler steps; distil it: sb3-vlm distill)")
+    return out
+
+
+def _pairs(settings: PretrainSettings) -> tuple[SFTDataset, dict[str, Any]]:
+    """The pairs of the run (``settings.data``, or generated, per prompt with ``settings.prompts``, and saved to
+    ``settings.save_data``) and what is recorded about them."""
+    if settings.data is not None:
+        return SFTDataset.load(settings.data, settings.image_size), {"source": str(settings.data)}
+    if settings.prompts is not None:  # prompt-conditioned policy (issue 15)
+        data, data_stats = generate_prompt_pairs(load_prompts(settings.prompts), settings.label_settings())
+    else:
+        data, data_stats = generate_pairs(settings.label_settings())
+    barn_dir = None if settings.barn_dir is None else str(settings.barn_dir)
+    data_stats.update(worlds=settings.worlds, barn_dir=barn_dir)
+    print(
+        f"generated {len(data)} pairs from {data_stats['episodes']} episodes in {data_stats['seconds']:.1f} s "
+        f"(library choices {data_stats['chosen']}, defaults first; "
+        f"{data_stats['skipped_ties']} states where all candidates tie skipped)"
+    )
+    if settings.save_data is not None:
+        print(f"pairs -> {data.save(settings.save_data)}")
+    return data, data_stats
+
+
+def _print_validation(result: SFTResult) -> None:
+    """The validation losses and errors of a supervised run, and a note when the head does not beat the mean."""
     print(
         f"validation weighted MSE (normalised): before {result.val_mse_before:.4f}, after {result.val_mse_after:.4f}, "
         f"predict-the-mean {result.val_mse_mean_baseline:.4f} ({result.n_train} train / {result.n_val} val pairs, "
@@ -142,26 +184,3 @@ def pretrain(settings: PretrainSettings) -> Path:
             "little signal this backbone can use (the tiny random-weight one is a stand-in: use a real Qwen2.5-VL "
             "with --backbone, and more --samples)"
         )
-    metadata = {
-        "planner": planner,
-        "parameter_names": list(data.names or ()),
-        "image_shape": list(data.images.shape[1:]),
-        "loss_weights": list(weights),
-        "lora": lora,
-        "data": data_stats,
-        "config": asdict(config),
-        "metrics": metrics,
-    }
-    out = save_sft_checkpoint(extractor, settings.out, metadata)
-    if data.prompts is not None:  # prompt-conditioned policy (issue 15)
-        report_prompts(extractor, data, settings.prompts, out)
-    print(f"checkpoint -> {out} (start TD3 from it: sb3-vlm train --vlm {out})")
-    if settings.head == "flow":
-        from sb3_vlm.flow import FitConfig, FlowHeadConfig
-        from sb3_vlm.flow.policy import FLOW_DIR, train_flow_head
-
-        head_config = FlowHeadConfig(action_dim=data.num_params, num_steps=settings.flow_steps)
-        fit_config = FitConfig(steps=settings.flow_train_steps, seed=settings.seed)
-        train_flow_head(extractor, data, head_config, fit_config, out=out)
-        print(f"flow expert -> {out / FLOW_DIR} ({settings.flow_steps} Euler steps; distil it: sb3-vlm distill)")
-    return out

@@ -42,7 +42,16 @@ from sb3_vlm.td3.reward_norm import reward_normalization_kwargs
 from sb3_vlm.td3.td3 import VLMTD3
 from sb3_vlm.zoo import OBSERVATIONS, ZooConfig, default_conf, load_zoo_config
 
-__all__ = ["EVAL_WORLDS", "TrainSettings", "build_model", "make_vec_env", "run_worlds", "train"]
+__all__ = [
+    "EVAL_WORLDS",
+    "TrainSettings",
+    "build_model",
+    "make_vec_env",
+    "new_run_dir",
+    "run_worlds",
+    "train",
+    "write_run_config",
+]
 
 EVALS_PER_RUN = 5
 """In-training evaluations of a run when ``eval_freq`` is not given."""
@@ -238,60 +247,86 @@ def train(settings: TrainSettings) -> Path:
     """Train; returns the run directory (``model.zip``, ``checkpoints/``, TensorBoard logs, ``run_config.json``)."""
     if settings.resume is not None:
         settings = TrainSettings.from_run(settings.resume)
-        run_dir = settings.resume
     th.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     conf_file, cfg, env_kwargs = zoo_config(settings)
-    if settings.resume is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = settings.log_dir / f"{cfg.env_id}__{Path(conf_file).stem}__{settings.seed}__{stamp}"
+    run_dir = settings.resume or new_run_dir(settings, cfg, Path(conf_file))
     eval_freq = max(cfg.n_timesteps // EVALS_PER_RUN, 1) if settings.eval_freq is None else settings.eval_freq
     env_kwargs["worlds"], eval_ids = run_worlds(settings, eval_freq)
     env = make_vec_env(cfg.env_id, cfg.n_envs, seed=settings.seed, n_workers=settings.env_workers, **env_kwargs)
     env, judge_callbacks = judge_reward(env, settings.judge)  # unchanged without a judge
     last = find_checkpoint(run_dir / "checkpoints" / CHECKPOINT_LAST) if settings.resume is not None else None
+    model = _load_or_build(cfg, env, settings, run_dir, last)
     if last is not None:
-        model = load_algorithm(last / MODEL_ZIP, device="auto", env=env, tensorboard_log=str(run_dir / "tb"))
-        if (last / REPLAY_BUFFER).exists():
-            load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
         print(f"resumed from {last} at {model.num_timesteps} steps")
-    else:
-        model = build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
     eval_env = None
     if eval_ids:
         eval_kwargs = {**env_kwargs, "worlds": settings.eval_worlds}
         eval_env = make_vec_env(cfg.env_id, len(eval_ids), seed=10_000 + settings.seed, **eval_kwargs)
     if settings.resume is None:  # only now: bad worlds or a bad model leave no run directory behind
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_CONFIG).write_text(dataclasses.replace(settings, conf_file=Path(conf_file)).to_json())
-        if settings.ftrl_config is not None:  # FTRL keeps a copy of its (merged) config in the logging directory
-            merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
-            (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
-    callbacks = [
-        NavMetricsCallback(
-            eval_env,
-            eval_freq,
-            eval_options=[{"world_id": w} for w in eval_ids] or None,
-            best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
-            policy_dir=run_dir,
-            summary=True,
-        ),
-        SafeCheckpointCallback(
-            run_dir / "checkpoints",
-            save_freq=settings.checkpoint_freq or max(1_000, cfg.n_timesteps // 20),
-            save_replay_buffer=settings.save_replay_buffer,
-        ),
-        *judge_callbacks,
-        *cfg.callbacks(),  # the zoo file's (exploration-noise schedule, actor-saturation monitor)
-    ]
-    if settings.resume is None:  # the policy before any update, for the closing check's "start" figure
-        model.save(run_dir / START_MODEL_ZIP)
+        write_run_config(run_dir, settings, Path(conf_file))
+        model.save(run_dir / START_MODEL_ZIP)  # the policy before any update: the closing check's "start" figure
+    nav_metrics = NavMetricsCallback(
+        eval_env,
+        eval_freq,
+        eval_options=[{"world_id": w} for w in eval_ids] or None,
+        best_path=run_dir / "checkpoints" / CHECKPOINT_BEST,
+        policy_dir=run_dir,
+        summary=True,
+    )
+    checkpoints = SafeCheckpointCallback(
+        run_dir / "checkpoints",
+        save_freq=settings.checkpoint_freq or max(1_000, cfg.n_timesteps // 20),
+        save_replay_buffer=settings.save_replay_buffer,
+    )
+    # the zoo file's callbacks: exploration-noise schedule, actor-saturation monitor
+    callbacks = CallbackList([nav_metrics, checkpoints, *judge_callbacks, *cfg.callbacks()])
     model.learn(
         _steps_to_run(model, cfg.n_timesteps),
-        callback=CallbackList(callbacks),
+        callback=callbacks,
         progress_bar=not settings.no_progress_bar,
         reset_num_timesteps=settings.resume is None,
         tb_log_name="td3",
     )
+    _finish(model, run_dir, env, eval_env)
+    if settings.final_eval > 0:
+        print(held_out_check(run_dir, settings.barn_dir, settings.final_eval, settings.seed))
+    return run_dir
+
+
+def new_run_dir(settings: TrainSettings, cfg: ZooConfig, conf_file: Path) -> Path:
+    """``<log_dir>/<env id>__<zoo file>__<seed>__<date-time>`` (not created)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return settings.log_dir / f"{cfg.env_id}__{conf_file.stem}__{settings.seed}__{stamp}"
+
+
+def _load_or_build(
+    cfg: ZooConfig, env: Any, settings: TrainSettings, run_dir: Path, last: Path | None
+) -> BaseAlgorithm:
+    """The model of checkpoint ``last`` (with its replay buffer, when saved), or a new one of ``cfg``; TensorBoard
+    logs go to ``run_dir / "tb"``."""
+    if last is None:
+        return build_model(cfg, env, settings.seed, str(run_dir / "tb"), settings.verbose)
+    model = load_algorithm(last / MODEL_ZIP, device="auto", env=env, tensorboard_log=str(run_dir / "tb"))
+    if (last / REPLAY_BUFFER).exists():
+        load_replay_buffer(model.replay_buffer, last / REPLAY_BUFFER)
+    return model
+
+
+def write_run_config(
+    run_dir: Path, settings: TrainSettings, conf_file: Path, extra: dict[str, Any] | None = None
+) -> None:
+    """Create ``run_dir`` with ``run_config.json`` (the settings, their zoo file resolved, and ``extra`` keys) and,
+    as FTRL keeps in its logging directory, a copy of the merged ``--ftrl-config`` file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(dataclasses.replace(settings, conf_file=conf_file).to_json())
+    (run_dir / RUN_CONFIG).write_text(json.dumps({**saved, **(extra or {})}, indent=2))
+    if settings.ftrl_config is not None:
+        merged = read_ftrl_config(settings.ftrl_config, settings.ftrl_base)
+        (run_dir / FTRL_CONFIG_COPY).write_text(yaml.safe_dump(merged, sort_keys=False))
+
+
+def _finish(model: BaseAlgorithm, run_dir: Path, env: Any, eval_env: Any) -> None:
+    """Save the trained model (``model.zip``, and ``policy/`` for a VLM policy), close the envs."""
     model.save(run_dir / "model.zip")
     if isinstance(model.policy, VLMTD3Policy):
         save_policy_folder(model, run_dir / POLICY_DIR)
@@ -299,9 +334,6 @@ def train(settings: TrainSettings) -> Path:
     if eval_env is not None:
         eval_env.close()
     print(f"trained {model.num_timesteps} steps -> {run_dir}")
-    if settings.final_eval > 0:
-        print(held_out_check(run_dir, settings.barn_dir, settings.final_eval, settings.seed))
-    return run_dir
 
 
 def _steps_to_run(model: BaseAlgorithm, n_timesteps: int) -> int:
