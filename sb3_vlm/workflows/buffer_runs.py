@@ -14,7 +14,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.planners import param_table
 from sb3_vlm._constants import RUN_CONFIG
-from sb3_vlm.callbacks import CHECKPOINT_LAST, MODEL_ZIP, POLICY_DIR, REPLAY_BUFFER, find_checkpoint, save_policy_folder
+from sb3_vlm.callbacks.checkpoint import (
+    CHECKPOINT_LAST,
+    MODEL_ZIP,
+    POLICY_DIR,
+    REPLAY_BUFFER,
+    find_checkpoint,
+    save_policy_folder,
+)
 from sb3_vlm.formats.buffer_npz import load_replay_buffer
 from sb3_vlm.formats.sb3_zip import load_algorithm
 from sb3_vlm.td3.policies import VLMTD3Policy
