@@ -41,6 +41,7 @@ def test_fixed_parameters():
 
 def test_sb3_zip_predicts_what_sb3_predicts(tmp_path):
     model = TD3("MlpPolicy", BarnNavVecEnv(1), policy_kwargs={"net_arch": [16]}, seed=0)
+    (tmp_path / "run").mkdir()  # the policy's name is its run directory's
     model.save(tmp_path / "run" / "model.zip")
     policy = load_policy(tmp_path / "run" / "model.zip", params=DWA_PARAMS)
     assert isinstance(policy, SB3Policy) and (policy.name, policy.observation) == ("run", "laser")
