@@ -6,7 +6,7 @@ import numbers
 import warnings
 from typing import Any, TypeVar
 
-__all__ = ["check_int", "settings_from"]
+__all__ = ["check_int", "check_positive", "settings_from"]
 
 S = TypeVar("S")
 
@@ -30,6 +30,20 @@ def check_int(value: Any, name: str, minimum: int = 1, *, owner: str | None = No
         what = f" ({note})" if note else ""
         raise ValueError(f"{where}{name} must be {need}{what}, got {value!r}")
     return int(value)
+
+
+def check_positive(value: Any, name: str, *, owner: str | None = None) -> float:
+    """
+    ``value`` as a ``float``, if it is a number > 0 (NaN is not).
+
+    :param value: The value to check (a weight, a norm, a learning rate).
+    :param name: The argument or field it was given as, named in the error.
+    :param owner: Class or function the value was given to, named at the start of the error.
+    :raises ValueError: e.g. ``"GradientClippingCallback: max_norm must be > 0, got 0"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{f'{owner}: ' if owner else ''}{name} must be > 0, got {value!r}")
+    return float(value)
 
 
 def settings_from(cls: type[S], settings: Any, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str) -> S:

@@ -1,11 +1,11 @@
-"""The shared argument checks: ``check_int`` and ``settings_from``."""
+"""The shared argument checks: ``check_int``, ``check_positive`` and ``settings_from``."""
 
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from sb3_vlm._validation import check_int, settings_from
+from sb3_vlm._validation import check_int, check_positive, settings_from
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3), np.int32(1)])
@@ -30,6 +30,28 @@ def test_check_int_accepts_whole_numbers(value):
 def test_check_int_names_the_field_the_need_and_the_value(value, minimum, message):
     with pytest.raises(ValueError) as error:
         check_int(value, "n", minimum, owner="Thing")
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("value", [0.5, 3, np.float32(1e-5)])
+def test_check_positive_accepts_positive_numbers(value):
+    result = check_positive(value, "lr")
+    assert result == pytest.approx(float(value)) and type(result) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "Thing: coef must be > 0, got 0"),
+        (-0.5, "Thing: coef must be > 0, got -0.5"),
+        (float("nan"), "Thing: coef must be > 0, got nan"),
+        (True, "Thing: coef must be > 0, got True"),
+        ("1", "Thing: coef must be > 0, got '1'"),
+    ],
+)
+def test_check_positive_names_the_field_and_the_value(value, message):
+    with pytest.raises(ValueError) as error:
+        check_positive(value, "coef", owner="Thing")
     assert str(error.value) == message
 
 

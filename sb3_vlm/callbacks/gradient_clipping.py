@@ -8,6 +8,8 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.hooks import RemovableHandle
 
+from sb3_vlm._validation import check_positive
+
 __all__ = ["GradientClippingCallback", "clip_before_step"]
 
 
@@ -19,8 +21,7 @@ def clip_before_step(optimizer: th.optim.Optimizer, max_norm: float) -> Removabl
     :param max_norm: Largest gradient norm (> 0).
     :return: The hook's handle (``.remove()`` undoes it).
     """
-    if not max_norm > 0:
-        raise ValueError(f"clip_before_step: max_norm must be > 0, got {max_norm}")
+    check_positive(max_norm, "max_norm", owner="clip_before_step")
 
     def hook(opt: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
         params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
@@ -40,9 +41,7 @@ class GradientClippingCallback(BaseCallback):
 
     def __init__(self, max_norm: float = 0.5, verbose: int = 0):
         super().__init__(verbose)
-        if not max_norm > 0:
-            raise ValueError(f"GradientClippingCallback: max_norm must be > 0, got {max_norm}")
-        self.max_norm = max_norm
+        self.max_norm = check_positive(max_norm, "max_norm", owner="GradientClippingCallback")
         self._handles: list[RemovableHandle] = []
 
     def _on_training_start(self) -> None:

@@ -8,6 +8,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from sb3_vlm._validation import check_positive
 from sb3_vlm.td3.prior import SupervisedPrior
 
 __all__ = ["PreTanhPenaltyCallback"]
@@ -30,9 +31,7 @@ class PreTanhPenaltyCallback(BaseCallback):
 
     def __init__(self, coef: float = 1.0, verbose: int = 0):
         super().__init__(verbose)
-        if not coef > 0:
-            raise ValueError(f"PreTanhPenaltyCallback: coef must be > 0, got {coef}")
-        self.coef = coef
+        self.coef = check_positive(coef, "coef", owner="PreTanhPenaltyCallback")
         self._handles: list[RemovableHandle] = []
         self._sum_sq, self._count = th.zeros(()), 0
 

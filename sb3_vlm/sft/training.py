@@ -15,7 +15,7 @@ import torch as th
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from sb3_vlm._validation import check_int
+from sb3_vlm._validation import check_int, check_positive
 from sb3_vlm.model.extractor import VLMDPTExtractor
 from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
 from sb3_vlm.sft.regression import (
@@ -57,8 +57,7 @@ class SFTConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             check_int(getattr(self, name), name, owner="SFTConfig")
-        if not self.lr > 0:
-            raise ValueError(f"SFTConfig: lr must be > 0, got {self.lr}")
+        check_positive(self.lr, "lr", owner="SFTConfig")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"SFTConfig: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 < self.val_fraction < 1.0:
