@@ -159,8 +159,9 @@ def update_rates(args: argparse.Namespace) -> dict[str, Any]:
 def gemm_floor(model: FastTD3, steps: int, batch: int, sb3_updates_per_s: float) -> dict[str, float]:
     """What the matrix products alone allow: the update's matmul FLOPs (torch's ``FlopCounterMode``, forward and
     backward) over this CPU's measured GEMM rate at the first layer's shape, in fp32 and bf16. Everything else an
-    update does (Adam, activations, autograd, sampling) comes on top, so ``fp32_gemm_floor_speedup`` bounds what any
-    fp32 update can gain over stock TD3 here."""
+    update does (Adam, activations, autograd, sampling) comes on top, and the backward products and thin layers run
+    below the first layer's rate, so ``fp32_gemm_floor_speedup`` is an optimistic bound on what any fp32 update can
+    gain over stock TD3 here."""
     with FlopCounterMode(display=False) as counter:
         model.train(steps, batch)
     flop = counter.get_total_flops() / steps
