@@ -9,10 +9,11 @@ of them alike; rates are from the median call. Variants: ``sb3`` (stock TD3), ``
 backbone and the zoo file's feature cache, warmed up (each distinct image missed once), interleaved with ``ours``.
 
 End to end: the APPLR zoo file as ``sb3-vlm train`` runs it (FastTD3, 16 envs, the zoo callbacks, test-world
-evaluations, checkpoints with the replay buffer every 1,000 steps) for ``--e2e-seconds``; time is attributed to the
-update, the simulator, VecMonitor, replay writes, action selection, each callback, checkpoints and evaluations. The
-500k projection uses the steady-state rate after ``learning_starts`` plus 5 evaluations (``EVALS_PER_RUN``) timed
-here and 500 checkpoints whose replay files grow to the 200k buffer, at the write speed measured here.
+evaluations, checkpoints with the replay buffer every 1,000 steps, to time their writes) for ``--e2e-seconds``; time
+is attributed to the update, the simulator, VecMonitor, replay writes, action selection, each callback, checkpoints
+and evaluations. The 500k projection uses the steady-state rate after ``learning_starts`` plus 5 evaluations
+(``EVALS_PER_RUN``) timed here and the checkpoints ``sb3-vlm train`` writes by default (one per 5 % of the budget),
+whose replay files grow to the 200k buffer, at the write speed measured here.
 
 Prints one JSON line. Usage::
 
@@ -105,12 +106,13 @@ def applr_models(cfg: ZooConfig, rows: int, seed: int) -> dict[str, Any]:
     return models
 
 
-def vlm_model(transitions: int, seed: int, bf16: bool) -> VLMTD3:
-    """VLMTD3 at the VLM zoo settings (tiny backbone, feature cache) on ``transitions`` seeded costmap transitions,
-    warmed up until each distinct image has passed the backbone."""
+def vlm_model(transitions: int, seed: int, bf16: bool, **policy_kwargs: Any) -> VLMTD3:
+    """VLMTD3 at the VLM zoo settings (tiny backbone, DPT head frozen, feature cache; ``policy_kwargs`` override
+    them) on ``transitions`` seeded costmap transitions, warmed up until each distinct image has passed the backbone."""
     cfg = load_zoo_config(default_conf("vlm"))
     kwargs = {k: v for k, v in cfg.algo_kwargs.items() if k != "policy"}
     kwargs.update(buffer_size=transitions, learning_starts=0, seed=seed, bf16=bf16)
+    kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **policy_kwargs}
     model = VLMTD3(cfg.algo_kwargs["policy"], CostmapStandIn(), **kwargs)
     model.set_logger(configure(None, []))
     fill_replay(model, transitions, seed)
@@ -142,13 +144,21 @@ def update_rates(args: argparse.Namespace) -> dict[str, Any]:
 
     # The VLM step (2 gradient steps per call: a critic-only and a critic + actor step) beside ours' MLP step.
     transitions = 16 if args.quick else 256
-    vlm = {"vlm": vlm_model(transitions, args.seed, bf16=False), "vlm_bf16": vlm_model(transitions, args.seed, True)}
+    # The shipped VLM zoo file freezes the DPT head (the cache holds pooled features); ``vlm_dpt_trained`` is the
+    # same step with the DPT head training on cached hidden states (the zoo default before; FTRL's GPU setting).
+    vlm = {
+        "vlm": vlm_model(transitions, args.seed, bf16=False),
+        "vlm_bf16": vlm_model(transitions, args.seed, True),
+        "vlm_dpt_trained": vlm_model(transitions, args.seed, bf16=False, freeze_dpt=False),
+    }
     mlp = {"ours": models["ours"], "ours_bf16": models["ours_bf16"]}
     calls = {name: functools.partial(m.train, 2, m.batch_size) for name, m in {**vlm, **mlp}.items()}
     seconds = timed_calls(calls, rounds)
     out["vlm_cached_updates_per_s"] = 2 / seconds["vlm"]
     out["vlm_cached_bf16_updates_per_s"] = 2 / seconds["vlm_bf16"]
+    out["vlm_dpt_trained_cached_updates_per_s"] = 2 / seconds["vlm_dpt_trained"]
     out["vlm_over_mlp_step_ratio"] = seconds["vlm"] / seconds["ours"]
+    out["vlm_dpt_trained_over_mlp_step_ratio"] = seconds["vlm_dpt_trained"] / seconds["ours"]
     out["vlm_over_sb3_mlp_step_ratio"] = out["sb3_updates_per_s"] / out["vlm_cached_updates_per_s"]
     out["vlm_over_mlp_step_ratio_bf16"] = seconds["vlm_bf16"] / seconds["ours_bf16"]
     out["vlm_batch_size"], out["applr_batch_size"] = vlm["vlm"].batch_size, batch
@@ -230,7 +240,14 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     """The APPLR zoo file through ``sb3-vlm train``'s pieces, with the wall time attributed (see module doc)."""
     from sb3_vlm.callbacks import NavMetricsCallback, SafeCheckpointCallback
     from sb3_vlm.callbacks.checkpoint import REPLAY_BUFFER
-    from sb3_vlm.workflows.training import EVALS_PER_RUN, TrainSettings, build_model, make_vec_env, zoo_config
+    from sb3_vlm.workflows.training import (
+        EVALS_PER_RUN,
+        TrainSettings,
+        build_model,
+        default_checkpoint_freq,
+        make_vec_env,
+        zoo_config,
+    )
 
     settings = TrainSettings(policy="applr", barn_dir=args.barn_dir, seed=0)
     if args.quick:
@@ -292,8 +309,9 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     model_bytes, replay_per_transition = saves[-1][2] - saves[-1][3], saves[-1][3] / max(steps, 1)
     bytes_per_second = sum(b for _, _, b, _ in saves) / max(parts["checkpoints"], 1e-9)
     buffer = cfg.algo_kwargs["buffer_size"]
-    n_saves = BUDGET // 1000
-    written = n_saves * model_bytes + sum(min(k * 1000, buffer) for k in range(1, n_saves + 1)) * replay_per_transition
+    freq = default_checkpoint_freq(BUDGET)  # what `sb3-vlm train` does; this run saves every 1,000 steps to time it
+    n_saves = BUDGET // freq
+    written = n_saves * model_bytes + sum(min(k * freq, buffer) for k in range(1, n_saves + 1)) * replay_per_transition
     projected = {
         "training": BUDGET * per_step,
         "checkpoints": written / bytes_per_second,

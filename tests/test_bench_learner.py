@@ -12,6 +12,7 @@ KEYS = (
     "update_speedup",
     "vlm_cached_updates_per_s",
     "vlm_over_mlp_step_ratio",
+    "vlm_dpt_trained_over_mlp_step_ratio",
     "applr_env_steps_per_s",
     "applr_500k_minutes",
     "threads",

@@ -63,11 +63,11 @@ def test_zoo_files_parse_for_both_policies():
 def test_hyperparams_override_zoo_keys_and_merge_kwargs(tmp_path, capsys):
     vlm = load_zoo_config(
         default_conf("vlm"),
-        hyperparams={"learning_rate": 1e-5, "policy_kwargs": "dict(freeze_dpt=True)", "env_kwargs": {"max_steps": 7}},
+        hyperparams={"learning_rate": 1e-5, "policy_kwargs": "dict(freeze_dpt=False)", "env_kwargs": {"max_steps": 7}},
     )
     assert vlm.algo_kwargs["learning_rate"] == 1e-5
     assert vlm.algo_kwargs["policy_kwargs"] == {
-        "backbone": "tiny", "freeze_vlm": True, "feature_cache_bytes": 2**29, "freeze_dpt": True
+        "backbone": "tiny", "freeze_vlm": True, "freeze_dpt": False, "feature_cache_bytes": 2**29
     }  # fmt: skip
     assert vlm.env_kwargs == {"planner": "dwa", "reward": "barn", "max_steps": 7}
 

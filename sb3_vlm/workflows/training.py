@@ -46,6 +46,7 @@ __all__ = [
     "EVAL_WORLDS",
     "TrainSettings",
     "build_model",
+    "default_checkpoint_freq",
     "make_vec_env",
     "new_run_dir",
     "run_worlds",
@@ -55,6 +56,8 @@ __all__ = [
 
 EVALS_PER_RUN = 5
 """In-training evaluations of a run when ``eval_freq`` is not given."""
+CHECKPOINTS_PER_RUN = 20
+"""Checkpoints (replay buffer included) of a run when ``checkpoint_freq`` is not given, >= 1,000 steps apart."""
 EVAL_WORLDS = ("val", "test")
 """World sets the in-training evaluations may use (``"test"``: FTRL's test phases, for parity runs)."""
 START_MODEL_ZIP = "start_model.zip"
@@ -171,6 +174,11 @@ def make_vec_env(
     return VecMonitor(venv, info_keywords=("status", "nav_metric", "time", "world"))
 
 
+def default_checkpoint_freq(timesteps: int) -> int:
+    """Env steps between the checkpoints of a ``timesteps`` run when ``--checkpoint-freq`` is not given."""
+    return max(1_000, timesteps // CHECKPOINTS_PER_RUN)
+
+
 def _is_vlm(policy: Any) -> bool:
     return policy == "VLMPolicy" or (isinstance(policy, type) and issubclass(policy, VLMTD3Policy))
 
@@ -275,7 +283,7 @@ def train(settings: TrainSettings) -> Path:
     )
     checkpoints = SafeCheckpointCallback(
         run_dir / "checkpoints",
-        save_freq=settings.checkpoint_freq or max(1_000, cfg.n_timesteps // 20),
+        save_freq=settings.checkpoint_freq or default_checkpoint_freq(cfg.n_timesteps),
         save_replay_buffer=settings.save_replay_buffer,
     )
     # the zoo file's callbacks: exploration-noise schedule, actor-saturation monitor
