@@ -17,7 +17,8 @@ whose replay files grow to the 200k buffer, at the write speed measured here.
 
 Prints one JSON line. Usage::
 
-    python benchmarks/bench_learner.py [--quick] [--barn-dir /path/to/BARN] [--threads 1] [--e2e-seconds 60]
+    python benchmarks/bench_learner.py [--quick] [--barn-dir /path/to/BARN] [--threads 1] [--e2e-seconds 60] \
+        [--e2e-also 2x2]
 """
 
 from __future__ import annotations
@@ -236,8 +237,9 @@ class StopAfter(BaseCallback):
         return self.marked_at in (None, self.num_timesteps) or time.perf_counter() - self.start < self.seconds
 
 
-def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
-    """The APPLR zoo file through ``sb3-vlm train``'s pieces, with the wall time attributed (see module doc)."""
+def end_to_end(args: argparse.Namespace, env_workers: int = 1) -> dict[str, Any]:
+    """The APPLR zoo file through ``sb3-vlm train``'s pieces (the simulator split over ``env_workers`` processes, as
+    ``--env-workers``), with the wall time attributed (see module doc)."""
     from sb3_vlm.callbacks import NavMetricsCallback, SafeCheckpointCallback
     from sb3_vlm.callbacks.checkpoint import REPLAY_BUFFER
     from sb3_vlm.workflows.training import (
@@ -253,7 +255,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         settings.n_envs, settings.hyperparams = 4, {"learning_starts": 64}
     _, cfg, env_kwargs = zoo_config(settings)
-    env = make_vec_env(cfg.env_id, cfg.n_envs, seed=0, **env_kwargs)
+    env = make_vec_env(cfg.env_id, cfg.n_envs, seed=0, n_workers=env_workers, **env_kwargs)
     eval_env = make_vec_env(cfg.env_id, 2 if args.quick else 10, seed=10_000, **{**env_kwargs, "worlds": "test"})
     model = build_model(cfg, env, 0, None, 0)
     watch = Stopwatch()
@@ -338,6 +340,9 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+E2E_SUMMARY = ("applr_env_steps_per_s", "applr_steady_env_steps_per_s", "applr_500k_minutes", "e2e_share_by_part")
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else ``platform.processor()``."""
     try:
@@ -359,6 +364,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of update calls")
     parser.add_argument("--e2e-seconds", type=float, default=60.0, help="wall time of the end-to-end run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--e2e-also",
+        default="",
+        help="more end-to-end configurations after the default one, as WORKERSxTHREADS (e.g. 2x2: the simulator in 2 "
+        "processes, 2 torch threads); reported under e2e_by_config",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.e2e_seconds = min(args.e2e_seconds, 1.0)
@@ -368,6 +379,14 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     out: dict[str, Any] = update_rates(args)
     out.update(end_to_end(args))
+    by_config = {f"1x{th.get_num_threads()}": {k: out[k] for k in E2E_SUMMARY}}
+    for config in filter(None, args.e2e_also.split(",")):
+        workers, threads = (int(v) for v in config.split("x"))
+        default_threads = th.get_num_threads()
+        th.set_num_threads(threads)
+        by_config[config] = {k: v for k, v in end_to_end(args, workers).items() if k in E2E_SUMMARY}
+        th.set_num_threads(default_threads)
+    out["e2e_by_config"] = by_config
     out.update(
         threads=th.get_num_threads(),
         cpu=cpu_name(),

@@ -28,7 +28,9 @@ KEYS = (
 
 def test_quick_mode_prints_one_json_line_with_the_keys():
     script = REPO / "benchmarks" / "bench_learner.py"
-    run = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick", "--e2e-also", "2x2"], capture_output=True, text=True, check=True
+    )
     (line,) = run.stdout.strip().splitlines()
     result = json.loads(line)
     assert all(key in result for key in KEYS), sorted(set(KEYS) - set(result))
@@ -36,3 +38,6 @@ def test_quick_mode_prints_one_json_line_with_the_keys():
     parts = result["e2e_seconds_by_part"]
     assert {"update", "simulator", "replay_writes", "checkpoints", "callbacks_without_checkpoints"} <= set(parts)
     assert all(result[k] > 0 for k in ("sb3_updates_per_s", "ours_updates_per_s", "applr_500k_minutes"))
+    # the simulator in 2 worker processes with 2 torch threads, beside the default 1x1
+    assert set(result["e2e_by_config"]) == {"1x1", "2x2"}
+    assert all(c["applr_env_steps_per_s"] > 0 for c in result["e2e_by_config"].values())
