@@ -1,6 +1,8 @@
 """Does training make policies better? Probes, reward ordering, APPLR from scratch and the image route.
 
-Stages; each keeps its results in ``--work-dir``, so a killed or extended run resumes where it stopped:
+Stages; each keeps its results in ``--work-dir`` (runs, and ``stages/*.json`` reused while their inputs are the
+same), so a killed or extended run resumes where it stopped; ``--no-train`` reports the runs that reached their budget
+(``applr_seeds``, ``vlm_seeds`` list them) and trains none:
 
 1. **probes**: stock SB3 TD3 at the APPLR zoo file's settings on ``envs.probes`` (known optima);
 2. **reward ordering**: default DWA, the 24-constant grid and reactive references (a rule of ours on the laser ahead,
@@ -165,6 +167,29 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     return round(float(values.mean()), 4), round((high - low) / 2, 4)
 
 
+def cached(work_dir: Path, name: str, key: dict[str, Any], compute: Any) -> Any:
+    """``compute()``, kept in ``<work_dir>/stages/<name>.json`` with ``key`` and reused while ``key`` is the same."""
+    path = work_dir / "stages" / f"{name}.json"
+    key = json.loads(json.dumps(key, default=str))
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            return saved["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "value": value}, indent=1))
+    return value
+
+
+def finished(log_dir: Path, seed: int, timesteps: int) -> Path | None:
+    """The run of ``seed`` in ``log_dir`` if it ended (``model.zip``) at ``timesteps`` steps or more."""
+    for run_dir in sorted(log_dir.glob(f"*__{seed}__*"))[-1:]:
+        saved = json.loads((run_dir / "run_config.json").read_text())
+        if (run_dir / "model.zip").is_file() and saved["timesteps"] >= timesteps:
+            return run_dir
+    return None
+
+
 def run_or_resume(settings: TrainSettings) -> Path:
     """The run of ``settings.seed`` in ``settings.log_dir``: trained, resumed from its last checkpoint if it was
     killed, or extended if ``settings.timesteps`` grew; returns its directory."""
@@ -206,6 +231,9 @@ def main() -> None:
     parser.add_argument("--vlm", action="store_true", help="also run the image route")
     parser.add_argument("--vlm-steps", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="every stage at toy sizes: the figures mean nothing")
+    parser.add_argument(
+        "--no-train", action="store_true", help="report the runs that reached their budget; train or resume none"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "learning.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "learning_curves.png")
     args = parser.parse_args()
@@ -219,20 +247,28 @@ def main() -> None:
     val = val[:: max(len(val) // n_val, 1)]
     test = list(resolve_world_ids("test", args.barn_dir))[:n_test]
     print("probes", flush=True)
-    result: dict[str, Any] = {"probes": probes(args.quick)}
+    probe_results = cached(args.work_dir, "probes", {"quick": args.quick}, lambda: probes(args.quick))
+    result: dict[str, Any] = {"probes": probe_results}
     print("reward ordering on the validation worlds", flush=True)
-    result.update(reward_ordering(args.barn_dir, val[:n_val], args.order_runs, cfg.algo_kwargs["gamma"]))
+    ordering = (args.barn_dir, val[:n_val], args.order_runs, cfg.algo_kwargs["gamma"])
+    result.update(cached(args.work_dir, "reward_ordering", {"args": ordering}, lambda: reward_ordering(*ordering)))
     best = "dwa:" + result["best_constant"]
     for key, spec in (("dwa", "dwa"), ("best_constant", best)):
-        result[f"{key}_nav_metric"], result[f"{key}_ci95"] = mean_ci(per_world(spec, test, args.runs, args.barn_dir))
+        baseline = (spec, test, args.runs, args.barn_dir)
+        value = cached(args.work_dir, key, {"args": baseline}, lambda b=baseline: mean_ci(per_world(*b)))
+        result[f"{key}_nav_metric"], result[f"{key}_ci95"] = value
     common = dict(barn_dir=args.barn_dir, eval_freq=args.eval_every, eval_episodes=n_val, final_eval=0,
                   checkpoint_freq=max(args.eval_every, 1_000), no_progress_bar=True, torch_threads=1)  # fmt: skip
     applr_runs = []
     for seed in range(args.seeds):
         print(f"APPLR seed {seed}", flush=True)
         log_dir = args.work_dir / "applr"
+        if args.no_train:
+            applr_runs += filter(None, [finished(log_dir, seed, args.applr_steps)])
+            continue
         applr_runs.append(run_or_resume(TrainSettings(policy="applr", timesteps=args.applr_steps, seed=seed,
                                                       log_dir=log_dir, **common)))  # fmt: skip
+    result["applr_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in applr_runs]
     result.update(route("applr", applr_runs, test, args))
     first, last = zip(*(c["return_first_last"] for c in result["applr_curves"]), strict=True)
     result.update(applr_env_steps=args.applr_steps, applr_return_first=list(first), applr_return_last=list(last))
@@ -246,9 +282,13 @@ def main() -> None:
         vlm_runs = []
         for seed in range(args.seeds):
             print(f"image route seed {seed}", flush=True)
+            if args.no_train:
+                vlm_runs += filter(None, [finished(args.work_dir / "vlm", seed, args.vlm_steps)])
+                continue
             settings = TrainSettings(policy="vlm", vlm=str(ckpt), timesteps=args.vlm_steps, seed=seed,
                                      log_dir=args.work_dir / "vlm", **common)  # fmt: skip
             vlm_runs.append(run_or_resume(settings))
+        result["vlm_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in vlm_runs]
         result.update(route("vlm", vlm_runs, test, args))
         result.update(sft_only_nav_metric=sft_only[0], sft_only_ci95=sft_only[1], sft_label_env_steps=label_steps)
         reached = [p["env_steps"] + label_steps for c in result["vlm_curves"] for p in c["val"]

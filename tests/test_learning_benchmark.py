@@ -33,3 +33,9 @@ def test_quick_mode_writes_every_key_and_resumes(tmp_path):
     stamps = {r: (r / "model.zip").stat().st_mtime for r in runs}
     subprocess.run(args, capture_output=True, text=True, check=True, timeout=1800)
     assert {r: (r / "model.zip").stat().st_mtime for r in runs} == stamps
+    # The stages before the runs are kept too; --no-train reports the finished runs only (a larger budget: none).
+    assert {p.stem for p in (work / "stages").glob("*.json")} == {"probes", "reward_ordering", "dwa", "best_constant"}
+    stages = {p: p.stat().st_mtime for p in (work / "stages").glob("*.json")}
+    subprocess.run([*args, "--no-train"], capture_output=True, text=True, check=True, timeout=1800)
+    assert json.loads(out.read_text())["applr_seeds"] == [0]
+    assert {p: p.stat().st_mtime for p in (work / "stages").glob("*.json")} == stages
