@@ -268,6 +268,8 @@ def main() -> None:
             continue
         applr_runs.append(run_or_resume(TrainSettings(policy="applr", timesteps=args.applr_steps, seed=seed,
                                                       log_dir=log_dir, **common)))  # fmt: skip
+    if not applr_runs:
+        sys.exit(f"--no-train: no APPLR run in {args.work_dir / 'applr'} reached {args.applr_steps} steps")
     result["applr_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in applr_runs]
     result.update(route("applr", applr_runs, test, args))
     first, last = zip(*(c["return_first_last"] for c in result["applr_curves"]), strict=True)
@@ -288,6 +290,8 @@ def main() -> None:
             settings = TrainSettings(policy="vlm", vlm=str(ckpt), timesteps=args.vlm_steps, seed=seed,
                                      log_dir=args.work_dir / "vlm", **common)  # fmt: skip
             vlm_runs.append(run_or_resume(settings))
+        if not vlm_runs:
+            sys.exit(f"--no-train: no image-route run in {args.work_dir / 'vlm'} reached {args.vlm_steps} steps")
         result["vlm_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in vlm_runs]
         result.update(route("vlm", vlm_runs, test, args))
         result.update(sft_only_nav_metric=sft_only[0], sft_only_ci95=sft_only[1], sft_label_env_steps=label_steps)
