@@ -205,10 +205,25 @@ def run_or_resume(settings: TrainSettings) -> Path:
     return train(TrainSettings(resume=run_dir))
 
 
+def scored(model: Path, test: list[int], args: argparse.Namespace) -> np.ndarray:
+    """:func:`per_world` of a saved policy, kept in ``--work-dir/stages`` while the file is unchanged."""
+    stat = model.stat()
+    key = {
+        "model": str(model.resolve()),
+        "size": stat.st_size,
+        "mtime": stat.st_mtime,
+        "args": (test, args.runs, args.barn_dir),
+    }
+    name = "score_" + "_".join(model.resolve().parts[-2:]).replace(".", "_")
+    return np.array(
+        cached(args.work_dir, name, key, lambda: per_world(str(model), test, args.runs, args.barn_dir).tolist())
+    )
+
+
 def route(name: str, runs_dirs: list[Path], test: list[int], args: argparse.Namespace) -> dict[str, Any]:
     """Start and final policies of each seed's run on the test worlds, curves from its logs."""
-    start = np.stack([per_world(str(d / START_MODEL_ZIP), test, args.runs, args.barn_dir) for d in runs_dirs])
-    final = np.stack([per_world(str(d / "model.zip"), test, args.runs, args.barn_dir) for d in runs_dirs])
+    start = np.stack([scored(d / START_MODEL_ZIP, test, args) for d in runs_dirs])
+    final = np.stack([scored(d / "model.zip", test, args) for d in runs_dirs])
     curves = [read_curves(d) for d in runs_dirs]
     out: dict[str, Any] = {}
     out[f"{name}_start_nav_metric"], out[f"{name}_start_ci95"] = mean_ci(start.mean(axis=0))
