@@ -295,7 +295,11 @@ def main() -> None:
             sizes = {"samples": 64} if args.quick else {}
             pretrain(PretrainSettings(ckpt, barn_dir=args.barn_dir, worlds="fit", **sizes))
         label_steps = json.loads((ckpt / "sb3_vlm_config.json").read_text())["sft"]["data"]["env_steps"]
-        sft_only = mean_ci(per_world(str(ckpt), test, args.runs, args.barn_dir))
+        sft_args = (str(ckpt.resolve()), test, args.runs, args.barn_dir)
+        stamp = (ckpt / "sb3_vlm_config.json").stat().st_mtime
+        sft_only = cached(
+            args.work_dir, "sft_only", {"args": sft_args, "mtime": stamp}, lambda: mean_ci(per_world(*sft_args))
+        )
         vlm_runs = []
         for seed in range(args.seeds):
             print(f"image route seed {seed}", flush=True)

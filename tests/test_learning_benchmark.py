@@ -35,7 +35,13 @@ def test_quick_mode_writes_every_key_and_resumes(tmp_path):
     assert {r: (r / "model.zip").stat().st_mtime for r in runs} == stamps
     # The stages before the runs are kept too; --no-train reports the finished runs only (a larger budget: none).
     stems = {p.stem for p in (work / "stages").glob("*.json")}
-    assert {s for s in stems if not s.startswith("score_")} == {"probes", "reward_ordering", "dwa", "best_constant"}
+    assert {s for s in stems if not s.startswith("score_")} == {
+        "probes",
+        "reward_ordering",
+        "dwa",
+        "best_constant",
+        "sft_only",
+    }
     assert len([s for s in stems if s.startswith("score_")]) == 4  # start and final of each route's run
     stages = {p: p.stat().st_mtime for p in (work / "stages").glob("*.json")}
     subprocess.run([*args, "--no-train"], capture_output=True, text=True, check=True, timeout=1800)
