@@ -15,7 +15,7 @@ from sb3_vlm import VLMTD3, VLMDPTExtractor
 from sb3_vlm._constants import VELOCITY_OUTPUTS as VELOCITY_NAMES
 from sb3_vlm.cli import main
 from sb3_vlm.sft.data import SFTDataset, normalization_stats, normalize, split_train_val
-from sb3_vlm.sft.labels import GRID, LabelSettings, clone_slot, generate_pairs
+from sb3_vlm.sft.labels import GRID, LabelSettings, _LabelSearch, clone_slot, generate_pairs
 from sb3_vlm.sft.training import (
     LOSS_WEIGHTS,
     SFTConfig,
@@ -113,6 +113,21 @@ def test_noise_replicas_score_each_candidate_under_fresh_noise():
     assert three.labels.shape == one.labels.shape
     with pytest.raises(ValueError, match="LabelSettings: noise_replicas must be a positive int, got 0"):
         LabelSettings(4, noise_replicas=0, **kwargs)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_common_random_numbers_give_every_candidate_of_a_replica_the_same_noise(common):
+    settings = LabelSettings(4, worlds=[1], library="lhs", candidates=3, horizon=2, n_envs=2, noise_replicas=3,
+                             common_random_numbers=common, progress_bar=False)  # fmt: skip
+    search = _LabelSearch(settings)
+    search._branch_out()
+    rngs = search.batch.sim.rngs
+    for g in range(settings.n_envs):
+        # [R - 1, K]: the first draw of each fresh copy; replica 0 replays the episode's own noise in every candidate
+        draws = np.array([rngs[d].standard_normal() for d in search.copies[g, 3:]]).reshape(2, 3)
+        assert np.all(draws == draws[:, :1]) if common else len(np.unique(draws)) == draws.size
+        assert len(np.unique(draws[:, 0])) == 2  # the replicas differ
+    search.bar.close()
 
 
 def test_soft_labels_weight_the_candidates_by_return(pairs):

@@ -119,6 +119,10 @@ class LabelSettings:
     fresh sensor and actuation noise, and scores the mean return. With ``R = 1`` the search knows the episode's future
     noise (it picks the fast vector that happens not to crash); ``R > 1`` prefers vectors that work whatever the noise,
     which an image policy (that cannot see the noise) can follow."""
+    common_random_numbers: bool = False
+    """``True``: in each replica after the first, every candidate draws the same fresh noise (common random numbers),
+    so candidates are compared under the same futures and differ only by their vectors; ``False``: each copy draws its
+    own."""
     seed: int = 0
     """Seed of worlds, noise and candidates."""
     progress_bar: bool = True
@@ -246,8 +250,10 @@ class _LabelSearch:
         k = len(self.vectors)
         for g in range(self.settings.n_envs):
             clone_slot(batch, int(self.sources[g]), self.copies[g])
-            for d in self.copies[g, k:]:  # the other replicas: fresh sensor and actuation noise
-                batch.sim.rngs[d] = np.random.default_rng(self.rng.integers(2**63))
+            for j, d in enumerate(self.copies[g, k:]):  # the other replicas: fresh sensor and actuation noise
+                if j % k == 0 or not self.settings.common_random_numbers:  # common: one seed per replica
+                    seed = self.rng.integers(2**63)
+                batch.sim.rngs[d] = np.random.default_rng(seed)
         elapsed = batch.steps[self.sources].copy()
         batch.steps[self.copies.ravel()] = 0  # copies never time out within the window
         return elapsed
