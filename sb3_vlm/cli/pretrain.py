@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.noise_replicas,
         help="copies of each candidate under fresh noise (mean return)",
     )
+    parser.add_argument(
+        "--common-random-numbers",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.common_random_numbers,
+        help="every candidate of a noise replica draws the same fresh noise",
+    )
     parser.add_argument("--temperature", type=float, help="soft labels: softmax(return / T)-weighted candidates")
     parser.add_argument(
         "--val-fraction", type=float, default=DEFAULTS.val_fraction, help="episodes held out for validation"

@@ -54,6 +54,7 @@ class PretrainSettings:
     :param n_envs: Episodes rolled out side by side.
     :param velocity_labels: Add FTRL's two velocity outputs to the labels.
     :param noise_replicas: Copies of each candidate under fresh noise (their mean return scores it).
+    :param common_random_numbers: Every candidate of a replica draws the same fresh noise.
     :param temperature: Soft labels: the softmax(return / T)-weighted mean of the candidates; None: the best one.
     :param val_fraction: Episodes held out for validation.
     :param cache_mb: Hidden-state cache of a frozen VLM (MiB): each image passes the backbone once.
@@ -85,6 +86,7 @@ class PretrainSettings:
     n_envs: int = LabelSettings.n_envs
     velocity_labels: bool = LabelSettings.velocity_labels
     noise_replicas: int = LabelSettings.noise_replicas
+    common_random_numbers: bool = LabelSettings.common_random_numbers
     temperature: float | None = LabelSettings.temperature
     val_fraction: float = SFTConfig.val_fraction
     cache_mb: float = 1024
