@@ -280,7 +280,7 @@ def main() -> None:
         value = cached(args.work_dir, key, {"args": baseline}, lambda b=baseline: mean_ci(per_world(*b)))
         result[f"{key}_nav_metric"], result[f"{key}_ci95"] = value
     common = dict(barn_dir=args.barn_dir, eval_freq=args.eval_every, eval_episodes=n_val, final_eval=0,
-                  checkpoint_freq=max(args.eval_every, 1_000), no_progress_bar=True, torch_threads=1)  # fmt: skip
+                  checkpoint_freq=None, no_progress_bar=True, torch_threads=1)  # fmt: skip
     applr_runs = []
     for seed in range(args.seeds):
         print(f"APPLR seed {seed}", flush=True)
