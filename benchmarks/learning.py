@@ -221,10 +221,11 @@ def scored(model: Path, test: list[int], args: argparse.Namespace) -> np.ndarray
 
 
 def seed_mean(curves: list[list[dict[str, float]]]) -> list[tuple[int, float]]:
-    """``(env_steps, mean nav metric)`` at the evaluation steps every seed's curve has."""
-    common = set.intersection(*({p["env_steps"] for p in c} for c in curves))
-    return [(int(s), round(float(np.mean([p["nav_metric"] for c in curves for p in c if p["env_steps"] == s])), 4))
-            for s in sorted(common)]  # fmt: skip
+    """``(env_steps, mean nav metric)`` of every seed's k-th evaluation (runs evaluate at the first rollout end past
+    each multiple of ``eval_freq``, a few steps apart per seed: the latest seed's steps are reported)."""
+    n = min(len(c) for c in curves)
+    steps = [max(int(c[k]["env_steps"]) for c in curves) for k in range(n)]
+    return [(steps[k], round(float(np.mean([c[k]["nav_metric"] for c in curves])), 4)) for k in range(n)]
 
 
 def route(name: str, runs_dirs: list[Path], test: list[int], args: argparse.Namespace) -> dict[str, Any]:
