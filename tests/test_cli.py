@@ -55,7 +55,9 @@ def test_zoo_files_parse_for_both_policies():
     assert applr.env_kwargs == {"reward": "applr", "time_step": 1.0, "max_steps": 100}
     vlm = load_zoo_config(default_conf("vlm"))
     assert vlm.env_id == "BarnNavCostmap-v0" and vlm.algo_kwargs["policy"].__name__ == "VLMTD3Policy"
-    assert vlm.algo_kwargs["policy_kwargs"] == {"backbone": "tiny", "freeze_vlm": True, "feature_cache_bytes": 2**29}
+    assert vlm.algo_kwargs["policy_kwargs"] == {
+        "backbone": "tiny", "freeze_vlm": True, "freeze_dpt": True, "feature_cache_bytes": 2**29
+    }  # fmt: skip
     with pytest.raises(ValueError, match="has no entry for 'CartPole-v1'"):
         load_zoo_config(default_conf("vlm"), "CartPole-v1")
 
