@@ -81,7 +81,7 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
             pre_collect=8,
             test_every=2,
             test_episodes=2,
-            test_timeout=60,
+            test_timeout=300,  # generous: beside a training run, 60 s once passed without the 2 test episodes
             poll_interval=0.1,
             min_age_s=0.0,
         )
