@@ -181,6 +181,11 @@ def cached(work_dir: Path, name: str, key: dict[str, Any], compute: Any) -> Any:
     return value
 
 
+def run_seeds(run_dirs: list[Path]) -> list[int]:
+    """The seed of each run directory, from its ``run_config.json``."""
+    return [json.loads((d / "run_config.json").read_text())["seed"] for d in run_dirs]
+
+
 def finished(log_dir: Path, seed: int, timesteps: int) -> Path | None:
     """The run of ``seed`` in ``log_dir`` if it ended (``model.zip``) at ``timesteps`` steps or more."""
     for run_dir in sorted(log_dir.glob(f"*__{seed}__*"))[-1:]:
@@ -193,13 +198,14 @@ def finished(log_dir: Path, seed: int, timesteps: int) -> Path | None:
 def run_or_resume(settings: TrainSettings) -> Path:
     """The run of ``settings.seed`` in ``settings.log_dir``: trained, resumed from its last checkpoint if it was
     killed, or extended if ``settings.timesteps`` grew; returns its directory."""
+    done = finished(settings.log_dir, settings.seed, settings.timesteps)
+    if done is not None:
+        return done
     found = sorted(settings.log_dir.glob(f"*__{settings.seed}__*"))
     if not found:
         return train(settings)
     run_dir = found[-1]
     saved = json.loads((run_dir / "run_config.json").read_text())
-    if (run_dir / "model.zip").is_file() and saved["timesteps"] >= settings.timesteps:
-        return run_dir
     saved["timesteps"] = max(saved["timesteps"], settings.timesteps)
     (run_dir / "run_config.json").write_text(json.dumps(saved, indent=2))
     return train(TrainSettings(resume=run_dir))
@@ -293,7 +299,7 @@ def main() -> None:
                                                       log_dir=log_dir, **common)))  # fmt: skip
     if not applr_runs:
         sys.exit(f"--no-train: no APPLR run in {args.work_dir / 'applr'} reached {args.applr_steps} steps")
-    result["applr_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in applr_runs]
+    result["applr_seeds"] = run_seeds(applr_runs)
     result.update(route("applr", applr_runs, test, args))
     first, last = zip(*(c["return_first_last"] for c in result["applr_curves"]), strict=True)
     result.update(applr_env_steps=args.applr_steps, applr_return_first=list(first), applr_return_last=list(last))
@@ -319,7 +325,7 @@ def main() -> None:
             vlm_runs.append(run_or_resume(settings))
         if not vlm_runs:
             sys.exit(f"--no-train: no image-route run in {args.work_dir / 'vlm'} reached {args.vlm_steps} steps")
-        result["vlm_seeds"] = [json.loads((d / "run_config.json").read_text())["seed"] for d in vlm_runs]
+        result["vlm_seeds"] = run_seeds(vlm_runs)
         result.update(route("vlm", vlm_runs, test, args))
         result.update(sft_only_nav_metric=sft_only[0], sft_only_ci95=sft_only[1], sft_label_env_steps=label_steps)
         # P6 on one world set (validation): the first eval step where the image route's seed-mean curve reaches
