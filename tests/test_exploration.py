@@ -141,3 +141,16 @@ def test_critic_warmup_keeps_the_actor_until_its_end_while_the_critic_learns():
     model.learn(64, callback=warmup, reset_num_timesteps=False)  # past step 64: the actor trains
     assert not all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))
     assert CriticWarmupCallback(fraction=0.5).fraction == 0.5
+
+
+def test_critic_warmup_fraction_on_a_resumed_run_ends_where_the_unbroken_run_does():
+    # A 128-step run with a half-run warm-up, killed at step 96 and resumed for its last 32 steps: learn() makes
+    # total_timesteps 128 again, so the warm-up ended at step 64 and the actor goes on training (before the fix it
+    # counted from the resume, froze the actor until step 160 and never let it train again).
+    model = _td3(learning_starts=16)
+    model.learn(96, callback=CriticWarmupCallback(fraction=0.5))
+    actor = [p.detach().clone() for p in model.actor.parameters()]
+    resumed = CriticWarmupCallback(fraction=0.5)
+    model.learn(32, callback=resumed, reset_num_timesteps=False)
+    assert resumed.until == 64
+    assert not all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))

@@ -20,7 +20,8 @@ class CriticWarmupCallback(BaseCallback):
     ``train/actor_frozen`` (1 during the warm-up).
 
     :param steps: Env steps (over all envs, counted by ``model.num_timesteps``) of the warm-up.
-    :param fraction: Or: this fraction of the ``total_timesteps`` given to ``learn`` (exactly one of the two).
+    :param fraction: Or: this fraction of the run's budget, ``model._total_timesteps`` (on a resumed or continued
+        run the steps already taken count, as for the exploration-noise schedule; exactly one of the two).
     """
 
     def __init__(self, steps: int | None = None, fraction: float | None = None, verbose: int = 0):
@@ -39,8 +40,9 @@ class CriticWarmupCallback(BaseCallback):
         if self.steps is not None:
             self.until = self.steps
         else:
-            # On a resumed run total_timesteps is what remains; the warm-up counts from this learn call's start.
-            self.until = self.num_timesteps + round(self.fraction * self.locals["total_timesteps"])
+            # learn() has made total_timesteps the whole budget (num_timesteps + what remains on a resumed run), so
+            # a run resumed after a kill keeps the warm-up end of the unbroken run.
+            self.until = round(self.fraction * self.locals["total_timesteps"])
         self._handle = self.model.policy.actor.optimizer.register_step_pre_hook(self._drop_gradients)
 
     def _drop_gradients(self, optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
