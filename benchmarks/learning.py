@@ -271,6 +271,9 @@ def main() -> None:
         args.seeds, args.applr_steps, args.eval_every, args.vlm_steps = 1, 512, 256, 64
         args.runs, args.order_runs, n_val, n_test = 1, 1, 4, 4
     t0 = time.time()
+    # One torch thread, as the runs get (torch_threads=1): the probes' default two threads beside a busy core stall
+    # (a 2-core VM: 20 min instead of 2 for the probes, docs/guide/speed.md "threads").
+    th.set_num_threads(1)
     cfg = load_zoo_config(default_conf("applr"))
     val = list(resolve_world_ids("val", args.barn_dir))
     val = val[:: max(len(val) // n_val, 1)]
