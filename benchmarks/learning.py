@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="episodes per test world of every policy")
     parser.add_argument("--order-runs", type=int, default=2, help="episodes per validation world, reward ordering")
     parser.add_argument("--vlm", action="store_true", help="also run the image route")
-    parser.add_argument("--vlm-steps", type=int, default=20_000)
+    parser.add_argument("--vlm-steps", type=int, default=40_000)
     parser.add_argument("--quick", action="store_true", help="every stage at toy sizes: the figures mean nothing")
     parser.add_argument(
         "--no-train", action="store_true", help="report the runs that reached their budget; train or resume none"
