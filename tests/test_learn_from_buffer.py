@@ -81,7 +81,7 @@ def test_learn_from_buffer_with_two_collect_processes(tmp_path: Path) -> None:
             pre_collect=8,
             test_every=2,
             test_episodes=2,
-            test_timeout=300,  # generous: beside a training run, 60 s once passed without the 2 test episodes
+            test_timeout=60,
             poll_interval=0.1,
             min_age_s=0.0,
         )
@@ -192,3 +192,34 @@ def test_learn_from_buffer_old_home_is_a_deprecated_alias():
         assert buffer_learner.learn_from_buffer is learn_from_buffer
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         buffer_learner.nope  # noqa: B018
+
+
+def test_a_collector_runs_every_test_phase_even_without_train_between(tmp_path: Path) -> None:
+    # A learner can end a test phase and start the next one between two polls of a collector (a short cycle filled by
+    # the other collectors): the signal reads "test" both times. Before the fix the collector took the new phase for
+    # the one it had run and waited; the learner got no test episode from it until its test timeout.
+    env = BarnNavVecEnv(1, observation="costmap", image_size=(H, W), velocity=True, max_steps=4)
+    model = VLMTD3("VLMPolicy", env, policy_kwargs={"backbone": "tiny", "freeze_vlm": True}, seed=0)
+    buffer = tmp_path / "buffer"
+    publish_policy(model.policy, buffer / "policy", parameter_names=list(DWA_PARAMS.names))
+    write_signal(buffer, "pause")
+
+    def test_files() -> list[Path]:
+        return sorted((buffer / "test_sync").glob("*.pickle"))
+
+    with running(build_app(buffer / "policy", ServerSettings(mode="actor", batch_delay=0.0))) as url:
+        collector = start_collector(buffer, url, 0)
+        try:
+            write_signal(buffer, "test")
+            wait_for(lambda: test_files(), 120, "the first test phase's episodes")
+            first = -1
+            while len(test_files()) != first:  # until the collector has run all its test worlds and waits
+                first = len(test_files())
+                time.sleep(2.0)
+            for path in test_files():
+                path.unlink()  # the learner consumed them
+            write_signal(buffer, "test")  # the next phase, no "train" seen in between
+            wait_for(lambda: len(test_files()) == first, 120, "the second test phase's episodes")
+        finally:
+            collector.terminate()
+            collector.wait(timeout=30)

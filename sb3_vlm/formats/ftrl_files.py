@@ -29,6 +29,7 @@ __all__ = [
     "next_number",
     "png_bytes",
     "read_signal",
+    "signal_stamp",
     "results_line",
     "spread_tail_reward",
     "trajectory_name",
@@ -149,6 +150,16 @@ def read_signal(buffer: str | os.PathLike) -> str | None:
     if word and word not in SIGNALS:
         raise ValueError(f"{path}: expected one of {list(SIGNALS)}, got {word[:40]!r}")
     return word or None
+
+
+def signal_stamp(buffer: str | os.PathLike) -> tuple[int, int] | None:
+    """Which write of ``<buffer>/sync/continue.signal`` is there now (inode, mtime in ns; every atomic write makes a
+    new file), None if it is missing: two test phases in a row are two writes of the same word."""
+    try:
+        stat = Path(buffer).joinpath(*SIGNAL_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def write_signal(buffer: str | os.PathLike, signal: str) -> None:

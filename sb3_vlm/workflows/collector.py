@@ -24,6 +24,7 @@ from sb3_vlm.formats.ftrl_files import (
     FTRL_IMAGE_SIZE,
     METHOD,
     read_signal,
+    signal_stamp,
     spread_tail_reward,
 )
 from sb3_vlm.formats.ftrl_sft import SFTWriter, write_sft_json
@@ -309,16 +310,19 @@ def _run_episodes(
     summary = CollectSummary()
     desc, disable = f"collect actor_{settings.actor_id}", not settings.progress_bar
     bar = tqdm(total=settings.episodes, desc=desc, unit="ep", disable=disable)
-    done, tested = 0, False  # tested: this test phase's episodes are run
+    # tested: the signal write whose test episodes this collector ran. A learner may end a test phase and start the
+    # next one between two polls (a short cycle filled by the other collectors): the word is "test" both times, the
+    # write is not, and the new phase gets its episodes.
+    done, tested = 0, None
     while done < settings.episodes:
         seed = settings.seed if not summary.episodes else None
         if settings.follow_signal:
-            signal = read_signal(collector.buffer) or "train"
-            if signal == "pause" or (signal == "test" and tested):
+            signal, stamp = read_signal(collector.buffer) or "train", signal_stamp(collector.buffer)
+            if signal == "pause" or (signal == "test" and tested == stamp):
                 time.sleep(settings.signal_poll)
                 continue
-            tested = signal == "test"
-            if tested:
+            tested = stamp if signal == "test" else None
+            if signal == "test":
                 for world in test_ids:
                     summary.episodes.append(collector.episode(world, seed, "test"))
                     seed = None
