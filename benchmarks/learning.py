@@ -19,7 +19,8 @@ Intervals: 95 % Student-t over the per-world means (episodes of a world pooled o
 over per-world differences. Writes ``benchmarks/results/learning.json`` and ``docs/learning_curves.png`` and
 prints one JSON line. Usage::
 
-    python benchmarks/learning.py --barn-dir /path/to/BARN [--seeds 3] [--applr-steps 500000] [--vlm] [--quick]
+    python benchmarks/learning.py --barn-dir /path/to/BARN [--seeds 3] [--applr-steps 500000] [--vlm]
+        [--vlm-seeds 3,4,5] [--quick]
 
 ``--quick`` runs every stage at toy sizes (CI): its figures mean nothing.
 """
@@ -259,6 +260,12 @@ def main() -> None:
     parser.add_argument("--order-runs", type=int, default=2, help="episodes per validation world, reward ordering")
     parser.add_argument("--vlm", action="store_true", help="also run the image route")
     parser.add_argument("--vlm-steps", type=int, default=40_000)
+    parser.add_argument(
+        "--vlm-seeds",
+        type=lambda text: [int(t) for t in text.split(",")],
+        help="image-route seeds, e.g. 3,4,5 "
+        "(default: 0 .. --seeds - 1); fresh seeds confirm a budget chosen after a look at earlier ones",
+    )
     parser.add_argument("--quick", action="store_true", help="every stage at toy sizes: the figures mean nothing")
     parser.add_argument(
         "--no-train", action="store_true", help="report the runs that reached their budget; train or resume none"
@@ -318,7 +325,7 @@ def main() -> None:
             args.work_dir, "sft_only", {"args": sft_args, "mtime": stamp}, lambda: mean_ci(per_world(*sft_args))
         )
         vlm_runs = []
-        for seed in range(args.seeds):
+        for seed in args.vlm_seeds or range(args.seeds):
             print(f"image route seed {seed}", flush=True)
             if args.no_train:
                 vlm_runs += filter(None, [finished(args.work_dir / "vlm", seed, args.vlm_steps)])

@@ -47,3 +47,6 @@ def test_quick_mode_writes_every_key_and_resumes(tmp_path):
     subprocess.run([*args, "--no-train"], capture_output=True, text=True, check=True, timeout=1800)
     assert json.loads(out.read_text())["applr_seeds"] == [0]
     assert {p: p.stat().st_mtime for p in (work / "stages").glob("*.json")} == stages
+    # --vlm-seeds picks the image-route seeds reported: seed 1 never ran, so there is nothing to report.
+    missing = subprocess.run([*args, "--no-train", "--vlm-seeds", "1"], capture_output=True, text=True, timeout=1800)
+    assert missing.returncode != 0 and "no image-route run" in missing.stderr
