@@ -61,6 +61,8 @@ def test_train_writes_ftrl_keys_folders_and_summary(tmp_path, capsys):
     assert "train/actor_loss" in tags and "time/fps" in tags  # SB3's own keys stay
     counts = [e.value for e in events.Scalars("train/Test_counts")]
     assert counts and set(counts) == {2.0}
+    # Every evaluation reaches TensorBoard, the last one too (it was lost when no episode ended after it).
+    assert [e.step for e in events.Scalars("train/Test_counts")] == [int(s) for s, _ in summaries]
     assert all(0.0 <= e.value <= 0.5 for e in events.Scalars("train/Test_nav_metric"))
 
     # policy_step_<k>/ for each improvement (the first evaluation always is one), best_model/ with best_info.txt

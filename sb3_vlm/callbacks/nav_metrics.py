@@ -182,8 +182,8 @@ class NavMetricsCallback(BaseCallback):
         return self.record_test(finals)
 
     def record_test(self, finals: list[dict[str, Any]]) -> dict[str, float]:
-        """Log the final infos of test episodes (run here or elsewhere, e.g. read from FTRL's test pickles), print
-        the summary, remember and, if the test nav metric improved, save."""
+        """Log the final infos of test episodes (run here or elsewhere, e.g. read from FTRL's test pickles) and dump
+        the logger, print the summary, remember and, if the test nav metric improved, save."""
         stats = summarize(finals)
         self.last_eval = stats
         self.last_eval_worlds = sorted({int(f["world_id"]) for f in finals if "world_id" in f})
@@ -201,6 +201,9 @@ class NavMetricsCallback(BaseCallback):
                 self._save_best(stats)
         if self.summary:
             print(self.summary_text())
+        # Written now, at this step: SB3 dumps only when an episode ends, so a later evaluation would overwrite this
+        # one before it is written, and the run's last one (no episode ending after it) would never be.
+        self.logger.dump(self.num_timesteps)
         return stats
 
     def _save_best(self, stats: dict[str, float]) -> None:
