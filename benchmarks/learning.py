@@ -249,6 +249,14 @@ def route(name: str, runs_dirs: list[Path], test: list[int], args: argparse.Name
     return out
 
 
+def seed_list(text: str) -> list[int]:
+    """``"3,4,5"`` -> ``[3, 4, 5]`` (``--vlm-seeds``)."""
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds separated by commas, e.g. 3,4,5; got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds (default: generated ones)")
@@ -262,7 +270,7 @@ def main() -> None:
     parser.add_argument("--vlm-steps", type=int, default=40_000)
     parser.add_argument(
         "--vlm-seeds",
-        type=lambda text: [int(t) for t in text.split(",")],
+        type=seed_list,
         help="image-route seeds, e.g. 3,4,5 "
         "(default: 0 .. --seeds - 1); fresh seeds confirm a budget chosen after a look at earlier ones",
     )
