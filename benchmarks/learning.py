@@ -44,6 +44,7 @@ from envs import BarnNavVecEnv
 from envs.nav_env import REWARD_PRESETS, resolve_world_ids
 from envs.planners import DWA_PARAMS
 from envs.probes import ContextualBandit, QuadraticBandit, TruncatedChain
+from sb3_vlm.cli._args import int_list
 from sb3_vlm.policies import load_policy
 from sb3_vlm.workflows.evaluation import evaluate
 from sb3_vlm.workflows.pretraining import PretrainSettings, pretrain
@@ -249,14 +250,6 @@ def route(name: str, runs_dirs: list[Path], test: list[int], args: argparse.Name
     return out
 
 
-def seed_list(text: str) -> list[int]:
-    """``"3,4,5"`` -> ``[3, 4, 5]`` (``--vlm-seeds``)."""
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seeds separated by commas, e.g. 3,4,5; got {text!r}") from None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--barn-dir", type=Path, help="real BARN worlds (default: generated ones)")
@@ -270,7 +263,7 @@ def main() -> None:
     parser.add_argument("--vlm-steps", type=int, default=40_000)
     parser.add_argument(
         "--vlm-seeds",
-        type=seed_list,
+        type=int_list,
         help="image-route seeds, e.g. 3,4,5 "
         "(default: 0 .. --seeds - 1); fresh seeds confirm a budget chosen after a look at earlier ones",
     )

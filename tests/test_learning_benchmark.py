@@ -55,5 +55,5 @@ def test_quick_mode_writes_every_key_and_resumes(tmp_path):
 def test_vlm_seeds_that_are_not_integers_are_refused_by_name():
     args = [sys.executable, str(REPO / "benchmarks" / "learning.py"), "--vlm-seeds", "3,x"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "--vlm-seeds: expected seeds separated by commas" in done.stderr
+    assert done.returncode == 2 and "--vlm-seeds: expected integers separated by commas" in done.stderr
     assert "got '3,x'" in done.stderr

@@ -182,8 +182,8 @@ class NavMetricsCallback(BaseCallback):
         return self.record_test(finals)
 
     def record_test(self, finals: list[dict[str, Any]]) -> dict[str, float]:
-        """Log the final infos of test episodes (run here or elsewhere, e.g. read from FTRL's test pickles) and dump
-        the logger, print the summary, remember and, if the test nav metric improved, save."""
+        """Log the final infos of test episodes (run here or elsewhere, e.g. read from FTRL's test pickles), remember
+        and, if the test nav metric improved, save; print the summary, then write the logger out."""
         stats = summarize(finals)
         self.last_eval = stats
         self.last_eval_worlds = sorted({int(f["world_id"]) for f in finals if "world_id" in f})

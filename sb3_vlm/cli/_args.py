@@ -27,6 +27,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_list(text: str) -> list[int]:
+    """``"3,4,5"`` -> ``[3, 4, 5]`` (empty items skipped); an ``argparse`` type."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas such as 3,4,5, got {text!r}") from None
+
+
 def options(args: argparse.Namespace, *names: str) -> dict[str, object]:
     """``{name: args.<name>}`` for options passed on unchanged to a library call."""
     return {name: getattr(args, name) for name in names}
@@ -38,8 +46,8 @@ def parse_worlds(text: str | None) -> str | list[int] | None:
     if text is None or text in ("train", "fit", "val", "test", "all"):
         return text
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
+        return int_list(text)
+    except argparse.ArgumentTypeError:
         raise ValueError(f"--worlds must be train, fit, val, test, all or comma-separated ids, got {text!r}") from None
 
 
